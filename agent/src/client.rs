@@ -1,0 +1,294 @@
+//! One request against an OpenAI-compatible engine: send, stamp every byte's arrival
+//! before parsing it, classify the outcome.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use kvbench_common::plan::ApiFlavor;
+use kvbench_common::record::Outcome;
+use kvbench_common::tokenizer::render_chat;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use crate::sse::SseParser;
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// A client whose pool never limits concurrency: one connection per in-flight stream.
+pub fn http_client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_keepalive(Some(Duration::from_secs(30)));
+    connector.set_connect_timeout(Some(Duration::from_secs(10)));
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(usize::MAX)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector)
+}
+
+/// What to send.
+#[derive(Debug, Clone)]
+pub struct Call<'a> {
+    pub base_url: &'a str,
+    pub api: ApiFlavor,
+    pub model: &'a str,
+    /// `(role, content)` pairs.
+    pub messages: &'a [(String, String)],
+    pub max_tokens: u32,
+    pub ttft_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// What came back, with times as instants; the caller makes them round-relative.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub sent: Instant,
+    pub first_byte: Option<Instant>,
+    pub first_token: Option<Instant>,
+    pub chunks: Vec<Instant>,
+    pub end: Instant,
+    pub prompt_tokens: Option<u32>,
+    pub output_tokens: Option<u32>,
+    pub cached_tokens: Option<u32>,
+    pub finish_reason: String,
+    pub outcome: Outcome,
+    pub error: String,
+    pub http_status: Option<u16>,
+    /// The generated text (content chunks concatenated).
+    pub text: String,
+}
+
+fn body_json(call: &Call<'_>) -> Value {
+    let mut v = json!({
+        "model": call.model,
+        "max_tokens": call.max_tokens,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    });
+    match call.api {
+        ApiFlavor::Chat => {
+            let msgs: Vec<Value> = call
+                .messages
+                .iter()
+                .map(|(r, c)| json!({"role": r, "content": c}))
+                .collect();
+            v["messages"] = Value::Array(msgs);
+        }
+        ApiFlavor::Completions => {
+            let prompt = render_chat(call.messages.iter().map(|(r, c)| (r.as_str(), c.as_str())));
+            v["prompt"] = Value::String(prompt);
+        }
+    }
+    v
+}
+
+/// Sends one streaming request and reads it to the end (or to its first failure).
+pub async fn send(client: &HttpClient, call: &Call<'_>) -> Reply {
+    let path = match call.api {
+        ApiFlavor::Chat => "/v1/chat/completions",
+        ApiFlavor::Completions => "/v1/completions",
+    };
+    let body = Bytes::from(body_json(call).to_string());
+    let mut reply = Reply {
+        sent: Instant::now(),
+        first_byte: None,
+        first_token: None,
+        chunks: Vec::new(),
+        end: Instant::now(),
+        prompt_tokens: None,
+        output_tokens: None,
+        cached_tokens: None,
+        finish_reason: String::new(),
+        outcome: Outcome::Ok,
+        error: String::new(),
+        http_status: None,
+        text: String::new(),
+    };
+    let uri: Uri = match format!("{}{}", call.base_url, path).parse() {
+        Ok(u) => u,
+        Err(e) => return fail(reply, Outcome::ConnectError, format!("bad engine URL: {e}")),
+    };
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(uri)
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .body(Full::new(body));
+    let req = match req {
+        Ok(r) => r,
+        Err(e) => {
+            return fail(
+                reply,
+                Outcome::ConnectError,
+                format!("cannot build request: {e}"),
+            )
+        }
+    };
+    reply.sent = Instant::now();
+    let ttft_deadline = reply.sent + call.ttft_timeout;
+    let resp = match tokio::time::timeout_at(ttft_deadline, client.request(req)).await {
+        Err(_) => {
+            return fail(
+                reply,
+                Outcome::TtftTimeout,
+                "no response headers before the TTFT timeout".into(),
+            )
+        }
+        Ok(Err(e)) => {
+            let outcome = if e.is_connect() {
+                Outcome::ConnectError
+            } else {
+                Outcome::Reset
+            };
+            return fail(reply, outcome, error_chain(&e));
+        }
+        Ok(Ok(r)) => r,
+    };
+    reply.first_byte = Some(Instant::now());
+    let status = resp.status();
+    reply.http_status = Some(status.as_u16());
+    let mut body = resp.into_body();
+    if !status.is_success() {
+        let text = tokio::time::timeout(call.idle_timeout, body.collect())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|b| {
+                String::from_utf8_lossy(&b.to_bytes())
+                    .chars()
+                    .take(500)
+                    .collect::<String>()
+            })
+            .unwrap_or_default();
+        return fail(
+            reply,
+            Outcome::from_http_status(status.as_u16()),
+            format!("HTTP {status}: {text}"),
+        );
+    }
+
+    let mut parser = SseParser::new();
+    let mut done = false;
+    let mut last_frame = Instant::now();
+    loop {
+        let deadline = if reply.first_token.is_none() {
+            ttft_deadline
+        } else {
+            last_frame + call.idle_timeout
+        };
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                let (o, what) = if reply.first_token.is_none() {
+                    (Outcome::TtftTimeout, "no token before the TTFT timeout")
+                } else {
+                    (Outcome::IdleTimeout, "no bytes within the idle timeout")
+                };
+                return fail(reply, o, what.into());
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return fail(reply, Outcome::Reset, error_chain(&e)),
+            Ok(Some(Ok(f))) => f,
+        };
+        // Stamp first, parse later.
+        let now = Instant::now();
+        last_frame = now;
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        let mut bad_json: Option<String> = None;
+        let fed = parser.feed(data, |event| {
+            if done || bad_json.is_some() {
+                return;
+            }
+            if event.trim() == "[DONE]" {
+                done = true;
+                return;
+            }
+            match serde_json::from_str::<Value>(event) {
+                Ok(v) => absorb(&mut reply, &v, now),
+                Err(e) => {
+                    bad_json = Some(format!(
+                        "{e}: {}",
+                        event.chars().take(200).collect::<String>()
+                    ))
+                }
+            }
+        });
+        if let Err(e) = fed {
+            return fail(reply, Outcome::MalformedSse, e.to_string());
+        }
+        if let Some(e) = bad_json {
+            return fail(reply, Outcome::MalformedJson, e);
+        }
+        if done {
+            break;
+        }
+    }
+    reply.end = Instant::now();
+    if !done {
+        return fail(
+            reply,
+            Outcome::StreamTruncated,
+            "stream ended before data: [DONE]".into(),
+        );
+    }
+    reply
+}
+
+/// Takes what one event says: content, finish reason, usage.
+fn absorb(reply: &mut Reply, v: &Value, at: Instant) {
+    if let Some(choice) = v.get("choices").and_then(|c| c.get(0)) {
+        let content = choice
+            .get("delta")
+            .and_then(|d| {
+                ["content", "reasoning_content", "reasoning"]
+                    .iter()
+                    .find_map(|k| d.get(*k).and_then(Value::as_str).filter(|s| !s.is_empty()))
+            })
+            .or_else(|| choice.get("text").and_then(Value::as_str))
+            .unwrap_or("");
+        if !content.is_empty() {
+            if reply.first_token.is_none() {
+                reply.first_token = Some(at);
+            }
+            reply.chunks.push(at);
+            reply.text.push_str(content);
+        }
+        if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
+            reply.finish_reason = f.to_owned();
+        }
+    }
+    if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
+        let num = |p: &str| {
+            u.pointer(p)
+                .and_then(Value::as_u64)
+                .map(|n| n.min(u64::from(u32::MAX)) as u32)
+        };
+        reply.prompt_tokens = num("/prompt_tokens").or(reply.prompt_tokens);
+        reply.output_tokens = num("/completion_tokens").or(reply.output_tokens);
+        reply.cached_tokens = num("/prompt_tokens_details/cached_tokens").or(reply.cached_tokens);
+    }
+}
+
+fn fail(mut reply: Reply, outcome: Outcome, error: String) -> Reply {
+    reply.end = Instant::now();
+    reply.outcome = outcome;
+    reply.error = error;
+    reply
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}

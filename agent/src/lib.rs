@@ -1,0 +1,100 @@
+//! `kvbench-agent`: serves the agent protocol next to one serving engine. It generates
+//! load locally against that engine, clears its cache on command, and streams one record
+//! per request back to the coordinator.
+//!
+//! The agent owns its engine's address (from its own command line or config): nothing that
+//! arrives over gRPC names a URL, a path or a command.
+
+pub mod client;
+pub mod gpu;
+mod round;
+mod service;
+pub mod sse;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+pub use round::RoundSpec;
+pub use service::AgentService;
+
+/// What an agent is and where its engine is.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Shown in reports (`agent` in records); defaults to the hostname.
+    pub name: String,
+    /// The engine's base URL (`http://127.0.0.1:8000`, no `/v1`).
+    pub engine_url: String,
+    /// cloud, region, node, engine, model, ...
+    pub labels: BTreeMap<String, String>,
+}
+
+/// This host's name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Serves the agent protocol on a bound listener until `shutdown` is cancelled; rounds in
+/// progress stop sending load then.
+pub async fn serve(
+    listener: TcpListener,
+    config: AgentConfig,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let (gpus, gpu_note) = tokio::task::spawn_blocking(gpu::inventory)
+        .await
+        .unwrap_or_else(|e| (Vec::new(), Some(format!("GPU inventory failed: {e}"))));
+    if let Some(note) = &gpu_note {
+        tracing::info!(note = %note, "GPU inventory");
+    }
+    let svc = AgentService::new(config, gpus, gpu_note, shutdown.child_token());
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .tcp_nodelay(true)
+        .add_service(kvbench_proto::v1::agent_server::AgentServer::new(svc))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .await
+}
+
+/// An agent running in this process (the embedded default, and tests).
+#[derive(Debug)]
+pub struct AgentHandle {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl AgentHandle {
+    /// `http://127.0.0.1:PORT`, for a gRPC channel.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Starts an agent on `127.0.0.1:0`.
+pub async fn spawn(config: AgentConfig) -> std::io::Result<AgentHandle> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(serve(listener, config, shutdown.clone()));
+    Ok(AgentHandle {
+        addr,
+        shutdown,
+        task,
+    })
+}

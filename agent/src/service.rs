@@ -1,0 +1,259 @@
+//! The gRPC service.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request};
+use kvbench_common::PROTOCOL_VERSION;
+use kvbench_proto::convert::{api_from_wire, workload_from_wire};
+use kvbench_proto::v1::{self, agent_server::Agent};
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request as GrpcRequest, Response, Status};
+
+use crate::client::{http_client, HttpClient};
+use crate::round::{self, ReplyStore, RoundSpec};
+use crate::AgentConfig;
+
+/// How long ClearCache waits for this agent's rounds to finish before giving up.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long ClearCache retries a reset the engine refuses because requests still hold blocks.
+const RESET_RETRY_FOR: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub struct AgentService {
+    config: AgentConfig,
+    base_url: Arc<str>,
+    name: Arc<str>,
+    hostname: String,
+    gpus: Vec<v1::GpuInfo>,
+    gpu_note: Option<String>,
+    client: HttpClient,
+    replies: Arc<ReplyStore>,
+    active: Arc<(AtomicUsize, Notify)>,
+    shutdown: CancellationToken,
+}
+
+impl AgentService {
+    pub fn new(
+        config: AgentConfig,
+        gpus: Vec<v1::GpuInfo>,
+        gpu_note: Option<String>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        AgentService {
+            base_url: config.engine_url.trim_end_matches('/').into(),
+            name: config.name.clone().into(),
+            hostname: crate::hostname(),
+            config,
+            gpus,
+            gpu_note,
+            client: http_client(),
+            replies: Arc::new(ReplyStore::default()),
+            active: Arc::new((AtomicUsize::new(0), Notify::new())),
+            shutdown,
+        }
+    }
+
+    /// Waits until no round of this agent is running.
+    async fn drain(&self) -> bool {
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        loop {
+            let notified = self.active.1.notified();
+            if self.active.0.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// `POST /reset_prefix_cache` (vLLM's and kvbench-sim's), retried while the engine
+    /// answers `success: false` because requests still hold blocks.
+    async fn reset_prefix_cache(&self) -> Result<String, String> {
+        let url = format!("{}/reset_prefix_cache", self.base_url);
+        let deadline = Instant::now() + RESET_RETRY_FOR;
+        loop {
+            let req = Request::builder()
+                .method(Method::POST)
+                .uri(&url)
+                .body(Full::new(Bytes::new()))
+                .map_err(|e| format!("bad engine URL {url}: {e}"))?;
+            let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
+                .await
+                .map_err(|_| format!("POST {url}: no answer within 30 s"))?
+                .map_err(|e| format!("POST {url}: {e}"))?;
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                .unwrap_or_default();
+            if status == hyper::StatusCode::NOT_FOUND {
+                return Err(format!(
+                    "POST {url}: 404: the engine has no reset endpoint (vLLM serves it only with VLLM_SERVER_DEV_MODE=1)"
+                ));
+            }
+            if !status.is_success() {
+                return Err(format!(
+                    "POST {url}: HTTP {status}: {}",
+                    body.chars().take(300).collect::<String>()
+                ));
+            }
+            // vLLM answers 200 with a JSON body; `success: false` means refused.
+            let success = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("success").and_then(serde_json::Value::as_bool));
+            match success {
+                Some(false) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Some(false) => {
+                    return Err(format!(
+                        "POST {url}: the engine refused the reset for {} s (requests still hold KV blocks)",
+                        RESET_RETRY_FOR.as_secs()
+                    ))
+                }
+                _ => return Ok(format!("POST {url}: {}", body.trim())),
+            }
+        }
+    }
+}
+
+struct ActiveGuard(Arc<(AtomicUsize, Notify)>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        if self.0 .0.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0 .1.notify_waiters();
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn hello(
+        &self,
+        req: GrpcRequest<v1::HelloRequest>,
+    ) -> Result<Response<v1::HelloResponse>, Status> {
+        let theirs = req.get_ref().protocol_version;
+        if theirs != PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "protocol version mismatch: coordinator speaks {theirs}, agent {} speaks {PROTOCOL_VERSION}; use matching kvbench releases",
+                env!("CARGO_PKG_VERSION")
+            )));
+        }
+        Ok(Response::new(v1::HelloResponse {
+            protocol_version: PROTOCOL_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            hostname: self.hostname.clone(),
+            agent_name: self.config.name.clone(),
+            labels: self.config.labels.clone().into_iter().collect(),
+            gpus: self.gpus.clone(),
+            engine_display: self.config.engine_url.clone(),
+            gpu_note: self.gpu_note.clone().unwrap_or_default(),
+        }))
+    }
+
+    type RunRoundStream = ReceiverStream<Result<v1::RoundEvent, Status>>;
+
+    async fn run_round(
+        &self,
+        req: GrpcRequest<v1::RunRoundRequest>,
+    ) -> Result<Response<Self::RunRoundStream>, Status> {
+        let r = req.into_inner();
+        let wl = r
+            .workload
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("workload is missing"))?;
+        let workload =
+            workload_from_wire(wl).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let api = api_from_wire(r.api).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let load = r.load.unwrap_or_default();
+        let secs = |s: f64, what: &str| {
+            if s.is_finite() && s > 0.0 {
+                Ok(Duration::from_secs_f64(s))
+            } else {
+                Err(Status::invalid_argument(format!(
+                    "{what} must be > 0 seconds, got {s}"
+                )))
+            }
+        };
+        if r.round == 0 {
+            return Err(Status::invalid_argument("rounds are numbered from 1"));
+        }
+        let spec = RoundSpec {
+            scenario_id: r.scenario_id,
+            scenario_name: r.scenario_name,
+            round: r.round,
+            workload,
+            concurrency: load.concurrency.max(1),
+            ttft_timeout: secs(load.ttft_timeout_s, "ttft_timeout_s")?,
+            idle_timeout: secs(load.idle_timeout_s, "idle_timeout_s")?,
+            model: r.model,
+            api,
+        };
+        tracing::info!(scenario = %spec.scenario_name, round = spec.round, concurrency = spec.concurrency, "round starting");
+        let (tx, rx) = mpsc::channel(1024);
+        self.active.0.fetch_add(1, Ordering::SeqCst);
+        let guard = ActiveGuard(self.active.clone());
+        let cancel = self.shutdown.child_token();
+        let (client, base, name, replies) = (
+            self.client.clone(),
+            self.base_url.clone(),
+            self.name.clone(),
+            self.replies.clone(),
+        );
+        tokio::spawn(async move {
+            let _guard = guard;
+            // Stop the load as soon as the coordinator drops the stream.
+            let watch = {
+                let (tx, cancel) = (tx.clone(), cancel.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = tx.closed() => cancel.cancel(),
+                        _ = cancel.cancelled() => {}
+                    }
+                })
+            };
+            round::run(client, base, name, replies, spec, tx, cancel.clone()).await;
+            watch.abort();
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn clear_cache(
+        &self,
+        _req: GrpcRequest<v1::ClearCacheRequest>,
+    ) -> Result<Response<v1::ClearCacheResponse>, Status> {
+        let start = Instant::now();
+        let took = || start.elapsed().as_secs_f64() * 1000.0;
+        if !self.drain().await {
+            return Ok(Response::new(v1::ClearCacheResponse {
+                success: false,
+                detail: format!(
+                    "rounds still running after {} s; cache not cleared",
+                    DRAIN_TIMEOUT.as_secs()
+                ),
+                took_ms: took(),
+            }));
+        }
+        let (success, detail) = match self.reset_prefix_cache().await {
+            Ok(d) => (true, d),
+            Err(d) => (false, d),
+        };
+        tracing::info!(success, detail = %detail, "clear_cache");
+        Ok(Response::new(v1::ClearCacheResponse {
+            success,
+            detail,
+            took_ms: took(),
+        }))
+    }
+}

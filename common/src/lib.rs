@@ -1,0 +1,19 @@
+//! Domain types shared by the coordinator, the agent and the simulator.
+//!
+//! - [`plan`]: the seed-compatible plan and per-scenario config files (raw -> validated);
+//! - [`workload`]: deterministic workload generators for the five seed types;
+//! - [`tokenizer`]: the documented tokenizer shared by the simulator and the generators;
+//! - [`record`]: one request as the agent saw it, and its outcome class;
+//! - [`stats`]: the statistics computed from records, and the stats file layout.
+
+pub mod plan;
+pub mod record;
+pub mod rng;
+pub mod stats;
+pub mod tokenizer;
+pub mod util;
+pub mod workload;
+
+/// Version of the agent protocol (`proto/kvbench/v1`). Agents and coordinators refuse peers
+/// that speak another version.
+pub const PROTOCOL_VERSION: u32 = 1;

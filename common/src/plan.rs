@@ -1,0 +1,542 @@
+//! The plan (`multi_scenario_config.yaml`, the seed's format) and the per-scenario config
+//! files it names, loaded as raw serde structs with `deny_unknown_fields` and then
+//! validated. Every error names the file, the line and the key, and says what is valid.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::util::slug;
+use crate::workload::{WorkloadKind, WorkloadParams, WorkloadSpec};
+
+// ---------------------------------------------------------------------------------------
+// Raw files, as written.
+
+/// The plan file, as written (the seed's `multi_scenario_config.yaml`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlan {
+    #[serde(default)]
+    output_dir: Option<String>,
+    #[serde(default)]
+    clear_cache_between_scenarios: Option<bool>,
+    #[serde(default)]
+    wait_between_scenarios: Option<f64>,
+    #[serde(default)]
+    mooncake: Option<RawMooncake>,
+    test_scenarios: Vec<RawScenario>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMooncake {
+    #[serde(default)]
+    metadata_server_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: String,
+    config_file: String,
+    scenario: WorkloadKind,
+    #[serde(default)]
+    rounds: Option<u32>,
+    #[serde(default)]
+    concurrency: Option<u32>,
+}
+
+/// A per-scenario config file (`test_config_*.yaml`), as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(alias = "api_url", alias = "base_url")]
+    endpoint: String,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    api: Option<ApiFlavor>,
+    #[serde(default)]
+    num_requests: Option<u32>,
+    #[serde(default)]
+    output_tokens: Option<u32>,
+    #[serde(default)]
+    seed: Option<u64>,
+    #[serde(default)]
+    ttft_timeout_s: Option<f64>,
+    #[serde(default)]
+    idle_timeout_s: Option<f64>,
+    #[serde(default)]
+    workload: Option<WorkloadParams>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Validated types.
+
+/// Which OpenAI-compatible API the load uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiFlavor {
+    /// `POST /v1/chat/completions` with `messages`.
+    Chat,
+    /// `POST /v1/completions` with the chat template rendered into `prompt`.
+    Completions,
+}
+
+impl ApiFlavor {
+    pub fn label(self) -> &'static str {
+        match self {
+            ApiFlavor::Chat => "chat",
+            ApiFlavor::Completions => "completions",
+        }
+    }
+}
+
+/// Where a scenario's load goes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Endpoint {
+    /// The embedded `kvbench-sim`, started in-process.
+    Sim,
+    /// An OpenAI-compatible server's base URL (`http://host:port`, no `/v1`).
+    Url(String),
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Sim => f.write_str("sim"),
+            Endpoint::Url(u) => f.write_str(u),
+        }
+    }
+}
+
+/// A validated per-scenario config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScenarioConfig {
+    pub endpoint: Endpoint,
+    pub model: String,
+    pub api: ApiFlavor,
+    pub workload: WorkloadSpec,
+    pub ttft_timeout_s: f64,
+    pub idle_timeout_s: f64,
+}
+
+/// One validated scenario of the plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    pub name: String,
+    /// File-name form of the name (unique within the plan).
+    pub slug: String,
+    /// The config file as written in the plan.
+    pub config_file: String,
+    /// The config file's resolved path.
+    pub config_path: PathBuf,
+    pub kind: WorkloadKind,
+    pub rounds: u32,
+    pub concurrency: u32,
+    pub config: ScenarioConfig,
+}
+
+/// A validated plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub path: PathBuf,
+    pub output_dir: PathBuf,
+    pub clear_cache_between_scenarios: bool,
+    pub wait_between_scenarios_s: f64,
+    pub mooncake_metadata_server_url: Option<String>,
+    pub scenarios: Vec<Scenario>,
+}
+
+pub const DEFAULT_OUTPUT_DIR: &str = "test_results_multi";
+pub const DEFAULT_WAIT_S: f64 = 10.0;
+pub const DEFAULT_ROUNDS: u32 = 2;
+pub const DEFAULT_SEED: u64 = 42;
+pub const DEFAULT_MODEL: &str = "kvbench-sim";
+pub const DEFAULT_TTFT_TIMEOUT_S: f64 = 300.0;
+pub const DEFAULT_IDLE_TIMEOUT_S: f64 = 60.0;
+
+// ---------------------------------------------------------------------------------------
+// Errors.
+
+/// One problem in a plan or config file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    /// Dotted path of the key (`test_scenarios[1].rounds`); empty for the whole file.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": key `{}`", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found in a plan (at least one).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct PlanErrors(pub Vec<PlanError>);
+
+impl fmt::Display for PlanErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<PlanError> for PlanErrors {
+    fn from(e: PlanError) -> Self {
+        PlanErrors(vec![e])
+    }
+}
+
+/// Turns a serde_yaml error into one that names the key and says what is valid.
+fn yaml_error(file: &Path, text: &str, e: &serde_yaml::Error) -> PlanError {
+    let mut msg = e.to_string();
+    let line = e.location().map(|l| l.line());
+    if let Some(pos) = msg.rfind(" at line ") {
+        msg.truncate(pos);
+    }
+    // serde_yaml writes "path.to.key: message" when the error is below the top level.
+    let (mut key, mut message) = match msg.split_once(": ") {
+        Some((path, rest)) if !path.contains(' ') => (path.to_owned(), rest.to_owned()),
+        _ => (String::new(), msg.clone()),
+    };
+    if let Some(field) = between(&message, "unknown field `", "`") {
+        key = join_key(&key, field);
+        message = message.replacen("expected one of", "valid keys here are", 1);
+        message = message.replacen(", expected ", ", valid keys here are ", 1);
+    } else if let Some(field) = between(&message, "missing field `", "`") {
+        key = join_key(&key, field);
+        message = format!("missing required key `{field}`");
+    } else if message.starts_with("unknown variant") {
+        message = message.replacen("expected one of", "valid values are", 1);
+        message = message.replacen(", expected ", ", valid values are ", 1);
+    }
+    if key.is_empty() && text.trim().is_empty() {
+        message = "the file is empty".into();
+    }
+    PlanError {
+        file: file.to_owned(),
+        line,
+        key,
+        message,
+    }
+}
+
+fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let rest = &s[s.find(start)? + start.len()..];
+    Some(&rest[..rest.find(end)?])
+}
+
+fn join_key(parent: &str, field: &str) -> String {
+    if parent.is_empty() {
+        field.to_owned()
+    } else {
+        format!("{parent}.{field}")
+    }
+}
+
+/// Finds the 1-based line of a key in block-style YAML: `key` at the top level, or `key`
+/// inside item `item` of the top-level sequence `list`. Falls back to the list's line.
+fn find_line(text: &str, list: Option<(&str, usize)>, key: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let is_key = |l: &str, k: &str| {
+        let t = l.trim_start().trim_start_matches("- ").trim_start();
+        t.strip_prefix(k)
+            .is_some_and(|r| r.trim_start().starts_with(':'))
+    };
+    let Some((list, item)) = list else {
+        return lines
+            .iter()
+            .position(|l| !l.starts_with([' ', '\t']) && is_key(l, key))
+            .map(|i| i + 1);
+    };
+    let start = lines
+        .iter()
+        .position(|l| !l.starts_with([' ', '\t']) && is_key(l, list))?;
+    let mut items = Vec::new();
+    let mut indent = None;
+    for (i, l) in lines.iter().enumerate().skip(start + 1) {
+        let trimmed = l.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let ind = l.len() - trimmed.len();
+        if ind == 0 && !trimmed.starts_with('-') {
+            break;
+        }
+        if trimmed.starts_with('-') && indent.is_none_or(|x| x == ind) {
+            indent = Some(ind);
+            items.push(i);
+        }
+    }
+    let Some(&from) = items.get(item) else {
+        return Some(start + 1);
+    };
+    let to = items.get(item + 1).copied().unwrap_or(lines.len());
+    let found = (from..to).find(|&i| is_key(lines[i], key));
+    Some(found.unwrap_or(from) + 1)
+}
+
+// ---------------------------------------------------------------------------------------
+// Loading.
+
+fn read(path: &Path) -> Result<String, PlanError> {
+    std::fs::read_to_string(path).map_err(|e| PlanError {
+        file: path.to_owned(),
+        line: None,
+        key: String::new(),
+        message: format!("cannot read the file: {e}"),
+    })
+}
+
+/// Loads and validates a plan and every config file it names. Relative paths in the plan
+/// resolve against the plan file's folder.
+pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
+    let text = read(path)?;
+    let raw: RawPlan = serde_yaml::from_str(&text).map_err(|e| yaml_error(path, &text, &e))?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut errors = Vec::new();
+    let err = |key: String, line: Option<usize>, message: String| PlanError {
+        file: path.to_owned(),
+        line,
+        key,
+        message,
+    };
+
+    let wait = raw.wait_between_scenarios.unwrap_or(DEFAULT_WAIT_S);
+    if !(wait.is_finite() && wait >= 0.0) {
+        errors.push(err(
+            "wait_between_scenarios".into(),
+            find_line(&text, None, "wait_between_scenarios"),
+            format!("must be a number of seconds >= 0, got {wait}"),
+        ));
+    }
+    if raw.test_scenarios.is_empty() {
+        errors.push(err(
+            "test_scenarios".into(),
+            find_line(&text, None, "test_scenarios"),
+            "must list at least one scenario".into(),
+        ));
+    }
+    let output_dir = resolve(
+        &base,
+        raw.output_dir.as_deref().unwrap_or(DEFAULT_OUTPUT_DIR),
+    );
+    let mooncake_metadata_server_url = raw.mooncake.and_then(|m| m.metadata_server_url);
+    if let Some(url) = &mooncake_metadata_server_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            errors.push(err(
+                "mooncake.metadata_server_url".into(),
+                find_line(&text, None, "mooncake"),
+                format!("must be an http:// or https:// URL, got {url:?}"),
+            ));
+        }
+    }
+
+    let mut scenarios = Vec::new();
+    let mut slugs = BTreeSet::new();
+    for (i, s) in raw.test_scenarios.into_iter().enumerate() {
+        let at = |k: &str| find_line(&text, Some(("test_scenarios", i)), k);
+        let key = |k: &str| format!("test_scenarios[{i}].{k}");
+        let name = s.name.trim().to_owned();
+        if name.is_empty() {
+            errors.push(err(key("name"), at("name"), "must not be empty".into()));
+        }
+        let sl = slug(&name);
+        if !name.is_empty() && !slugs.insert(sl.clone()) {
+            errors.push(err(
+                key("name"),
+                at("name"),
+                format!("{name:?} gives the same file names as an earlier scenario ({sl}); give each scenario a distinct name"),
+            ));
+        }
+        let rounds = s.rounds.unwrap_or(DEFAULT_ROUNDS);
+        if rounds == 0 {
+            errors.push(err(
+                key("rounds"),
+                at("rounds"),
+                "must be at least 1 (2 = cold start, then cache hit)".into(),
+            ));
+        }
+        let concurrency = s.concurrency.unwrap_or(1);
+        if concurrency == 0 {
+            errors.push(err(
+                key("concurrency"),
+                at("concurrency"),
+                "must be at least 1 (absent = 1, serial)".into(),
+            ));
+        }
+        let config_path = resolve(&base, &s.config_file);
+        if !config_path.is_file() {
+            errors.push(err(
+                key("config_file"),
+                at("config_file"),
+                format!(
+                    "config file {:?} not found (looked for {}); paths resolve against the plan's folder",
+                    s.config_file,
+                    config_path.display()
+                ),
+            ));
+            continue;
+        }
+        match load_config(&config_path, s.scenario) {
+            Ok(config) => scenarios.push(Scenario {
+                name,
+                slug: sl,
+                config_file: s.config_file,
+                config_path,
+                kind: s.scenario,
+                rounds,
+                concurrency,
+                config,
+            }),
+            Err(mut e) => errors.append(&mut e.0),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(PlanErrors(errors));
+    }
+    Ok(Plan {
+        path: path.to_owned(),
+        output_dir,
+        clear_cache_between_scenarios: raw.clear_cache_between_scenarios.unwrap_or(true),
+        wait_between_scenarios_s: wait,
+        mooncake_metadata_server_url,
+        scenarios,
+    })
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Loads and validates one per-scenario config file for a workload type.
+pub fn load_config(path: &Path, kind: WorkloadKind) -> Result<ScenarioConfig, PlanErrors> {
+    let text = read(path)?;
+    let raw: RawConfig = serde_yaml::from_str(&text).map_err(|e| yaml_error(path, &text, &e))?;
+    let mut errors = Vec::new();
+    let err = |key: &str, message: String| PlanError {
+        file: path.to_owned(),
+        line: find_line(&text, None, key.split('.').next().unwrap_or(key)),
+        key: key.to_owned(),
+        message,
+    };
+    let endpoint = match raw.endpoint.trim() {
+        "sim" => Endpoint::Sim,
+        u if u.starts_with("http://") => Endpoint::Url(u.trim_end_matches('/').to_owned()),
+        u => {
+            errors.push(err(
+                "endpoint",
+                format!("must be `sim` (the embedded simulator) or an http:// base URL such as http://10.0.0.5:8000, got {u:?}"),
+            ));
+            Endpoint::Sim
+        }
+    };
+    let num_requests = raw.num_requests.unwrap_or(kind.default_num_requests());
+    if num_requests == 0 {
+        errors.push(err("num_requests", "must be at least 1".into()));
+    }
+    let output_tokens = raw.output_tokens.unwrap_or(kind.default_output_tokens());
+    if output_tokens == 0 {
+        errors.push(err("output_tokens", "must be at least 1".into()));
+    }
+    for (k, v) in [
+        ("ttft_timeout_s", raw.ttft_timeout_s),
+        ("idle_timeout_s", raw.idle_timeout_s),
+    ] {
+        if let Some(v) = v {
+            if !(v.is_finite() && v > 0.0) {
+                errors.push(err(k, format!("must be a number of seconds > 0, got {v}")));
+            }
+        }
+    }
+    let params = raw.workload.unwrap_or_default();
+    let accepted = WorkloadParams::accepted(kind);
+    for f in params.set_fields() {
+        if !accepted.contains(&f) {
+            let line = find_line(&text, None, "workload").map(|w| {
+                text.lines()
+                    .enumerate()
+                    .skip(w)
+                    .find(|(_, l)| l.trim_start().starts_with(&format!("{f}:")))
+                    .map_or(w, |(i, _)| i + 1)
+            });
+            errors.push(PlanError {
+                file: path.to_owned(),
+                line,
+                key: format!("workload.{f}"),
+                message: format!(
+                    "`{kind}` does not use `{f}`; its keys are: {}",
+                    accepted.join(", ")
+                ),
+            });
+        }
+    }
+    if !errors.is_empty() {
+        return Err(PlanErrors(errors));
+    }
+    Ok(ScenarioConfig {
+        endpoint,
+        model: raw.model.unwrap_or_else(|| DEFAULT_MODEL.to_owned()),
+        api: raw.api.unwrap_or(ApiFlavor::Chat),
+        workload: WorkloadSpec {
+            kind,
+            seed: raw.seed.unwrap_or(DEFAULT_SEED),
+            num_requests,
+            output_tokens,
+            params,
+        },
+        ttft_timeout_s: raw.ttft_timeout_s.unwrap_or(DEFAULT_TTFT_TIMEOUT_S),
+        idle_timeout_s: raw.idle_timeout_s.unwrap_or(DEFAULT_IDLE_TIMEOUT_S),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_keys_inside_list_items() {
+        let text = "output_dir: x\ntest_scenarios:\n  - name: a\n    config_file: a.yaml\n  - name: b\n    # c\n    rounds: 3\n    config_file: b.yaml\nwait_between_scenarios: 1\n";
+        assert_eq!(
+            find_line(text, Some(("test_scenarios", 0)), "config_file"),
+            Some(4)
+        );
+        assert_eq!(
+            find_line(text, Some(("test_scenarios", 1)), "config_file"),
+            Some(8)
+        );
+        assert_eq!(
+            find_line(text, Some(("test_scenarios", 1)), "name"),
+            Some(5)
+        );
+        assert_eq!(
+            find_line(text, Some(("test_scenarios", 1)), "rounds"),
+            Some(7)
+        );
+        assert_eq!(find_line(text, None, "wait_between_scenarios"), Some(9));
+    }
+}

@@ -1,0 +1,139 @@
+//! One request as the agent saw it: the unit every statistic is computed from.
+
+use serde::{Deserialize, Serialize};
+
+/// How a request ended. Exactly one per request; the labels are stable keys in result files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    ConnectError,
+    #[serde(rename = "http_4xx")]
+    Http4xx,
+    #[serde(rename = "http_429")]
+    Http429,
+    #[serde(rename = "http_5xx")]
+    Http5xx,
+    TtftTimeout,
+    IdleTimeout,
+    StreamTruncated,
+    MalformedSse,
+    MalformedJson,
+    Reset,
+    Cancelled,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 12] = [
+        Outcome::Ok,
+        Outcome::ConnectError,
+        Outcome::Http4xx,
+        Outcome::Http429,
+        Outcome::Http5xx,
+        Outcome::TtftTimeout,
+        Outcome::IdleTimeout,
+        Outcome::StreamTruncated,
+        Outcome::MalformedSse,
+        Outcome::MalformedJson,
+        Outcome::Reset,
+        Outcome::Cancelled,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::ConnectError => "connect_error",
+            Outcome::Http4xx => "http_4xx",
+            Outcome::Http429 => "http_429",
+            Outcome::Http5xx => "http_5xx",
+            Outcome::TtftTimeout => "ttft_timeout",
+            Outcome::IdleTimeout => "idle_timeout",
+            Outcome::StreamTruncated => "stream_truncated",
+            Outcome::MalformedSse => "malformed_sse",
+            Outcome::MalformedJson => "malformed_json",
+            Outcome::Reset => "reset",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+
+    /// The class of an HTTP status that is not a success.
+    pub fn from_http_status(status: u16) -> Outcome {
+        match status {
+            429 => Outcome::Http429,
+            400..=499 => Outcome::Http4xx,
+            _ => Outcome::Http5xx,
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// One request. Times are milliseconds on the agent's monotonic clock, relative to the
+/// round's start; `chunk_offsets_ms` are relative to `sent_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub scenario: String,
+    pub round: u32,
+    pub agent: String,
+    pub request_id: u32,
+    pub conversation_id: u32,
+    pub turn: u32,
+    pub scheduled_ms: f64,
+    pub sent_ms: f64,
+    pub first_byte_ms: Option<f64>,
+    pub first_token_ms: Option<f64>,
+    pub chunk_offsets_ms: Vec<f64>,
+    pub end_ms: f64,
+    /// Prompt tokens counted by kvbench's tokenizer over the message contents.
+    pub prompt_tokens_client: u32,
+    /// `usage.prompt_tokens` as the engine reported it.
+    pub prompt_tokens: Option<u32>,
+    /// `usage.completion_tokens` as the engine reported it.
+    pub output_tokens: Option<u32>,
+    /// Content chunks received.
+    pub output_chunks: u32,
+    /// `usage.prompt_tokens_details.cached_tokens` as the engine reported it.
+    pub cached_tokens: Option<u32>,
+    pub finish_reason: String,
+    pub outcome: Outcome,
+    pub error: String,
+    pub http_status: Option<u16>,
+}
+
+impl RequestRecord {
+    /// Time to first token: send -> first chunk with non-empty content.
+    pub fn ttft_ms(&self) -> Option<f64> {
+        self.first_token_ms.map(|t| t - self.sent_ms)
+    }
+
+    /// End-to-end latency: send -> last byte.
+    pub fn e2el_ms(&self) -> f64 {
+        self.end_ms - self.sent_ms
+    }
+
+    /// Prompt tokens: the engine's count when it gave one, else kvbench's.
+    pub fn input_tokens(&self) -> u32 {
+        self.prompt_tokens.unwrap_or(self.prompt_tokens_client)
+    }
+
+    /// Output tokens: the engine's count when it gave one, else the content chunks.
+    pub fn generated_tokens(&self) -> u32 {
+        self.output_tokens.unwrap_or(self.output_chunks)
+    }
+
+    /// Time per output token after the first: (e2el - ttft) / (output_tokens - 1).
+    pub fn tpot_ms(&self) -> Option<f64> {
+        let out = self.generated_tokens();
+        let ttft = self.ttft_ms()?;
+        (out > 1).then(|| (self.e2el_ms() - ttft) / f64::from(out - 1))
+    }
+
+    /// Gaps between consecutive content chunks.
+    pub fn itls_ms(&self) -> impl Iterator<Item = f64> + '_ {
+        self.chunk_offsets_ms.windows(2).map(|w| w[1] - w[0])
+    }
+}

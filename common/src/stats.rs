@@ -1,0 +1,363 @@
+//! Statistics computed from request records, and the stats file's layout.
+//!
+//! Percentiles use linear interpolation between closest ranks (numpy's default, which
+//! vLLM's benchmark uses), so numbers compare with vLLM's `bench serve` directly. Key names
+//! follow vLLM's (`mean_ttft_ms`, `request_throughput`, ...).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::{Outcome, RequestRecord};
+
+/// The percentiles reported for every latency metric.
+pub const DEFAULT_PERCENTILES: [f64; 4] = [50.0, 90.0, 95.0, 99.0];
+
+/// Summary of one sample set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub count: usize,
+    pub mean: f64,
+    pub std: f64,
+    pub min: f64,
+    pub max: f64,
+    sorted: Vec<f64>,
+}
+
+impl Summary {
+    /// `None` for an empty sample set. NaN values are dropped.
+    pub fn of(samples: impl IntoIterator<Item = f64>) -> Option<Summary> {
+        let mut sorted: Vec<f64> = samples.into_iter().filter(|v| !v.is_nan()).collect();
+        if sorted.is_empty() {
+            return None;
+        }
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len() as f64;
+        let mean = sorted.iter().sum::<f64>() / n;
+        let var = sorted.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+        Some(Summary {
+            count: sorted.len(),
+            mean,
+            std: var.sqrt(),
+            min: sorted[0],
+            max: sorted[sorted.len() - 1],
+            sorted,
+        })
+    }
+
+    /// The `q`-th percentile (0..=100), linear interpolation between closest ranks.
+    pub fn percentile(&self, q: f64) -> f64 {
+        let q = q.clamp(0.0, 100.0) / 100.0;
+        let pos = q * (self.sorted.len() - 1) as f64;
+        let lo = pos.floor() as usize;
+        let hi = pos.ceil() as usize;
+        let frac = pos - lo as f64;
+        self.sorted[lo] + (self.sorted[hi] - self.sorted[lo]) * frac
+    }
+
+    pub fn median(&self) -> f64 {
+        self.percentile(50.0)
+    }
+}
+
+/// Formats a percentile for a key: 99 -> "99", 99.9 -> "99.9".
+fn pct_label(q: f64) -> String {
+    let s = format!("{q}");
+    s.trim_end_matches(".0").to_owned()
+}
+
+/// Per-round statistics: one object of the stats file's `rounds` list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundStats {
+    pub round: u32,
+    pub completed: u32,
+    pub failed: u32,
+    /// Count per outcome label, failures included; `ok` equals `completed`.
+    pub outcomes: BTreeMap<String, u32>,
+    /// Seconds from the round's start to its last response.
+    pub duration: f64,
+    /// Completed requests per second.
+    pub request_throughput: f64,
+    /// Output tokens per second.
+    pub output_throughput: f64,
+    /// Input plus output tokens per second.
+    pub total_token_throughput: f64,
+    pub total_input_tokens: u64,
+    pub total_output_tokens: u64,
+    /// Sum of `usage.prompt_tokens_details.cached_tokens` over completed requests.
+    pub cached_tokens: u64,
+    /// `cached_tokens / total_input_tokens`; null when the engine reported no cached tokens.
+    pub cache_hit_ratio: Option<f64>,
+    /// Completed requests whose response carried `cached_tokens`.
+    pub cached_tokens_reported: u32,
+    /// Most requests in flight at once, as the client saw them.
+    pub max_concurrent_requests: u32,
+    /// `mean_`, `median_`, `std_`, `min_`, `max_` and `p<q>_` of `ttft_ms`, `tpot_ms`,
+    /// `itl_ms`, `e2el_ms`; null when no completed request gave a sample.
+    #[serde(flatten)]
+    pub latency: BTreeMap<String, Option<f64>>,
+}
+
+impl RoundStats {
+    /// Statistics of one round. Failed requests count in `failed` and `outcomes` only:
+    /// they never enter latency or throughput figures.
+    pub fn compute(round: u32, duration_s: f64, records: &[RequestRecord]) -> RoundStats {
+        let ok: Vec<&RequestRecord> = records
+            .iter()
+            .filter(|r| r.outcome == Outcome::Ok)
+            .collect();
+        let mut outcomes = BTreeMap::new();
+        for r in records {
+            *outcomes.entry(r.outcome.label().to_owned()).or_insert(0) += 1;
+        }
+        let total_input_tokens: u64 = ok.iter().map(|r| u64::from(r.input_tokens())).sum();
+        let total_output_tokens: u64 = ok.iter().map(|r| u64::from(r.generated_tokens())).sum();
+        let cached_tokens: u64 = ok
+            .iter()
+            .filter_map(|r| r.cached_tokens)
+            .map(u64::from)
+            .sum();
+        let cached_tokens_reported = ok.iter().filter(|r| r.cached_tokens.is_some()).count() as u32;
+        let cache_hit_ratio = (cached_tokens_reported > 0 && total_input_tokens > 0)
+            .then(|| cached_tokens as f64 / total_input_tokens as f64);
+        let per_s = |x: f64| {
+            if duration_s > 0.0 {
+                x / duration_s
+            } else {
+                0.0
+            }
+        };
+
+        let mut latency = BTreeMap::new();
+        let metrics: [(&str, Vec<f64>); 4] = [
+            ("ttft_ms", ok.iter().filter_map(|r| r.ttft_ms()).collect()),
+            ("tpot_ms", ok.iter().filter_map(|r| r.tpot_ms()).collect()),
+            ("itl_ms", ok.iter().flat_map(|r| r.itls_ms()).collect()),
+            ("e2el_ms", ok.iter().map(|r| r.e2el_ms()).collect()),
+        ];
+        for (name, samples) in metrics {
+            insert_summary(&mut latency, name, Summary::of(samples).as_ref());
+        }
+
+        RoundStats {
+            round,
+            completed: ok.len() as u32,
+            failed: (records.len() - ok.len()) as u32,
+            outcomes,
+            duration: duration_s,
+            request_throughput: per_s(ok.len() as f64),
+            output_throughput: per_s(total_output_tokens as f64),
+            total_token_throughput: per_s((total_input_tokens + total_output_tokens) as f64),
+            total_input_tokens,
+            total_output_tokens,
+            cached_tokens,
+            cache_hit_ratio,
+            cached_tokens_reported,
+            max_concurrent_requests: max_concurrent(records),
+            latency,
+        }
+    }
+
+    /// A latency figure by key (`mean_ttft_ms`, `p99_itl_ms`, ...).
+    pub fn get(&self, key: &str) -> Option<f64> {
+        self.latency.get(key).copied().flatten()
+    }
+}
+
+fn insert_summary(map: &mut BTreeMap<String, Option<f64>>, name: &str, s: Option<&Summary>) {
+    map.insert(format!("mean_{name}"), s.map(|s| s.mean));
+    map.insert(format!("median_{name}"), s.map(Summary::median));
+    map.insert(format!("std_{name}"), s.map(|s| s.std));
+    map.insert(format!("min_{name}"), s.map(|s| s.min));
+    map.insert(format!("max_{name}"), s.map(|s| s.max));
+    for q in DEFAULT_PERCENTILES {
+        map.insert(
+            format!("p{}_{name}", pct_label(q)),
+            s.map(|s| s.percentile(q)),
+        );
+    }
+}
+
+/// The most requests whose [sent, end] intervals overlap.
+pub fn max_concurrent(records: &[RequestRecord]) -> u32 {
+    let mut events: Vec<(f64, i32)> = Vec::with_capacity(records.len() * 2);
+    for r in records {
+        events.push((r.sent_ms, 1));
+        events.push((r.end_ms, -1));
+    }
+    // Ends sort before starts at the same instant.
+    events.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut cur, mut max) = (0i32, 0i32);
+    for (_, d) in events {
+        cur += d;
+        max = max.max(cur);
+    }
+    max as u32
+}
+
+/// Round N against round 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    pub baseline_round: u32,
+    pub compared_round: u32,
+    /// `(mean TTFT round 1 - mean TTFT round N) / mean TTFT round 1 * 100`.
+    pub ttft_reduction_pct: Option<f64>,
+    /// Same with the median TTFT.
+    pub median_ttft_reduction_pct: Option<f64>,
+    /// `(output throughput round N - round 1) / round 1 * 100`.
+    pub throughput_increase_pct: Option<f64>,
+    /// Same with request throughput.
+    pub request_throughput_increase_pct: Option<f64>,
+    /// `cache_hit_ratio` of round N minus that of round 1.
+    pub cache_hit_ratio_delta: Option<f64>,
+}
+
+impl Comparison {
+    /// The last round against round 1; `None` with fewer than two rounds.
+    pub fn of(rounds: &[RoundStats]) -> Option<Comparison> {
+        let first = rounds.iter().find(|r| r.round == 1)?;
+        let last = rounds
+            .iter()
+            .filter(|r| r.round > 1)
+            .max_by_key(|r| r.round)?;
+        let reduction = |key: &str| {
+            let (a, b) = (first.get(key)?, last.get(key)?);
+            (a > 0.0).then(|| (a - b) / a * 100.0)
+        };
+        let increase = |a: f64, b: f64| (a > 0.0).then(|| (b - a) / a * 100.0);
+        Some(Comparison {
+            baseline_round: first.round,
+            compared_round: last.round,
+            ttft_reduction_pct: reduction("mean_ttft_ms"),
+            median_ttft_reduction_pct: reduction("median_ttft_ms"),
+            throughput_increase_pct: increase(first.output_throughput, last.output_throughput),
+            request_throughput_increase_pct: increase(
+                first.request_throughput,
+                last.request_throughput,
+            ),
+            cache_hit_ratio_delta: match (first.cache_hit_ratio, last.cache_hit_ratio) {
+                (Some(a), Some(b)) => Some(b - a),
+                _ => None,
+            },
+        })
+    }
+}
+
+/// The `scenario` object of the stats file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioInfo {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub config_file: String,
+    pub rounds: u32,
+    pub concurrency: u32,
+}
+
+/// What isolation before the scenario did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IsolationInfo {
+    /// `none` (first scenario), `skipped` (clearing off), `cleared`, `failed`.
+    pub status: String,
+    pub detail: String,
+    pub wait_s: f64,
+}
+
+/// The whole `<slug>_stats_<ts>.json` file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioStats {
+    pub kvbench_version: String,
+    pub scenario: ScenarioInfo,
+    /// `completed`, `failed` (some round could not run), `cancelled`.
+    pub status: String,
+    pub error: Option<String>,
+    pub started_at: String,
+    pub finished_at: String,
+    pub engine: BTreeMap<String, String>,
+    pub agent: BTreeMap<String, String>,
+    pub isolation: IsolationInfo,
+    pub rounds: Vec<RoundStats>,
+    pub comparison: Option<Comparison>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(sent: f64, ttft: f64, end: f64, out: u32, outcome: Outcome) -> RequestRecord {
+        let chunks: Vec<f64> = (0..out)
+            .map(|i| ttft + (end - sent - ttft) * f64::from(i) / f64::from(out.max(2) - 1))
+            .collect();
+        RequestRecord {
+            scenario: "s".into(),
+            round: 1,
+            agent: "a".into(),
+            request_id: 0,
+            conversation_id: 0,
+            turn: 0,
+            scheduled_ms: sent,
+            sent_ms: sent,
+            first_byte_ms: Some(sent + ttft),
+            first_token_ms: Some(sent + ttft),
+            chunk_offsets_ms: chunks,
+            end_ms: end,
+            prompt_tokens_client: 100,
+            prompt_tokens: Some(100),
+            output_tokens: Some(out),
+            output_chunks: out,
+            cached_tokens: Some(80),
+            finish_reason: "length".into(),
+            outcome,
+            error: String::new(),
+            http_status: Some(200),
+        }
+    }
+
+    #[test]
+    fn percentiles_interpolate_like_numpy() {
+        let s = Summary::of([1.0, 2.0, 3.0, 4.0]).expect("non-empty");
+        assert_eq!(s.median(), 2.5);
+        assert!((s.percentile(99.0) - 3.97).abs() < 1e-9);
+        assert_eq!(s.percentile(0.0), 1.0);
+        assert_eq!(s.percentile(100.0), 4.0);
+        assert!((s.std - 1.118_033_988_749_895).abs() < 1e-12);
+        assert!(Summary::of(std::iter::empty()).is_none());
+        assert_eq!(pct_label(99.9), "99.9");
+        assert_eq!(pct_label(50.0), "50");
+    }
+
+    #[test]
+    fn failures_never_enter_latency_or_throughput() {
+        let good = rec(0.0, 10.0, 100.0, 10, Outcome::Ok);
+        let mut bad = rec(0.0, 1.0, 5000.0, 10, Outcome::Http5xx);
+        bad.first_token_ms = Some(1.0);
+        let s = RoundStats::compute(1, 1.0, &[good.clone(), bad]);
+        assert_eq!((s.completed, s.failed), (1, 1));
+        assert_eq!(s.outcomes.get("http_5xx"), Some(&1));
+        assert_eq!(s.get("mean_ttft_ms"), Some(10.0));
+        assert_eq!(s.get("max_e2el_ms"), Some(100.0));
+        assert_eq!(s.total_output_tokens, 10);
+        assert_eq!(s.cache_hit_ratio, Some(0.8));
+        assert!((s.get("mean_tpot_ms").unwrap_or(0.0) - 10.0).abs() < 1e-9);
+        assert!((s.get("mean_itl_ms").unwrap_or(0.0) - 10.0).abs() < 1e-9);
+        assert_eq!(s.max_concurrent_requests, 2);
+    }
+
+    #[test]
+    fn comparison_of_last_round_against_first() {
+        let r1 = RoundStats::compute(1, 2.0, &[rec(0.0, 400.0, 1000.0, 10, Outcome::Ok)]);
+        let r2 = RoundStats::compute(2, 1.0, &[rec(0.0, 100.0, 700.0, 10, Outcome::Ok)]);
+        let c = Comparison::of(&[r1.clone(), r2]).expect("two rounds");
+        assert_eq!(c.ttft_reduction_pct, Some(75.0));
+        assert_eq!(c.throughput_increase_pct, Some(100.0));
+        assert!(Comparison::of(&[r1]).is_none());
+    }
+
+    #[test]
+    fn max_concurrency_counts_overlaps() {
+        let a = rec(0.0, 1.0, 10.0, 2, Outcome::Ok);
+        let b = rec(5.0, 1.0, 15.0, 2, Outcome::Ok);
+        let c = rec(10.0, 1.0, 20.0, 2, Outcome::Ok);
+        assert_eq!(max_concurrent(&[a, b, c]), 2);
+    }
+}

@@ -1,0 +1,97 @@
+//! Small helpers: file-name slugs and timestamps.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A file-name-safe form of a scenario name: letters and digits (any script, so Chinese
+/// names stay readable), `-` and `_` are kept; every other run of characters becomes `_`.
+pub fn slug(name: &str) -> String {
+    let mut out = String::new();
+    let mut pending_sep = false;
+    for c in name.trim().chars() {
+        if c.is_alphanumeric() || c == '-' || c == '_' || c == '.' {
+            if pending_sep && !out.is_empty() {
+                out.push('_');
+            }
+            pending_sep = false;
+            out.push(c);
+        } else {
+            pending_sep = true;
+        }
+    }
+    if out.is_empty() {
+        out.push_str("scenario");
+    }
+    out
+}
+
+/// `YYYYMMDD_HHMMSS` in UTC, the seed's timestamp format in file names.
+pub fn timestamp_utc(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}{m:02}{d:02}_{:02}{:02}{:02}",
+        s / 3600,
+        (s / 60) % 60,
+        s % 60
+    )
+}
+
+/// RFC 3339 time in UTC with seconds, for JSON fields.
+pub fn rfc3339_utc(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        (s / 60) % 60,
+        s % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's method).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn slugs_keep_names_readable() {
+        assert_eq!(slug("with-cache_72B"), "with-cache_72B");
+        assert_eq!(
+            slug("Tencent Cloud / single node"),
+            "Tencent_Cloud_single_node"
+        );
+        assert_eq!(slug("腾讯云-单机"), "腾讯云-单机");
+        assert_eq!(slug("  !!  "), "scenario");
+    }
+
+    #[test]
+    fn timestamps_match_known_dates() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_736_605_822); // 2025-01-11 14:30:22 UTC
+        assert_eq!(timestamp_utc(t), "20250111_143022");
+        assert_eq!(rfc3339_utc(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(timestamp_utc(leap), "20000229_000000");
+    }
+}

@@ -1,0 +1,427 @@
+//! Deterministic workload generators for the five seed workload types.
+//!
+//! A workload is generated from `(kind, parameters, seed, round)` on the agent: the
+//! coordinator sends only the compact [`WorkloadSpec`]. Rounds after the first replay round
+//! 1's exact prompts, so the only difference between rounds is the engine's cache state;
+//! `cold_start` draws fresh prompts every round.
+//!
+//! Every request is one turn of a [`Conversation`]; single-shot types are conversations of
+//! one turn. Token counts below are in kvbench's tokenizer (whitespace-separated words, see
+//! [`crate::tokenizer`]); the generators hit them exactly.
+//!
+//! | type | default shape | what it shows |
+//! |---|---|---|
+//! | `long_context_high_reuse` | 20 requests over 4 documents of 4,000 tokens, 5 questions each (24 tokens), grouped by document; 64 output tokens | the cache effect at its clearest: round 2 reuses whole documents |
+//! | `multi_turn_conversation` | 4 conversations x 5 turns, a shared 400-token system prompt, 80-token user turns resending the whole history; 64 output tokens | reuse of a growing history within and across rounds |
+//! | `code_generation` | 10 requests sharing a 2,000-token repository context, 32-token instructions; 256 output tokens | a shared prefix with decode-heavy requests |
+//! | `batch_processing` | 20 unique 600-token documents under one 200-token instruction prefix; 32 output tokens | a short shared prefix over mostly unique input |
+//! | `cold_start` | 10 unique 1,000-token prompts with no shared prefix, fresh every round; 64 output tokens | the no-reuse baseline |
+
+use serde::{Deserialize, Serialize};
+
+use crate::rng::Rng;
+use crate::tokenizer::{CODE_WORDS, WORDS};
+
+/// The five seed workload types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkloadKind {
+    LongContextHighReuse,
+    MultiTurnConversation,
+    CodeGeneration,
+    BatchProcessing,
+    ColdStart,
+}
+
+impl WorkloadKind {
+    pub const ALL: [WorkloadKind; 5] = [
+        WorkloadKind::LongContextHighReuse,
+        WorkloadKind::MultiTurnConversation,
+        WorkloadKind::CodeGeneration,
+        WorkloadKind::BatchProcessing,
+        WorkloadKind::ColdStart,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            WorkloadKind::LongContextHighReuse => "long_context_high_reuse",
+            WorkloadKind::MultiTurnConversation => "multi_turn_conversation",
+            WorkloadKind::CodeGeneration => "code_generation",
+            WorkloadKind::BatchProcessing => "batch_processing",
+            WorkloadKind::ColdStart => "cold_start",
+        }
+    }
+
+    pub fn from_label(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.label() == s)
+    }
+
+    pub fn default_num_requests(self) -> u32 {
+        match self {
+            WorkloadKind::LongContextHighReuse => 20,
+            WorkloadKind::MultiTurnConversation => 20,
+            WorkloadKind::CodeGeneration => 10,
+            WorkloadKind::BatchProcessing => 20,
+            WorkloadKind::ColdStart => 10,
+        }
+    }
+
+    pub fn default_output_tokens(self) -> u32 {
+        match self {
+            WorkloadKind::LongContextHighReuse => 64,
+            WorkloadKind::MultiTurnConversation => 64,
+            WorkloadKind::CodeGeneration => 256,
+            WorkloadKind::BatchProcessing => 32,
+            WorkloadKind::ColdStart => 64,
+        }
+    }
+
+    fn stream_id(self) -> u64 {
+        self as u64 + 1
+    }
+}
+
+impl std::fmt::Display for WorkloadKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// Per-type sizes, all optional: unset fields take the documented defaults. Each type
+/// reads only the fields named in its row of the module table; the plan loader rejects
+/// the others.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub documents: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub question_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversations: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turns: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instruction_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<u32>,
+}
+
+impl WorkloadParams {
+    /// The parameter names a workload type reads.
+    pub fn accepted(kind: WorkloadKind) -> &'static [&'static str] {
+        match kind {
+            WorkloadKind::LongContextHighReuse => &[
+                "documents",
+                "document_tokens",
+                "question_tokens",
+                "system_tokens",
+            ],
+            WorkloadKind::MultiTurnConversation => {
+                &["conversations", "turns", "system_tokens", "user_tokens"]
+            }
+            WorkloadKind::CodeGeneration => &["context_tokens", "instruction_tokens"],
+            WorkloadKind::BatchProcessing => &["document_tokens", "instruction_tokens"],
+            WorkloadKind::ColdStart => &["prompt_tokens"],
+        }
+    }
+
+    /// The names of the fields that are set.
+    pub fn set_fields(&self) -> Vec<&'static str> {
+        let all = [
+            ("documents", self.documents),
+            ("document_tokens", self.document_tokens),
+            ("question_tokens", self.question_tokens),
+            ("conversations", self.conversations),
+            ("turns", self.turns),
+            ("system_tokens", self.system_tokens),
+            ("user_tokens", self.user_tokens),
+            ("context_tokens", self.context_tokens),
+            ("instruction_tokens", self.instruction_tokens),
+            ("prompt_tokens", self.prompt_tokens),
+        ];
+        all.into_iter()
+            .filter(|(_, v)| v.is_some())
+            .map(|(k, _)| k)
+            .collect()
+    }
+}
+
+/// What the agent needs to generate a round's requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadSpec {
+    pub kind: WorkloadKind,
+    pub seed: u64,
+    pub num_requests: u32,
+    pub output_tokens: u32,
+    pub params: WorkloadParams,
+}
+
+/// A sequence of user turns sent one after another; each turn resends the whole history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conversation {
+    pub id: u32,
+    /// Request id of the first turn; turn `t` has id `first_request_id + t`.
+    pub first_request_id: u32,
+    pub system: Option<String>,
+    pub user_turns: Vec<String>,
+}
+
+/// One round's requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundWorkload {
+    pub conversations: Vec<Conversation>,
+}
+
+impl RoundWorkload {
+    pub fn total_requests(&self) -> u32 {
+        self.conversations
+            .iter()
+            .map(|c| c.user_turns.len() as u32)
+            .sum()
+    }
+}
+
+/// Generates `round`'s requests (rounds are 1-based).
+pub fn generate(spec: &WorkloadSpec, round: u32) -> RoundWorkload {
+    let kind = spec.kind;
+    let p = &spec.params;
+    let n = spec.num_requests;
+    let seed = spec.seed;
+    let k = kind.stream_id();
+    let mut conversations = Vec::new();
+    let mut single = |system: Option<String>, user: String| {
+        let id = conversations.len() as u32;
+        conversations.push(Conversation {
+            id,
+            first_request_id: id,
+            system,
+            user_turns: vec![user],
+        });
+    };
+    match kind {
+        WorkloadKind::LongContextHighReuse => {
+            let documents = p.documents.unwrap_or(n.div_ceil(5)).clamp(1, n.max(1));
+            let doc_tokens = p.document_tokens.unwrap_or(4000) as usize;
+            let q_tokens = p.question_tokens.unwrap_or(24) as usize;
+            let sys_tokens = p.system_tokens.unwrap_or(32) as usize;
+            let system = prose(&mut Rng::derive(seed, &[k, 0]), sys_tokens);
+            let docs: Vec<String> = (0..documents)
+                .map(|d| prose(&mut Rng::derive(seed, &[k, 1, u64::from(d)]), doc_tokens))
+                .collect();
+            let per_doc = n.div_ceil(documents);
+            for i in 0..n {
+                let d = (i / per_doc).min(documents - 1);
+                let q = prose(&mut Rng::derive(seed, &[k, 2, u64::from(i)]), q_tokens);
+                single(
+                    Some(system.clone()),
+                    format!("{}\n\n{}", docs[d as usize], q),
+                );
+            }
+        }
+        WorkloadKind::MultiTurnConversation => {
+            let turns = p.turns.unwrap_or(5).max(1);
+            let convs = p.conversations.unwrap_or(n.div_ceil(turns)).max(1);
+            let sys_tokens = p.system_tokens.unwrap_or(400) as usize;
+            let user_tokens = p.user_tokens.unwrap_or(80) as usize;
+            let system = prose(&mut Rng::derive(seed, &[k, 0]), sys_tokens);
+            // Spread exactly n requests over the conversations, turns-at-most each.
+            let mut left = n;
+            let mut next_id = 0;
+            for c in 0..convs {
+                let remaining_convs = convs - c;
+                let t = left.div_ceil(remaining_convs).min(turns);
+                if t == 0 {
+                    break;
+                }
+                let user_turns = (0..t)
+                    .map(|j| {
+                        let mut r = Rng::derive(seed, &[k, 3, u64::from(c), u64::from(j)]);
+                        prose(&mut r, user_tokens)
+                    })
+                    .collect();
+                conversations.push(Conversation {
+                    id: c,
+                    first_request_id: next_id,
+                    system: Some(system.clone()),
+                    user_turns,
+                });
+                next_id += t;
+                left -= t;
+            }
+        }
+        WorkloadKind::CodeGeneration => {
+            let ctx_tokens = p.context_tokens.unwrap_or(2000) as usize;
+            let instr_tokens = p.instruction_tokens.unwrap_or(32) as usize;
+            let context = code(&mut Rng::derive(seed, &[k, 0]), ctx_tokens);
+            for i in 0..n {
+                let instr = prose(&mut Rng::derive(seed, &[k, 2, u64::from(i)]), instr_tokens);
+                single(Some(context.clone()), instr);
+            }
+        }
+        WorkloadKind::BatchProcessing => {
+            let instr_tokens = p.instruction_tokens.unwrap_or(200) as usize;
+            let doc_tokens = p.document_tokens.unwrap_or(600) as usize;
+            let instruction = prose(&mut Rng::derive(seed, &[k, 0]), instr_tokens);
+            for i in 0..n {
+                let doc = prose(&mut Rng::derive(seed, &[k, 1, u64::from(i)]), doc_tokens);
+                single(Some(instruction.clone()), doc);
+            }
+        }
+        WorkloadKind::ColdStart => {
+            let tokens = p.prompt_tokens.unwrap_or(1000).max(1) as usize;
+            for i in 0..n {
+                // The first token is unique to (seed, round, request), so no two prompts, in
+                // this round or any other, share even their first KV block.
+                let mut r = Rng::derive(seed, &[k, 4, u64::from(round), u64::from(i)]);
+                let nonce = format!("[{:016x}]", r.next_u64());
+                let body = prose(&mut r, tokens - 1);
+                single(None, format!("{nonce} {body}"));
+            }
+        }
+    }
+    RoundWorkload { conversations }
+}
+
+/// `n` tokens of text that reads like prose (sentences of 8-20 words).
+pub fn prose(rng: &mut Rng, n: usize) -> String {
+    words_text(rng, n, WORDS, true)
+}
+
+/// `n` tokens of text that looks like source code.
+pub fn code(rng: &mut Rng, n: usize) -> String {
+    words_text(rng, n, CODE_WORDS, false)
+}
+
+fn words_text(rng: &mut Rng, n: usize, words: &[&str], sentences: bool) -> String {
+    let mut out = String::with_capacity(n * 7);
+    let mut left_in_sentence = 0;
+    for i in 0..n {
+        if i > 0 {
+            out.push(if !sentences && rng.below(8) == 0 {
+                '\n'
+            } else {
+                ' '
+            });
+        }
+        let w = words[rng.below(words.len() as u64) as usize];
+        if sentences && left_in_sentence == 0 {
+            left_in_sentence = 8 + rng.below(13);
+            let mut cs = w.chars();
+            if let Some(c) = cs.next() {
+                out.extend(c.to_uppercase());
+                out.push_str(cs.as_str());
+            }
+        } else {
+            out.push_str(w);
+        }
+        if sentences {
+            left_in_sentence -= 1;
+            if left_in_sentence == 0 || i + 1 == n {
+                out.push('.');
+                left_in_sentence = 0;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokenizer::count_tokens;
+
+    fn spec(kind: WorkloadKind) -> WorkloadSpec {
+        WorkloadSpec {
+            kind,
+            seed: 42,
+            num_requests: kind.default_num_requests(),
+            output_tokens: kind.default_output_tokens(),
+            params: WorkloadParams::default(),
+        }
+    }
+
+    #[test]
+    fn every_type_is_deterministic_and_sized() {
+        for kind in WorkloadKind::ALL {
+            let s = spec(kind);
+            let a = generate(&s, 1);
+            assert_eq!(a, generate(&s, 1), "{kind}");
+            assert_eq!(a.total_requests(), s.num_requests, "{kind}");
+            let ids: Vec<u32> = a
+                .conversations
+                .iter()
+                .flat_map(|c| (0..c.user_turns.len() as u32).map(move |t| c.first_request_id + t))
+                .collect();
+            assert_eq!(ids, (0..s.num_requests).collect::<Vec<_>>(), "{kind}");
+        }
+    }
+
+    #[test]
+    fn later_rounds_replay_round_one_except_cold_start() {
+        for kind in WorkloadKind::ALL {
+            let s = spec(kind);
+            let same = generate(&s, 1) == generate(&s, 2);
+            assert_eq!(same, kind != WorkloadKind::ColdStart, "{kind}");
+        }
+        let s = spec(WorkloadKind::LongContextHighReuse);
+        let mut other = s.clone();
+        other.seed = 43;
+        assert_ne!(generate(&s, 1), generate(&other, 1));
+    }
+
+    #[test]
+    fn token_lengths_are_hit_exactly() {
+        let s = spec(WorkloadKind::LongContextHighReuse);
+        let w = generate(&s, 1);
+        let c = &w.conversations[0];
+        assert_eq!(count_tokens(c.system.as_deref().unwrap_or("")), 32);
+        assert_eq!(count_tokens(&c.user_turns[0]), 4000 + 24);
+        let s = spec(WorkloadKind::ColdStart);
+        let w = generate(&s, 3);
+        assert_eq!(count_tokens(&w.conversations[5].user_turns[0]), 1000);
+        let s = spec(WorkloadKind::CodeGeneration);
+        let w = generate(&s, 1);
+        assert_eq!(
+            count_tokens(w.conversations[0].system.as_deref().unwrap_or("")),
+            2000
+        );
+    }
+
+    #[test]
+    fn long_context_groups_questions_by_document() {
+        let s = spec(WorkloadKind::LongContextHighReuse);
+        let w = generate(&s, 1);
+        let doc = |i: usize| {
+            w.conversations[i].user_turns[0]
+                .split("\n\n")
+                .next()
+                .map(str::to_owned)
+        };
+        assert_eq!(doc(0), doc(4));
+        assert_ne!(doc(4), doc(5));
+        assert_ne!(
+            w.conversations[0].user_turns[0],
+            w.conversations[1].user_turns[0]
+        );
+    }
+
+    #[test]
+    fn multi_turn_spreads_requests_over_conversations() {
+        let mut s = spec(WorkloadKind::MultiTurnConversation);
+        s.num_requests = 7;
+        s.params.turns = Some(3);
+        let w = generate(&s, 1);
+        let turns: Vec<usize> = w.conversations.iter().map(|c| c.user_turns.len()).collect();
+        assert_eq!(turns.iter().sum::<usize>(), 7);
+        assert!(turns.iter().all(|t| *t <= 3));
+    }
+}

@@ -1,0 +1,126 @@
+//! Agents as the coordinator sees them: a gRPC client plus what the handshake said, and
+//! the embedded default (an in-process agent per endpoint, plus kvbench-sim for `sim`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use kvbench_common::plan::{Endpoint, Plan};
+use kvbench_common::PROTOCOL_VERSION;
+use kvbench_proto::v1::{self, agent_client::AgentClient};
+use kvbench_sim::{SimConfig, SimHandle};
+use tonic::transport::Channel;
+
+/// A connected agent.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub client: AgentClient<Channel>,
+    pub url: String,
+    pub hello: v1::HelloResponse,
+}
+
+impl Agent {
+    /// Connects and performs the versioned handshake.
+    pub async fn connect(url: &str) -> anyhow::Result<Agent> {
+        let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+            .with_context(|| format!("bad agent address {url}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true)
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to agent at {url}"))?;
+        let mut client = AgentClient::new(channel).max_decoding_message_size(64 << 20);
+        let hello = client
+            .hello(v1::HelloRequest {
+                protocol_version: PROTOCOL_VERSION,
+                coordinator_version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("agent at {url} refused the handshake: {}", s.message()))?
+            .into_inner();
+        if hello.protocol_version != PROTOCOL_VERSION {
+            bail!(
+                "agent at {url} speaks protocol {}, this coordinator speaks {PROTOCOL_VERSION}",
+                hello.protocol_version
+            );
+        }
+        Ok(Agent {
+            client,
+            url: url.to_owned(),
+            hello,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.hello.agent_name
+    }
+}
+
+/// The embedded default: one in-process agent per distinct endpoint of the plan, and one
+/// in-process kvbench-sim shared by every `sim` scenario (so isolation between scenarios
+/// matters there exactly as on a real engine). The coordinator still talks gRPC to them.
+#[derive(Debug)]
+pub struct Embedded {
+    pub sim: Option<SimHandle>,
+    agents: Vec<kvbench_agent::AgentHandle>,
+    pub by_endpoint: BTreeMap<Endpoint, Agent>,
+}
+
+impl Embedded {
+    pub async fn start(plan: &Plan, sim_config: SimConfig) -> anyhow::Result<Embedded> {
+        let mut sim = None;
+        let mut agents = Vec::new();
+        let mut by_endpoint = BTreeMap::new();
+        for s in &plan.scenarios {
+            let ep = &s.config.endpoint;
+            if by_endpoint.contains_key(ep) {
+                continue;
+            }
+            let engine_url = match ep {
+                Endpoint::Sim => {
+                    if sim.is_none() {
+                        sim = Some(
+                            kvbench_sim::spawn(sim_config.clone())
+                                .await
+                                .context("cannot start the embedded kvbench-sim")?,
+                        );
+                    }
+                    sim.as_ref().map(SimHandle::base_url).unwrap_or_default()
+                }
+                Endpoint::Url(u) => u.clone(),
+            };
+            let name = match ep {
+                Endpoint::Sim => "embedded-sim".to_owned(),
+                Endpoint::Url(u) => format!("embedded-{}", u.trim_start_matches("http://")),
+            };
+            let handle = kvbench_agent::spawn(kvbench_agent::AgentConfig {
+                name,
+                engine_url,
+                labels: BTreeMap::from([("mode".to_owned(), "embedded".to_owned())]),
+            })
+            .await
+            .context("cannot start the embedded agent")?;
+            let agent = Agent::connect(&handle.url()).await?;
+            agents.push(handle);
+            by_endpoint.insert(ep.clone(), agent);
+        }
+        Ok(Embedded {
+            sim,
+            agents,
+            by_endpoint,
+        })
+    }
+
+    pub async fn stop(self) {
+        drop(self.by_endpoint);
+        for a in self.agents {
+            a.stop().await;
+        }
+        if let Some(s) = self.sim {
+            s.stop().await;
+        }
+    }
+}

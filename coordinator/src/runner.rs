@@ -1,0 +1,610 @@
+//! Runs a plan: scenarios in order, isolation before each but the first, rounds through
+//! the scenario's agent, result files per scenario, and the story on the console.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kvbench_common::plan::{Endpoint, Plan, Scenario};
+use kvbench_common::record::{Outcome, RequestRecord};
+use kvbench_common::stats::{Comparison, IsolationInfo, RoundStats, ScenarioInfo, ScenarioStats};
+use kvbench_common::util::{rfc3339_utc, timestamp_utc};
+use kvbench_proto::convert::{api_to_wire, record_from_wire, workload_to_wire};
+use kvbench_proto::v1::{self, round_event::Event};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::agents::Agent;
+
+/// An agent that sends nothing at all (no record, no progress) for this long is lost.
+const AGENT_SILENCE_LIMIT: Duration = Duration::from_secs(30);
+
+const RULE: &str = "==============================================================";
+const THIN: &str = "--------------------------------------------------------------";
+
+/// How one scenario ended.
+#[derive(Debug, Clone)]
+pub struct ScenarioOutcome {
+    pub name: String,
+    pub stats: ScenarioStats,
+    pub stats_path: Option<PathBuf>,
+    pub results_path: Option<PathBuf>,
+    pub records: usize,
+}
+
+impl ScenarioOutcome {
+    pub fn succeeded(&self) -> bool {
+        self.stats.status == "completed"
+    }
+}
+
+/// How the whole plan ended.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub scenarios: Vec<ScenarioOutcome>,
+    pub cancelled: bool,
+    pub total: Duration,
+}
+
+impl RunSummary {
+    pub fn failed(&self) -> usize {
+        self.scenarios.iter().filter(|s| !s.succeeded()).count()
+    }
+}
+
+/// One round's outcome as the coordinator collected it.
+struct RoundRun {
+    records: Vec<RequestRecord>,
+    duration_s: Option<f64>,
+    error: Option<String>,
+}
+
+/// Runs every scenario of `plan` with the agent serving its endpoint.
+pub async fn run_plan(
+    plan: &Plan,
+    agents: &BTreeMap<Endpoint, Agent>,
+    cancel: CancellationToken,
+) -> anyhow::Result<RunSummary> {
+    let started = Instant::now();
+    let run_ts = timestamp_utc(SystemTime::now());
+    std::fs::create_dir_all(&plan.output_dir)
+        .with_context(|| format!("cannot create output folder {}", plan.output_dir.display()))?;
+    banner(plan, agents);
+
+    let n = plan.scenarios.len();
+    let mut outcomes = Vec::new();
+    let mut cancelled = false;
+    for (i, scenario) in plan.scenarios.iter().enumerate() {
+        if cancel.is_cancelled() {
+            cancelled = true;
+            break;
+        }
+        let agent = agents
+            .get(&scenario.config.endpoint)
+            .with_context(|| format!("no agent serves endpoint {}", scenario.config.endpoint))?;
+        let isolation = if i == 0 {
+            IsolationInfo {
+                status: "none".into(),
+                detail: "first scenario of the plan".into(),
+                wait_s: 0.0,
+            }
+        } else {
+            let iso = isolate(plan, agent, &cancel).await;
+            if cancel.is_cancelled() {
+                cancelled = true;
+                break;
+            }
+            iso
+        };
+        println!();
+        println!("Progress: {}/{}", i + 1, n);
+        scenario_header(scenario, agent);
+        let scenario_id = format!("{}-{}-{}", scenario.slug, run_ts, i);
+        let outcome = run_scenario(plan, scenario, agent, &scenario_id, isolation, &cancel).await;
+        if outcome.stats.status == "cancelled" {
+            cancelled = true;
+        }
+        outcomes.push(outcome);
+        if cancelled {
+            break;
+        }
+    }
+    let summary = RunSummary {
+        scenarios: outcomes,
+        cancelled,
+        total: started.elapsed(),
+    };
+    final_summary(plan, &summary);
+    Ok(summary)
+}
+
+fn banner(plan: &Plan, agents: &BTreeMap<Endpoint, Agent>) {
+    println!("{RULE}");
+    println!(" kvbench {}: multi-scenario run", env!("CARGO_PKG_VERSION"));
+    println!("{RULE}");
+    println!("Plan:            {}", plan.path.display());
+    println!("Scenarios:       {}", plan.scenarios.len());
+    println!("Output folder:   {}", plan.output_dir.display());
+    if plan.clear_cache_between_scenarios {
+        println!(
+            "Cache clearing:  on, then wait {} s between scenarios",
+            plan.wait_between_scenarios_s
+        );
+    } else {
+        println!(
+            "Cache clearing:  OFF: round 1 of later scenarios may hit earlier scenarios' cache"
+        );
+    }
+    for a in agents.values() {
+        let h = &a.hello;
+        let gpus = if h.gpus.is_empty() {
+            if h.gpu_note.is_empty() {
+                "no GPUs".to_owned()
+            } else {
+                h.gpu_note.clone()
+            }
+        } else {
+            h.gpus
+                .iter()
+                .map(|g| g.name.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "Agent:           {} (kvbench-agent {} on {}, engine {}; {})",
+            h.agent_name, h.agent_version, h.hostname, h.engine_display, gpus
+        );
+    }
+    println!("{RULE}");
+}
+
+fn scenario_header(s: &Scenario, agent: &Agent) {
+    let c = &s.config;
+    println!("{THIN}");
+    println!("Scenario:     {}", s.name);
+    println!("Config file:  {}", s.config_file);
+    println!(
+        "Workload:     {} ({} requests, {} output tokens, seed {})",
+        s.kind, c.workload.num_requests, c.workload.output_tokens, c.workload.seed
+    );
+    println!("Rounds:       {} (concurrency {})", s.rounds, s.concurrency);
+    println!(
+        "Endpoint:     {} via agent {} (model {}, {} API)",
+        c.endpoint,
+        agent.name(),
+        c.model,
+        c.api.label()
+    );
+    println!("{THIN}");
+}
+
+/// Clears the cache through the agent, then waits. Never fails the plan: the result is
+/// recorded in the next scenario's stats.
+async fn isolate(plan: &Plan, agent: &Agent, cancel: &CancellationToken) -> IsolationInfo {
+    println!();
+    println!("Cleanup before the next scenario");
+    let wait = plan.wait_between_scenarios_s;
+    let (status, detail) = if plan.clear_cache_between_scenarios {
+        println!("  Clearing the KV cache through agent {} ...", agent.name());
+        let mut client = agent.client.clone();
+        let res = client
+            .clear_cache(v1::ClearCacheRequest {
+                reason: "isolation between scenarios".into(),
+            })
+            .await;
+        match res {
+            Ok(r) => {
+                let r = r.into_inner();
+                if r.success {
+                    println!("  Cache cleared in {:.0} ms ({})", r.took_ms, r.detail);
+                    ("cleared".to_owned(), r.detail)
+                } else {
+                    println!("  WARNING: clear failed: {}", r.detail);
+                    println!("  The next scenario's round 1 may not be a cold start.");
+                    ("failed".to_owned(), r.detail)
+                }
+            }
+            Err(s) => {
+                let d = format!("ClearCache RPC failed: {}", s.message());
+                println!("  WARNING: clear failed: {d}");
+                ("failed".to_owned(), d)
+            }
+        }
+    } else {
+        println!("  Cache clearing is off (clear_cache_between_scenarios: false): not clearing");
+        (
+            "skipped".to_owned(),
+            "clear_cache_between_scenarios is false".to_owned(),
+        )
+    };
+    if let Some(url) = &plan.mooncake_metadata_server_url {
+        println!(
+            "  Mooncake metadata server {url}: left alone; it holds transfer-engine metadata, not KV data (the Mooncake master's POST /api/v1/remove_all clears the store)"
+        );
+    }
+    if wait > 0.0 {
+        println!("  Waiting {wait} s to settle");
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs_f64(wait)) => {}
+            _ = cancel.cancelled() => {}
+        }
+    }
+    IsolationInfo {
+        status,
+        detail,
+        wait_s: wait,
+    }
+}
+
+fn round_label(s: &Scenario, round: u32) -> &'static str {
+    match (
+        round,
+        s.kind == kvbench_common::workload::WorkloadKind::ColdStart,
+    ) {
+        (1, _) => "cold start",
+        (_, true) => "fresh prompts",
+        _ => "cache hit",
+    }
+}
+
+async fn run_scenario(
+    plan: &Plan,
+    s: &Scenario,
+    agent: &Agent,
+    scenario_id: &str,
+    isolation: IsolationInfo,
+    cancel: &CancellationToken,
+) -> ScenarioOutcome {
+    let started = Instant::now();
+    let started_at = rfc3339_utc(SystemTime::now());
+    let mut records: Vec<RequestRecord> = Vec::new();
+    let mut rounds = Vec::new();
+    let mut error: Option<String> = None;
+    let mut status = "completed";
+    for round in 1..=s.rounds {
+        let rr = run_round(s, agent, scenario_id, round, cancel).await;
+        let duration_s = rr.duration_s.unwrap_or_else(|| span_s(&rr.records));
+        let st = RoundStats::compute(round, duration_s, &rr.records);
+        print_round(s, &st);
+        let all_failed = st.completed == 0 && st.failed > 0;
+        let round_error = rr.error.or_else(|| {
+            all_failed.then(|| {
+                let first = rr.records.iter().find(|r| r.outcome != Outcome::Ok);
+                format!(
+                    "all {} requests failed ({}); first error: {}",
+                    st.failed,
+                    outcome_counts(&st),
+                    first.map(|r| r.error.as_str()).unwrap_or("")
+                )
+            })
+        });
+        if !rr.records.is_empty() || rr.duration_s.is_some() {
+            rounds.push(st);
+        }
+        records.extend(rr.records);
+        if let Some(e) = round_error {
+            status = if cancel.is_cancelled() {
+                "cancelled"
+            } else {
+                "failed"
+            };
+            error = Some(format!("round {round}: {e}"));
+            break;
+        }
+    }
+    let comparison = Comparison::of(&rounds);
+    if let Some(c) = &comparison {
+        println!(
+            "  Round {} vs round 1: TTFT reduction {}, throughput increase {}",
+            c.compared_round,
+            pct(c.ttft_reduction_pct),
+            pct(c.throughput_increase_pct)
+        );
+    }
+    let stats = ScenarioStats {
+        kvbench_version: env!("CARGO_PKG_VERSION").into(),
+        scenario: ScenarioInfo {
+            name: s.name.clone(),
+            kind: s.kind.label().into(),
+            config_file: s.config_file.clone(),
+            rounds: s.rounds,
+            concurrency: s.concurrency,
+        },
+        status: status.into(),
+        error: error.clone(),
+        started_at,
+        finished_at: rfc3339_utc(SystemTime::now()),
+        engine: BTreeMap::from([
+            ("endpoint".to_owned(), s.config.endpoint.to_string()),
+            ("engine_url".to_owned(), agent.hello.engine_display.clone()),
+            ("model".to_owned(), s.config.model.clone()),
+            ("api".to_owned(), s.config.api.label().to_owned()),
+        ]),
+        agent: BTreeMap::from([
+            ("name".to_owned(), agent.hello.agent_name.clone()),
+            ("hostname".to_owned(), agent.hello.hostname.clone()),
+            ("version".to_owned(), agent.hello.agent_version.clone()),
+            ("address".to_owned(), agent.url.clone()),
+        ]),
+        isolation,
+        rounds,
+        comparison,
+    };
+    let (stats_path, results_path) = match write_files(plan, s, &stats, &records) {
+        Ok((a, b)) => (Some(a), Some(b)),
+        Err(e) => {
+            println!("  ERROR: cannot write result files: {e:#}");
+            (None, None)
+        }
+    };
+    let took = started.elapsed().as_secs_f64();
+    if status == "completed" {
+        println!("Scenario done: {} (took {took:.1} s)", s.name);
+    } else {
+        println!(
+            "Scenario {}: {} (took {took:.1} s): {}",
+            if status == "cancelled" {
+                "cancelled"
+            } else {
+                "failed"
+            },
+            s.name,
+            error.as_deref().unwrap_or("")
+        );
+    }
+    if let (Some(a), Some(b)) = (&stats_path, &results_path) {
+        println!("  stats:   {}", a.display());
+        println!("  results: {}", b.display());
+    }
+    ScenarioOutcome {
+        name: s.name.clone(),
+        stats,
+        stats_path,
+        results_path,
+        records: records.len(),
+    }
+}
+
+/// Seconds from the first scheduled request to the last end (when the agent could not say).
+fn span_s(records: &[RequestRecord]) -> f64 {
+    let start = records
+        .iter()
+        .map(|r| r.scheduled_ms)
+        .fold(f64::INFINITY, f64::min);
+    let end = records.iter().map(|r| r.end_ms).fold(0.0, f64::max);
+    if start.is_finite() && end > start {
+        (end - start) / 1000.0
+    } else {
+        0.0
+    }
+}
+
+fn outcome_counts(st: &RoundStats) -> String {
+    st.outcomes
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or("n/a".to_owned(), |v| format!("{v:.1}%"))
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or("n/a".to_owned(), |v| format!("{v:.1} ms"))
+}
+
+fn print_round(s: &Scenario, st: &RoundStats) {
+    println!(
+        "  Round {}/{} ({}): {} ok, {} failed in {:.2} s | TTFT mean {} p99 {} | TPOT mean {} | cache hit {} | {:.1} req/s, {:.0} tok/s out",
+        st.round,
+        s.rounds,
+        round_label(s, st.round),
+        st.completed,
+        st.failed,
+        st.duration,
+        ms(st.get("mean_ttft_ms")),
+        ms(st.get("p99_ttft_ms")),
+        ms(st.get("mean_tpot_ms")),
+        st.cache_hit_ratio.map_or("n/a".to_owned(), |r| format!("{:.1}%", r * 100.0)),
+        st.request_throughput,
+        st.output_throughput,
+    );
+    if st.failed > 0 {
+        println!("    failures: {}", outcome_counts(st));
+    }
+}
+
+async fn run_round(
+    s: &Scenario,
+    agent: &Agent,
+    scenario_id: &str,
+    round: u32,
+    cancel: &CancellationToken,
+) -> RoundRun {
+    let mut out = RoundRun {
+        records: Vec::new(),
+        duration_s: None,
+        error: None,
+    };
+    let c = &s.config;
+    let req = v1::RunRoundRequest {
+        scenario_id: scenario_id.to_owned(),
+        scenario_name: s.name.clone(),
+        round,
+        workload: Some(workload_to_wire(&c.workload)),
+        load: Some(v1::LoadSpec {
+            concurrency: s.concurrency,
+            ttft_timeout_s: c.ttft_timeout_s,
+            idle_timeout_s: c.idle_timeout_s,
+        }),
+        model: c.model.clone(),
+        api: api_to_wire(c.api) as i32,
+    };
+    let mut client = agent.client.clone();
+    let mut stream = match client.run_round(req).await {
+        Ok(r) => r.into_inner(),
+        Err(st) => {
+            out.error = Some(format!(
+                "agent {} refused the round: {}",
+                agent.name(),
+                st.message()
+            ));
+            return out;
+        }
+    };
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("  Round {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("{round}/{} ({})", s.rounds, round_label(s, round)));
+    let agent_name = agent.name().to_owned();
+    let mut failed = 0u32;
+    loop {
+        let next = tokio::select! {
+            m = tokio::time::timeout(AGENT_SILENCE_LIMIT, stream.message()) => m,
+            _ = cancel.cancelled() => {
+                out.error = Some("cancelled by the user".into());
+                break;
+            }
+        };
+        let msg = match next {
+            Err(_) => {
+                out.error = Some(format!(
+                    "agent {agent_name} sent nothing for {} s: lost",
+                    AGENT_SILENCE_LIMIT.as_secs()
+                ));
+                break;
+            }
+            Ok(Err(st)) => {
+                out.error = Some(format!(
+                    "stream from agent {agent_name} broke: {}",
+                    st.message()
+                ));
+                break;
+            }
+            Ok(Ok(None)) => {
+                if out.duration_s.is_none() {
+                    out.error = Some(format!("agent {agent_name} ended the round early"));
+                }
+                break;
+            }
+            Ok(Ok(Some(m))) => m,
+        };
+        match msg.event {
+            Some(Event::Started(st)) => bar.set_length(u64::from(st.total_requests)),
+            Some(Event::Record(r)) => match record_from_wire(r, &s.name, round, &agent_name) {
+                Ok(rec) => {
+                    if rec.outcome != Outcome::Ok {
+                        failed += 1;
+                        bar.set_message(format!("{failed} failed"));
+                    }
+                    bar.inc(1);
+                    out.records.push(rec);
+                }
+                Err(e) => tracing::warn!(error = %e, "dropping a record the agent mangled"),
+            },
+            Some(Event::Progress(p)) => {
+                bar.set_message(format!("{} in flight, {} failed", p.in_flight, p.failed));
+            }
+            Some(Event::Telemetry(_)) | None => {}
+            Some(Event::Finished(f)) => {
+                out.duration_s = Some(f.duration_ms / 1000.0);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    out
+}
+
+#[derive(Serialize)]
+struct ResultsFile<'a> {
+    kvbench_version: &'a str,
+    scenario: &'a ScenarioInfo,
+    records: &'a [RequestRecord],
+}
+
+/// Writes `<slug>_stats_<ts>.json` and `<slug>_results_<ts>.json` (via a temporary file
+/// and a rename, so a reader never sees half a file).
+fn write_files(
+    plan: &Plan,
+    s: &Scenario,
+    stats: &ScenarioStats,
+    records: &[RequestRecord],
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let ts = timestamp_utc(SystemTime::now());
+    let stats_path = plan.output_dir.join(format!("{}_stats_{ts}.json", s.slug));
+    let results_path = plan
+        .output_dir
+        .join(format!("{}_results_{ts}.json", s.slug));
+    write_json(&stats_path, stats)?;
+    write_json(
+        &results_path,
+        &ResultsFile {
+            kvbench_version: env!("CARGO_PKG_VERSION"),
+            scenario: &stats.scenario,
+            records,
+        },
+    )?;
+    Ok((stats_path, results_path))
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))?;
+    Ok(())
+}
+
+fn final_summary(plan: &Plan, sum: &RunSummary) {
+    let ok = sum.scenarios.len() - sum.failed();
+    println!();
+    println!("{RULE}");
+    println!(" Summary");
+    println!("{RULE}");
+    println!(
+        "Scenarios: {} run of {} | succeeded: {} | failed: {} | total time: {:.2} min ({:.1} s){}",
+        sum.scenarios.len(),
+        plan.scenarios.len(),
+        ok,
+        sum.failed(),
+        sum.total.as_secs_f64() / 60.0,
+        sum.total.as_secs_f64(),
+        if sum.cancelled { " | CANCELLED" } else { "" }
+    );
+    println!();
+    println!("| scenario | type | status | R1 mean TTFT | last-round mean TTFT | TTFT reduction | throughput increase | R1 cache hit | last-round cache hit |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for o in &sum.scenarios {
+        let st = &o.stats;
+        let first = st.rounds.first();
+        let last = st.rounds.last().filter(|r| r.round > 1);
+        let hit = |r: Option<&RoundStats>| {
+            r.and_then(|r| r.cache_hit_ratio)
+                .map_or("n/a".to_owned(), |h| format!("{:.1}%", h * 100.0))
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            st.scenario.name,
+            st.scenario.kind,
+            st.status,
+            ms(first.and_then(|r| r.get("mean_ttft_ms"))),
+            ms(last.and_then(|r| r.get("mean_ttft_ms"))),
+            pct(st.comparison.as_ref().and_then(|c| c.ttft_reduction_pct)),
+            pct(st
+                .comparison
+                .as_ref()
+                .and_then(|c| c.throughput_increase_pct)),
+            hit(first),
+            hit(last),
+        );
+    }
+    println!();
+    println!("Results folder: {}", plan.output_dir.display());
+}

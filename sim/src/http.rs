@@ -1,0 +1,410 @@
+//! The simulator's HTTP surface (hyper, HTTP/1.1).
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use kvbench_common::tokenizer::render_chat;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Engine, Running};
+
+type Body = BoxBody<Bytes, Infallible>;
+
+const MAX_BODY_BYTES: usize = 64 << 20;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+pub async fn serve(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            a = listener.accept() => a,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let engine = engine.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| handle(engine.clone(), req));
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+            tokio::select! {
+                r = conn => if let Err(e) = r { tracing::debug!(error = %e, "connection ended") },
+                _ = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    full(status, "application/json", v.to_string())
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    json_response(
+        status,
+        &json!({"object": "error", "message": message, "type": "BadRequestError", "code": status.as_u16()}),
+    )
+}
+
+async fn handle(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_owned();
+    Ok(match (req.method().clone(), path.as_str()) {
+        (Method::GET, "/health") => full(StatusCode::OK, "text/plain", ""),
+        (Method::GET, "/v1/models") => json_response(
+            StatusCode::OK,
+            &json!({"object": "list", "data": [{
+                "id": engine.config.model, "object": "model", "owned_by": "kvbench-sim",
+                "max_model_len": engine.config.num_blocks * engine.config.block_size,
+            }]}),
+        ),
+        (Method::GET, "/metrics") => full(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            metrics_text(&engine),
+        ),
+        (Method::POST, "/reset_prefix_cache") => {
+            let ok = engine.reset_prefix_cache();
+            json_response(StatusCode::OK, &json!({"success": ok}))
+        }
+        (Method::POST, "/v1/chat/completions") => generate(engine, req, true).await,
+        (Method::POST, "/v1/completions") => generate(engine, req, false).await,
+        (_, p) => error(StatusCode::NOT_FOUND, &format!("no route {p}")),
+    })
+}
+
+/// The parts of a generation request the simulator reads.
+struct GenRequest {
+    chat: bool,
+    model: String,
+    prompt: String,
+    max_tokens: u32,
+    stream: bool,
+    include_usage: bool,
+}
+
+fn content_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        // Content parts: concatenate the text parts.
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+fn parse_request(engine: &Engine, body: &[u8], chat: bool) -> Result<GenRequest, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
+    let prompt = if chat {
+        let msgs = v
+            .get("messages")
+            .and_then(Value::as_array)
+            .ok_or("`messages` must be a list")?;
+        let parts: Vec<(String, String)> = msgs
+            .iter()
+            .map(|m| {
+                let role = m
+                    .get("role")
+                    .and_then(Value::as_str)
+                    .unwrap_or("user")
+                    .to_owned();
+                (role, m.get("content").map(content_text).unwrap_or_default())
+            })
+            .collect();
+        render_chat(parts.iter().map(|(r, c)| (r.as_str(), c.as_str())))
+    } else {
+        match v.get("prompt") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
+                a[0].as_str().unwrap_or_default().to_owned()
+            }
+            _ => return Err("`prompt` must be a string".into()),
+        }
+    };
+    let max_tokens = v
+        .get("max_completion_tokens")
+        .or_else(|| v.get("max_tokens"))
+        .and_then(Value::as_u64)
+        .map_or(engine.config.default_max_tokens, |n| {
+            n.min(u64::from(u32::MAX)) as u32
+        })
+        .max(1);
+    let stream = v.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let include_usage = v
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let model = v
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or(&engine.config.model)
+        .to_owned();
+    Ok(GenRequest {
+        chat,
+        model,
+        prompt,
+        max_tokens,
+        stream,
+        include_usage,
+    })
+}
+
+fn usage(r: &Running, completion: u32) -> Value {
+    json!({
+        "prompt_tokens": r.prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": r.prompt_tokens + completion,
+        "prompt_tokens_details": {"cached_tokens": r.cached_tokens},
+    })
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+async fn generate(engine: Arc<Engine>, req: Request<Incoming>, chat: bool) -> Response<Body> {
+    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("cannot read body: {e}")),
+    };
+    let g = match parse_request(&engine, &body, chat) {
+        Ok(g) => g,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+    };
+    let id = format!(
+        "{}-{}",
+        if chat { "chatcmpl" } else { "cmpl" },
+        NEXT_ID.fetch_add(1, Ordering::Relaxed)
+    );
+    if g.stream {
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
+        tokio::spawn(stream_tokens(engine, g, id, tx));
+        let mut r = Response::new(StreamBody::new(ReceiverStream::new(rx)).boxed());
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        r
+    } else {
+        let mut running = engine.admit(&g.prompt).await;
+        running.prefill().await;
+        let mut text = String::new();
+        let mut next = tokio::time::Instant::now();
+        for i in 0..g.max_tokens {
+            if i > 0 {
+                next += running.decode_step();
+                tokio::time::sleep_until(next).await;
+                text.push(' ');
+            }
+            text.push_str(running.token(i));
+        }
+        running.finish(g.max_tokens);
+        let choice = if g.chat {
+            json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"})
+        } else {
+            json!({"index": 0, "text": text, "finish_reason": "length"})
+        };
+        json_response(
+            StatusCode::OK,
+            &json!({
+                "id": id,
+                "object": if g.chat { "chat.completion" } else { "text_completion" },
+                "created": now_s(),
+                "model": g.model,
+                "choices": [choice],
+                "usage": usage(&running, g.max_tokens),
+            }),
+        )
+    }
+}
+
+fn sse(v: &Value) -> Result<Frame<Bytes>, Infallible> {
+    Ok(Frame::data(Bytes::from(format!("data: {v}\n\n"))))
+}
+
+/// Produces one SSE event per token. Ends early, freeing the slot and the blocks, when the
+/// client goes away.
+async fn stream_tokens(
+    engine: Arc<Engine>,
+    g: GenRequest,
+    id: String,
+    tx: mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
+) {
+    let start = async {
+        let mut running = engine.admit(&g.prompt).await;
+        running.prefill().await;
+        running
+    };
+    let running = tokio::select! {
+        r = start => r,
+        _ = tx.closed() => return,
+    };
+    let created = now_s();
+    let object = if g.chat {
+        "chat.completion.chunk"
+    } else {
+        "text_completion"
+    };
+    let chunk = |choices: Value| json!({"id": id, "object": object, "created": created, "model": g.model, "choices": choices});
+    if g.chat {
+        // vLLM opens a chat stream with a role-only chunk whose content is empty.
+        let first = chunk(
+            json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]),
+        );
+        if tx.send(sse(&first)).await.is_err() {
+            return;
+        }
+    }
+    let mut next = tokio::time::Instant::now();
+    for i in 0..g.max_tokens {
+        if i > 0 {
+            next += running.decode_step();
+            tokio::time::sleep_until(next).await;
+        }
+        let word = running.token(i);
+        let text = if i == 0 {
+            word.to_owned()
+        } else {
+            format!(" {word}")
+        };
+        let finish = if i + 1 == g.max_tokens {
+            json!("length")
+        } else {
+            Value::Null
+        };
+        let choice = if g.chat {
+            json!([{"index": 0, "delta": {"content": text}, "finish_reason": finish}])
+        } else {
+            json!([{"index": 0, "text": text, "finish_reason": finish}])
+        };
+        if tx.send(sse(&chunk(choice))).await.is_err() {
+            return;
+        }
+    }
+    running.finish(g.max_tokens);
+    if g.include_usage {
+        let mut last = chunk(json!([]));
+        last["usage"] = usage(&running, g.max_tokens);
+        if tx.send(sse(&last)).await.is_err() {
+            return;
+        }
+    }
+    let _ = tx
+        .send(Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n"))))
+        .await;
+}
+
+fn metrics_text(engine: &Engine) -> String {
+    let c = engine.counters();
+    let (_, capacity, usage, _) = engine.cache_usage();
+    let model = &engine.config.model;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name}{{engine=\"0\",model_name=\"{model}\"}} {value}");
+    };
+    metric(
+        "vllm:num_requests_running",
+        "gauge",
+        "Number of requests in model execution batches.",
+        c.running as f64,
+    );
+    metric(
+        "vllm:num_requests_waiting",
+        "gauge",
+        "Number of requests waiting to be processed.",
+        c.waiting as f64,
+    );
+    metric(
+        "vllm:kv_cache_usage_perc",
+        "gauge",
+        "KV-cache usage. 1 means 100 percent usage.",
+        usage,
+    );
+    metric(
+        "vllm:prefix_cache_queries_total",
+        "counter",
+        "Prefix cache queries, in terms of number of queried tokens.",
+        c.prefix_cache_queries as f64,
+    );
+    metric(
+        "vllm:prefix_cache_hits_total",
+        "counter",
+        "Prefix cache hits, in terms of number of cached tokens.",
+        c.prefix_cache_hits as f64,
+    );
+    metric(
+        "vllm:prompt_tokens_total",
+        "counter",
+        "Number of prefill tokens processed.",
+        c.prompt_tokens as f64,
+    );
+    metric(
+        "vllm:generation_tokens_total",
+        "counter",
+        "Number of generation tokens processed.",
+        c.generation_tokens as f64,
+    );
+    metric(
+        "vllm:request_success_total",
+        "counter",
+        "Count of successfully processed requests.",
+        c.request_success as f64,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig"
+    );
+    let _ = writeln!(out, "# TYPE vllm:cache_config_info gauge");
+    let _ = writeln!(
+        out,
+        "vllm:cache_config_info{{block_size=\"{}\",enable_prefix_caching=\"{}\",engine=\"0\",num_gpu_blocks=\"{}\"}} 1.0",
+        engine.config.block_size,
+        if engine.config.no_prefix_caching { "False" } else { "True" },
+        capacity
+    );
+    out
+}
