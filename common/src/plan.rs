@@ -392,7 +392,7 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
                 format!(
                     "config file {:?} not found (looked for {}); paths resolve against the plan's folder",
                     s.config_file,
-                    config_path.display()
+                    std::path::absolute(&config_path).unwrap_or(config_path.clone()).display()
                 ),
             ));
             continue;

@@ -1,0 +1,167 @@
+//! The agent over real gRPC on loopback: handshake, version refusal, a round against an
+//! engine that is not there (every request recorded as a failure, none lost), and
+//! ClearCache against kvbench-sim.
+
+use std::collections::BTreeMap;
+
+use kvbench_agent::AgentConfig;
+use kvbench_common::PROTOCOL_VERSION;
+use kvbench_proto::v1::{self, agent_client::AgentClient, round_event::Event};
+use kvbench_sim::SimConfig;
+
+async fn agent(
+    engine_url: String,
+) -> (
+    kvbench_agent::AgentHandle,
+    AgentClient<tonic::transport::Channel>,
+) {
+    let handle = kvbench_agent::spawn(AgentConfig {
+        name: "test-agent".into(),
+        engine_url,
+        labels: BTreeMap::from([("cloud".to_owned(), "lab".to_owned())]),
+    })
+    .await
+    .expect("agent starts");
+    let client = AgentClient::connect(handle.url()).await.expect("connect");
+    (handle, client)
+}
+
+#[tokio::test]
+async fn hello_answers_and_refuses_other_protocol_versions() {
+    let (handle, mut client) = agent("http://127.0.0.1:9".into()).await;
+    let hello = client
+        .hello(v1::HelloRequest {
+            protocol_version: PROTOCOL_VERSION,
+            coordinator_version: "test".into(),
+        })
+        .await
+        .expect("hello")
+        .into_inner();
+    assert_eq!(hello.protocol_version, PROTOCOL_VERSION);
+    assert_eq!(hello.agent_name, "test-agent");
+    assert_eq!(hello.labels.get("cloud").map(String::as_str), Some("lab"));
+    assert!(!hello.hostname.is_empty());
+    // Without NVML the inventory is empty and says why; with it, it lists GPUs.
+    if hello.gpus.is_empty() {
+        assert!(hello.gpu_note.contains("NVML"), "{}", hello.gpu_note);
+    }
+
+    let err = client
+        .hello(v1::HelloRequest {
+            protocol_version: PROTOCOL_VERSION + 1,
+            coordinator_version: "future".into(),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        err.message().contains("protocol version mismatch"),
+        "{}",
+        err.message()
+    );
+    handle.stop().await;
+}
+
+fn round(round: u32) -> v1::RunRoundRequest {
+    v1::RunRoundRequest {
+        scenario_id: "s-1".into(),
+        scenario_name: "s".into(),
+        round,
+        workload: Some(v1::WorkloadSpec {
+            kind: v1::WorkloadKind::ColdStart as i32,
+            seed: 1,
+            num_requests: 6,
+            output_tokens: 4,
+            params: Some(v1::WorkloadParams {
+                prompt_tokens: Some(50),
+                ..Default::default()
+            }),
+        }),
+        load: Some(v1::LoadSpec {
+            concurrency: 3,
+            ttft_timeout_s: 5.0,
+            idle_timeout_s: 5.0,
+        }),
+        model: "m".into(),
+        api: v1::ApiFlavor::Chat as i32,
+    }
+}
+
+#[tokio::test]
+async fn unreachable_engine_gives_one_failed_record_per_request() {
+    // Port 9 (discard) on loopback: nothing listens there.
+    let (handle, mut client) = agent("http://127.0.0.1:9".into()).await;
+    let mut stream = client
+        .run_round(round(1))
+        .await
+        .expect("round starts")
+        .into_inner();
+    let mut records = Vec::new();
+    let mut finished = None;
+    while let Some(ev) = stream.message().await.expect("stream") {
+        match ev.event {
+            Some(Event::Record(r)) => records.push(r),
+            Some(Event::Finished(f)) => finished = Some(f),
+            _ => {}
+        }
+    }
+    assert_eq!(records.len(), 6);
+    assert!(records
+        .iter()
+        .all(|r| r.outcome == v1::Outcome::ConnectError as i32));
+    assert!(records.iter().all(|r| !r.error.is_empty()));
+    assert_eq!(finished.map(|f| f.sent), Some(6));
+    handle.stop().await;
+}
+
+#[tokio::test]
+async fn round_zero_is_rejected() {
+    let (handle, mut client) = agent("http://127.0.0.1:9".into()).await;
+    let err = client.run_round(round(0)).await.expect_err("invalid");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    handle.stop().await;
+}
+
+#[tokio::test]
+async fn clear_cache_resets_the_engine_and_reports_engines_without_reset() {
+    let sim = kvbench_sim::spawn(SimConfig::default()).await.expect("sim");
+    let (handle, mut client) = agent(sim.base_url()).await;
+    let mut stream = client
+        .run_round(round(1))
+        .await
+        .expect("round")
+        .into_inner();
+    while stream.message().await.expect("stream").is_some() {}
+    assert!(
+        sim.engine.cache_usage().3 > 0,
+        "the round left blocks cached"
+    );
+    let r = client
+        .clear_cache(v1::ClearCacheRequest {
+            reason: "test".into(),
+        })
+        .await
+        .expect("clear")
+        .into_inner();
+    assert!(r.success, "{}", r.detail);
+    assert_eq!(sim.engine.cache_usage().3, 0, "cache emptied");
+    handle.stop().await;
+
+    // An engine with no reset endpoint: the answer says so, and why.
+    let (handle, mut client) = agent(format!("{}/nothing-here", sim.base_url())).await;
+    let r = client
+        .clear_cache(v1::ClearCacheRequest {
+            reason: "test".into(),
+        })
+        .await
+        .expect("clear")
+        .into_inner();
+    assert!(!r.success);
+    assert!(
+        r.detail.contains("404") && r.detail.contains("VLLM_SERVER_DEV_MODE"),
+        "{}",
+        r.detail
+    );
+    handle.stop().await;
+    sim.stop().await;
+}

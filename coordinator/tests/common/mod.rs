@@ -1,0 +1,75 @@
+//! Helpers shared by the coordinator's integration tests: plans written to a temporary
+//! folder, run through the embedded agent and sim exactly as `kvbench run` does.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use kvbench_common::plan::{self, Plan};
+use kvbench_coordinator::agents::Embedded;
+use kvbench_coordinator::runner::{run_plan, RunSummary};
+use kvbench_sim::{EngineCounters, SimConfig};
+use tokio_util::sync::CancellationToken;
+
+/// A fresh folder under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "kvbench-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).expect("write file");
+        p
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn load(path: &Path) -> Plan {
+    match plan::load(path) {
+        Ok(p) => p,
+        Err(e) => panic!("plan should load: {e}"),
+    }
+}
+
+/// Runs a plan with the embedded default; returns the summary and the sim's counters.
+pub async fn run(plan: &Plan) -> (RunSummary, EngineCounters) {
+    let embedded = Embedded::start(plan, SimConfig::default())
+        .await
+        .expect("embedded agent and sim start");
+    let summary = run_plan(plan, &embedded.by_endpoint, CancellationToken::new())
+        .await
+        .expect("plan runs");
+    let counters = embedded
+        .sim
+        .as_ref()
+        .map(|s| s.engine.counters())
+        .expect("the plan uses the sim");
+    embedded.stop().await;
+    (summary, counters)
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).expect("read result file");
+    serde_json::from_str(&text).expect("result file is JSON")
+}

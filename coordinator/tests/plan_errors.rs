@@ -1,0 +1,188 @@
+//! Bad plans are rejected before anything runs, with errors that name the file, the line
+//! and the key, and say what would be valid. Every example plan in the repository loads.
+
+mod common;
+
+use std::process::Command;
+
+use common::TempDir;
+use kvbench_common::plan;
+
+const GOOD_CONFIG: &str = "endpoint: sim\nnum_requests: 2\n";
+
+fn errors(dir: &TempDir, plan_text: &str) -> Vec<plan::PlanError> {
+    let p = dir.write("plan.yaml", plan_text);
+    match plan::load(&p) {
+        Ok(_) => panic!("plan should be rejected:\n{plan_text}"),
+        Err(e) => e.0,
+    }
+}
+
+fn plan_with(scenario_extra: &str) -> String {
+    format!(
+        "output_dir: out\ntest_scenarios:\n  - name: a\n    config_file: a.yaml\n    scenario: cold_start\n{scenario_extra}"
+    )
+}
+
+#[test]
+fn unknown_key_names_file_line_key_and_valid_keys() {
+    let dir = TempDir::new("bad-key");
+    dir.write("a.yaml", GOOD_CONFIG);
+    let e = &errors(&dir, &plan_with("    concurency: 3\n"))[0];
+    assert!(e.file.ends_with("plan.yaml"));
+    assert_eq!(e.line, Some(6));
+    assert_eq!(e.key, "test_scenarios[0].concurency");
+    let shown = e.to_string();
+    assert!(shown.contains("plan.yaml:6"), "{shown}");
+    assert!(
+        shown.contains("`concurrency`"),
+        "lists the valid keys: {shown}"
+    );
+
+    let e = &errors(&dir, "output_dirr: x\ntest_scenarios: []\n")[0];
+    assert_eq!((e.line, e.key.as_str()), (Some(1), "output_dirr"));
+    assert!(e.message.contains("output_dir"), "{}", e.message);
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    let dir = TempDir::new("bad-type");
+    dir.write("a.yaml", GOOD_CONFIG);
+    let e = &errors(&dir, &plan_with("    rounds: two\n"))[0];
+    assert_eq!(e.line, Some(6));
+    assert_eq!(e.key, "test_scenarios[0].rounds");
+    assert!(e.message.contains("invalid type"), "{}", e.message);
+
+    let e = &errors(&dir, "wait_between_scenarios: soon\ntest_scenarios: []\n")[0];
+    assert_eq!(
+        (e.line, e.key.as_str()),
+        (Some(1), "wait_between_scenarios")
+    );
+}
+
+#[test]
+fn missing_config_file_names_the_scenario_entry() {
+    let dir = TempDir::new("bad-missing");
+    dir.write("a.yaml", GOOD_CONFIG);
+    let text = format!(
+        "{}  - name: b\n    scenario: cold_start\n    config_file: nowhere.yaml\n",
+        plan_with("")
+    );
+    let errs = errors(&dir, &text);
+    assert_eq!(errs.len(), 1);
+    let e = &errs[0];
+    assert_eq!(e.key, "test_scenarios[1].config_file");
+    assert_eq!(e.line, Some(8));
+    assert!(
+        e.message.contains("nowhere.yaml") && e.message.contains("not found"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn unknown_scenario_type_lists_the_five_types() {
+    let dir = TempDir::new("bad-type-name");
+    dir.write("a.yaml", GOOD_CONFIG);
+    let text = "test_scenarios:\n  - name: a\n    config_file: a.yaml\n    scenario: warm_start\n";
+    let e = &errors(&dir, text)[0];
+    assert_eq!(
+        (e.line, e.key.as_str()),
+        (Some(4), "test_scenarios[0].scenario")
+    );
+    for t in [
+        "long_context_high_reuse",
+        "multi_turn_conversation",
+        "code_generation",
+        "batch_processing",
+        "cold_start",
+    ] {
+        assert!(e.message.contains(t), "{}", e.message);
+    }
+}
+
+#[test]
+fn config_file_problems_name_the_config_file() {
+    let dir = TempDir::new("bad-config");
+    dir.write("a.yaml", "endpoint: sim\nnum_request: 2\n");
+    let e = &errors(&dir, &plan_with(""))[0];
+    assert!(e.file.ends_with("a.yaml"));
+    assert_eq!((e.line, e.key.as_str()), (Some(2), "num_request"));
+
+    dir.write("a.yaml", "endpoint: localhost:8000\n");
+    let e = &errors(&dir, &plan_with(""))[0];
+    assert_eq!((e.line, e.key.as_str()), (Some(1), "endpoint"));
+    assert!(e.message.contains("http://"), "{}", e.message);
+
+    dir.write(
+        "a.yaml",
+        "endpoint: sim\nworkload:\n  prompt_tokens: 10\n  turns: 3\n",
+    );
+    let e = &errors(&dir, &plan_with(""))[0];
+    assert_eq!((e.line, e.key.as_str()), (Some(4), "workload.turns"));
+    assert!(
+        e.message.contains("prompt_tokens"),
+        "says what cold_start accepts: {}",
+        e.message
+    );
+}
+
+#[test]
+fn duplicate_names_and_zero_rounds_are_rejected_together() {
+    let dir = TempDir::new("bad-semantic");
+    dir.write("a.yaml", GOOD_CONFIG);
+    let text = format!(
+        "{}    rounds: 0\n  - name: a\n    config_file: a.yaml\n    scenario: cold_start\n",
+        plan_with("")
+    );
+    let errs = errors(&dir, &text);
+    let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["test_scenarios[0].rounds", "test_scenarios[1].name"]);
+    assert_eq!(errs[0].line, Some(6));
+    assert_eq!(errs[1].line, Some(7));
+}
+
+#[test]
+fn cli_exits_non_zero_and_runs_nothing() {
+    let dir = TempDir::new("bad-cli");
+    dir.write("a.yaml", GOOD_CONFIG);
+    let plan = dir.write("plan.yaml", &plan_with("    concurency: 3\n"));
+    for cmd in ["validate", "run"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_kvbench"))
+            .arg(cmd)
+            .arg(&plan)
+            .output()
+            .expect("kvbench runs");
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("plan.yaml:6: key `test_scenarios[0].concurency`"),
+            "{err}"
+        );
+    }
+    assert!(!dir.path().join("out").exists(), "nothing was run");
+}
+
+#[test]
+fn every_example_plan_validates() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut found = 0;
+    let mut stack = vec![root];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("examples folder").flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p
+                .file_name()
+                .is_some_and(|n| n == "multi_scenario_config.yaml")
+            {
+                found += 1;
+                if let Err(e) = plan::load(&p) {
+                    panic!("{} does not validate:\n{e}", p.display());
+                }
+            }
+        }
+    }
+    assert!(found >= 1, "no example plans found");
+}

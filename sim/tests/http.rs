@@ -1,0 +1,220 @@
+//! kvbench-sim over real HTTP on loopback: the OpenAI-compatible surface, vLLM's metric
+//! names, and the reset endpoint refusing while requests hold blocks.
+
+use std::time::Duration;
+
+use kvbench_sim::SimConfig;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends one HTTP/1.1 request with `Connection: close` and reads the whole response.
+async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The `data:` payloads of an SSE body (chunked transfer framing lines are skipped).
+fn sse_events(body: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing"))
+}
+
+#[tokio::test]
+async fn chat_stream_reports_usage_and_cached_tokens() {
+    let sim = kvbench_sim::spawn(SimConfig::default())
+        .await
+        .expect("sim starts");
+    let words: Vec<String> = (0..200).map(|i| format!("w{i}")).collect();
+    let body = serde_json::json!({
+        "model": "m",
+        "messages": [{"role": "user", "content": words.join(" ")}],
+        "max_tokens": 5,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    })
+    .to_string();
+    let mut cached = Vec::new();
+    for _ in 0..2 {
+        let (status, text) = http(sim.addr, "POST", "/v1/chat/completions", &body).await;
+        assert_eq!(status, 200);
+        let events = sse_events(&text);
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+        let chunks: Vec<Value> = events[..events.len() - 1]
+            .iter()
+            .map(|e| serde_json::from_str(e).expect("JSON chunk"))
+            .collect();
+        // Role chunk, 5 token chunks, usage chunk.
+        assert_eq!(chunks.len(), 7);
+        assert_eq!(chunks[0]["choices"][0]["delta"]["content"], "");
+        assert_eq!(chunks[5]["choices"][0]["finish_reason"], "length");
+        let usage = &chunks[6]["usage"];
+        assert_eq!(chunks[6]["choices"], serde_json::json!([]));
+        // 200 words plus the template: `<|im_start|> user ... <|im_end|>` + `<|im_start|> assistant`.
+        assert_eq!(usage["prompt_tokens"], 205);
+        assert_eq!(usage["completion_tokens"], 5);
+        cached.push(
+            usage["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .expect("cached"),
+        );
+    }
+    // Cold, then every full block of the 205-token prompt: 12 blocks of 16 = 192.
+    assert_eq!(cached, vec![0, 192]);
+
+    let (_, m) = http(sim.addr, "GET", "/metrics", "").await;
+    assert_eq!(metric(&m, "vllm:prefix_cache_queries_total"), 410.0);
+    assert_eq!(metric(&m, "vllm:prefix_cache_hits_total"), 192.0);
+    assert_eq!(metric(&m, "vllm:prompt_tokens_total"), 410.0);
+    assert_eq!(metric(&m, "vllm:generation_tokens_total"), 10.0);
+    assert_eq!(metric(&m, "vllm:request_success_total"), 2.0);
+    assert_eq!(metric(&m, "vllm:num_requests_running"), 0.0);
+    assert_eq!(metric(&m, "vllm:num_requests_waiting"), 0.0);
+    assert_eq!(metric(&m, "vllm:kv_cache_usage_perc"), 0.0);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn completions_non_streaming_models_and_health() {
+    let sim = kvbench_sim::spawn(SimConfig::default())
+        .await
+        .expect("sim starts");
+    let (status, text) = http(
+        sim.addr,
+        "POST",
+        "/v1/completions",
+        r#"{"model":"m","prompt":"a b c d","max_tokens":3}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(v["object"], "text_completion");
+    assert_eq!(
+        v["choices"][0]["text"]
+            .as_str()
+            .map(|t| t.split(' ').count()),
+        Some(3)
+    );
+    assert_eq!(v["usage"]["prompt_tokens"], 4);
+    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+
+    let (status, text) = http(sim.addr, "GET", "/v1/models", "").await;
+    assert_eq!(status, 200);
+    assert!(text.contains("kvbench-sim"));
+    assert_eq!(http(sim.addr, "GET", "/health", "").await.0, 200);
+    assert_eq!(
+        http(sim.addr, "POST", "/v1/completions", "not json")
+            .await
+            .0,
+        400
+    );
+    assert_eq!(http(sim.addr, "GET", "/nope", "").await.0, 404);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn reset_is_refused_while_a_request_holds_blocks() {
+    let sim = kvbench_sim::spawn(SimConfig::default())
+        .await
+        .expect("sim starts");
+    let words: Vec<String> = (0..64).map(|i| format!("w{i}")).collect();
+    let body = serde_json::json!({
+        "prompt": words.join(" "), "max_tokens": 1000, "stream": true,
+    })
+    .to_string();
+    // A long request: start it and wait for its first token, so it holds KV blocks.
+    let mut s = TcpStream::connect(sim.addr).await.expect("connect");
+    let req = format!(
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("data: ") {
+        let n = s.read(&mut buf).await.expect("read");
+        assert!(n > 0, "stream ended early");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let (status, text) = http(sim.addr, "POST", "/reset_prefix_cache", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(text.trim(), r#"{"success":false}"#);
+
+    // The client goes away: the sim frees the slot and the blocks, and the reset succeeds.
+    drop(s);
+    let mut ok = false;
+    for _ in 0..100 {
+        let (_, text) = http(sim.addr, "POST", "/reset_prefix_cache", "").await;
+        if text.trim() == r#"{"success":true}"# {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "reset succeeds once the request is gone");
+    let c = sim.engine.counters();
+    assert_eq!((c.running, c.request_success), (0, 0));
+    sim.stop().await;
+}
+
+/// The latency model on tokio's paused clock: time advances only through the sim's own
+/// timers, so the figures are exact and independent of this machine's speed.
+#[tokio::test(start_paused = true)]
+async fn latency_model_defaults_cold_vs_cached_prefill() {
+    let sim = kvbench_sim::spawn(SimConfig::default())
+        .await
+        .expect("sim starts");
+    let words: Vec<String> = (0..4000).map(|i| format!("w{i}")).collect();
+    let body = serde_json::json!({"prompt": words.join(" "), "max_tokens": 1}).to_string();
+    let mut ms = Vec::new();
+    for _ in 0..2 {
+        let t = tokio::time::Instant::now();
+        let (status, _) = http(sim.addr, "POST", "/v1/completions", &body).await;
+        assert_eq!(status, 200);
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    // Cold: 20 ms + 4,000 x 95 us = 400 ms. Cached: 3,984 tokens hit (249 blocks), so
+    // 20 ms + 16 x 95 us = 21.52 ms.
+    assert!((ms[0] - 400.0).abs() < 1.0, "cold prefill {} ms", ms[0]);
+    assert!((ms[1] - 21.52).abs() < 1.0, "cached prefill {} ms", ms[1]);
+
+    // Decode: each step after the first token costs 10 ms + 50 us per running sequence.
+    let body = serde_json::json!({"prompt": "x y z", "max_tokens": 11}).to_string();
+    let t = tokio::time::Instant::now();
+    http(sim.addr, "POST", "/v1/completions", &body).await;
+    let took = t.elapsed().as_secs_f64() * 1000.0;
+    let expect = 20.0 + 3.0 * 0.095 + 10.0 * (10.0 + 0.05);
+    // tokio's timers fire on whole milliseconds: allow one per timer chain (prefill, decode).
+    assert!(
+        (took - expect).abs() < 2.0,
+        "decode took {took} ms, expected {expect}"
+    );
+    sim.stop().await;
+}
