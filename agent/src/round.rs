@@ -109,6 +109,29 @@ pub async fn run(
     {
         return;
     }
+    // Engine metrics before the first request, every second, and after the last one, so
+    // that per-round deltas of the engine's counters cover exactly this round.
+    let scraper = Arc::new(Scraper {
+        client: client.clone(),
+        base_url: base_url.clone(),
+        tx: tx.clone(),
+        t0,
+    });
+    scraper.sample().await;
+    let telemetry = {
+        let (cancel, scraper) = (cancel.clone(), scraper.clone());
+        tokio::spawn(async move {
+            let mut iv = tokio::time::interval(Duration::from_secs(1));
+            iv.tick().await;
+            loop {
+                tokio::select! {
+                    _ = iv.tick() => scraper.sample().await,
+                    _ = cancel.cancelled() => return,
+                }
+            }
+        })
+    };
+
     let queue: Arc<Mutex<VecDeque<Conversation>>> =
         Arc::new(Mutex::new(workload.conversations.into_iter().collect()));
     let counts = Arc::new(Counts::default());
@@ -165,9 +188,11 @@ pub async fn run(
     while set.join_next().await.is_some() {}
     let duration_ms = t0.elapsed().as_secs_f64() * 1000.0;
     ticker.abort();
+    telemetry.abort();
     if cancel.is_cancelled() {
         return;
     }
+    scraper.sample().await;
     let c = &counts;
     let _ = tx
         .send(event(Event::Progress(v1::Progress {
@@ -183,6 +208,27 @@ pub async fn run(
             sent: c.completed.load(Ordering::Relaxed) + c.failed.load(Ordering::Relaxed),
         })))
         .await;
+}
+
+/// Sends engine-metrics samples into the round's stream.
+struct Scraper {
+    client: HttpClient,
+    base_url: Arc<str>,
+    tx: EventTx,
+    t0: Instant,
+}
+
+impl Scraper {
+    async fn sample(&self) {
+        if let Some(values) = crate::metrics::scrape(&self.client, &self.base_url).await {
+            let sample = v1::TelemetrySample {
+                t_ms: self.t0.elapsed().as_secs_f64() * 1000.0,
+                source: "engine_metrics".into(),
+                values: values.into_iter().collect(),
+            };
+            let _ = self.tx.send(event(Event::Telemetry(sample))).await;
+        }
+    }
 }
 
 struct Worker {

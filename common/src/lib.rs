@@ -4,12 +4,14 @@
 //! - [`workload`]: deterministic workload generators for the five seed types;
 //! - [`tokenizer`]: the documented tokenizer shared by the simulator and the generators;
 //! - [`record`]: one request as the agent saw it, and its outcome class;
-//! - [`stats`]: the statistics computed from records, and the stats file layout.
+//! - [`stats`]: the statistics computed from records, and the stats file layout;
+//! - [`telemetry`]: samples streamed with the records (engine metrics) and their summaries.
 
 pub mod plan;
 pub mod record;
 pub mod rng;
 pub mod stats;
+pub mod telemetry;
 pub mod tokenizer;
 pub mod util;
 pub mod workload;

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::record::{Outcome, RequestRecord};
+use crate::telemetry::EngineMetricsSummary;
 
 /// The percentiles reported for every latency metric.
 pub const DEFAULT_PERCENTILES: [f64; 4] = [50.0, 90.0, 95.0, 99.0];
@@ -92,6 +93,9 @@ pub struct RoundStats {
     pub cached_tokens_reported: u32,
     /// Most requests in flight at once, as the client saw them.
     pub max_concurrent_requests: u32,
+    /// The engine's own counters over the round (server-side; null when it exports none).
+    #[serde(default)]
+    pub engine_metrics: Option<EngineMetricsSummary>,
     /// `mean_`, `median_`, `std_`, `min_`, `max_` and `p<q>_` of `ttft_ms`, `tpot_ms`,
     /// `itl_ms`, `e2el_ms`; null when no completed request gave a sample.
     #[serde(flatten)]
@@ -154,6 +158,7 @@ impl RoundStats {
             cache_hit_ratio,
             cached_tokens_reported,
             max_concurrent_requests: max_concurrent(records),
+            engine_metrics: None,
             latency,
         }
     }

@@ -10,8 +10,11 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kvbench_common::plan::{Endpoint, Plan, Scenario};
 use kvbench_common::record::{Outcome, RequestRecord};
 use kvbench_common::stats::{Comparison, IsolationInfo, RoundStats, ScenarioInfo, ScenarioStats};
+use kvbench_common::telemetry::{EngineMetricsSummary, TelemetrySample};
 use kvbench_common::util::{rfc3339_utc, timestamp_utc};
-use kvbench_proto::convert::{api_to_wire, record_from_wire, workload_to_wire};
+use kvbench_proto::convert::{
+    api_to_wire, record_from_wire, telemetry_from_wire, workload_to_wire,
+};
 use kvbench_proto::v1::{self, round_event::Event};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +60,7 @@ impl RunSummary {
 /// One round's outcome as the coordinator collected it.
 struct RoundRun {
     records: Vec<RequestRecord>,
+    telemetry: Vec<TelemetrySample>,
     duration_s: Option<f64>,
     error: Option<String>,
 }
@@ -260,13 +264,15 @@ async fn run_scenario(
     let started = Instant::now();
     let started_at = rfc3339_utc(SystemTime::now());
     let mut records: Vec<RequestRecord> = Vec::new();
+    let mut telemetry: Vec<TelemetrySample> = Vec::new();
     let mut rounds = Vec::new();
     let mut error: Option<String> = None;
     let mut status = "completed";
     for round in 1..=s.rounds {
         let rr = run_round(s, agent, scenario_id, round, cancel).await;
         let duration_s = rr.duration_s.unwrap_or_else(|| span_s(&rr.records));
-        let st = RoundStats::compute(round, duration_s, &rr.records);
+        let mut st = RoundStats::compute(round, duration_s, &rr.records);
+        st.engine_metrics = EngineMetricsSummary::of(&rr.telemetry);
         print_round(s, &st);
         let all_failed = st.completed == 0 && st.failed > 0;
         let round_error = rr.error.or_else(|| {
@@ -284,6 +290,7 @@ async fn run_scenario(
             rounds.push(st);
         }
         records.extend(rr.records);
+        telemetry.extend(rr.telemetry);
         if let Some(e) = round_error {
             status = if cancel.is_cancelled() {
                 "cancelled"
@@ -332,7 +339,7 @@ async fn run_scenario(
         rounds,
         comparison,
     };
-    let (stats_path, results_path) = match write_files(plan, s, &stats, &records) {
+    let (stats_path, results_path) = match write_files(plan, s, &stats, &records, &telemetry) {
         Ok((a, b)) => (Some(a), Some(b)),
         Err(e) => {
             println!("  ERROR: cannot write result files: {e:#}");
@@ -399,7 +406,7 @@ fn ms(v: Option<f64>) -> String {
 
 fn print_round(s: &Scenario, st: &RoundStats) {
     println!(
-        "  Round {}/{} ({}): {} ok, {} failed in {:.2} s | TTFT mean {} p99 {} | TPOT mean {} | cache hit {} | {:.1} req/s, {:.0} tok/s out",
+        "  Round {}/{} ({}): {} ok, {} failed in {:.2} s | TTFT mean {} p99 {} | TPOT mean {} | cache hit {}{} | {:.1} req/s, {:.0} tok/s out",
         st.round,
         s.rounds,
         round_label(s, st.round),
@@ -410,6 +417,10 @@ fn print_round(s: &Scenario, st: &RoundStats) {
         ms(st.get("p99_ttft_ms")),
         ms(st.get("mean_tpot_ms")),
         st.cache_hit_ratio.map_or("n/a".to_owned(), |r| format!("{:.1}%", r * 100.0)),
+        st.engine_metrics
+            .as_ref()
+            .and_then(|m| m.prefix_cache_hit_rate)
+            .map_or(String::new(), |r| format!(" (engine: {:.1}%)", r * 100.0)),
         st.request_throughput,
         st.output_throughput,
     );
@@ -427,6 +438,7 @@ async fn run_round(
 ) -> RoundRun {
     let mut out = RoundRun {
         records: Vec::new(),
+        telemetry: Vec::new(),
         duration_s: None,
         error: None,
     };
@@ -512,7 +524,11 @@ async fn run_round(
             Some(Event::Progress(p)) => {
                 bar.set_message(format!("{} in flight, {} failed", p.in_flight, p.failed));
             }
-            Some(Event::Telemetry(_)) | None => {}
+            Some(Event::Telemetry(t)) => {
+                out.telemetry
+                    .push(telemetry_from_wire(t, round, &agent_name));
+            }
+            None => {}
             Some(Event::Finished(f)) => {
                 out.duration_s = Some(f.duration_ms / 1000.0);
             }
@@ -527,6 +543,7 @@ struct ResultsFile<'a> {
     kvbench_version: &'a str,
     scenario: &'a ScenarioInfo,
     records: &'a [RequestRecord],
+    telemetry: &'a [TelemetrySample],
 }
 
 /// Writes `<slug>_stats_<ts>.json` and `<slug>_results_<ts>.json` (via a temporary file
@@ -536,6 +553,7 @@ fn write_files(
     s: &Scenario,
     stats: &ScenarioStats,
     records: &[RequestRecord],
+    telemetry: &[TelemetrySample],
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
     let ts = timestamp_utc(SystemTime::now());
     let stats_path = plan.output_dir.join(format!("{}_stats_{ts}.json", s.slug));
@@ -549,6 +567,7 @@ fn write_files(
             kvbench_version: env!("CARGO_PKG_VERSION"),
             scenario: &stats.scenario,
             records,
+            telemetry,
         },
     )?;
     Ok((stats_path, results_path))

@@ -138,6 +138,28 @@ async fn quickstart_shape_cache_effect_and_counts() {
         .map(|r| r.cached_tokens)
         .sum();
     assert_eq!(cached, sim.prefix_cache_hits);
+
+    // The engine's own counters, scraped by the agent around each round, agree with the
+    // cached tokens the responses reported.
+    for s in &summary.scenarios {
+        for r in &s.stats.rounds {
+            let m = r.engine_metrics.as_ref().expect("engine metrics scraped");
+            assert!(m.samples >= 2);
+            assert_eq!(
+                m.prefix_cache_hits,
+                Some(r.cached_tokens as f64),
+                "{} round {}",
+                s.name,
+                r.round
+            );
+            assert_eq!(m.prompt_tokens, Some(r.total_input_tokens as f64));
+        }
+    }
+    let res = read_json(summary.scenarios[0].results_path.as_ref().expect("results"));
+    assert!(
+        res["telemetry"].as_array().is_some_and(|t| !t.is_empty()),
+        "samples kept"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

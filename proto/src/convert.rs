@@ -2,6 +2,7 @@
 
 use kvbench_common::plan::ApiFlavor;
 use kvbench_common::record::{Outcome, RequestRecord};
+use kvbench_common::telemetry::TelemetrySample;
 use kvbench_common::workload::{WorkloadKind, WorkloadParams, WorkloadSpec};
 
 use crate::v1;
@@ -196,6 +197,17 @@ pub fn record_from_wire(
         error: r.error,
         http_status: r.http_status.and_then(|s| u16::try_from(s).ok()),
     })
+}
+
+/// A telemetry sample from the wire, with the stream's round and agent.
+pub fn telemetry_from_wire(t: v1::TelemetrySample, round: u32, agent: &str) -> TelemetrySample {
+    TelemetrySample {
+        round,
+        agent: agent.to_owned(),
+        t_ms: t.t_ms,
+        source: t.source,
+        values: t.values.into_iter().collect(),
+    }
 }
 
 #[cfg(test)]

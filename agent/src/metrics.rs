@@ -1,0 +1,118 @@
+//! Engine metrics: scrape `/metrics` (Prometheus text) and keep the series kvbench reads.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request};
+
+use crate::client::HttpClient;
+
+/// Metric families read from the engine, summed over their label sets. vLLM's counters
+/// carry `_total`; `vllm:gpu_cache_usage_perc` is the older name of `kv_cache_usage_perc`.
+pub const ENGINE_METRICS: &[&str] = &[
+    "vllm:prefix_cache_queries_total",
+    "vllm:prefix_cache_hits_total",
+    "vllm:external_prefix_cache_queries_total",
+    "vllm:external_prefix_cache_hits_total",
+    "vllm:kv_cache_usage_perc",
+    "vllm:gpu_cache_usage_perc",
+    "vllm:num_requests_running",
+    "vllm:num_requests_waiting",
+    "vllm:num_preemptions_total",
+    "vllm:prompt_tokens_total",
+    "vllm:generation_tokens_total",
+    "sglang:cache_hit_rate",
+    "sglang:token_usage",
+    "sglang:num_running_reqs",
+    "sglang:num_queue_reqs",
+    "llamacpp:kv_cache_usage_ratio",
+    "llamacpp:requests_processing",
+    "llamacpp:prompt_tokens_total",
+];
+
+/// Parses Prometheus text exposition, keeping the families in `wanted` (summed over label
+/// sets). Lines it cannot read are skipped: a scrape never fails a round.
+pub fn parse(text: &str, wanted: &[&str]) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, rest) = match line.find(['{', ' ']) {
+            Some(i) => (&line[..i], &line[i..]),
+            None => continue,
+        };
+        if !wanted.contains(&name) {
+            continue;
+        }
+        let after_labels = match rest.strip_prefix('{') {
+            Some(r) => match r.rfind('}') {
+                Some(j) => &r[j + 1..],
+                None => continue,
+            },
+            None => rest,
+        };
+        let Some(value) = after_labels
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+        else {
+            continue;
+        };
+        if value.is_finite() {
+            *out.entry(name.to_owned()).or_insert(0.0) += value;
+        }
+    }
+    out
+}
+
+/// `GET {base}/metrics`, parsed. `None` when the engine has no metrics endpoint or does not
+/// answer within a second.
+pub async fn scrape(client: &HttpClient, base_url: &str) -> Option<BTreeMap<String, f64>> {
+    let req = Request::builder()
+        .method(Method::GET)
+        .uri(format!("{base_url}/metrics"))
+        .body(Full::new(Bytes::new()))
+        .ok()?;
+    let fetch = async {
+        let resp = client.request(req).await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        Some(parse(&String::from_utf8_lossy(&body), ENGINE_METRICS))
+    };
+    tokio::time::timeout(Duration::from_secs(1), fetch)
+        .await
+        .ok()
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_label_sets_and_skips_the_rest() {
+        let text = r#"
+# HELP vllm:prefix_cache_hits_total Prefix cache hits
+# TYPE vllm:prefix_cache_hits_total counter
+vllm:prefix_cache_hits_total{engine="0",model_name="m"} 100.0
+vllm:prefix_cache_hits_total{engine="1",model_name="m"} 20
+vllm:prefix_cache_hits_created{engine="0"} 1.7e9
+vllm:num_requests_running{model_name="a b}c"} 3
+vllm:kv_cache_usage_perc 0.25
+garbage line
+vllm:num_requests_waiting{broken 4
+"#;
+        let m = parse(text, ENGINE_METRICS);
+        assert_eq!(m.get("vllm:prefix_cache_hits_total"), Some(&120.0));
+        assert_eq!(m.get("vllm:num_requests_running"), Some(&3.0));
+        assert_eq!(m.get("vllm:kv_cache_usage_perc"), Some(&0.25));
+        assert!(!m.contains_key("vllm:prefix_cache_hits_created"));
+        assert!(!m.contains_key("vllm:num_requests_waiting"));
+    }
+}
