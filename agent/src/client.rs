@@ -62,6 +62,8 @@ pub struct Reply {
     pub http_status: Option<u16>,
     /// The generated text (content chunks concatenated).
     pub text: String,
+    /// Server-side TTFT in microseconds, when the engine reports one.
+    pub engine_ttft_us: Option<u64>,
 }
 
 fn body_json(call: &Call<'_>) -> Value {
@@ -109,6 +111,7 @@ pub async fn send(client: &HttpClient, call: &Call<'_>) -> Reply {
         error: String::new(),
         http_status: None,
         text: String::new(),
+        engine_ttft_us: None,
     };
     let uri: Uri = match format!("{}{}", call.base_url, path).parse() {
         Ok(u) => u,
@@ -242,6 +245,9 @@ pub async fn send(client: &HttpClient, call: &Call<'_>) -> Reply {
 
 /// Takes what one event says: content, finish reason, usage.
 fn absorb(reply: &mut Reply, v: &Value, at: Instant) {
+    if let Some(us) = v.get("kvbench_server_ttft_us").and_then(Value::as_u64) {
+        reply.engine_ttft_us = Some(us);
+    }
     if let Some(choice) = v.get("choices").and_then(|c| c.get(0)) {
         let content = choice
             .get("delta")

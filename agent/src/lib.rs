@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod gpu;
+pub mod health;
 pub mod metrics;
 mod round;
 mod service;

@@ -1,23 +1,26 @@
-//! The load engine: one round as a closed loop of `concurrency` in-flight requests over the
-//! round's request set, streaming a record per request as it ends.
+//! The load engine: one round of a scenario, released as its load shape says (closed loop
+//! of `concurrency` in flight, or open-loop arrivals with an optional cap), streaming one
+//! record per request as it ends.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use kvbench_common::load::{Arrivals, LoadSpec, Schedule};
 use kvbench_common::plan::ApiFlavor;
-use kvbench_common::record::RequestRecord;
+use kvbench_common::record::{Outcome, RequestRecord};
 use kvbench_common::tokenizer::count_tokens;
-use kvbench_common::workload::{generate, Conversation, WorkloadSpec};
-use kvbench_proto::convert::record_to_wire;
+use kvbench_common::workload::{generate_pool, warmup, Conversation, WorkloadSpec};
+use kvbench_proto::convert::{health_to_wire, record_to_wire};
 use kvbench_proto::v1::{self, round_event::Event};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{self, Call, HttpClient};
+use crate::health;
 
 /// One round to run, in domain types.
 #[derive(Debug, Clone)]
@@ -26,9 +29,7 @@ pub struct RoundSpec {
     pub scenario_name: String,
     pub round: u32,
     pub workload: WorkloadSpec,
-    pub concurrency: u32,
-    pub ttft_timeout: Duration,
-    pub idle_timeout: Duration,
+    pub load: LoadSpec,
     pub model: String,
     pub api: ApiFlavor,
 }
@@ -81,72 +82,100 @@ struct Counts {
     in_flight: AtomicU32,
 }
 
+/// What every request of the round shares.
+pub struct RoundContext {
+    pub client: HttpClient,
+    pub base_url: Arc<str>,
+    pub agent_name: Arc<str>,
+    pub replies: Arc<ReplyStore>,
+}
+
+/// Hands out the round's conversations: the request set, or (for a round limited by
+/// duration) pool after pool of fresh ones.
+struct Feeder {
+    workload: WorkloadSpec,
+    round: u32,
+    endless: bool,
+    pool: u32,
+    next_id: u32,
+    next_conv: u32,
+    queue: VecDeque<Conversation>,
+}
+
+impl Feeder {
+    fn next(&mut self) -> Option<Conversation> {
+        if self.queue.is_empty() && (self.pool == 0 || self.endless) {
+            let w = generate_pool(
+                &self.workload,
+                self.round,
+                self.pool,
+                self.next_id,
+                self.next_conv,
+            );
+            self.pool += 1;
+            self.next_id += w.total_requests();
+            self.next_conv += w.conversations.len() as u32;
+            self.queue.extend(w.conversations);
+        }
+        self.queue.pop_front()
+    }
+}
+
 /// Runs a round, sending events to `tx`. Stops sending load when `tx`'s receiver is gone
 /// (the coordinator left) or `cancel` fires.
-pub async fn run(
-    client: HttpClient,
-    base_url: Arc<str>,
-    agent_name: Arc<str>,
-    replies: Arc<ReplyStore>,
-    spec: RoundSpec,
-    tx: EventTx,
-    cancel: CancellationToken,
-) {
+pub async fn run(ctx: RoundContext, spec: RoundSpec, tx: EventTx, cancel: CancellationToken) {
     let t0 = Instant::now();
     let anchor_us = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
         .unwrap_or(0);
-    let workload = generate(&spec.workload, spec.round);
-    let total = workload.total_requests();
-    if tx
-        .send(event(Event::Started(v1::RoundStarted {
-            total_requests: total,
-            wall_clock_anchor_us: anchor_us,
-        })))
-        .await
-        .is_err()
-    {
+    let load = spec.load.clone();
+    let total = if load.duration_s.is_some() {
+        0
+    } else {
+        spec.workload.num_requests
+    };
+    let started = v1::RoundStarted {
+        total_requests: total,
+        wall_clock_anchor_us: anchor_us,
+    };
+    if tx.send(event(Event::Started(started))).await.is_err() {
         return;
     }
+    let ctx = Arc::new(ctx);
+
     // Engine metrics before the first request, every second, and after the last one, so
     // that per-round deltas of the engine's counters cover exactly this round.
     let scraper = Arc::new(Scraper {
-        client: client.clone(),
-        base_url: base_url.clone(),
+        client: ctx.client.clone(),
+        base_url: ctx.base_url.clone(),
         tx: tx.clone(),
         t0,
     });
     scraper.sample().await;
+    let background = cancel.child_token();
     let telemetry = {
-        let (cancel, scraper) = (cancel.clone(), scraper.clone());
+        let (stop, scraper) = (background.clone(), scraper.clone());
         tokio::spawn(async move {
             let mut iv = tokio::time::interval(Duration::from_secs(1));
             iv.tick().await;
             loop {
                 tokio::select! {
                     _ = iv.tick() => scraper.sample().await,
-                    _ = cancel.cancelled() => return,
+                    _ = stop.cancelled() => return,
                 }
             }
         })
     };
-
-    let queue: Arc<Mutex<VecDeque<Conversation>>> =
-        Arc::new(Mutex::new(workload.conversations.into_iter().collect()));
     let counts = Arc::new(Counts::default());
-    let spec = Arc::new(spec);
-    let workers =
-        (spec.concurrency.max(1) as usize).min(queue.lock().map(|q| q.len()).unwrap_or(1));
-
     let ticker = {
-        let (tx, counts, cancel) = (tx.clone(), counts.clone(), cancel.clone());
+        let (tx, counts, stop) = (tx.clone(), counts.clone(), background.clone());
         tokio::spawn(async move {
             let mut iv = tokio::time::interval(Duration::from_millis(250));
             loop {
                 tokio::select! {
                     _ = iv.tick() => {}
-                    _ = cancel.cancelled() => return,
+                    _ = stop.cancelled() => return,
                 }
                 let p = v1::Progress {
                     completed: counts.completed.load(Ordering::Relaxed),
@@ -161,51 +190,147 @@ pub async fn run(
         })
     };
 
-    let mut set = JoinSet::new();
-    for _ in 0..workers {
-        let w = Worker {
-            client: client.clone(),
-            base_url: base_url.clone(),
-            agent_name: agent_name.clone(),
-            replies: replies.clone(),
-            spec: spec.clone(),
-            tx: tx.clone(),
-            cancel: cancel.clone(),
-            counts: counts.clone(),
-            t0,
+    let spec = Arc::new(spec);
+    let runner = |warmup: bool| Runner {
+        ctx: ctx.clone(),
+        spec: spec.clone(),
+        tx: tx.clone(),
+        cancel: cancel.clone(),
+        counts: counts.clone(),
+        t0,
+        warmup,
+    };
+
+    // Warmups first, closed loop, excluded from statistics.
+    if load.warmup_requests > 0 {
+        let width = match load.arrivals {
+            Arrivals::Closed { concurrency } => concurrency,
+            Arrivals::Open {
+                max_concurrency, ..
+            } => max_concurrency.unwrap_or(8),
         };
-        let queue = queue.clone();
-        set.spawn(async move {
-            loop {
-                let next = queue.lock().ok().and_then(|mut q| q.pop_front());
-                let Some(conv) = next else { return };
-                if !w.conversation(conv).await {
-                    return;
+        let w = warmup(&spec.workload, load.warmup_requests);
+        let queue = Arc::new(Mutex::new(
+            w.conversations.into_iter().collect::<VecDeque<_>>(),
+        ));
+        let mut set = JoinSet::new();
+        for _ in 0..width.clamp(1, load.warmup_requests) {
+            let (r, queue) = (runner(true), queue.clone());
+            set.spawn(async move {
+                loop {
+                    let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                    let Some(conv) = next else { return };
+                    if !r.conversation(conv, None, None).await {
+                        return;
+                    }
                 }
+            });
+        }
+        while set.join_next().await.is_some() {}
+    }
+
+    // The measured phase.
+    let lag_stop = background.child_token();
+    let lag_probe = health::lag_probe(lag_stop.clone());
+    let cpu_before = health::cpu_seconds();
+    let measure_start = Instant::now();
+    let deadline = load
+        .duration_s
+        .map(|d| measure_start + Duration::from_secs_f64(d));
+    let feeder = Arc::new(Mutex::new(Feeder {
+        workload: spec.workload.clone(),
+        round: spec.round,
+        endless: load.duration_s.is_some(),
+        pool: 0,
+        next_id: 0,
+        next_conv: 0,
+        queue: VecDeque::new(),
+    }));
+    let next_conv = move || feeder.lock().ok().and_then(|mut f| f.next());
+    let mut dispatch_lags = Vec::new();
+    let mut set = JoinSet::new();
+    match load.arrivals {
+        Arrivals::Closed { concurrency } => {
+            for _ in 0..concurrency.max(1) {
+                let (r, next_conv) = (runner(false), next_conv.clone());
+                set.spawn(async move {
+                    while deadline.is_none_or(|d| Instant::now() < d) {
+                        let Some(conv) = next_conv() else { return };
+                        if !r.conversation(conv, None, None).await {
+                            return;
+                        }
+                    }
+                });
             }
-        });
+        }
+        Arrivals::Open {
+            rate,
+            burstiness,
+            max_concurrency,
+        } => {
+            let cap = max_concurrency.map(|m| Arc::new(Semaphore::new(m as usize)));
+            let count = load
+                .duration_s
+                .is_none()
+                .then_some(spec.workload.num_requests);
+            let mut schedule =
+                Schedule::new(spec.workload.seed, rate, burstiness, count, load.duration_s);
+            loop {
+                let offset = schedule.next_offset();
+                if load.duration_s.is_some_and(|d| offset >= d) {
+                    break;
+                }
+                let Some(conv) = next_conv() else { break };
+                let at = measure_start + Duration::from_secs_f64(offset);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = cancel.cancelled() => break,
+                }
+                dispatch_lags
+                    .push(Instant::now().saturating_duration_since(at).as_secs_f64() * 1000.0);
+                let (r, cap) = (runner(false), cap.clone());
+                set.spawn(async move {
+                    r.conversation(conv, Some(at), cap).await;
+                });
+            }
+        }
     }
     while set.join_next().await.is_some() {}
-    let duration_ms = t0.elapsed().as_secs_f64() * 1000.0;
-    ticker.abort();
-    telemetry.abort();
+    let duration_s = measure_start.elapsed().as_secs_f64();
+    let cpu = match (cpu_before, health::cpu_seconds()) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    lag_stop.cancel();
+    let lags = lag_probe.await.unwrap_or_default();
+    background.cancel();
+    let _ = tokio::join!(ticker, telemetry);
     if cancel.is_cancelled() {
         return;
     }
+    let health = health::assess(&lags, &dispatch_lags, cpu, duration_s);
+    if health.generator_saturated {
+        tracing::warn!(scenario = %spec.scenario_name, round = spec.round, reason = %health.saturation_reason, "generator saturated");
+    }
     scraper.sample().await;
     let c = &counts;
+    let (completed, failed) = (
+        c.completed.load(Ordering::Relaxed),
+        c.failed.load(Ordering::Relaxed),
+    );
     let _ = tx
         .send(event(Event::Progress(v1::Progress {
-            completed: c.completed.load(Ordering::Relaxed),
-            failed: c.failed.load(Ordering::Relaxed),
+            completed,
+            failed,
             in_flight: 0,
             total,
         })))
         .await;
     let _ = tx
         .send(event(Event::Finished(v1::RoundFinished {
-            duration_ms,
-            sent: c.completed.load(Ordering::Relaxed) + c.failed.load(Ordering::Relaxed),
+            duration_ms: duration_s * 1000.0,
+            sent: completed + failed,
+            health: Some(health_to_wire(&health)),
         })))
         .await;
 }
@@ -231,25 +356,31 @@ impl Scraper {
     }
 }
 
-struct Worker {
-    client: HttpClient,
-    base_url: Arc<str>,
-    agent_name: Arc<str>,
-    replies: Arc<ReplyStore>,
+/// Runs conversations and streams their records.
+struct Runner {
+    ctx: Arc<RoundContext>,
     spec: Arc<RoundSpec>,
     tx: EventTx,
     cancel: CancellationToken,
     counts: Arc<Counts>,
     t0: Instant,
+    warmup: bool,
 }
 
-impl Worker {
+impl Runner {
     fn ms(&self, t: Instant) -> f64 {
+        // Instants before the round's zero (none, in practice) clamp to 0.
         t.saturating_duration_since(self.t0).as_secs_f64() * 1000.0
     }
 
-    /// Runs one conversation's turns in order; false when the round is cancelled.
-    async fn conversation(&self, conv: Conversation) -> bool {
+    /// Runs one conversation's turns in order; false when the round is cancelled. The
+    /// first turn was due at `first_due` (open loop); every turn waits for a slot of `cap`.
+    async fn conversation(
+        &self,
+        conv: Conversation,
+        first_due: Option<Instant>,
+        cap: Option<Arc<Semaphore>>,
+    ) -> bool {
         let spec = &*self.spec;
         let mut messages: Vec<(String, String)> = Vec::new();
         if let Some(s) = &conv.system {
@@ -258,37 +389,56 @@ impl Worker {
         for (t, user) in conv.user_turns.iter().enumerate() {
             let turn = t as u32;
             messages.push(("user".into(), user.clone()));
-            let scheduled = Instant::now();
+            let scheduled = match first_due {
+                Some(due) if t == 0 => due,
+                _ => Instant::now(),
+            };
+            let _permit = match &cap {
+                Some(sem) => tokio::select! {
+                    p = sem.clone().acquire_owned() => p.ok(),
+                    _ = self.cancel.cancelled() => return false,
+                },
+                None => None,
+            };
+            let queue_ms = Instant::now()
+                .saturating_duration_since(scheduled)
+                .as_secs_f64()
+                * 1000.0;
             let call = Call {
-                base_url: &self.base_url,
+                base_url: &self.ctx.base_url,
                 api: spec.api,
                 model: &spec.model,
                 messages: &messages,
                 max_tokens: spec.workload.output_tokens,
-                ttft_timeout: spec.ttft_timeout,
-                idle_timeout: spec.idle_timeout,
+                ttft_timeout: Duration::from_secs_f64(spec.load.ttft_timeout_s),
+                idle_timeout: Duration::from_secs_f64(spec.load.idle_timeout_s),
             };
-            self.counts.in_flight.fetch_add(1, Ordering::Relaxed);
+            if !self.warmup {
+                self.counts.in_flight.fetch_add(1, Ordering::Relaxed);
+            }
             let reply = tokio::select! {
-                r = client::send(&self.client, &call) => r,
+                r = client::send(&self.ctx.client, &call) => r,
                 _ = self.cancel.cancelled() => return false,
             };
-            self.counts.in_flight.fetch_sub(1, Ordering::Relaxed);
-            let ok = reply.outcome == kvbench_common::record::Outcome::Ok;
-            let counter = if ok {
-                &self.counts.completed
-            } else {
-                &self.counts.failed
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
+            if !self.warmup {
+                self.counts.in_flight.fetch_sub(1, Ordering::Relaxed);
+                let counter = if reply.outcome == Outcome::Ok {
+                    &self.counts.completed
+                } else {
+                    &self.counts.failed
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
             let record = RequestRecord {
                 scenario: spec.scenario_name.clone(),
                 round: spec.round,
-                agent: self.agent_name.to_string(),
+                agent: self.ctx.agent_name.to_string(),
                 request_id: conv.first_request_id + turn,
                 conversation_id: conv.id,
                 turn,
+                warmup: self.warmup,
                 scheduled_ms: self.ms(scheduled),
+                queue_ms,
                 sent_ms: self.ms(reply.sent),
                 first_byte_ms: reply.first_byte.map(|t| self.ms(t)),
                 first_token_ms: reply.first_token.map(|t| self.ms(t)),
@@ -304,6 +454,7 @@ impl Worker {
                 output_chunks: reply.chunks.len() as u32,
                 cached_tokens: reply.cached_tokens,
                 finish_reason: reply.finish_reason.clone(),
+                engine_ttft_ms: reply.engine_ttft_us.map(|us| us as f64 / 1000.0),
                 outcome: reply.outcome,
                 error: reply.error.clone(),
                 http_status: reply.http_status,
@@ -322,10 +473,13 @@ impl Worker {
                 // 1's, so every round sends identical prompts.
                 let key = (conv.id, turn);
                 let text = if spec.round == 1 {
-                    self.replies.put(&spec.scenario_id, key, reply.text.clone());
+                    self.ctx
+                        .replies
+                        .put(&spec.scenario_id, key, reply.text.clone());
                     reply.text
                 } else {
-                    self.replies
+                    self.ctx
+                        .replies
                         .get(&spec.scenario_id, key)
                         .unwrap_or(reply.text)
                 };

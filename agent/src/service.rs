@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request};
 use kvbench_common::PROTOCOL_VERSION;
-use kvbench_proto::convert::{api_from_wire, workload_from_wire};
+use kvbench_proto::convert::{api_from_wire, load_from_wire, workload_from_wire};
 use kvbench_proto::v1::{self, agent_server::Agent};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
@@ -176,16 +176,7 @@ impl Agent for AgentService {
         let workload =
             workload_from_wire(wl).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let api = api_from_wire(r.api).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let load = r.load.unwrap_or_default();
-        let secs = |s: f64, what: &str| {
-            if s.is_finite() && s > 0.0 {
-                Ok(Duration::from_secs_f64(s))
-            } else {
-                Err(Status::invalid_argument(format!(
-                    "{what} must be > 0 seconds, got {s}"
-                )))
-            }
-        };
+        let load = load_from_wire(&r.load.unwrap_or_default()).map_err(Status::invalid_argument)?;
         if r.round == 0 {
             return Err(Status::invalid_argument("rounds are numbered from 1"));
         }
@@ -194,23 +185,21 @@ impl Agent for AgentService {
             scenario_name: r.scenario_name,
             round: r.round,
             workload,
-            concurrency: load.concurrency.max(1),
-            ttft_timeout: secs(load.ttft_timeout_s, "ttft_timeout_s")?,
-            idle_timeout: secs(load.idle_timeout_s, "idle_timeout_s")?,
+            load,
             model: r.model,
             api,
         };
-        tracing::info!(scenario = %spec.scenario_name, round = spec.round, concurrency = spec.concurrency, "round starting");
+        tracing::info!(scenario = %spec.scenario_name, round = spec.round, load = ?spec.load.arrivals, "round starting");
         let (tx, rx) = mpsc::channel(1024);
         self.active.0.fetch_add(1, Ordering::SeqCst);
         let guard = ActiveGuard(self.active.clone());
         let cancel = self.shutdown.child_token();
-        let (client, base, name, replies) = (
-            self.client.clone(),
-            self.base_url.clone(),
-            self.name.clone(),
-            self.replies.clone(),
-        );
+        let ctx = round::RoundContext {
+            client: self.client.clone(),
+            base_url: self.base_url.clone(),
+            agent_name: self.name.clone(),
+            replies: self.replies.clone(),
+        };
         tokio::spawn(async move {
             let _guard = guard;
             // Stop the load as soon as the coordinator drops the stream.
@@ -223,7 +212,7 @@ impl Agent for AgentService {
                     }
                 })
             };
-            round::run(client, base, name, replies, spec, tx, cancel.clone()).await;
+            round::run(ctx, spec, tx, cancel.clone()).await;
             watch.abort();
         });
         Ok(Response::new(ReceiverStream::new(rx)))

@@ -81,6 +81,7 @@ fn round(round: u32) -> v1::RunRoundRequest {
             concurrency: 3,
             ttft_timeout_s: 5.0,
             idle_timeout_s: 5.0,
+            ..Default::default()
         }),
         model: "m".into(),
         api: v1::ApiFlavor::Chat as i32,

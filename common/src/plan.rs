@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::load::{Arrivals, LoadSpec, RampStrategy, Rate};
+use crate::stats::{Goodput, StatsOptions, DEFAULT_PERCENTILES};
 use crate::util::slug;
 use crate::workload::{WorkloadKind, WorkloadParams, WorkloadSpec};
 
@@ -70,6 +72,32 @@ struct RawConfig {
     idle_timeout_s: Option<f64>,
     #[serde(default)]
     workload: Option<WorkloadParams>,
+    #[serde(default)]
+    request_rate: Option<serde_yaml::Value>,
+    #[serde(default)]
+    burstiness: Option<f64>,
+    #[serde(default)]
+    max_concurrency: Option<u32>,
+    #[serde(default)]
+    ramp_up: Option<RawRamp>,
+    #[serde(default)]
+    duration_s: Option<f64>,
+    #[serde(default)]
+    warmup_requests: Option<u32>,
+    #[serde(default)]
+    warmup_in_round_1: Option<bool>,
+    #[serde(default)]
+    percentiles: Option<Vec<f64>>,
+    #[serde(default)]
+    goodput: Option<Goodput>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRamp {
+    strategy: RampStrategy,
+    start_rate: f64,
+    end_rate: f64,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -112,6 +140,14 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// An open loop as the config file gives it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OpenLoop {
+    pub rate: Rate,
+    pub burstiness: f64,
+    pub max_concurrency: Option<u32>,
+}
+
 /// A validated per-scenario config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScenarioConfig {
@@ -121,6 +157,12 @@ pub struct ScenarioConfig {
     pub workload: WorkloadSpec,
     pub ttft_timeout_s: f64,
     pub idle_timeout_s: f64,
+    /// `None`: a closed loop of the plan's `concurrency`.
+    pub open_loop: Option<OpenLoop>,
+    pub duration_s: Option<f64>,
+    pub warmup_requests: u32,
+    pub warmup_in_round_1: bool,
+    pub stats: StatsOptions,
 }
 
 /// One validated scenario of the plan.
@@ -137,6 +179,79 @@ pub struct Scenario {
     pub rounds: u32,
     pub concurrency: u32,
     pub config: ScenarioConfig,
+}
+
+impl Scenario {
+    /// The load of round `round` (warmups only in round 1 when the config asks).
+    pub fn load_spec(&self, round: u32) -> LoadSpec {
+        let c = &self.config;
+        LoadSpec {
+            arrivals: match c.open_loop {
+                Some(o) => Arrivals::Open {
+                    rate: o.rate,
+                    burstiness: o.burstiness,
+                    max_concurrency: o.max_concurrency,
+                },
+                None => Arrivals::Closed {
+                    concurrency: self.concurrency,
+                },
+            },
+            duration_s: c.duration_s,
+            warmup_requests: if round > 1 || c.warmup_in_round_1 {
+                c.warmup_requests
+            } else {
+                0
+            },
+            ttft_timeout_s: c.ttft_timeout_s,
+            idle_timeout_s: c.idle_timeout_s,
+        }
+    }
+
+    /// A short description of the load shape, for people.
+    pub fn load_description(&self) -> String {
+        let c = &self.config;
+        let mut s = match c.open_loop {
+            None => format!("closed loop, concurrency {}", self.concurrency),
+            Some(o) => {
+                let rate = match o.rate {
+                    Rate::Fixed(r) if r.is_infinite() => "all at once".to_owned(),
+                    Rate::Fixed(r) => format!("{r} req/s"),
+                    Rate::Ramp {
+                        strategy,
+                        start,
+                        end,
+                    } => format!(
+                        "{} ramp {start} -> {end} req/s",
+                        match strategy {
+                            RampStrategy::Linear => "linear",
+                            RampStrategy::Exponential => "exponential",
+                        }
+                    ),
+                };
+                let mut s = format!("open loop, {rate}, burstiness {}", o.burstiness);
+                if let Some(m) = o.max_concurrency {
+                    s.push_str(&format!(", at most {m} in flight"));
+                }
+                s
+            }
+        };
+        match c.duration_s {
+            Some(d) => s.push_str(&format!(", for {d} s")),
+            None => s.push_str(&format!(", {} requests", c.workload.num_requests)),
+        }
+        if c.warmup_requests > 0 {
+            s.push_str(&format!(
+                ", {} warmup requests{}",
+                c.warmup_requests,
+                if c.warmup_in_round_1 {
+                    ""
+                } else {
+                    " (not in round 1)"
+                }
+            ));
+        }
+        s
+    }
 }
 
 /// A validated plan.
@@ -376,6 +491,7 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
                 "must be at least 1 (2 = cold start, then cache hit)".into(),
             ));
         }
+        let concurrency_set = s.concurrency.is_some();
         let concurrency = s.concurrency.unwrap_or(1);
         if concurrency == 0 {
             errors.push(err(
@@ -398,6 +514,16 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
             continue;
         }
         match load_config(&config_path, s.scenario) {
+            Ok(config) if concurrency_set && config.open_loop.is_some() => {
+                errors.push(err(
+                    key("concurrency"),
+                    at("concurrency"),
+                    format!(
+                        "`concurrency` asks for a closed loop, but {} sets `request_rate`/`ramp_up` (an open loop); cap an open loop with `max_concurrency` in the config file instead",
+                        s.config_file
+                    ),
+                ));
+            }
             Ok(config) => scenarios.push(Scenario {
                 name,
                 slug: sl,
@@ -473,6 +599,133 @@ pub fn load_config(path: &Path, kind: WorkloadKind) -> Result<ScenarioConfig, Pl
             }
         }
     }
+    let pos = |v: f64| v.is_finite() && v > 0.0;
+    let rate = match &raw.request_rate {
+        None => None,
+        Some(serde_yaml::Value::Number(n)) => match n.as_f64() {
+            Some(r) if r > 0.0 => Some(r),
+            _ => {
+                errors.push(err(
+                    "request_rate",
+                    format!("must be > 0 requests/s or `inf`, got {n}"),
+                ));
+                None
+            }
+        },
+        Some(serde_yaml::Value::String(t))
+            if ["inf", "infinity", ".inf"].contains(&t.to_ascii_lowercase().as_str()) =>
+        {
+            Some(f64::INFINITY)
+        }
+        Some(other) => {
+            errors.push(err(
+                "request_rate",
+                format!(
+                    "must be a number of requests/s or `inf` (all at once), got {}",
+                    yaml_brief(other)
+                ),
+            ));
+            None
+        }
+    };
+    let burstiness = raw.burstiness.unwrap_or(1.0);
+    if !pos(burstiness) {
+        errors.push(err(
+            "burstiness",
+            format!("must be > 0 (1.0 = Poisson), got {burstiness}"),
+        ));
+    }
+    let ramp = raw.ramp_up.as_ref().map(|r| {
+        for (k, v) in [("start_rate", r.start_rate), ("end_rate", r.end_rate)] {
+            if !pos(v) {
+                errors.push(err(
+                    &format!("ramp_up.{k}"),
+                    format!("must be a rate > 0 requests/s, got {v}"),
+                ));
+            }
+        }
+        Rate::Ramp {
+            strategy: r.strategy,
+            start: r.start_rate,
+            end: r.end_rate,
+        }
+    });
+    if rate.is_some() && ramp.is_some() {
+        errors.push(err(
+            "ramp_up",
+            "give either `request_rate` or `ramp_up`, not both".into(),
+        ));
+    }
+    let open_loop = match (rate, ramp) {
+        (Some(r), _) => Some(OpenLoop {
+            rate: Rate::Fixed(r),
+            burstiness,
+            max_concurrency: raw.max_concurrency,
+        }),
+        (None, Some(r)) => Some(OpenLoop {
+            rate: r,
+            burstiness,
+            max_concurrency: raw.max_concurrency,
+        }),
+        (None, None) => {
+            for (k, set) in [
+                ("max_concurrency", raw.max_concurrency.is_some()),
+                ("burstiness", raw.burstiness.is_some()),
+            ] {
+                if set {
+                    errors.push(err(k, format!("`{k}` shapes an open loop: set `request_rate` or `ramp_up` too (a closed loop takes the plan's `concurrency`)")));
+                }
+            }
+            None
+        }
+    };
+    if raw.max_concurrency == Some(0) {
+        errors.push(err("max_concurrency", "must be at least 1".into()));
+    }
+    if let Some(d) = raw.duration_s {
+        if !pos(d) {
+            errors.push(err(
+                "duration_s",
+                format!("must be a number of seconds > 0, got {d}"),
+            ));
+        }
+    }
+    let percentiles = raw
+        .percentiles
+        .clone()
+        .unwrap_or_else(|| DEFAULT_PERCENTILES.to_vec());
+    if percentiles.is_empty()
+        || percentiles
+            .iter()
+            .any(|p| !(p.is_finite() && *p > 0.0 && *p < 100.0))
+    {
+        errors.push(err(
+            "percentiles",
+            format!("must be a list of numbers strictly between 0 and 100, got {percentiles:?}"),
+        ));
+    }
+    if let Some(g) = &raw.goodput {
+        for (k, v) in [
+            ("ttft_ms", g.ttft_ms),
+            ("tpot_ms", g.tpot_ms),
+            ("e2el_ms", g.e2el_ms),
+        ] {
+            if let Some(v) = v {
+                if !pos(v) {
+                    errors.push(err(
+                        &format!("goodput.{k}"),
+                        format!("must be a number of milliseconds > 0, got {v}"),
+                    ));
+                }
+            }
+        }
+        if g.ttft_ms.is_none() && g.tpot_ms.is_none() && g.e2el_ms.is_none() {
+            errors.push(err(
+                "goodput",
+                "set at least one of ttft_ms, tpot_ms, e2el_ms".into(),
+            ));
+        }
+    }
     let params = raw.workload.unwrap_or_default();
     let accepted = WorkloadParams::accepted(kind);
     for f in params.set_fields() {
@@ -511,7 +764,21 @@ pub fn load_config(path: &Path, kind: WorkloadKind) -> Result<ScenarioConfig, Pl
         },
         ttft_timeout_s: raw.ttft_timeout_s.unwrap_or(DEFAULT_TTFT_TIMEOUT_S),
         idle_timeout_s: raw.idle_timeout_s.unwrap_or(DEFAULT_IDLE_TIMEOUT_S),
+        open_loop,
+        duration_s: raw.duration_s,
+        warmup_requests: raw.warmup_requests.unwrap_or(0),
+        warmup_in_round_1: raw.warmup_in_round_1.unwrap_or(false),
+        stats: StatsOptions {
+            percentiles,
+            goodput: raw.goodput,
+        },
     })
+}
+
+fn yaml_brief(v: &serde_yaml::Value) -> String {
+    serde_yaml::to_string(v)
+        .map(|s| s.trim().chars().take(60).collect())
+        .unwrap_or_else(|_| "?".into())
 }
 
 #[cfg(test)]

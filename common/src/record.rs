@@ -82,7 +82,15 @@ pub struct RequestRecord {
     pub request_id: u32,
     pub conversation_id: u32,
     pub turn: u32,
+    /// A warmup request: sent before the measured ones, excluded from statistics.
+    #[serde(default)]
+    pub warmup: bool,
+    /// When the load shape meant the request to go out.
     pub scheduled_ms: f64,
+    /// Time spent waiting for a concurrency slot (open loop with `max_concurrency`).
+    #[serde(default)]
+    pub queue_ms: f64,
+    /// When it actually went out.
     pub sent_ms: f64,
     pub first_byte_ms: Option<f64>,
     pub first_token_ms: Option<f64>,
@@ -99,6 +107,9 @@ pub struct RequestRecord {
     /// `usage.prompt_tokens_details.cached_tokens` as the engine reported it.
     pub cached_tokens: Option<u32>,
     pub finish_reason: String,
+    /// Server-side TTFT when the engine reports one (kvbench-sim's `kvbench_server_ttft_us`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_ttft_ms: Option<f64>,
     pub outcome: Outcome,
     pub error: String,
     pub http_status: Option<u16>,

@@ -36,6 +36,37 @@ impl Rng {
     }
 }
 
+impl Rng {
+    /// Standard normal (Box-Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.unit(); // (0, 1]
+        let u2 = self.unit();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
+    /// Gamma(shape, scale) by Marsaglia and Tsang's method (shape > 0, scale > 0).
+    pub fn gamma(&mut self, shape: f64, scale: f64) -> f64 {
+        if shape < 1.0 {
+            // Gamma(k) = Gamma(k + 1) * U^(1/k)
+            let u = 1.0 - self.unit();
+            return self.gamma(shape + 1.0, scale) * u.powf(1.0 / shape);
+        }
+        let d = shape - 1.0 / 3.0;
+        let c = 1.0 / (9.0 * d).sqrt();
+        loop {
+            let x = self.normal();
+            let v = (1.0 + c * x).powi(3);
+            if v <= 0.0 {
+                continue;
+            }
+            let u = 1.0 - self.unit();
+            if u.ln() < 0.5 * x * x + d - d * v + d * v.ln() {
+                return d * v * scale;
+            }
+        }
+    }
+}
+
 fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -53,6 +84,27 @@ mod tests {
         let mut x = Rng::derive(7, &[1]);
         let mut y = Rng::derive(7, &[2]);
         assert_ne!(x.next_u64(), y.next_u64());
+    }
+
+    #[test]
+    fn gamma_has_the_right_mean_and_variance() {
+        for (shape, scale) in [(1.0, 0.5), (0.3, 2.0), (4.0, 0.25)] {
+            let mut r = Rng::new(11);
+            let n = 100_000;
+            let xs: Vec<f64> = (0..n).map(|_| r.gamma(shape, scale)).collect();
+            let mean = xs.iter().sum::<f64>() / n as f64;
+            let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
+            let (m, v) = (shape * scale, shape * scale * scale);
+            assert!(
+                (mean - m).abs() < 0.02 * m.max(0.1),
+                "shape {shape}: mean {mean} vs {m}"
+            );
+            assert!(
+                (var - v).abs() < 0.06 * v.max(0.1),
+                "shape {shape}: var {var} vs {v}"
+            );
+            assert!(xs.iter().all(|x| *x >= 0.0));
+        }
     }
 
     #[test]

@@ -14,6 +14,49 @@ use crate::telemetry::EngineMetricsSummary;
 /// The percentiles reported for every latency metric.
 pub const DEFAULT_PERCENTILES: [f64; 4] = [50.0, 90.0, 95.0, 99.0];
 
+/// Service-level objectives for goodput (vLLM's `--goodput`): a completed request is good
+/// when every objective that is set holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Goodput {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpot_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e2el_ms: Option<f64>,
+}
+
+impl Goodput {
+    pub fn is_good(&self, r: &RequestRecord) -> bool {
+        let within = |limit: Option<f64>, v: Option<f64>| match (limit, v) {
+            (None, _) => true,
+            (Some(l), Some(v)) => v <= l,
+            (Some(_), None) => false,
+        };
+        within(self.ttft_ms, r.ttft_ms())
+            && within(self.tpot_ms, r.tpot_ms().or(Some(0.0)))
+            && within(self.e2el_ms, Some(r.e2el_ms()))
+    }
+}
+
+/// What statistics to compute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsOptions {
+    /// Percentiles reported for every latency metric (`p<q>_<metric>`).
+    pub percentiles: Vec<f64>,
+    pub goodput: Option<Goodput>,
+}
+
+impl Default for StatsOptions {
+    fn default() -> Self {
+        StatsOptions {
+            percentiles: DEFAULT_PERCENTILES.to_vec(),
+            goodput: None,
+        }
+    }
+}
+
 /// Summary of one sample set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
@@ -93,25 +136,55 @@ pub struct RoundStats {
     pub cached_tokens_reported: u32,
     /// Most requests in flight at once, as the client saw them.
     pub max_concurrent_requests: u32,
+    /// Most output tokens received in one 1-second window of the round.
+    pub max_output_tokens_per_s: f64,
+    /// Completed requests that met every goodput objective (null without `goodput:`).
+    pub good_requests: Option<u32>,
+    /// `good_requests` per second (vLLM's `request_goodput`).
+    pub request_goodput: Option<f64>,
+    /// Warmup requests sent before the measured ones (excluded from everything else).
+    #[serde(default)]
+    pub warmup_requests: u32,
+    /// The agent could not keep up (its event loop lagged or its CPU was saturated): the
+    /// latencies of this round include the harness's own delay. See `agent_health`.
+    #[serde(default)]
+    pub generator_saturated: bool,
+    #[serde(default)]
+    pub agent_health: Option<AgentHealth>,
+    /// HDR histograms (microseconds, 3 significant digits, V2 + deflate, base64) of
+    /// `ttft_ms`, `tpot_ms`, `itl_ms`, `e2el_ms`, `queue_ms`: they merge exactly across
+    /// agents and runs (see [`LatencyHistogram`]).
+    #[serde(default)]
+    pub histograms: BTreeMap<String, String>,
     /// The engine's own counters over the round (server-side; null when it exports none).
     #[serde(default)]
     pub engine_metrics: Option<EngineMetricsSummary>,
     /// `mean_`, `median_`, `std_`, `min_`, `max_` and `p<q>_` of `ttft_ms`, `tpot_ms`,
-    /// `itl_ms`, `e2el_ms`; null when no completed request gave a sample.
+    /// `itl_ms`, `e2el_ms` and `queue_ms` (client queue time); null when no completed
+    /// request gave a sample.
     #[serde(flatten)]
     pub latency: BTreeMap<String, Option<f64>>,
 }
 
 impl RoundStats {
     /// Statistics of one round. Failed requests count in `failed` and `outcomes` only:
-    /// they never enter latency or throughput figures.
-    pub fn compute(round: u32, duration_s: f64, records: &[RequestRecord]) -> RoundStats {
-        let ok: Vec<&RequestRecord> = records
+    /// they never enter latency or throughput figures. Warmup requests count nowhere but
+    /// `warmup_requests`.
+    pub fn compute(
+        round: u32,
+        duration_s: f64,
+        records: &[RequestRecord],
+        opts: &StatsOptions,
+    ) -> RoundStats {
+        let warmup_requests = records.iter().filter(|r| r.warmup).count() as u32;
+        let measured: Vec<&RequestRecord> = records.iter().filter(|r| !r.warmup).collect();
+        let ok: Vec<&RequestRecord> = measured
             .iter()
+            .copied()
             .filter(|r| r.outcome == Outcome::Ok)
             .collect();
         let mut outcomes = BTreeMap::new();
-        for r in records {
+        for r in &measured {
             *outcomes.entry(r.outcome.label().to_owned()).or_insert(0) += 1;
         }
         let total_input_tokens: u64 = ok.iter().map(|r| u64::from(r.input_tokens())).sum();
@@ -131,22 +204,39 @@ impl RoundStats {
                 0.0
             }
         };
+        let good_requests = opts
+            .goodput
+            .map(|g| ok.iter().filter(|r| g.is_good(r)).count() as u32);
 
         let mut latency = BTreeMap::new();
-        let metrics: [(&str, Vec<f64>); 4] = [
+        let mut histograms = BTreeMap::new();
+        let metrics: [(&str, Vec<f64>); 5] = [
             ("ttft_ms", ok.iter().filter_map(|r| r.ttft_ms()).collect()),
             ("tpot_ms", ok.iter().filter_map(|r| r.tpot_ms()).collect()),
             ("itl_ms", ok.iter().flat_map(|r| r.itls_ms()).collect()),
             ("e2el_ms", ok.iter().map(|r| r.e2el_ms()).collect()),
+            ("queue_ms", ok.iter().map(|r| r.queue_ms).collect()),
         ];
         for (name, samples) in metrics {
-            insert_summary(&mut latency, name, Summary::of(samples).as_ref());
+            let mut h = LatencyHistogram::new();
+            for v in &samples {
+                h.record_ms(*v);
+            }
+            if let Some(enc) = h.to_base64() {
+                histograms.insert(name.to_owned(), enc);
+            }
+            insert_summary(
+                &mut latency,
+                name,
+                Summary::of(samples).as_ref(),
+                &opts.percentiles,
+            );
         }
 
         RoundStats {
             round,
             completed: ok.len() as u32,
-            failed: (records.len() - ok.len()) as u32,
+            failed: (measured.len() - ok.len()) as u32,
             outcomes,
             duration: duration_s,
             request_throughput: per_s(ok.len() as f64),
@@ -157,7 +247,14 @@ impl RoundStats {
             cached_tokens,
             cache_hit_ratio,
             cached_tokens_reported,
-            max_concurrent_requests: max_concurrent(records),
+            max_concurrent_requests: max_concurrent(measured.iter().copied()),
+            max_output_tokens_per_s: max_output_tokens_per_s(ok.iter().copied()),
+            good_requests,
+            request_goodput: good_requests.map(|g| per_s(f64::from(g))),
+            warmup_requests,
+            generator_saturated: false,
+            agent_health: None,
+            histograms,
             engine_metrics: None,
             latency,
         }
@@ -169,13 +266,18 @@ impl RoundStats {
     }
 }
 
-fn insert_summary(map: &mut BTreeMap<String, Option<f64>>, name: &str, s: Option<&Summary>) {
+fn insert_summary(
+    map: &mut BTreeMap<String, Option<f64>>,
+    name: &str,
+    s: Option<&Summary>,
+    percentiles: &[f64],
+) {
     map.insert(format!("mean_{name}"), s.map(|s| s.mean));
     map.insert(format!("median_{name}"), s.map(Summary::median));
     map.insert(format!("std_{name}"), s.map(|s| s.std));
     map.insert(format!("min_{name}"), s.map(|s| s.min));
     map.insert(format!("max_{name}"), s.map(|s| s.max));
-    for q in DEFAULT_PERCENTILES {
+    for &q in percentiles {
         map.insert(
             format!("p{}_{name}", pct_label(q)),
             s.map(|s| s.percentile(q)),
@@ -183,9 +285,148 @@ fn insert_summary(map: &mut BTreeMap<String, Option<f64>>, name: &str, s: Option
     }
 }
 
+/// The most output tokens that arrived within one 1-second bucket of the round (each
+/// content chunk carries `output_tokens / chunks` tokens, at its arrival time).
+pub fn max_output_tokens_per_s<'a>(records: impl IntoIterator<Item = &'a RequestRecord>) -> f64 {
+    let mut buckets: BTreeMap<i64, f64> = BTreeMap::new();
+    for r in records {
+        if r.chunk_offsets_ms.is_empty() {
+            continue;
+        }
+        let per_chunk = f64::from(r.generated_tokens()) / r.chunk_offsets_ms.len() as f64;
+        for off in &r.chunk_offsets_ms {
+            let t = r.sent_ms + off;
+            *buckets.entry((t / 1000.0).floor() as i64).or_insert(0.0) += per_chunk;
+        }
+    }
+    buckets.values().copied().fold(0.0, f64::max)
+}
+
+/// The agent's health during a round, as it reported it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentHealth {
+    pub event_loop_lag_p99_ms: f64,
+    pub event_loop_lag_max_ms: f64,
+    pub dispatch_lag_p99_ms: f64,
+    pub cpu_seconds: f64,
+    pub worker_threads: u32,
+    pub peak_rss_bytes: u64,
+    pub generator_saturated: bool,
+    pub saturation_reason: String,
+}
+
+/// An HDR histogram of latencies in microseconds (1 us to 1 hour, 3 significant digits):
+/// the form in which distributions merge exactly across agents.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyHistogram(hdrhistogram::Histogram<u64>);
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LatencyHistogram {
+    const MAX_US: u64 = 3_600_000_000;
+
+    pub fn new() -> Self {
+        // Bounds are constants that hdrhistogram accepts.
+        let h = hdrhistogram::Histogram::new_with_bounds(1, Self::MAX_US, 3)
+            .unwrap_or_else(|_| hdrhistogram::Histogram::new(3).unwrap_or_else(|_| unreachable!()));
+        LatencyHistogram(h)
+    }
+
+    /// Records a latency; negative values count as 0, values beyond an hour as an hour.
+    pub fn record_ms(&mut self, ms: f64) {
+        if ms.is_nan() {
+            return;
+        }
+        let us = (ms * 1000.0).round().clamp(1.0, Self::MAX_US as f64) as u64;
+        let _ = self.0.record(us);
+    }
+
+    pub fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Adds another histogram's counts (exact).
+    pub fn merge(&mut self, other: &LatencyHistogram) {
+        let _ = self.0.add(&other.0);
+    }
+
+    /// The `q`-th percentile in milliseconds (HDR's value-at-quantile: within 0.1 %).
+    pub fn percentile_ms(&self, q: f64) -> f64 {
+        self.0.value_at_quantile(q / 100.0) as f64 / 1000.0
+    }
+
+    /// Base64 of the V2 + deflate serialization; `None` when empty.
+    pub fn to_base64(&self) -> Option<String> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let mut buf = Vec::new();
+        use hdrhistogram::serialization::Serializer as _;
+        hdrhistogram::serialization::V2DeflateSerializer::new()
+            .serialize(&self.0, &mut buf)
+            .ok()?;
+        Some(base64_encode(&buf))
+    }
+
+    pub fn from_base64(s: &str) -> Option<LatencyHistogram> {
+        let bytes = base64_decode(s)?;
+        let h = hdrhistogram::serialization::Deserializer::new()
+            .deserialize(&mut std::io::Cursor::new(bytes))
+            .ok()?;
+        Some(LatencyHistogram(h))
+    }
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn base64_encode(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let v = B64.iter().position(|x| *x == c)? as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
 /// The most requests whose [sent, end] intervals overlap.
-pub fn max_concurrent(records: &[RequestRecord]) -> u32 {
-    let mut events: Vec<(f64, i32)> = Vec::with_capacity(records.len() * 2);
+pub fn max_concurrent<'a>(records: impl IntoIterator<Item = &'a RequestRecord>) -> u32 {
+    let mut events: Vec<(f64, i32)> = Vec::new();
     for r in records {
         events.push((r.sent_ms, 1));
         events.push((r.end_ms, -1));
@@ -300,7 +541,9 @@ mod tests {
             request_id: 0,
             conversation_id: 0,
             turn: 0,
+            warmup: false,
             scheduled_ms: sent,
+            queue_ms: 0.0,
             sent_ms: sent,
             first_byte_ms: Some(sent + ttft),
             first_token_ms: Some(sent + ttft),
@@ -312,6 +555,7 @@ mod tests {
             output_chunks: out,
             cached_tokens: Some(80),
             finish_reason: "length".into(),
+            engine_ttft_ms: None,
             outcome,
             error: String::new(),
             http_status: Some(200),
@@ -336,7 +580,7 @@ mod tests {
         let good = rec(0.0, 10.0, 100.0, 10, Outcome::Ok);
         let mut bad = rec(0.0, 1.0, 5000.0, 10, Outcome::Http5xx);
         bad.first_token_ms = Some(1.0);
-        let s = RoundStats::compute(1, 1.0, &[good.clone(), bad]);
+        let s = RoundStats::compute(1, 1.0, &[good.clone(), bad], &StatsOptions::default());
         assert_eq!((s.completed, s.failed), (1, 1));
         assert_eq!(s.outcomes.get("http_5xx"), Some(&1));
         assert_eq!(s.get("mean_ttft_ms"), Some(10.0));
@@ -350,12 +594,102 @@ mod tests {
 
     #[test]
     fn comparison_of_last_round_against_first() {
-        let r1 = RoundStats::compute(1, 2.0, &[rec(0.0, 400.0, 1000.0, 10, Outcome::Ok)]);
-        let r2 = RoundStats::compute(2, 1.0, &[rec(0.0, 100.0, 700.0, 10, Outcome::Ok)]);
+        let r1 = RoundStats::compute(
+            1,
+            2.0,
+            &[rec(0.0, 400.0, 1000.0, 10, Outcome::Ok)],
+            &StatsOptions::default(),
+        );
+        let r2 = RoundStats::compute(
+            2,
+            1.0,
+            &[rec(0.0, 100.0, 700.0, 10, Outcome::Ok)],
+            &StatsOptions::default(),
+        );
         let c = Comparison::of(&[r1.clone(), r2]).expect("two rounds");
         assert_eq!(c.ttft_reduction_pct, Some(75.0));
         assert_eq!(c.throughput_increase_pct, Some(100.0));
         assert!(Comparison::of(&[r1]).is_none());
+    }
+
+    #[test]
+    fn goodput_warmups_percentiles_and_token_peaks() {
+        let fast = rec(0.0, 10.0, 100.0, 10, Outcome::Ok);
+        let slow = rec(0.0, 500.0, 900.0, 10, Outcome::Ok);
+        let mut warm = rec(-50.0, 1.0, -10.0, 10, Outcome::Ok);
+        warm.warmup = true;
+        let opts = StatsOptions {
+            percentiles: vec![10.0, 99.9],
+            goodput: Some(Goodput {
+                ttft_ms: Some(100.0),
+                ..Default::default()
+            }),
+        };
+        let s = RoundStats::compute(1, 2.0, &[fast, slow, warm], &opts);
+        assert_eq!((s.completed, s.warmup_requests), (2, 1));
+        assert_eq!(s.good_requests, Some(1));
+        assert_eq!(s.request_goodput, Some(0.5));
+        assert!(s.get("p99.9_ttft_ms").is_some() && s.get("p10_ttft_ms").is_some());
+        assert!(!s.latency.contains_key("p99_ttft_ms"));
+        assert_eq!(s.get("mean_queue_ms"), Some(0.0));
+        // Both requests' 20 tokens arrive within the first second.
+        assert_eq!(s.max_output_tokens_per_s, 20.0);
+        let h = LatencyHistogram::from_base64(&s.histograms["ttft_ms"]).expect("decodes");
+        assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn base64_round_trips() {
+        for n in 0..40u8 {
+            let data: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37).wrapping_add(n)).collect();
+            assert_eq!(base64_decode(&base64_encode(&data)), Some(data));
+        }
+        assert_eq!(base64_encode(b"Man"), "TWFu");
+        assert_eq!(base64_encode(b"Ma"), "TWE=");
+    }
+
+    proptest::proptest! {
+        /// Merging per-agent histograms gives exactly the histogram of all samples, and the
+        /// merged form survives serialization.
+        #[test]
+        fn merged_histograms_equal_the_histogram_of_all_samples(
+            samples in proptest::collection::vec((0.0f64..120_000.0, 0usize..4), 1..400)
+        ) {
+            let mut all = LatencyHistogram::new();
+            let mut parts = vec![LatencyHistogram::new(); 4];
+            for (v, agent) in &samples {
+                all.record_ms(*v);
+                parts[*agent].record_ms(*v);
+            }
+            let mut merged = LatencyHistogram::new();
+            for p in &parts {
+                let p = match p.to_base64() {
+                    Some(enc) => LatencyHistogram::from_base64(&enc).expect("decodes"),
+                    None => LatencyHistogram::new(),
+                };
+                merged.merge(&p);
+            }
+            proptest::prop_assert_eq!(merged.len(), samples.len() as u64);
+            for q in [50.0, 90.0, 99.0, 100.0] {
+                proptest::prop_assert_eq!(merged.percentile_ms(q), all.percentile_ms(q));
+            }
+            proptest::prop_assert!(merged == all);
+        }
+
+        /// Percentiles lie within the samples and grow with q.
+        #[test]
+        fn percentiles_are_monotone_and_bounded(
+            samples in proptest::collection::vec(-1e6f64..1e6, 1..200)
+        ) {
+            let s = Summary::of(samples.iter().copied()).expect("non-empty");
+            let mut last = f64::MIN;
+            for q in [0.0, 1.0, 25.0, 50.0, 75.0, 99.0, 100.0] {
+                let p = s.percentile(q);
+                proptest::prop_assert!(p >= s.min && p <= s.max);
+                proptest::prop_assert!(p >= last);
+                last = p;
+            }
+        }
     }
 
     #[test]

@@ -291,6 +291,51 @@ pub fn generate(spec: &WorkloadSpec, round: u32) -> RoundWorkload {
     RoundWorkload { conversations }
 }
 
+/// `n` warmup requests: unique prompts (their first token is unique to the seed and the
+/// request) of at most 256 tokens, so that they share no KV block with the workload or each
+/// other and cannot warm the cache the round measures.
+pub fn warmup(spec: &WorkloadSpec, n: u32) -> RoundWorkload {
+    let tokens = 256usize;
+    let conversations = (0..n)
+        .map(|i| {
+            let mut r = Rng::derive(spec.seed, &[0x7761_726d, u64::from(i)]);
+            let nonce = format!("[warmup-{:016x}]", r.next_u64());
+            Conversation {
+                id: i,
+                first_request_id: i,
+                system: None,
+                user_turns: vec![format!("{nonce} {}", prose(&mut r, tokens - 1))],
+            }
+        })
+        .collect();
+    RoundWorkload { conversations }
+}
+
+/// The `pool`-th request set of a round (pool 0 is [`generate`]'s). A round limited by
+/// duration rather than count draws pool after pool, each from a seed derived from the
+/// workload's, with request and conversation ids continuing where the last pool ended; so
+/// no prompt repeats within a round, and every round draws the same sequence.
+pub fn generate_pool(
+    spec: &WorkloadSpec,
+    round: u32,
+    pool: u32,
+    first_id: u32,
+    first_conv: u32,
+) -> RoundWorkload {
+    let mut w = if pool == 0 {
+        generate(spec, round)
+    } else {
+        let mut s = spec.clone();
+        s.seed = Rng::derive(spec.seed, &[0x706f_6f6c, u64::from(pool)]).next_u64();
+        generate(&s, round)
+    };
+    for c in &mut w.conversations {
+        c.id += first_conv;
+        c.first_request_id += first_id;
+    }
+    w
+}
+
 /// `n` tokens of text that reads like prose (sentences of 8-20 words).
 pub fn prose(rng: &mut Rng, n: usize) -> String {
     words_text(rng, n, WORDS, true)

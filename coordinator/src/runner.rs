@@ -9,11 +9,14 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kvbench_common::plan::{Endpoint, Plan, Scenario};
 use kvbench_common::record::{Outcome, RequestRecord};
-use kvbench_common::stats::{Comparison, IsolationInfo, RoundStats, ScenarioInfo, ScenarioStats};
+use kvbench_common::stats::{
+    AgentHealth, Comparison, IsolationInfo, RoundStats, ScenarioInfo, ScenarioStats,
+};
 use kvbench_common::telemetry::{EngineMetricsSummary, TelemetrySample};
 use kvbench_common::util::{rfc3339_utc, timestamp_utc};
 use kvbench_proto::convert::{
-    api_to_wire, record_from_wire, telemetry_from_wire, workload_to_wire,
+    api_to_wire, health_from_wire, load_to_wire, record_from_wire, telemetry_from_wire,
+    workload_to_wire,
 };
 use kvbench_proto::v1::{self, round_event::Event};
 use serde::Serialize;
@@ -60,6 +63,7 @@ impl RunSummary {
 /// One round's outcome as the coordinator collected it.
 struct RoundRun {
     records: Vec<RequestRecord>,
+    health: Option<AgentHealth>,
     telemetry: Vec<TelemetrySample>,
     duration_s: Option<f64>,
     error: Option<String>,
@@ -173,7 +177,8 @@ fn scenario_header(s: &Scenario, agent: &Agent) {
         "Workload:     {} ({} requests, {} output tokens, seed {})",
         s.kind, c.workload.num_requests, c.workload.output_tokens, c.workload.seed
     );
-    println!("Rounds:       {} (concurrency {})", s.rounds, s.concurrency);
+    println!("Rounds:       {}", s.rounds);
+    println!("Load:         {}", s.load_description());
     println!(
         "Endpoint:     {} via agent {} (model {}, {} API)",
         c.endpoint,
@@ -271,8 +276,10 @@ async fn run_scenario(
     for round in 1..=s.rounds {
         let rr = run_round(s, agent, scenario_id, round, cancel).await;
         let duration_s = rr.duration_s.unwrap_or_else(|| span_s(&rr.records));
-        let mut st = RoundStats::compute(round, duration_s, &rr.records);
+        let mut st = RoundStats::compute(round, duration_s, &rr.records, &s.config.stats);
         st.engine_metrics = EngineMetricsSummary::of(&rr.telemetry);
+        st.generator_saturated = rr.health.as_ref().is_some_and(|h| h.generator_saturated);
+        st.agent_health = rr.health.clone();
         print_round(s, &st);
         let all_failed = st.completed == 0 && st.failed > 0;
         let round_error = rr.error.or_else(|| {
@@ -427,6 +434,12 @@ fn print_round(s: &Scenario, st: &RoundStats) {
     if st.failed > 0 {
         println!("    failures: {}", outcome_counts(st));
     }
+    if let Some(h) = st.agent_health.as_ref().filter(|h| h.generator_saturated) {
+        println!(
+            "    WARNING: generator_saturated: the agent could not keep up ({}); latencies include the harness's own delay",
+            h.saturation_reason
+        );
+    }
 }
 
 async fn run_round(
@@ -438,6 +451,7 @@ async fn run_round(
 ) -> RoundRun {
     let mut out = RoundRun {
         records: Vec::new(),
+        health: None,
         telemetry: Vec::new(),
         duration_s: None,
         error: None,
@@ -448,11 +462,7 @@ async fn run_round(
         scenario_name: s.name.clone(),
         round,
         workload: Some(workload_to_wire(&c.workload)),
-        load: Some(v1::LoadSpec {
-            concurrency: s.concurrency,
-            ttft_timeout_s: c.ttft_timeout_s,
-            idle_timeout_s: c.idle_timeout_s,
-        }),
+        load: Some(load_to_wire(&s.load_spec(round))),
         model: c.model.clone(),
         api: api_to_wire(c.api) as i32,
     };
@@ -509,7 +519,18 @@ async fn run_round(
             Ok(Ok(Some(m))) => m,
         };
         match msg.event {
-            Some(Event::Started(st)) => bar.set_length(u64::from(st.total_requests)),
+            Some(Event::Started(st)) if st.total_requests > 0 => {
+                bar.set_length(u64::from(st.total_requests))
+            }
+            Some(Event::Started(_)) => {
+                // A round limited by duration: no total to count towards.
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "  Round {prefix} {spinner} {pos} requests {msg} ({elapsed})",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+            }
             Some(Event::Record(r)) => match record_from_wire(r, &s.name, round, &agent_name) {
                 Ok(rec) => {
                     if rec.outcome != Outcome::Ok {
@@ -531,6 +552,7 @@ async fn run_round(
             None => {}
             Some(Event::Finished(f)) => {
                 out.duration_s = Some(f.duration_ms / 1000.0);
+                out.health = f.health.as_ref().map(health_from_wire);
             }
         }
     }

@@ -1,7 +1,9 @@
 //! The one place where wire types become domain types and back.
 
+use kvbench_common::load::{Arrivals, LoadSpec, RampStrategy, Rate};
 use kvbench_common::plan::ApiFlavor;
 use kvbench_common::record::{Outcome, RequestRecord};
+use kvbench_common::stats::AgentHealth;
 use kvbench_common::telemetry::TelemetrySample;
 use kvbench_common::workload::{WorkloadKind, WorkloadParams, WorkloadSpec};
 
@@ -149,7 +151,9 @@ pub fn record_to_wire(r: &RequestRecord) -> v1::RequestRecord {
         request_id: r.request_id,
         conversation_id: r.conversation_id,
         turn: r.turn,
+        warmup: r.warmup,
         scheduled_ms: r.scheduled_ms,
+        queue_ms: r.queue_ms,
         sent_ms: r.sent_ms,
         first_byte_ms: r.first_byte_ms,
         first_token_ms: r.first_token_ms,
@@ -161,6 +165,7 @@ pub fn record_to_wire(r: &RequestRecord) -> v1::RequestRecord {
         output_chunks: r.output_chunks,
         cached_tokens: r.cached_tokens,
         finish_reason: r.finish_reason.clone(),
+        engine_ttft_ms: r.engine_ttft_ms,
         outcome: outcome_to_wire(r.outcome) as i32,
         error: r.error.clone(),
         http_status: r.http_status.map(u32::from),
@@ -181,7 +186,9 @@ pub fn record_from_wire(
         request_id: r.request_id,
         conversation_id: r.conversation_id,
         turn: r.turn,
+        warmup: r.warmup,
         scheduled_ms: r.scheduled_ms,
+        queue_ms: r.queue_ms,
         sent_ms: r.sent_ms,
         first_byte_ms: r.first_byte_ms,
         first_token_ms: r.first_token_ms,
@@ -193,10 +200,129 @@ pub fn record_from_wire(
         output_chunks: r.output_chunks,
         cached_tokens: r.cached_tokens,
         finish_reason: r.finish_reason,
+        engine_ttft_ms: r.engine_ttft_ms,
         outcome: outcome_from_wire(r.outcome)?,
         error: r.error,
         http_status: r.http_status.and_then(|s| u16::try_from(s).ok()),
     })
+}
+
+pub fn load_to_wire(l: &LoadSpec) -> v1::LoadSpec {
+    let mut w = v1::LoadSpec {
+        concurrency: 0,
+        ttft_timeout_s: l.ttft_timeout_s,
+        idle_timeout_s: l.idle_timeout_s,
+        request_rate: None,
+        burstiness: 1.0,
+        max_concurrency: None,
+        ramp_up: None,
+        duration_s: l.duration_s,
+        warmup_requests: l.warmup_requests,
+    };
+    match l.arrivals {
+        Arrivals::Closed { concurrency } => w.concurrency = concurrency,
+        Arrivals::Open {
+            rate,
+            burstiness,
+            max_concurrency,
+        } => {
+            w.burstiness = burstiness;
+            w.max_concurrency = max_concurrency;
+            match rate {
+                Rate::Fixed(r) => w.request_rate = Some(r),
+                Rate::Ramp {
+                    strategy,
+                    start,
+                    end,
+                } => {
+                    w.ramp_up = Some(v1::RampUp {
+                        strategy: match strategy {
+                            RampStrategy::Linear => v1::RampStrategy::Linear,
+                            RampStrategy::Exponential => v1::RampStrategy::Exponential,
+                        } as i32,
+                        start_rate: start,
+                        end_rate: end,
+                    })
+                }
+            }
+        }
+    }
+    w
+}
+
+/// A load spec from the wire; the message says which field is wrong.
+pub fn load_from_wire(w: &v1::LoadSpec) -> Result<LoadSpec, String> {
+    let positive = |v: f64, what: &str| {
+        if v.is_finite() && v > 0.0 {
+            Ok(v)
+        } else {
+            Err(format!("{what} must be > 0, got {v}"))
+        }
+    };
+    let rate = match (&w.request_rate, &w.ramp_up) {
+        (Some(_), Some(_)) => return Err("request_rate and ramp_up are exclusive".into()),
+        (Some(r), None) if *r > 0.0 => Some(Rate::Fixed(*r)),
+        (Some(r), None) => return Err(format!("request_rate must be > 0, got {r}")),
+        (None, Some(ramp)) => {
+            let strategy = match v1::RampStrategy::try_from(ramp.strategy) {
+                Ok(v1::RampStrategy::Linear) => RampStrategy::Linear,
+                Ok(v1::RampStrategy::Exponential) => RampStrategy::Exponential,
+                _ => return Err(format!("invalid ramp strategy {}", ramp.strategy)),
+            };
+            Some(Rate::Ramp {
+                strategy,
+                start: positive(ramp.start_rate, "ramp_up.start_rate")?,
+                end: positive(ramp.end_rate, "ramp_up.end_rate")?,
+            })
+        }
+        (None, None) => None,
+    };
+    let arrivals = match rate {
+        Some(rate) => Arrivals::Open {
+            rate,
+            burstiness: positive(w.burstiness, "burstiness")?,
+            max_concurrency: w.max_concurrency.filter(|m| *m > 0),
+        },
+        None => Arrivals::Closed {
+            concurrency: w.concurrency.max(1),
+        },
+    };
+    if let Some(d) = w.duration_s {
+        positive(d, "duration_s")?;
+    }
+    Ok(LoadSpec {
+        arrivals,
+        duration_s: w.duration_s,
+        warmup_requests: w.warmup_requests,
+        ttft_timeout_s: positive(w.ttft_timeout_s, "ttft_timeout_s")?,
+        idle_timeout_s: positive(w.idle_timeout_s, "idle_timeout_s")?,
+    })
+}
+
+pub fn health_to_wire(h: &AgentHealth) -> v1::AgentHealth {
+    v1::AgentHealth {
+        event_loop_lag_p99_ms: h.event_loop_lag_p99_ms,
+        event_loop_lag_max_ms: h.event_loop_lag_max_ms,
+        dispatch_lag_p99_ms: h.dispatch_lag_p99_ms,
+        cpu_seconds: h.cpu_seconds,
+        worker_threads: h.worker_threads,
+        peak_rss_bytes: h.peak_rss_bytes,
+        generator_saturated: h.generator_saturated,
+        saturation_reason: h.saturation_reason.clone(),
+    }
+}
+
+pub fn health_from_wire(w: &v1::AgentHealth) -> AgentHealth {
+    AgentHealth {
+        event_loop_lag_p99_ms: w.event_loop_lag_p99_ms,
+        event_loop_lag_max_ms: w.event_loop_lag_max_ms,
+        dispatch_lag_p99_ms: w.dispatch_lag_p99_ms,
+        cpu_seconds: w.cpu_seconds,
+        worker_threads: w.worker_threads,
+        peak_rss_bytes: w.peak_rss_bytes,
+        generator_saturated: w.generator_saturated,
+        saturation_reason: w.saturation_reason.clone(),
+    }
 }
 
 /// A telemetry sample from the wire, with the stream's round and agent.
@@ -227,6 +353,48 @@ mod tests {
         }
         assert!(outcome_from_wire(0).is_err());
         assert!(outcome_from_wire(999).is_err());
+    }
+
+    #[test]
+    fn load_specs_round_trip() {
+        let specs = [
+            LoadSpec {
+                arrivals: Arrivals::Closed { concurrency: 8 },
+                duration_s: None,
+                warmup_requests: 0,
+                ttft_timeout_s: 30.0,
+                idle_timeout_s: 5.0,
+            },
+            LoadSpec {
+                arrivals: Arrivals::Open {
+                    rate: Rate::Fixed(f64::INFINITY),
+                    burstiness: 0.5,
+                    max_concurrency: Some(64),
+                },
+                duration_s: Some(10.0),
+                warmup_requests: 3,
+                ttft_timeout_s: 30.0,
+                idle_timeout_s: 5.0,
+            },
+            LoadSpec {
+                arrivals: Arrivals::Open {
+                    rate: Rate::Ramp {
+                        strategy: RampStrategy::Exponential,
+                        start: 1.0,
+                        end: 50.0,
+                    },
+                    burstiness: 1.0,
+                    max_concurrency: None,
+                },
+                duration_s: None,
+                warmup_requests: 0,
+                ttft_timeout_s: 1.0,
+                idle_timeout_s: 1.0,
+            },
+        ];
+        for l in specs {
+            assert_eq!(load_from_wire(&load_to_wire(&l)), Ok(l));
+        }
     }
 
     #[test]

@@ -10,6 +10,54 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::cache::{block_hashes, PrefixCache};
 use crate::SimConfig;
 
+/// A fault the simulator injects into one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Fault {
+    /// HTTP 500 before any token.
+    Http5xx,
+    /// HTTP 429 before any token.
+    Http429,
+    /// The connection is aborted mid-stream.
+    Reset,
+    /// A line that is not an SSE field, mid-stream.
+    MalformedSse,
+    /// An event whose data is not JSON, mid-stream.
+    MalformedJson,
+    /// No more bytes after the first tokens; the connection stays open.
+    Stall,
+}
+
+impl Fault {
+    /// The label at `/metrics`; also the agent's outcome class it should produce (a stall
+    /// after the first token is an `idle_timeout` on the client).
+    pub fn label(self) -> &'static str {
+        match self {
+            Fault::Http5xx => "http_5xx",
+            Fault::Http429 => "http_429",
+            Fault::Reset => "reset",
+            Fault::MalformedSse => "malformed_sse",
+            Fault::MalformedJson => "malformed_json",
+            Fault::Stall => "stall",
+        }
+    }
+
+    pub fn flag(self) -> &'static str {
+        match self {
+            Fault::Http5xx => "5xx",
+            Fault::Http429 => "429",
+            Fault::Reset => "reset",
+            Fault::MalformedSse => "malformed-sse",
+            Fault::MalformedJson => "malformed-json",
+            Fault::Stall => "stall",
+        }
+    }
+
+    /// Faults that only a streaming response can carry.
+    pub fn needs_stream(self) -> bool {
+        !matches!(self, Fault::Http5xx | Fault::Http429)
+    }
+}
+
 /// Counters and gauges exported at `/metrics` under vLLM's names.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EngineCounters {
@@ -31,6 +79,8 @@ pub struct EngineCounters {
     pub waiting: u64,
     /// Most requests running at once since start.
     pub max_running: u64,
+    /// Faults injected, by kind.
+    pub faults: std::collections::BTreeMap<Fault, u64>,
 }
 
 #[derive(Debug)]
@@ -46,6 +96,7 @@ pub struct Engine {
     state: Mutex<State>,
     slots: Arc<Semaphore>,
     prefill_lane: tokio::sync::Mutex<()>,
+    fault_seq: std::sync::atomic::AtomicU64,
 }
 
 impl Engine {
@@ -60,7 +111,35 @@ impl Engine {
             }),
             slots,
             prefill_lane: tokio::sync::Mutex::new(()),
+            fault_seq: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    fn fixed_mode(&self) -> bool {
+        self.config.fixed_ttft_ms.is_some() || self.config.fixed_itl_ms.is_some()
+    }
+
+    /// Draws the fault (if any) for the next generation request, and counts it. Stream
+    /// faults are not drawn for non-streaming requests.
+    pub fn draw_fault(&self, streaming: bool) -> Option<Fault> {
+        let shares = self.config.fault_shares();
+        if shares.iter().all(|(_, s)| *s <= 0.0) {
+            return None;
+        }
+        let n = self
+            .fault_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let u = Rng::derive(self.config.fault_seed, &[n]).unit();
+        let mut acc = 0.0;
+        let fault = shares.into_iter().find_map(|(f, share)| {
+            acc += share;
+            (u < acc).then_some(f)
+        })?;
+        if fault.needs_stream() && !streaming {
+            return None;
+        }
+        *self.lock().counters.faults.entry(fault).or_insert(0) += 1;
+        Some(fault)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -102,13 +181,18 @@ impl Engine {
             s.counters.requests_received += 1;
             s.counters.waiting += 1;
         }
-        // The semaphore is never closed, so this only waits.
-        let permit = self.slots.clone().acquire_owned().await.ok();
+        // The semaphore is never closed, so this only waits. Fixed-latency mode has no
+        // queue: every request runs at once.
+        let permit = if self.fixed_mode() {
+            None
+        } else {
+            self.slots.clone().acquire_owned().await.ok()
+        };
         let mut s = self.lock();
         s.counters.waiting -= 1;
         s.counters.running += 1;
         s.counters.max_running = s.counters.max_running.max(s.counters.running);
-        let hits = if self.config.no_prefix_caching {
+        let hits = if self.config.no_prefix_caching || self.fixed_mode() {
             0
         } else {
             s.cache.lookup_and_hold(&hashes, tokens.len())
@@ -130,6 +214,9 @@ impl Engine {
     }
 
     fn decode_step(&self) -> Duration {
+        if let Some(ms) = self.config.fixed_itl_ms {
+            return Duration::from_secs_f64(ms / 1000.0);
+        }
         let running = self.lock().counters.running as f64;
         let ms = self.config.decode_base_ms + self.config.decode_per_seq_us * running / 1000.0;
         Duration::from_secs_f64(ms.max(0.0) / 1000.0)
@@ -151,9 +238,15 @@ pub struct Running {
 
 impl Running {
     /// Computes the uncached part of the prompt (one prefill at a time), then registers
-    /// the computed blocks in the cache.
-    pub async fn prefill(&mut self) {
+    /// the computed blocks in the cache. In fixed-latency mode, waits until exactly
+    /// `fixed_ttft_ms` after `received` instead.
+    pub async fn prefill(&mut self, received: tokio::time::Instant) {
         let cfg = &self.engine.config;
+        if self.engine.fixed_mode() {
+            let ttft = cfg.fixed_ttft_ms.unwrap_or(0.0);
+            tokio::time::sleep_until(received + Duration::from_secs_f64(ttft / 1000.0)).await;
+            return;
+        }
         let uncached = self.prompt_tokens.saturating_sub(self.cached_tokens);
         let ms = cfg.prefill_base_ms + cfg.prefill_per_token_us * f64::from(uncached) / 1000.0;
         {

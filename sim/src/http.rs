@@ -22,9 +22,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Engine, Running};
+use crate::engine::{Engine, Fault, Running};
 
-type Body = BoxBody<Bytes, Infallible>;
+type BodyError = Box<dyn std::error::Error + Send + Sync>;
+type Body = BoxBody<Bytes, BodyError>;
+type FrameTx = mpsc::Sender<Result<Frame<Bytes>, BodyError>>;
 
 const MAX_BODY_BYTES: usize = 64 << 20;
 
@@ -64,7 +66,11 @@ pub async fn serve(
 }
 
 fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()).boxed());
+    let mut r = Response::new(
+        Full::new(body.into())
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -204,6 +210,7 @@ fn now_s() -> u64 {
 }
 
 async fn generate(engine: Arc<Engine>, req: Request<Incoming>, chat: bool) -> Response<Body> {
+    let received = tokio::time::Instant::now();
     let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
         .collect()
         .await
@@ -220,16 +227,35 @@ async fn generate(engine: Arc<Engine>, req: Request<Incoming>, chat: bool) -> Re
         if chat { "chatcmpl" } else { "cmpl" },
         NEXT_ID.fetch_add(1, Ordering::Relaxed)
     );
+    let fault = engine.draw_fault(g.stream);
+    match fault {
+        Some(Fault::Http5xx) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "injected fault: internal server error",
+            )
+        }
+        Some(Fault::Http429) => {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "injected fault: too many requests",
+            );
+            r.headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+            return r;
+        }
+        _ => {}
+    }
     if g.stream {
-        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
-        tokio::spawn(stream_tokens(engine, g, id, tx));
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BodyError>>(16);
+        tokio::spawn(stream_tokens(engine, g, id, tx, received, fault));
         let mut r = Response::new(StreamBody::new(ReceiverStream::new(rx)).boxed());
         r.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         r
     } else {
         let mut running = engine.admit(&g.prompt).await;
-        running.prefill().await;
+        running.prefill(received).await;
         let mut text = String::new();
         let mut next = tokio::time::Instant::now();
         for i in 0..g.max_tokens {
@@ -260,7 +286,7 @@ async fn generate(engine: Arc<Engine>, req: Request<Incoming>, chat: bool) -> Re
     }
 }
 
-fn sse(v: &Value) -> Result<Frame<Bytes>, Infallible> {
+fn sse(v: &Value) -> Result<Frame<Bytes>, BodyError> {
     Ok(Frame::data(Bytes::from(format!("data: {v}\n\n"))))
 }
 
@@ -270,11 +296,13 @@ async fn stream_tokens(
     engine: Arc<Engine>,
     g: GenRequest,
     id: String,
-    tx: mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
+    tx: FrameTx,
+    received: tokio::time::Instant,
+    fault: Option<Fault>,
 ) {
     let start = async {
         let mut running = engine.admit(&g.prompt).await;
-        running.prefill().await;
+        running.prefill(received).await;
         running
     };
     let running = tokio::select! {
@@ -297,11 +325,17 @@ async fn stream_tokens(
             return;
         }
     }
+    // Stream faults strike halfway through the output, after at least one token.
+    let fault_at = (g.max_tokens / 2).max(1);
     let mut next = tokio::time::Instant::now();
     for i in 0..g.max_tokens {
         if i > 0 {
             next += running.decode_step();
             tokio::time::sleep_until(next).await;
+        }
+        if let Some(f) = fault.filter(|_| i == fault_at) {
+            inject(f, &tx).await;
+            return;
         }
         let word = running.token(i);
         let text = if i == 0 {
@@ -319,9 +353,20 @@ async fn stream_tokens(
         } else {
             json!([{"index": 0, "text": text, "finish_reason": finish}])
         };
-        if tx.send(sse(&chunk(choice))).await.is_err() {
+        let mut c = chunk(choice);
+        if i == 0 {
+            // When the first token is written, as the server sees it: the harness's
+            // overhead is the client's TTFT minus this.
+            c["kvbench_server_ttft_us"] = json!(received.elapsed().as_micros() as u64);
+        }
+        if tx.send(sse(&c)).await.is_err() {
             return;
         }
+    }
+    if let Some(f) = fault {
+        // A one-token stream: the fault comes after its only token.
+        inject(f, &tx).await;
+        return;
     }
     running.finish(g.max_tokens);
     if g.include_usage {
@@ -334,6 +379,34 @@ async fn stream_tokens(
     let _ = tx
         .send(Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n"))))
         .await;
+}
+
+/// Breaks the stream the way `fault` says.
+async fn inject(fault: Fault, tx: &FrameTx) {
+    let data = |b: &'static [u8]| Ok(Frame::data(Bytes::from_static(b)));
+    match fault {
+        Fault::Reset => {
+            // An error in the body makes hyper abort the connection mid-message.
+            let _ = tx
+                .send(Err("injected fault: connection reset".into()))
+                .await;
+        }
+        Fault::MalformedSse => {
+            let _ = tx
+                .send(data(b"this line is not server-sent events\n\n"))
+                .await;
+        }
+        Fault::MalformedJson => {
+            let _ = tx
+                .send(data(b"data: {\"choices\": [{\"delta\": \n\n"))
+                .await;
+        }
+        Fault::Stall => {
+            // Hold the connection open, sending nothing, until the client gives up.
+            let _ = tokio::time::timeout(Duration::from_secs(600), tx.closed()).await;
+        }
+        Fault::Http5xx | Fault::Http429 => {}
+    }
 }
 
 fn metrics_text(engine: &Engine) -> String {

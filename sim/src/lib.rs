@@ -10,6 +10,11 @@
 //!   run one at a time, each taking `prefill_base_ms + prefill_per_token_us * uncached
 //!   tokens`; every decode step takes `decode_base_ms + decode_per_seq_us * running`.
 //!   Defaults: a cold 4,000-token prefill takes ~0.4 s, a fully cached one ~0.02 s.
+//! - Fixed-latency mode (`--fixed-ttft-ms`, `--fixed-itl-ms`): exact TTFT and ITL whatever
+//!   the load, for measuring the harness itself. Every first content chunk carries
+//!   `kvbench_server_ttft_us`, the time from the request's arrival to that chunk's write.
+//! - Fault injection (`--fault-*`): shares of requests answered 5xx or 429, streams reset,
+//!   carrying malformed SSE or JSON, or stalling; counted per kind at `/metrics`.
 //! - Only async timers: thousands of concurrent streams on one core.
 
 pub mod cache;
@@ -22,7 +27,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use engine::{Engine, EngineCounters};
+pub use engine::{Engine, EngineCounters, Fault};
 
 /// The simulator's parameters (every one a flag of `kvbench-sim`).
 #[derive(Debug, Clone, clap::Args)]
@@ -57,6 +62,81 @@ pub struct SimConfig {
     /// Output tokens when a request sets no `max_tokens`.
     #[arg(long, default_value_t = 64)]
     pub default_max_tokens: u32,
+    /// Fixed-latency mode: every request's first token is written exactly this many
+    /// milliseconds after its headers arrived, whatever the load (no queue, no cache model).
+    /// Used by `kvbench calibrate` to measure the harness itself.
+    #[arg(long)]
+    pub fixed_ttft_ms: Option<f64>,
+    /// Fixed-latency mode: exactly this many milliseconds between tokens.
+    #[arg(long)]
+    pub fixed_itl_ms: Option<f64>,
+    /// Share of generation requests answered HTTP 500.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_5xx: f64,
+    /// Share of generation requests answered HTTP 429.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_429: f64,
+    /// Share of streams whose connection is reset mid-stream.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_reset: f64,
+    /// Share of streams that carry a line that is not SSE mid-stream.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_malformed_sse: f64,
+    /// Share of streams that carry an event whose data is not JSON mid-stream.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_malformed_json: f64,
+    /// Share of streams that stall mid-stream (no more bytes, connection held open).
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_stall: f64,
+    /// Seed of the fault draw (which request gets which fault is a function of the seed and
+    /// the request's arrival order).
+    #[arg(long, default_value_t = 0)]
+    pub fault_seed: u64,
+}
+
+impl SimConfig {
+    /// Fault shares in draw order.
+    pub fn fault_shares(&self) -> [(Fault, f64); 6] {
+        [
+            (Fault::Http5xx, self.fault_5xx),
+            (Fault::Http429, self.fault_429),
+            (Fault::Reset, self.fault_reset),
+            (Fault::MalformedSse, self.fault_malformed_sse),
+            (Fault::MalformedJson, self.fault_malformed_json),
+            (Fault::Stall, self.fault_stall),
+        ]
+    }
+
+    /// Checks the parameters; the message names the flag.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut total = 0.0;
+        for (f, share) in self.fault_shares() {
+            if !(0.0..=1.0).contains(&share) {
+                return Err(format!(
+                    "--fault-{} must be a share between 0 and 1, got {share}",
+                    f.flag()
+                ));
+            }
+            total += share;
+        }
+        if total > 1.0 + 1e-9 {
+            return Err(format!("fault shares add up to {total}, more than 1"));
+        }
+        for (flag, v) in [
+            ("--fixed-ttft-ms", self.fixed_ttft_ms),
+            ("--fixed-itl-ms", self.fixed_itl_ms),
+        ] {
+            if let Some(v) = v {
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(format!("{flag} must be >= 0, got {v}"));
+                }
+            }
+        }
+        if self.block_size == 0 || self.max_num_seqs == 0 {
+            return Err("--block-size and --max-num-seqs must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 impl Default for SimConfig {
@@ -72,6 +152,15 @@ impl Default for SimConfig {
             decode_base_ms: 10.0,
             decode_per_seq_us: 50.0,
             default_max_tokens: 64,
+            fixed_ttft_ms: None,
+            fixed_itl_ms: None,
+            fault_5xx: 0.0,
+            fault_429: 0.0,
+            fault_reset: 0.0,
+            fault_malformed_sse: 0.0,
+            fault_malformed_json: 0.0,
+            fault_stall: 0.0,
+            fault_seed: 0,
         }
     }
 }
@@ -108,6 +197,7 @@ impl SimHandle {
 
 /// Starts a simulator on `127.0.0.1:0`.
 pub async fn spawn(config: SimConfig) -> std::io::Result<SimHandle> {
+    config.validate().map_err(std::io::Error::other)?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let engine = Arc::new(Engine::new(config));

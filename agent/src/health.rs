@@ -1,0 +1,148 @@
+//! The agent watching itself: event-loop lag, CPU and memory, to tell when latencies
+//! include the harness's own delay (`generator_saturated`).
+
+use std::time::Duration;
+
+use kvbench_common::stats::{AgentHealth, Summary};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Lag beyond which the event loop counts as saturated (p99 of the heartbeat's lateness).
+pub const LAG_LIMIT_MS: f64 = 5.0;
+/// Lateness of open-loop releases beyond which the generator counts as saturated (p99).
+pub const DISPATCH_LIMIT_MS: f64 = 5.0;
+/// Share of the runtime's cores above which the agent's CPU counts as saturated.
+pub const CPU_LIMIT: f64 = 0.9;
+
+const TICK: Duration = Duration::from_millis(5);
+
+/// Starts a heartbeat on the current runtime; stop it with `stop` and await the lags (ms).
+pub fn lag_probe(stop: CancellationToken) -> tokio::task::JoinHandle<Vec<f64>> {
+    tokio::spawn(async move {
+        let mut lags = Vec::new();
+        let mut next = Instant::now() + TICK;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = stop.cancelled() => return lags,
+            }
+            let now = Instant::now();
+            lags.push(now.saturating_duration_since(next).as_secs_f64() * 1000.0);
+            next += TICK;
+            if next < now {
+                next = now + TICK;
+            }
+        }
+    })
+}
+
+/// CPU seconds this process has used (user + system), from /proc; `None` elsewhere.
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    // Linux reports in clock ticks of USER_HZ, 100 on every mainstream configuration.
+    Some((utime + stime) / 100.0)
+}
+
+/// Peak resident memory of this process (VmHWM), from /proc; `None` elsewhere.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Judges a round from its measurements.
+pub fn assess(
+    lags_ms: &[f64],
+    dispatch_lags_ms: &[f64],
+    cpu_s: Option<f64>,
+    duration_s: f64,
+) -> AgentHealth {
+    let workers = tokio::runtime::Handle::try_current()
+        .map(|h| h.metrics().num_workers() as u32)
+        .unwrap_or(1)
+        .max(1);
+    let lag = Summary::of(lags_ms.iter().copied());
+    let lag_p99 = lag.as_ref().map_or(0.0, |s| s.percentile(99.0));
+    let lag_max = lag.as_ref().map_or(0.0, |s| s.max);
+    let dispatch_p99 =
+        Summary::of(dispatch_lags_ms.iter().copied()).map_or(0.0, |s| s.percentile(99.0));
+    let cpu = cpu_s.unwrap_or(0.0);
+    let mut reasons = Vec::new();
+    if lag_p99 > LAG_LIMIT_MS {
+        reasons.push(format!(
+            "event loop lagged (p99 {lag_p99:.1} ms > {LAG_LIMIT_MS} ms)"
+        ));
+    }
+    if dispatch_p99 > DISPATCH_LIMIT_MS {
+        reasons.push(format!(
+            "requests left late against their schedule (p99 {dispatch_p99:.1} ms > {DISPATCH_LIMIT_MS} ms)"
+        ));
+    }
+    if duration_s > 1.0 && cpu / duration_s > CPU_LIMIT * f64::from(workers) {
+        reasons.push(format!(
+            "CPU saturated ({:.0} % of {workers} cores)",
+            100.0 * cpu / duration_s / f64::from(workers)
+        ));
+    }
+    AgentHealth {
+        event_loop_lag_p99_ms: lag_p99,
+        event_loop_lag_max_ms: lag_max,
+        dispatch_lag_p99_ms: dispatch_p99,
+        cpu_seconds: cpu,
+        worker_threads: workers,
+        peak_rss_bytes: peak_rss_bytes().unwrap_or(0),
+        generator_saturated: !reasons.is_empty(),
+        saturation_reason: reasons.join("; "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_readings_exist_on_linux() {
+        if cfg!(target_os = "linux") {
+            assert!(cpu_seconds().is_some());
+            assert!(peak_rss_bytes().is_some_and(|b| b > 0));
+        }
+    }
+
+    #[test]
+    fn lag_and_lateness_flag_saturation() {
+        let calm = assess(&[0.5; 100], &[0.2; 100], Some(0.1), 10.0);
+        assert!(!calm.generator_saturated, "{}", calm.saturation_reason);
+        let mut lags = vec![0.5; 95];
+        lags.extend([40.0; 5]);
+        let busy = assess(&lags, &[], Some(0.1), 10.0);
+        assert!(busy.generator_saturated);
+        assert!(
+            busy.saturation_reason.contains("event loop"),
+            "{}",
+            busy.saturation_reason
+        );
+        let late = assess(&[0.5; 100], &[20.0; 100], None, 10.0);
+        assert!(
+            late.saturation_reason.contains("late"),
+            "{}",
+            late.saturation_reason
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_probe_measures_a_blocked_loop() {
+        let stop = CancellationToken::new();
+        let probe = lag_probe(stop.clone());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.cancel();
+        let lags = probe.await.expect("probe");
+        assert!(lags.len() >= 9, "{}", lags.len());
+        assert!(lags.iter().all(|l| *l < 1.5), "{lags:?}");
+    }
+}
