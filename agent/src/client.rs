@@ -13,6 +13,8 @@ use hyper_util::rt::TokioExecutor;
 use kvbench_common::plan::ApiFlavor;
 use kvbench_common::record::Outcome;
 use kvbench_common::tokenizer::render_chat;
+use std::borrow::Cow;
+
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -212,8 +214,9 @@ pub async fn send(client: &HttpClient, call: &Call<'_>) -> Reply {
                 done = true;
                 return;
             }
-            match serde_json::from_str::<Value>(event) {
-                Ok(v) => absorb(&mut reply, &v, now),
+            match parse_event(event) {
+                Ok(Some(c)) => absorb(&mut reply, &c, now),
+                Ok(None) => {}
                 Err(e) => {
                     bad_json = Some(format!(
                         "{e}: {}",
@@ -240,44 +243,145 @@ pub async fn send(client: &HttpClient, call: &Call<'_>) -> Reply {
             "stream ended before data: [DONE]".into(),
         );
     }
+    // Read the body to its end (the chunked terminator follows [DONE]) so that the
+    // connection goes back to the pool for the next request instead of being closed.
+    let _ = tokio::time::timeout(Duration::from_millis(250), async {
+        while let Some(Ok(_)) = body.frame().await {}
+    })
+    .await;
     reply
 }
 
+/// Opens up to `n` connections to the engine ahead of a round (concurrent `GET /health`),
+/// so that the round's first requests do not pay for connection setup. Returns how many
+/// answered.
+pub async fn prewarm(client: &HttpClient, base_url: &str, n: usize) -> usize {
+    let Ok(uri) = format!("{base_url}/health").parse::<Uri>() else {
+        return 0;
+    };
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (client, uri) = (client.clone(), uri.clone());
+        set.spawn(async move {
+            let req = Request::builder()
+                .method(Method::GET)
+                .uri(uri)
+                .body(Full::new(Bytes::new()))
+                .ok()?;
+            let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+                .await
+                .ok()?
+                .ok()?;
+            let _ = resp.into_body().collect().await;
+            Some(())
+        });
+    }
+    let mut ok = 0;
+    while let Some(r) = set.join_next().await {
+        if matches!(r, Ok(Some(()))) {
+            ok += 1;
+        }
+    }
+    ok
+}
+
+/// One streamed event, read without building a JSON tree (strings borrowed unless escaped).
+#[derive(serde::Deserialize)]
+struct Chunk<'a> {
+    #[serde(borrow, default)]
+    choices: Option<Vec<Choice<'a>>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    kvbench_server_ttft_us: Option<u64>,
+}
+
+#[derive(serde::Deserialize)]
+struct Choice<'a> {
+    #[serde(borrow, default)]
+    delta: Option<Delta<'a>>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Delta<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    reasoning: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Usage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<UsageDetails>,
+}
+
+#[derive(serde::Deserialize)]
+struct UsageDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+/// Parses one event's data: `Err` only when it is not JSON at all. JSON of another shape
+/// (an error object, a keep-alive) carries nothing kvbench reads and is skipped.
+fn nonempty<'s>(s: &'s Option<Cow<'_, str>>) -> Option<&'s str> {
+    s.as_deref().filter(|s| !s.is_empty())
+}
+
+fn parse_event(data: &str) -> Result<Option<Chunk<'_>>, serde_json::Error> {
+    match serde_json::from_str::<Chunk<'_>>(data) {
+        Ok(c) => Ok(Some(c)),
+        Err(e) if e.is_data() => serde_json::from_str::<serde::de::IgnoredAny>(data).map(|_| None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Takes what one event says: content, finish reason, usage.
-fn absorb(reply: &mut Reply, v: &Value, at: Instant) {
-    if let Some(us) = v.get("kvbench_server_ttft_us").and_then(Value::as_u64) {
+fn absorb(reply: &mut Reply, c: &Chunk<'_>, at: Instant) {
+    if let Some(us) = c.kvbench_server_ttft_us {
         reply.engine_ttft_us = Some(us);
     }
-    if let Some(choice) = v.get("choices").and_then(|c| c.get(0)) {
+    if let Some(choice) = c.choices.as_ref().and_then(|c| c.first()) {
         let content = choice
-            .get("delta")
+            .delta
+            .as_ref()
             .and_then(|d| {
-                ["content", "reasoning_content", "reasoning"]
-                    .iter()
-                    .find_map(|k| d.get(*k).and_then(Value::as_str).filter(|s| !s.is_empty()))
+                nonempty(&d.content)
+                    .or(nonempty(&d.reasoning_content))
+                    .or(nonempty(&d.reasoning))
             })
-            .or_else(|| choice.get("text").and_then(Value::as_str))
-            .unwrap_or("");
-        if !content.is_empty() {
+            .or(nonempty(&choice.text));
+        if let Some(content) = content {
             if reply.first_token.is_none() {
                 reply.first_token = Some(at);
             }
             reply.chunks.push(at);
             reply.text.push_str(content);
         }
-        if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
-            reply.finish_reason = f.to_owned();
+        if let Some(f) = &choice.finish_reason {
+            reply.finish_reason = f.to_string();
         }
     }
-    if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
-        let num = |p: &str| {
-            u.pointer(p)
-                .and_then(Value::as_u64)
-                .map(|n| n.min(u64::from(u32::MAX)) as u32)
-        };
-        reply.prompt_tokens = num("/prompt_tokens").or(reply.prompt_tokens);
-        reply.output_tokens = num("/completion_tokens").or(reply.output_tokens);
-        reply.cached_tokens = num("/prompt_tokens_details/cached_tokens").or(reply.cached_tokens);
+    if let Some(u) = &c.usage {
+        let clamp = |n: Option<u64>| n.map(|n| n.min(u64::from(u32::MAX)) as u32);
+        reply.prompt_tokens = clamp(u.prompt_tokens).or(reply.prompt_tokens);
+        reply.output_tokens = clamp(u.completion_tokens).or(reply.output_tokens);
+        reply.cached_tokens = clamp(
+            u.prompt_tokens_details
+                .as_ref()
+                .and_then(|d| d.cached_tokens),
+        )
+        .or(reply.cached_tokens);
     }
 }
 

@@ -13,6 +13,9 @@ pub const LAG_LIMIT_MS: f64 = 5.0;
 pub const DISPATCH_LIMIT_MS: f64 = 5.0;
 /// Share of the runtime's cores above which the agent's CPU counts as saturated.
 pub const CPU_LIMIT: f64 = 0.9;
+/// Share of the whole host's CPU above which the agent counts as starved (whatever else
+/// runs there, the load generator cannot get the CPU it needs on time).
+pub const HOST_CPU_LIMIT: f64 = 0.95;
 
 const TICK: Duration = Duration::from_millis(5);
 
@@ -48,6 +51,27 @@ pub fn cpu_seconds() -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// Share of the host's CPU busy (cumulative jiffies: busy, total), from /proc/stat.
+pub fn host_cpu_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).unwrap_or(&0);
+    Some((total - idle, total))
+}
+
+/// Busy share of the host's CPU between two readings.
+pub fn host_cpu_share(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((b0, t0), (b1, t1)) = (before?, after?);
+    (t1 > t0).then(|| (b1.saturating_sub(b0)) as f64 / (t1 - t0) as f64)
+}
+
 /// Peak resident memory of this process (VmHWM), from /proc; `None` elsewhere.
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -61,6 +85,7 @@ pub fn assess(
     lags_ms: &[f64],
     dispatch_lags_ms: &[f64],
     cpu_s: Option<f64>,
+    host_cpu: Option<f64>,
     duration_s: f64,
 ) -> AgentHealth {
     let workers = tokio::runtime::Handle::try_current()
@@ -90,8 +115,12 @@ pub fn assess(
             100.0 * cpu / duration_s / f64::from(workers)
         ));
     }
+    if let Some(h) = host_cpu.filter(|h| duration_s > 1.0 && *h > HOST_CPU_LIMIT) {
+        reasons.push(format!("the host's CPU was {:.0} % busy", h * 100.0));
+    }
     AgentHealth {
         event_loop_lag_p99_ms: lag_p99,
+        host_cpu_busy: host_cpu.unwrap_or(0.0),
         event_loop_lag_max_ms: lag_max,
         dispatch_lag_p99_ms: dispatch_p99,
         cpu_seconds: cpu,
@@ -110,28 +139,36 @@ mod tests {
     fn proc_readings_exist_on_linux() {
         if cfg!(target_os = "linux") {
             assert!(cpu_seconds().is_some());
+            let (busy, total) = host_cpu_jiffies().expect("/proc/stat");
+            assert!(busy <= total && total > 0);
             assert!(peak_rss_bytes().is_some_and(|b| b > 0));
         }
     }
 
     #[test]
     fn lag_and_lateness_flag_saturation() {
-        let calm = assess(&[0.5; 100], &[0.2; 100], Some(0.1), 10.0);
+        let calm = assess(&[0.5; 100], &[0.2; 100], Some(0.1), Some(0.5), 10.0);
         assert!(!calm.generator_saturated, "{}", calm.saturation_reason);
         let mut lags = vec![0.5; 95];
         lags.extend([40.0; 5]);
-        let busy = assess(&lags, &[], Some(0.1), 10.0);
+        let busy = assess(&lags, &[], Some(0.1), None, 10.0);
         assert!(busy.generator_saturated);
         assert!(
             busy.saturation_reason.contains("event loop"),
             "{}",
             busy.saturation_reason
         );
-        let late = assess(&[0.5; 100], &[20.0; 100], None, 10.0);
+        let late = assess(&[0.5; 100], &[20.0; 100], None, None, 10.0);
         assert!(
             late.saturation_reason.contains("late"),
             "{}",
             late.saturation_reason
+        );
+        let starved = assess(&[0.5; 100], &[], None, Some(0.99), 10.0);
+        assert!(
+            starved.saturation_reason.contains("host"),
+            "{}",
+            starved.saturation_reason
         );
     }
 

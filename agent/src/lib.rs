@@ -45,6 +45,71 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// `kvbench-agent`'s command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on for the coordinator (gRPC; port 0: any free port, printed).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// The engine's base URL (OpenAI-compatible, without /v1).
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    pub engine: String,
+    /// Name shown in reports (default: the hostname).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A label KEY=VALUE (cloud, region, node, engine, model, ...); repeatable.
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Accept a listen address beyond loopback without TLS (plaintext, unauthenticated).
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+/// Serves until SIGINT or SIGTERM (rounds in progress stop sending load), after printing
+/// `kvbench-agent listening on ADDR` on stdout.
+pub async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
+    use anyhow::{bail, Context};
+    if !args.listen.ip().is_loopback() && !args.insecure {
+        bail!(
+            "refusing to listen on {} without TLS: this build has no TLS or authentication, so anyone who can reach the port could drive load; listen on loopback (and tunnel), or pass --insecure to accept that",
+            args.listen
+        );
+    }
+    if !args.engine.starts_with("http://") {
+        bail!(
+            "--engine must be an http:// base URL, got {:?}",
+            args.engine
+        );
+    }
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let config = AgentConfig {
+        name: args.name.unwrap_or_else(hostname),
+        engine_url: args.engine,
+        labels: args.labels.into_iter().collect(),
+    };
+    println!("kvbench-agent listening on {addr}");
+    tracing::info!(%addr, engine = %config.engine_url, name = %config.name, "kvbench-agent listening");
+    let shutdown = CancellationToken::new();
+    let s = shutdown.clone();
+    tokio::spawn(async move {
+        kvbench_common::shutdown_signal().await;
+        tracing::info!("shutting down: stopping load, closing streams");
+        s.cancel();
+    });
+    serve(listener, config, shutdown.clone()).await?;
+    Ok(())
+}
+
 /// Serves the agent protocol on a bound listener until `shutdown` is cancelled; rounds in
 /// progress stop sending load then.
 pub async fn serve(

@@ -72,6 +72,15 @@ pub fn parse(text: &str, wanted: &[&str]) -> BTreeMap<String, f64> {
 /// `GET {base}/metrics`, parsed. `None` when the engine has no metrics endpoint or does not
 /// answer within a second.
 pub async fn scrape(client: &HttpClient, base_url: &str) -> Option<BTreeMap<String, f64>> {
+    scrape_names(client, base_url, ENGINE_METRICS).await
+}
+
+/// `GET {base}/metrics`, keeping the families in `wanted`.
+pub async fn scrape_names(
+    client: &HttpClient,
+    base_url: &str,
+    wanted: &[&str],
+) -> Option<BTreeMap<String, f64>> {
     let req = Request::builder()
         .method(Method::GET)
         .uri(format!("{base_url}/metrics"))
@@ -83,7 +92,7 @@ pub async fn scrape(client: &HttpClient, base_url: &str) -> Option<BTreeMap<Stri
             return None;
         }
         let body = resp.into_body().collect().await.ok()?.to_bytes();
-        Some(parse(&String::from_utf8_lossy(&body), ENGINE_METRICS))
+        Some(parse(&String::from_utf8_lossy(&body), wanted))
     };
     tokio::time::timeout(Duration::from_secs(1), fetch)
         .await

@@ -229,10 +229,23 @@ pub async fn run(ctx: RoundContext, spec: RoundSpec, tx: EventTx, cancel: Cancel
         while set.join_next().await.is_some() {}
     }
 
+    // Connections for the first wave are opened before the clock starts: connection setup
+    // is the client's cost, not the engine's.
+    let width = match load.arrivals {
+        Arrivals::Closed { concurrency } => concurrency.min(spec.workload.num_requests.max(1)),
+        Arrivals::Open {
+            max_concurrency, ..
+        } => max_concurrency.unwrap_or(0),
+    };
+    if width > 1 {
+        client::prewarm(&ctx.client, &ctx.base_url, width as usize).await;
+    }
+
     // The measured phase.
     let lag_stop = background.child_token();
     let lag_probe = health::lag_probe(lag_stop.clone());
     let cpu_before = health::cpu_seconds();
+    let host_before = health::host_cpu_jiffies();
     let measure_start = Instant::now();
     let deadline = load
         .duration_s
@@ -308,7 +321,8 @@ pub async fn run(ctx: RoundContext, spec: RoundSpec, tx: EventTx, cancel: Cancel
     if cancel.is_cancelled() {
         return;
     }
-    let health = health::assess(&lags, &dispatch_lags, cpu, duration_s);
+    let host = health::host_cpu_share(host_before, health::host_cpu_jiffies());
+    let health = health::assess(&lags, &dispatch_lags, cpu, host, duration_s);
     if health.generator_saturated {
         tracing::warn!(scenario = %spec.scenario_name, round = spec.round, reason = %health.saturation_reason, "generator saturated");
     }

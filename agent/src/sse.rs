@@ -118,18 +118,48 @@ mod tests {
             Err(SseError::BadLine(_))
         ));
         assert!(events(&[&[0xff, 0xfe, b'\n']]).is_err());
-        // Arbitrary bytes never panic.
-        let mut state: u64 = 1;
-        for _ in 0..2000 {
-            let bytes: Vec<u8> = (0..64)
-                .map(|_| {
-                    state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    b"data: \n\r:x[]{}"[(state >> 60) as usize % 14]
-                })
-                .collect();
-            let _ = events(&[&bytes]);
+    }
+
+    proptest::proptest! {
+        /// Any bytes, cut anywhere: the parser answers (events or an error), never panics.
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512), cut in 0usize..512) {
+            let cut = cut.min(bytes.len());
+            let _ = events(&[&bytes[..cut], &bytes[cut..]]);
+        }
+
+        /// Bytes drawn from SSE's own alphabet, in many pieces: never panics either.
+        #[test]
+        fn never_panics_on_near_sse(
+            bytes in proptest::collection::vec(proptest::sample::select(b"data: \r\n:{}[DONE]x".to_vec()), 0..512),
+            pieces in 1usize..16,
+        ) {
+            let step = bytes.len() / pieces + 1;
+            let chunks: Vec<&[u8]> = bytes.chunks(step).collect();
+            let _ = events(&chunks);
+        }
+
+        /// A valid stream split into arbitrary pieces yields exactly its events.
+        #[test]
+        fn valid_streams_reassemble(
+            payloads in proptest::collection::vec("[a-zA-Z0-9 {}\\[\\]\":,]{0,40}", 1..8),
+            cuts in proptest::collection::vec(0usize..400, 0..6),
+            crlf in proptest::bool::ANY,
+        ) {
+            let nl = if crlf { "\r\n" } else { "\n" };
+            let text: String = payloads.iter().map(|p| format!("data: {p}{nl}{nl}")).collect();
+            let bytes = text.as_bytes();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.sort_unstable();
+            let mut pieces = Vec::new();
+            let mut last = 0;
+            for c in cuts {
+                pieces.push(&bytes[last..c]);
+                last = c;
+            }
+            pieces.push(&bytes[last..]);
+            let got = events(&pieces).expect("valid stream");
+            proptest::prop_assert_eq!(got, payloads);
         }
     }
 }

@@ -15,6 +15,22 @@ pub mod stats;
 pub mod telemetry;
 pub mod tokenizer;
 pub mod util;
+
+/// Resolves on SIGINT or SIGTERM (SIGINT alone where there is no SIGTERM).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
 pub mod workload;
 
 /// Version of the agent protocol (`proto/kvbench/v1`). Agents and coordinators refuse peers

@@ -306,6 +306,9 @@ pub fn max_output_tokens_per_s<'a>(records: impl IntoIterator<Item = &'a Request
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AgentHealth {
     pub event_loop_lag_p99_ms: f64,
+    /// Busy share of the whole host's CPU during the round (0 where unknown).
+    #[serde(default)]
+    pub host_cpu_busy: f64,
     pub event_loop_lag_max_ms: f64,
     pub dispatch_lag_p99_ms: f64,
     pub cpu_seconds: f64,

@@ -2,6 +2,7 @@
 //! default), runs scenarios in order with isolation between them, and writes the results.
 
 pub mod agents;
+pub mod calibrate;
 pub mod runner;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +36,14 @@ pub enum Command {
         /// The plan file.
         plan: PathBuf,
     },
+    /// Measure the harness's own overhead on this machine against a fixed-latency sim.
+    Calibrate(calibrate::CalibrateArgs),
+    /// Serve kvbench-sim from this binary (used by `calibrate`).
+    #[command(name = "internal-sim", hide = true)]
+    InternalSim(kvbench_sim::ServeArgs),
+    /// Serve kvbench-agent from this binary (used by `calibrate`).
+    #[command(name = "internal-agent", hide = true)]
+    InternalAgent(kvbench_agent::ServeArgs),
 }
 
 /// Exit status for a plan that does not validate.
@@ -61,6 +70,18 @@ pub fn load_plan(path: &Path) -> Result<Plan, ExitCode> {
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Calibrate(args) => {
+            calibrate::run(&args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::InternalSim(args) => {
+            kvbench_sim::serve_until_signal(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::InternalAgent(args) => {
+            kvbench_agent::serve_until_signal(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Validate { plan } => {
             let p = match load_plan(&plan) {
                 Ok(p) => p,

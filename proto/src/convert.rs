@@ -302,6 +302,7 @@ pub fn load_from_wire(w: &v1::LoadSpec) -> Result<LoadSpec, String> {
 pub fn health_to_wire(h: &AgentHealth) -> v1::AgentHealth {
     v1::AgentHealth {
         event_loop_lag_p99_ms: h.event_loop_lag_p99_ms,
+        host_cpu_busy: h.host_cpu_busy,
         event_loop_lag_max_ms: h.event_loop_lag_max_ms,
         dispatch_lag_p99_ms: h.dispatch_lag_p99_ms,
         cpu_seconds: h.cpu_seconds,
@@ -315,6 +316,7 @@ pub fn health_to_wire(h: &AgentHealth) -> v1::AgentHealth {
 pub fn health_from_wire(w: &v1::AgentHealth) -> AgentHealth {
     AgentHealth {
         event_loop_lag_p99_ms: w.event_loop_lag_p99_ms,
+        host_cpu_busy: w.host_cpu_busy,
         event_loop_lag_max_ms: w.event_loop_lag_max_ms,
         dispatch_lag_p99_ms: w.dispatch_lag_p99_ms,
         cpu_seconds: w.cpu_seconds,

@@ -316,6 +316,13 @@ async fn stream_tokens(
         "text_completion"
     };
     let chunk = |choices: Value| json!({"id": id, "object": object, "created": created, "model": g.model, "choices": choices});
+    // Token events are written by hand from this prefix: one per token per stream is the
+    // simulator's hot path.
+    let head = format!(
+        "data: {{\"id\":{},\"object\":\"{object}\",\"created\":{created},\"model\":{},\"choices\":[",
+        Value::from(id.as_str()),
+        Value::from(g.model.as_str())
+    );
     if g.chat {
         // vLLM opens a chat stream with a role-only chunk whose content is empty.
         let first = chunk(
@@ -344,22 +351,15 @@ async fn stream_tokens(
             format!(" {word}")
         };
         let finish = if i + 1 == g.max_tokens {
-            json!("length")
+            "\"length\""
         } else {
-            Value::Null
+            "null"
         };
-        let choice = if g.chat {
-            json!([{"index": 0, "delta": {"content": text}, "finish_reason": finish}])
-        } else {
-            json!([{"index": 0, "text": text, "finish_reason": finish}])
-        };
-        let mut c = chunk(choice);
-        if i == 0 {
-            // When the first token is written, as the server sees it: the harness's
-            // overhead is the client's TTFT minus this.
-            c["kvbench_server_ttft_us"] = json!(received.elapsed().as_micros() as u64);
-        }
-        if tx.send(sse(&c)).await.is_err() {
+        // The first token's event says when it was written, as the server sees it: the
+        // harness's overhead is the client's TTFT minus this.
+        let ttft = (i == 0).then(|| received.elapsed().as_micros() as u64);
+        let c = token_event(&head, g.chat, &text, finish, ttft);
+        if tx.send(Ok(Frame::data(c))).await.is_err() {
             return;
         }
     }
@@ -379,6 +379,20 @@ async fn stream_tokens(
     let _ = tx
         .send(Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n"))))
         .await;
+}
+
+/// One token's SSE event, after `head` (`data: {"id":...,"choices":[`).
+fn token_event(head: &str, chat: bool, text: &str, finish: &str, ttft_us: Option<u64>) -> Bytes {
+    let text = Value::from(text);
+    let body = if chat {
+        format!("{{\"index\":0,\"delta\":{{\"content\":{text}}},\"finish_reason\":{finish}}}")
+    } else {
+        format!("{{\"index\":0,\"text\":{text},\"finish_reason\":{finish}}}")
+    };
+    let extra = ttft_us.map_or(String::new(), |us| {
+        format!(",\"kvbench_server_ttft_us\":{us}")
+    });
+    Bytes::from(format!("{head}{body}]{extra}}}\n\n"))
 }
 
 /// Breaks the stream the way `fault` says.
@@ -467,6 +481,28 @@ fn metrics_text(engine: &Engine) -> String {
         "Count of successfully processed requests.",
         c.request_success as f64,
     );
+    let _ = writeln!(
+        out,
+        "# HELP kvbench_sim:max_num_requests_running Most requests running at once since start."
+    );
+    let _ = writeln!(out, "# TYPE kvbench_sim:max_num_requests_running gauge");
+    let _ = writeln!(
+        out,
+        "kvbench_sim:max_num_requests_running {}",
+        c.max_running
+    );
+    let _ = writeln!(
+        out,
+        "# HELP kvbench_sim:faults_injected_total Faults injected, by kind."
+    );
+    let _ = writeln!(out, "# TYPE kvbench_sim:faults_injected_total counter");
+    for (f, n) in &c.faults {
+        let _ = writeln!(
+            out,
+            "kvbench_sim:faults_injected_total{{kind=\"{}\"}} {n}",
+            f.label()
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig"

@@ -165,6 +165,50 @@ impl Default for SimConfig {
     }
 }
 
+/// `kvbench-sim`'s command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: any free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub sim: SimConfig,
+}
+
+/// Serves until SIGINT or SIGTERM, after printing `kvbench-sim listening on ADDR` on stdout.
+pub async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    args.sim.validate().map_err(anyhow::Error::msg)?;
+    let listener =
+        bind(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    println!("kvbench-sim listening on {addr}");
+    tracing::info!(%addr, model = %args.sim.model, "kvbench-sim listening");
+    let engine = Arc::new(Engine::new(args.sim));
+    let shutdown = CancellationToken::new();
+    let s = shutdown.clone();
+    tokio::spawn(async move {
+        kvbench_common::shutdown_signal().await;
+        s.cancel();
+    });
+    serve(listener, engine, shutdown).await?;
+    Ok(())
+}
+
+/// Binds a listener with a deep accept queue (8,192), so that thousands of clients
+/// connecting at once are not dropped to SYN retransmission (the kernel caps it at
+/// `net.core.somaxconn`).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(8192)
+}
+
 /// Serves the simulator on a bound listener until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
@@ -198,7 +242,7 @@ impl SimHandle {
 /// Starts a simulator on `127.0.0.1:0`.
 pub async fn spawn(config: SimConfig) -> std::io::Result<SimHandle> {
     config.validate().map_err(std::io::Error::other)?;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
     let addr = listener.local_addr()?;
     let engine = Arc::new(Engine::new(config));
     let shutdown = CancellationToken::new();

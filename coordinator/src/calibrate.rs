@@ -1,0 +1,362 @@
+//! `kvbench calibrate`: measures the harness's own overhead on this machine.
+//!
+//! Method: for each concurrency, start kvbench-sim in fixed-latency mode (every first token
+//! written exactly `--ttft-ms` after the request arrived, then one token every `--itl-ms`,
+//! whatever the load) and a kvbench-agent, each as its own process (this binary, run as
+//! `internal-sim` / `internal-agent`), so that the agent's CPU and memory are its own.
+//! The coordinator drives one closed-loop round of short unique prompts over gRPC, exactly
+//! as `kvbench run` does. For every request the sim stamps its own TTFT (arrival to first
+//! token written) into the stream; the harness's TTFT overhead is the client's TTFT minus
+//! that stamp. A closed loop starts with a burst (the first `concurrency` requests all
+//! released at once); the overhead is reported for the steady state after that first wave,
+//! and for the first wave alone. ITL is as measured by the client. Agent CPU and peak RSS come from the agent
+//! process's /proc entries; RSS per stream is (peak - RSS before the round) / concurrency.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use kvbench_common::record::{Outcome, RequestRecord};
+use kvbench_common::stats::{max_concurrent, Summary};
+use kvbench_proto::convert::{health_from_wire, record_from_wire};
+use kvbench_proto::v1::{self, round_event::Event};
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::agents::Agent;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CalibrateArgs {
+    /// Concurrencies to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,64,256,1024,4096")]
+    pub concurrency: Vec<u32>,
+    /// The sim's exact time to first token, in milliseconds.
+    #[arg(long, default_value_t = 50.0)]
+    pub ttft_ms: f64,
+    /// The sim's exact time between tokens, in milliseconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub itl_ms: f64,
+    /// Output tokens per request.
+    #[arg(long, default_value_t = 64)]
+    pub output_tokens: u32,
+    /// Requests per concurrency (default: 4 x concurrency, at least 50, at most 4,096 unless
+    /// the concurrency is higher).
+    #[arg(long)]
+    pub requests: Option<u32>,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct P50P99 {
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+impl P50P99 {
+    fn of(samples: impl IntoIterator<Item = f64>) -> P50P99 {
+        let s = Summary::of(samples);
+        P50P99 {
+            p50: s.as_ref().map(Summary::median),
+            p99: s.as_ref().map(|s| s.percentile(99.0)),
+        }
+    }
+}
+
+/// One concurrency's figures (the JSON's `runs[]`).
+#[derive(Debug, Clone, Serialize)]
+pub struct CalibrationRun {
+    pub concurrency: u32,
+    pub requests: u32,
+    pub failed: u32,
+    /// Client TTFT minus the sim's stamped TTFT, in steady state: over every request but the
+    /// first wave (the first `concurrency` requests, released all at once at the start).
+    pub ttft_overhead_ms: P50P99,
+    /// The same over the first wave alone (its start-up burst).
+    pub first_wave_ttft_overhead_ms: P50P99,
+    pub itl_ms: P50P99,
+    /// Most requests the sim ran at once.
+    pub max_concurrent_requests: u64,
+    /// Most requests in flight at once as the client saw them.
+    pub client_max_concurrent_requests: u32,
+    pub request_throughput: f64,
+    pub output_throughput: f64,
+    pub cpu_s_per_1k_requests: Option<f64>,
+    pub peak_rss_bytes: u64,
+    pub rss_per_stream_bytes: Option<f64>,
+    pub event_loop_lag_p99_ms: f64,
+    pub host_cpu_busy: f64,
+    pub generator_saturated: bool,
+    pub saturation_reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CalibrationReport {
+    pub kvbench_version: String,
+    pub ttft_ms: f64,
+    pub itl_ms: f64,
+    pub output_tokens: u32,
+    pub cores: usize,
+    pub runs: Vec<CalibrationRun>,
+}
+
+/// A child process of this binary that prints `... listening on ADDR` first.
+struct Service {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Service {
+    async fn start(args: &[String]) -> anyhow::Result<Service> {
+        let exe = std::env::current_exe().context("cannot find the kvbench binary")?;
+        let mut child = Command::new(&exe)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {} {}", exe.display(), args.join(" ")))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .context("the child did not start within 20 s")??
+            .context("the child exited before listening")?;
+        let addr = line
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .with_context(|| format!("unexpected first line from the child: {line:?}"))?;
+        Ok(Service { child, addr })
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+fn default_requests(c: u32) -> u32 {
+    (4 * c).clamp(50, 4096.max(c))
+}
+
+/// Runs the calibration and prints its table.
+pub async fn run(args: &CalibrateArgs) -> anyhow::Result<CalibrationReport> {
+    if args.concurrency.is_empty() || args.concurrency.contains(&0) {
+        bail!("--concurrency needs concurrencies of at least 1");
+    }
+    if !(args.ttft_ms >= 0.0 && args.itl_ms >= 0.0 && args.output_tokens > 0) {
+        bail!("--ttft-ms and --itl-ms must be >= 0, --output-tokens > 0");
+    }
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!(
+        "kvbench calibrate: sim TTFT {} ms, ITL {} ms, {} output tokens; sim and agent as separate processes on this machine ({cores} cores)",
+        args.ttft_ms, args.itl_ms, args.output_tokens
+    );
+    let mut runs = Vec::new();
+    for &c in &args.concurrency {
+        let n = args.requests.unwrap_or_else(|| default_requests(c));
+        println!("  concurrency {c}: {n} requests ...");
+        let run = one(args, c, n)
+            .await
+            .with_context(|| format!("calibration at concurrency {c}"))?;
+        runs.push(run);
+    }
+    let report = CalibrationReport {
+        kvbench_version: env!("CARGO_PKG_VERSION").into(),
+        ttft_ms: args.ttft_ms,
+        itl_ms: args.itl_ms,
+        output_tokens: args.output_tokens,
+        cores,
+        runs,
+    };
+    print_table(&report);
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("JSON: {}", path.display());
+    }
+    Ok(report)
+}
+
+async fn one(args: &CalibrateArgs, c: u32, n: u32) -> anyhow::Result<CalibrationRun> {
+    let sim = Service::start(&[
+        "internal-sim".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--fixed-ttft-ms".into(),
+        args.ttft_ms.to_string(),
+        "--fixed-itl-ms".into(),
+        args.itl_ms.to_string(),
+        "--max-num-seqs".into(),
+        "1000000".into(),
+    ])
+    .await?;
+    let sim_url = format!("http://{}", sim.addr);
+    let agent = Service::start(&[
+        "internal-agent".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--engine".into(),
+        sim_url.clone(),
+        "--name".into(),
+        "calibrate".into(),
+    ])
+    .await?;
+    let result = measure(args, c, n, &sim_url, &agent).await;
+    agent.stop().await;
+    sim.stop().await;
+    result
+}
+
+async fn measure(
+    args: &CalibrateArgs,
+    c: u32,
+    n: u32,
+    sim_url: &str,
+    agent: &Service,
+) -> anyhow::Result<CalibrationRun> {
+    let a = Agent::connect(&format!("http://{}", agent.addr)).await?;
+    let baseline_rss = agent.pid().and_then(rss_bytes);
+    let req = v1::RunRoundRequest {
+        scenario_id: format!("calibrate-{c}"),
+        scenario_name: "calibrate".into(),
+        round: 1,
+        workload: Some(v1::WorkloadSpec {
+            kind: v1::WorkloadKind::ColdStart as i32,
+            seed: u64::from(c),
+            num_requests: n,
+            output_tokens: args.output_tokens,
+            params: Some(v1::WorkloadParams {
+                prompt_tokens: Some(16),
+                ..Default::default()
+            }),
+        }),
+        load: Some(v1::LoadSpec {
+            concurrency: c,
+            ttft_timeout_s: 120.0,
+            idle_timeout_s: 120.0,
+            ..Default::default()
+        }),
+        model: "calibrate".into(),
+        api: v1::ApiFlavor::Chat as i32,
+    };
+    let mut client = a.client.clone();
+    let mut stream = client
+        .run_round(req)
+        .await
+        .context("RunRound")?
+        .into_inner();
+    let mut records: Vec<RequestRecord> = Vec::new();
+    let mut finished = None;
+    while let Some(ev) = stream.message().await.context("round stream")? {
+        match ev.event {
+            Some(Event::Record(r)) => {
+                records.push(record_from_wire(r, "calibrate", 1, "calibrate")?)
+            }
+            Some(Event::Finished(f)) => finished = Some(f),
+            _ => {}
+        }
+    }
+    let f = finished.context("the agent ended the round without finishing it")?;
+    let health = f.health.as_ref().map(health_from_wire).unwrap_or_default();
+    let duration_s = f.duration_ms / 1000.0;
+    let mut ok: Vec<&RequestRecord> = records
+        .iter()
+        .filter(|r| r.outcome == Outcome::Ok)
+        .collect();
+    ok.sort_by(|a, b| a.sent_ms.total_cmp(&b.sent_ms));
+    let overhead = |r: &&RequestRecord| Some(r.ttft_ms()? - r.engine_ttft_ms?);
+    let wave = (c as usize).min(ok.len());
+    let (first_wave, steady) = if ok.len() > wave {
+        ok.split_at(wave)
+    } else {
+        (&ok[..], &ok[..])
+    };
+    let sim_metrics = kvbench_agent::metrics::scrape_names(
+        &kvbench_agent::client::http_client(),
+        sim_url,
+        &["kvbench_sim:max_num_requests_running"],
+    )
+    .await
+    .unwrap_or_default();
+    let out_tokens: u64 = ok.iter().map(|r| u64::from(r.generated_tokens())).sum();
+    let per_s = |x: f64| {
+        if duration_s > 0.0 {
+            x / duration_s
+        } else {
+            0.0
+        }
+    };
+    Ok(CalibrationRun {
+        concurrency: c,
+        requests: n,
+        failed: (records.len() - ok.len()) as u32,
+        ttft_overhead_ms: P50P99::of(steady.iter().filter_map(overhead)),
+        first_wave_ttft_overhead_ms: P50P99::of(first_wave.iter().filter_map(overhead)),
+        itl_ms: P50P99::of(ok.iter().flat_map(|r| r.itls_ms())),
+        max_concurrent_requests: sim_metrics
+            .get("kvbench_sim:max_num_requests_running")
+            .map_or(0, |v| *v as u64),
+        client_max_concurrent_requests: max_concurrent(ok.iter().copied()),
+        request_throughput: per_s(ok.len() as f64),
+        output_throughput: per_s(out_tokens as f64),
+        cpu_s_per_1k_requests: (health.cpu_seconds > 0.0 && !records.is_empty())
+            .then(|| health.cpu_seconds / records.len() as f64 * 1000.0),
+        peak_rss_bytes: health.peak_rss_bytes,
+        rss_per_stream_bytes: baseline_rss
+            .filter(|_| health.peak_rss_bytes > 0)
+            .map(|b| health.peak_rss_bytes.saturating_sub(b) as f64 / f64::from(c)),
+        event_loop_lag_p99_ms: health.event_loop_lag_p99_ms,
+        host_cpu_busy: health.host_cpu_busy,
+        generator_saturated: health.generator_saturated,
+        saturation_reason: health.saturation_reason,
+    })
+}
+
+fn print_table(r: &CalibrationReport) {
+    let f = |v: Option<f64>, d: usize| v.map_or("n/a".to_owned(), |v| format!("{v:.d$}"));
+    println!();
+    println!("| concurrency | requests | failed | TTFT overhead p50 / p99 ms | first wave p50 / p99 ms | ITL p50 / p99 ms | max concurrent (sim) | req/s | output tok/s | agent CPU s / 1k req | agent peak RSS MiB | RSS / stream KiB | loop lag p99 ms | host CPU | saturated |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for x in &r.runs {
+        println!(
+            "| {} | {} | {} | {} / {} | {} / {} | {} / {} | {} | {:.1} | {:.0} | {} | {:.1} | {} | {:.2} | {:.0} % | {} |",
+            x.concurrency,
+            x.requests,
+            x.failed,
+            f(x.ttft_overhead_ms.p50, 2),
+            f(x.ttft_overhead_ms.p99, 2),
+            f(x.first_wave_ttft_overhead_ms.p50, 2),
+            f(x.first_wave_ttft_overhead_ms.p99, 2),
+            f(x.itl_ms.p50, 2),
+            f(x.itl_ms.p99, 2),
+            x.max_concurrent_requests,
+            x.request_throughput,
+            x.output_throughput,
+            f(x.cpu_s_per_1k_requests, 3),
+            x.peak_rss_bytes as f64 / (1024.0 * 1024.0),
+            f(x.rss_per_stream_bytes.map(|b| b / 1024.0), 1),
+            x.event_loop_lag_p99_ms,
+            x.host_cpu_busy * 100.0,
+            if x.generator_saturated { format!("YES: {}", x.saturation_reason) } else { "no".into() },
+        );
+    }
+}
