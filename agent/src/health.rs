@@ -13,6 +13,16 @@ pub const LAG_LIMIT_MS: f64 = 5.0;
 pub const DISPATCH_LIMIT_MS: f64 = 5.0;
 /// Share of the runtime's cores above which the agent's CPU counts as saturated.
 pub const CPU_LIMIT: f64 = 0.9;
+/// A gap between two content chunks shorter than this means both came out of one read: no
+/// engine produces two decode steps this close together.
+pub const COALESCED_GAP: Duration = Duration::from_micros(100);
+/// Share of chunk gaps shorter than [`COALESCED_GAP`] above which the agent counts as
+/// reading behind the engine: engines write one event per decode step, so events pile up
+/// in the socket only when the reader is late.
+pub const COALESCE_LIMIT: f64 = 0.2;
+/// Fewest chunk gaps for the coalescing share to count.
+pub const COALESCE_MIN_GAPS: u64 = 100;
+
 /// Share of the whole host's CPU above which the agent counts as starved (whatever else
 /// runs there, the load generator cannot get the CPU it needs on time).
 pub const HOST_CPU_LIMIT: f64 = 0.95;
@@ -86,6 +96,7 @@ pub fn assess(
     dispatch_lags_ms: &[f64],
     cpu_s: Option<f64>,
     host_cpu: Option<f64>,
+    coalesced_share: Option<f64>,
     duration_s: f64,
 ) -> AgentHealth {
     let workers = tokio::runtime::Handle::try_current()
@@ -118,8 +129,15 @@ pub fn assess(
     if let Some(h) = host_cpu.filter(|h| duration_s > 1.0 && *h > HOST_CPU_LIMIT) {
         reasons.push(format!("the host's CPU was {:.0} % busy", h * 100.0));
     }
+    if let Some(c) = coalesced_share.filter(|c| *c > COALESCE_LIMIT) {
+        reasons.push(format!(
+            "{:.0} % of chunks were read together with the previous one (the reader is behind the stream)",
+            c * 100.0
+        ));
+    }
     AgentHealth {
         event_loop_lag_p99_ms: lag_p99,
+        coalesced_chunk_share: coalesced_share.unwrap_or(0.0),
         host_cpu_busy: host_cpu.unwrap_or(0.0),
         event_loop_lag_max_ms: lag_max,
         dispatch_lag_p99_ms: dispatch_p99,
@@ -147,24 +165,37 @@ mod tests {
 
     #[test]
     fn lag_and_lateness_flag_saturation() {
-        let calm = assess(&[0.5; 100], &[0.2; 100], Some(0.1), Some(0.5), 10.0);
+        let calm = assess(
+            &[0.5; 100],
+            &[0.2; 100],
+            Some(0.1),
+            Some(0.5),
+            Some(0.01),
+            10.0,
+        );
         assert!(!calm.generator_saturated, "{}", calm.saturation_reason);
         let mut lags = vec![0.5; 95];
         lags.extend([40.0; 5]);
-        let busy = assess(&lags, &[], Some(0.1), None, 10.0);
+        let busy = assess(&lags, &[], Some(0.1), None, None, 10.0);
         assert!(busy.generator_saturated);
         assert!(
             busy.saturation_reason.contains("event loop"),
             "{}",
             busy.saturation_reason
         );
-        let late = assess(&[0.5; 100], &[20.0; 100], None, None, 10.0);
+        let late = assess(&[0.5; 100], &[20.0; 100], None, None, None, 10.0);
         assert!(
             late.saturation_reason.contains("late"),
             "{}",
             late.saturation_reason
         );
-        let starved = assess(&[0.5; 100], &[], None, Some(0.99), 10.0);
+        let behind = assess(&[0.5; 100], &[], None, None, Some(0.9), 10.0);
+        assert!(
+            behind.saturation_reason.contains("behind"),
+            "{}",
+            behind.saturation_reason
+        );
+        let starved = assess(&[0.5; 100], &[], None, Some(0.99), None, 10.0);
         assert!(
             starved.saturation_reason.contains("host"),
             "{}",

@@ -80,6 +80,10 @@ struct Counts {
     completed: AtomicU32,
     failed: AtomicU32,
     in_flight: AtomicU32,
+    /// Gaps between content chunks of measured requests, and those of them too short for
+    /// two engine steps (both chunks came out of one read).
+    gaps: std::sync::atomic::AtomicU64,
+    coalesced_gaps: std::sync::atomic::AtomicU64,
 }
 
 /// What every request of the round shares.
@@ -322,7 +326,20 @@ pub async fn run(ctx: RoundContext, spec: RoundSpec, tx: EventTx, cancel: Cancel
         return;
     }
     let host = health::host_cpu_share(host_before, health::host_cpu_jiffies());
-    let health = health::assess(&lags, &dispatch_lags, cpu, host, duration_s);
+    let (gaps, coalesced) = (
+        counts.gaps.load(Ordering::Relaxed),
+        counts.coalesced_gaps.load(Ordering::Relaxed),
+    );
+    let coalesced_share =
+        (gaps >= health::COALESCE_MIN_GAPS).then(|| coalesced as f64 / gaps as f64);
+    let health = health::assess(
+        &lags,
+        &dispatch_lags,
+        cpu,
+        host,
+        coalesced_share,
+        duration_s,
+    );
     if health.generator_saturated {
         tracing::warn!(scenario = %spec.scenario_name, round = spec.round, reason = %health.saturation_reason, "generator saturated");
     }
@@ -442,6 +459,16 @@ impl Runner {
                     &self.counts.failed
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
+                let gaps = reply.chunks.len().saturating_sub(1) as u64;
+                let coalesced = reply
+                    .chunks
+                    .windows(2)
+                    .filter(|w| w[1].saturating_duration_since(w[0]) < health::COALESCED_GAP)
+                    .count() as u64;
+                self.counts.gaps.fetch_add(gaps, Ordering::Relaxed);
+                self.counts
+                    .coalesced_gaps
+                    .fetch_add(coalesced, Ordering::Relaxed);
             }
             let record = RequestRecord {
                 scenario: spec.scenario_name.clone(),

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{load, read_json, run, TempDir};
+use common::{assert_stats_schema, load, read_json, run, TempDir};
 
 const PLAN: &str = r#"
 output_dir: out
@@ -56,6 +56,7 @@ async fn quickstart_shape_cache_effect_and_counts() {
     );
     assert!(name(results_path).starts_with("long_context_results_"));
     let stats = read_json(stats_path);
+    assert_stats_schema(&stats);
     for k in ["name", "type", "config_file", "rounds", "concurrency"] {
         assert!(stats["scenario"].get(k).is_some(), "scenario.{k}");
     }

@@ -303,6 +303,7 @@ pub fn health_to_wire(h: &AgentHealth) -> v1::AgentHealth {
     v1::AgentHealth {
         event_loop_lag_p99_ms: h.event_loop_lag_p99_ms,
         host_cpu_busy: h.host_cpu_busy,
+        coalesced_chunk_share: h.coalesced_chunk_share,
         event_loop_lag_max_ms: h.event_loop_lag_max_ms,
         dispatch_lag_p99_ms: h.dispatch_lag_p99_ms,
         cpu_seconds: h.cpu_seconds,
@@ -317,6 +318,7 @@ pub fn health_from_wire(w: &v1::AgentHealth) -> AgentHealth {
     AgentHealth {
         event_loop_lag_p99_ms: w.event_loop_lag_p99_ms,
         host_cpu_busy: w.host_cpu_busy,
+        coalesced_chunk_share: w.coalesced_chunk_share,
         event_loop_lag_max_ms: w.event_loop_lag_max_ms,
         dispatch_lag_p99_ms: w.dispatch_lag_p99_ms,
         cpu_seconds: w.cpu_seconds,

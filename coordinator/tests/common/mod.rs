@@ -73,3 +73,22 @@ pub fn read_json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).expect("read result file");
     serde_json::from_str(&text).expect("result file is JSON")
 }
+
+/// Validates a stats file against `schemas/stats.schema.json`; panics with the errors.
+pub fn assert_stats_schema(stats: &serde_json::Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/stats.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("schema file"))
+            .expect("schema is JSON");
+    let mut schemas = boon::Schemas::new();
+    let mut compiler = boon::Compiler::new();
+    compiler
+        .add_resource("stats.schema.json", schema)
+        .expect("schema resource");
+    let idx = compiler
+        .compile("stats.schema.json", &mut schemas)
+        .unwrap_or_else(|e| panic!("schema compiles: {e}"));
+    if let Err(e) = schemas.validate(stats, idx) {
+        panic!("stats file does not match the schema:\n{e:#}");
+    }
+}

@@ -1,0 +1,67 @@
+//! `kvbench calibrate` as a user runs it: sim and agent as child processes, a table on the
+//! console, and the JSON whose keys scripts rely on. Timings are not asserted (this
+//! machine is noisy); what must hold whatever the machine is asserted.
+
+mod common;
+
+use std::process::Command;
+
+use common::{read_json, TempDir};
+
+#[test]
+fn calibrate_writes_the_documented_json() {
+    let dir = TempDir::new("calibrate");
+    let json = dir.path().join("cal.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_kvbench"))
+        .args(["calibrate", "--concurrency", "1,16", "--requests", "48"])
+        .args([
+            "--ttft-ms",
+            "10",
+            "--itl-ms",
+            "2",
+            "--output-tokens",
+            "8",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .expect("kvbench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("| concurrency | requests |"), "{stdout}");
+    let v = read_json(&json);
+    let runs = v["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2);
+    for (run, c) in runs.iter().zip([1u64, 16]) {
+        for k in [
+            "concurrency",
+            "requests",
+            "ttft_overhead_ms",
+            "itl_ms",
+            "max_concurrent_requests",
+            "request_throughput",
+            "output_throughput",
+            "cpu_s_per_1k_requests",
+            "peak_rss_bytes",
+            "generator_saturated",
+        ] {
+            assert!(run.get(k).is_some(), "runs[].{k} missing: {run}");
+        }
+        assert_eq!(run["concurrency"], c);
+        assert_eq!(run["requests"], 48);
+        assert_eq!(run["failed"], 0);
+        // The sim ran exactly the concurrency asked for.
+        assert_eq!(run["max_concurrent_requests"], c);
+        // The client's TTFT contains the server's: the overhead cannot be negative.
+        let p50 = run["ttft_overhead_ms"]["p50"]
+            .as_f64()
+            .expect("overhead measured");
+        assert!(p50 >= 0.0, "{p50}");
+        assert!(run["itl_ms"]["p50"].as_f64().is_some());
+        assert!(run["peak_rss_bytes"].as_u64().is_some_and(|b| b > 0));
+    }
+}

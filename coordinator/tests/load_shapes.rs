@@ -1,0 +1,158 @@
+//! Load shapes end to end: open loop with a concurrency cap (client queue time reported
+//! separately), duration-limited rounds, warmups kept out of statistics and out of round 1,
+//! goodput and configurable percentiles; every stats file matches the schema.
+
+mod common;
+
+use common::{assert_stats_schema, load, read_json, run, TempDir};
+
+fn plan(name: &str, config: &str, rounds: u32) -> String {
+    format!(
+        "output_dir: out\nwait_between_scenarios: 0\ntest_scenarios:\n  - name: {name}\n    config_file: {config}\n    scenario: cold_start\n    rounds: {rounds}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_with_a_cap_reports_queue_time_goodput_and_percentiles() {
+    let dir = TempDir::new("open-loop");
+    dir.write(
+        "open.yaml",
+        "endpoint: sim\nnum_requests: 16\noutput_tokens: 8\nrequest_rate: inf\nmax_concurrency: 2\npercentiles: [50, 99.9]\ngoodput:\n  ttft_ms: 60\nworkload:\n  prompt_tokens: 200\n",
+    );
+    let p = load(&dir.write("plan.yaml", &plan("open", "open.yaml", 1)));
+    let (summary, _) = run(&p).await;
+    assert_eq!(summary.failed(), 0);
+    let o = &summary.scenarios[0];
+    let r = &o.stats.rounds[0];
+    assert_eq!(r.completed, 16);
+    assert!(
+        r.max_concurrent_requests <= 2,
+        "cap held: {}",
+        r.max_concurrent_requests
+    );
+    // All 16 were due at once; with 2 slots, most waited for one, and that wait is queue
+    // time, not TTFT.
+    let queue = r.get("mean_queue_ms").expect("queue time");
+    assert!(queue > 50.0, "mean queue {queue} ms");
+    let ttft = r.get("mean_ttft_ms").expect("ttft");
+    assert!(
+        ttft < queue,
+        "TTFT {ttft} ms excludes the queue ({queue} ms)"
+    );
+    assert!(r.get("p99.9_ttft_ms").is_some() && r.get("p50_ttft_ms").is_some());
+    assert!(
+        r.latency.contains_key("p99_ttft_ms"),
+        "p99 is always reported"
+    );
+    assert!(
+        !r.latency.contains_key("p90_ttft_ms"),
+        "only the configured percentiles otherwise"
+    );
+    let good = r.good_requests.expect("goodput configured");
+    assert!(good <= r.completed);
+    assert!(r.request_goodput.is_some());
+    let res = read_json(o.results_path.as_ref().expect("results"));
+    for rec in res["records"].as_array().expect("records") {
+        let (sched, queue, sent) = (
+            rec["scheduled_ms"].as_f64().unwrap_or(f64::NAN),
+            rec["queue_ms"].as_f64().unwrap_or(f64::NAN),
+            rec["sent_ms"].as_f64().unwrap_or(f64::NAN),
+        );
+        assert!(
+            sched <= sent && queue >= 0.0 && sched + queue <= sent + 1.0,
+            "{rec}"
+        );
+    }
+    assert_stats_schema(&read_json(o.stats_path.as_ref().expect("stats")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duration_rounds_draw_fresh_prompts_and_warmups_stay_out() {
+    let dir = TempDir::new("duration");
+    dir.write(
+        "dur.yaml",
+        "endpoint: sim\nnum_requests: 4\noutput_tokens: 4\nrequest_rate: 40\nduration_s: 1.0\nwarmup_requests: 3\nworkload:\n  prompt_tokens: 64\n",
+    );
+    let p = load(&dir.write("plan.yaml", &plan("dur", "dur.yaml", 2)));
+    let (summary, sim) = run(&p).await;
+    assert_eq!(summary.failed(), 0);
+    let o = &summary.scenarios[0];
+    let (r1, r2) = (&o.stats.rounds[0], &o.stats.rounds[1]);
+    // About 40 requests in a second, far more than the 4-request pool: pools keep coming.
+    assert!(r1.completed > 10, "round 1 completed {}", r1.completed);
+    assert_eq!(r1.warmup_requests, 0, "no warmup in round 1 unless asked");
+    assert_eq!(r2.warmup_requests, 3);
+    assert!(
+        r2.duration < 3.0,
+        "the duration bounds the round: {}",
+        r2.duration
+    );
+    let res = read_json(o.results_path.as_ref().expect("results"));
+    let recs = res["records"].as_array().expect("records");
+    let mut ids: Vec<u64> = recs
+        .iter()
+        .filter(|r| r["round"] == 1)
+        .filter_map(|r| r["request_id"].as_u64())
+        .collect();
+    let n = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "request ids are unique within a round");
+    // Nothing in a cold-start round hits the cache: no prompt repeats across pools.
+    assert!(
+        r1.cache_hit_ratio.unwrap_or(1.0) < 0.05,
+        "{:?}",
+        r1.cache_hit_ratio
+    );
+    let warm = recs.iter().filter(|r| r["warmup"] == true).count();
+    assert_eq!(warm, 3);
+    assert_eq!(
+        sim.requests_received as usize,
+        recs.len(),
+        "warmups are sent and kept"
+    );
+    assert_stats_schema(&read_json(o.stats_path.as_ref().expect("stats")));
+}
+
+#[test]
+fn load_shape_mistakes_are_named() {
+    let dir = TempDir::new("bad-load");
+    let bad = [
+        ("request_rate: fast\n", "request_rate"),
+        ("request_rate: 5\nburstiness: 0\n", "burstiness"),
+        ("max_concurrency: 4\n", "max_concurrency"),
+        (
+            "request_rate: 5\nramp_up: {strategy: linear, start_rate: 1, end_rate: 9}\n",
+            "ramp_up",
+        ),
+        (
+            "ramp_up: {strategy: sideways, start_rate: 1, end_rate: 9}\n",
+            "ramp_up.strategy",
+        ),
+        ("percentiles: [50, 100]\n", "percentiles"),
+        ("goodput: {ttft_ms: -1}\n", "goodput.ttft_ms"),
+        ("duration_s: 0\n", "duration_s"),
+    ];
+    for (extra, key) in bad {
+        dir.write("c.yaml", &format!("endpoint: sim\n{extra}"));
+        let p = dir.write("plan.yaml", &plan("x", "c.yaml", 1));
+        let errs = kvbench_common::plan::load(&p).expect_err(extra).0;
+        assert!(
+            errs.iter().any(|e| e.key == key && e.line.is_some()),
+            "{extra}: {errs:?}"
+        );
+    }
+    // `concurrency` in the plan asks for a closed loop: it cannot go with an open one.
+    dir.write("c.yaml", "endpoint: sim\nrequest_rate: 5\n");
+    let p = dir.write(
+        "plan.yaml",
+        &format!("{}    concurrency: 4\n", plan("x", "c.yaml", 1)),
+    );
+    let errs = kvbench_common::plan::load(&p).expect_err("exclusive").0;
+    assert_eq!(errs[0].key, "test_scenarios[0].concurrency");
+    assert!(
+        errs[0].message.contains("max_concurrency"),
+        "{}",
+        errs[0].message
+    );
+}
