@@ -43,6 +43,8 @@ pub struct Call<'a> {
     /// `(role, content)` pairs.
     pub messages: &'a [(String, String)],
     pub max_tokens: u32,
+    /// Also send `min_tokens = max_tokens` and `ignore_eos` (vLLM, SGLang).
+    pub enforce_output_length: bool,
     pub ttft_timeout: Duration,
     pub idle_timeout: Duration,
 }
@@ -75,6 +77,10 @@ fn body_json(call: &Call<'_>) -> Value {
         "stream": true,
         "stream_options": {"include_usage": true},
     });
+    if call.enforce_output_length {
+        v["min_tokens"] = json!(call.max_tokens);
+        v["ignore_eos"] = json!(true);
+    }
     match call.api {
         ApiFlavor::Chat => {
             let msgs: Vec<Value> = call
@@ -401,4 +407,83 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(api: ApiFlavor, enforce: bool, messages: &[(String, String)]) -> Value {
+        body_json(&Call {
+            base_url: "http://x",
+            api,
+            model: "m",
+            messages,
+            max_tokens: 37,
+            enforce_output_length: enforce,
+            ttft_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+        })
+    }
+
+    #[test]
+    fn request_bodies_stream_with_usage_and_enforce_lengths() {
+        let msgs = vec![
+            ("system".to_owned(), "s".to_owned()),
+            ("user".to_owned(), "hi there".to_owned()),
+        ];
+        let v = call(ApiFlavor::Chat, true, &msgs);
+        assert_eq!(v["stream"], true);
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(
+            (
+                v["max_tokens"].clone(),
+                v["min_tokens"].clone(),
+                v["ignore_eos"].clone()
+            ),
+            (json!(37), json!(37), json!(true))
+        );
+        assert_eq!(v["messages"][1]["content"], "hi there");
+        let v = call(ApiFlavor::Completions, false, &msgs);
+        assert!(v.get("min_tokens").is_none() && v.get("ignore_eos").is_none());
+        assert_eq!(
+            v["prompt"],
+            render_chat([("system", "s"), ("user", "hi there")])
+        );
+    }
+
+    #[test]
+    fn events_of_other_shapes_are_skipped_and_garbage_is_not() {
+        assert!(matches!(
+            parse_event(r#"{"error": {"message": "x"}}"#),
+            Ok(Some(_))
+        ));
+        assert!(matches!(parse_event(r#"{"choices": 5}"#), Ok(None)));
+        assert!(matches!(parse_event("[1, 2]"), Ok(None)));
+        assert!(parse_event("{not json").is_err());
+        let c = parse_event(
+            r#"{"choices":[{"delta":{"reasoning_content":"hm"},"finish_reason":null}]}"#,
+        )
+        .expect("json")
+        .expect("a chunk");
+        let mut reply = Reply {
+            sent: Instant::now(),
+            first_byte: None,
+            first_token: None,
+            chunks: Vec::new(),
+            end: Instant::now(),
+            prompt_tokens: None,
+            output_tokens: None,
+            cached_tokens: None,
+            finish_reason: String::new(),
+            outcome: Outcome::Ok,
+            error: String::new(),
+            http_status: None,
+            text: String::new(),
+            engine_ttft_us: None,
+        };
+        absorb(&mut reply, &c, Instant::now());
+        assert_eq!(reply.text, "hm", "reasoning content counts as a token");
+        assert!(reply.first_token.is_some());
+    }
 }

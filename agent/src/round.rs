@@ -32,6 +32,7 @@ pub struct RoundSpec {
     pub load: LoadSpec,
     pub model: String,
     pub api: ApiFlavor,
+    pub enforce_output_length: bool,
 }
 
 /// One scenario run's replies by `(conversation, turn)`.
@@ -420,6 +421,13 @@ impl Runner {
         for (t, user) in conv.user_turns.iter().enumerate() {
             let turn = t as u32;
             messages.push(("user".into(), user.clone()));
+            if t > 0 && conv.think_time_ms > 0 {
+                let think = Duration::from_millis(u64::from(conv.think_time_ms));
+                tokio::select! {
+                    _ = tokio::time::sleep(think) => {}
+                    _ = self.cancel.cancelled() => return false,
+                }
+            }
             let scheduled = match first_due {
                 Some(due) if t == 0 => due,
                 _ => Instant::now(),
@@ -440,7 +448,12 @@ impl Runner {
                 api: spec.api,
                 model: &spec.model,
                 messages: &messages,
-                max_tokens: spec.workload.output_tokens,
+                max_tokens: conv
+                    .max_tokens
+                    .get(t)
+                    .copied()
+                    .unwrap_or(spec.workload.output_tokens),
+                enforce_output_length: spec.enforce_output_length,
                 ttft_timeout: Duration::from_secs_f64(spec.load.ttft_timeout_s),
                 idle_timeout: Duration::from_secs_f64(spec.load.idle_timeout_s),
             };

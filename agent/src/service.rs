@@ -188,6 +188,7 @@ impl Agent for AgentService {
             load,
             model: r.model,
             api,
+            enforce_output_length: r.enforce_output_length,
         };
         tracing::info!(scenario = %spec.scenario_name, round = spec.round, load = ?spec.load.arrivals, "round starting");
         let (tx, rx) = mpsc::channel(1024);

@@ -45,6 +45,7 @@ async fn outcome_counts_equal_the_injected_mix() {
                 prompt_tokens: Some(40),
                 ..Default::default()
             }),
+            output_dist: None,
         }),
         load: Some(v1::LoadSpec {
             concurrency: 16,
@@ -54,6 +55,7 @@ async fn outcome_counts_equal_the_injected_mix() {
         }),
         model: "m".into(),
         api: v1::ApiFlavor::Chat as i32,
+        enforce_output_length: true,
     };
     let mut stream = client.run_round(req).await.expect("round").into_inner();
     let mut outcomes: BTreeMap<i32, u32> = BTreeMap::new();

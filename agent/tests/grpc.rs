@@ -76,6 +76,7 @@ fn round(round: u32) -> v1::RunRoundRequest {
                 prompt_tokens: Some(50),
                 ..Default::default()
             }),
+            output_dist: None,
         }),
         load: Some(v1::LoadSpec {
             concurrency: 3,
@@ -85,6 +86,7 @@ fn round(round: u32) -> v1::RunRoundRequest {
         }),
         model: "m".into(),
         api: v1::ApiFlavor::Chat as i32,
+        enforce_output_length: true,
     }
 }
 

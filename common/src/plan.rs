@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::load::{Arrivals, LoadSpec, RampStrategy, Rate};
 use crate::stats::{Goodput, StatsOptions, DEFAULT_PERCENTILES};
 use crate::util::slug;
-use crate::workload::{WorkloadKind, WorkloadParams, WorkloadSpec};
+use crate::workload::{OutputDist, WorkloadKind, WorkloadParams, WorkloadSpec, MAX_OUTPUT_TOKENS};
 
 // ---------------------------------------------------------------------------------------
 // Raw files, as written.
@@ -63,7 +63,9 @@ struct RawConfig {
     #[serde(default)]
     num_requests: Option<u32>,
     #[serde(default)]
-    output_tokens: Option<u32>,
+    output_tokens: Option<serde_yaml::Value>,
+    #[serde(default)]
+    enforce_output_length: Option<bool>,
     #[serde(default)]
     seed: Option<u64>,
     #[serde(default)]
@@ -162,6 +164,9 @@ pub struct ScenarioConfig {
     pub duration_s: Option<f64>,
     pub warmup_requests: u32,
     pub warmup_in_round_1: bool,
+    /// Ask the engine to produce exactly `max_tokens` (`min_tokens` and `ignore_eos`, which
+    /// vLLM and SGLang accept), so that rounds and runs are comparable.
+    pub enforce_output_length: bool,
     pub stats: StatsOptions,
 }
 
@@ -585,10 +590,60 @@ pub fn load_config(path: &Path, kind: WorkloadKind) -> Result<ScenarioConfig, Pl
     if num_requests == 0 {
         errors.push(err("num_requests", "must be at least 1".into()));
     }
-    let output_tokens = raw.output_tokens.unwrap_or(kind.default_output_tokens());
-    if output_tokens == 0 {
-        errors.push(err("output_tokens", "must be at least 1".into()));
-    }
+    let (output_tokens, output) = match &raw.output_tokens {
+        None => (kind.default_output_tokens(), OutputDist::Fixed),
+        Some(serde_yaml::Value::Number(n)) => {
+            match n.as_u64() {
+                Some(v) if v >= 1 && v <= u64::from(MAX_OUTPUT_TOKENS) => {
+                    (v as u32, OutputDist::Fixed)
+                }
+                _ => {
+                    errors.push(err("output_tokens", format!("must be a whole number of tokens from 1 to {MAX_OUTPUT_TOKENS}, got {n}")));
+                    (1, OutputDist::Fixed)
+                }
+            }
+        }
+        Some(v @ serde_yaml::Value::Mapping(_)) => {
+            match serde_yaml::from_value::<OutputDist>(v.clone()) {
+                Ok(d) => {
+                    let bad = match d {
+                    OutputDist::Fixed => Some("`fixed` takes a number: write `output_tokens: 64`".to_owned()),
+                    OutputDist::Uniform { min, max } if min == 0 || max < min => {
+                        Some(format!("uniform needs 1 <= min <= max, got min {min}, max {max}"))
+                    }
+                    OutputDist::Normal { mean, std } if !(mean >= 1.0 && std >= 0.0) => {
+                        Some(format!("normal needs mean >= 1 and std >= 0, got mean {mean}, std {std}"))
+                    }
+                    OutputDist::Lognormal { mean, sigma } if !(mean >= 1.0 && sigma >= 0.0) => {
+                        Some(format!("lognormal needs mean >= 1 and sigma >= 0, got mean {mean}, sigma {sigma}"))
+                    }
+                    _ => None,
+                };
+                    if let Some(b) = bad {
+                        errors.push(err("output_tokens", b));
+                    }
+                    (d.mean(1).round().max(1.0) as u32, d)
+                }
+                Err(e) => {
+                    errors.push(err(
+                    "output_tokens",
+                    format!("{e}; write a number, or a mapping such as {{distribution: uniform, min: 32, max: 256}} (distributions: uniform {{min, max}}, normal {{mean, std}}, lognormal {{mean, sigma}})"),
+                ));
+                    (1, OutputDist::Fixed)
+                }
+            }
+        }
+        Some(other) => {
+            errors.push(err(
+                "output_tokens",
+                format!(
+                    "must be a number or a distribution mapping, got {}",
+                    yaml_brief(other)
+                ),
+            ));
+            (1, OutputDist::Fixed)
+        }
+    };
     for (k, v) in [
         ("ttft_timeout_s", raw.ttft_timeout_s),
         ("idle_timeout_s", raw.idle_timeout_s),
@@ -760,6 +815,7 @@ pub fn load_config(path: &Path, kind: WorkloadKind) -> Result<ScenarioConfig, Pl
             seed: raw.seed.unwrap_or(DEFAULT_SEED),
             num_requests,
             output_tokens,
+            output,
             params,
         },
         ttft_timeout_s: raw.ttft_timeout_s.unwrap_or(DEFAULT_TTFT_TIMEOUT_S),
@@ -768,6 +824,7 @@ pub fn load_config(path: &Path, kind: WorkloadKind) -> Result<ScenarioConfig, Pl
         duration_s: raw.duration_s,
         warmup_requests: raw.warmup_requests.unwrap_or(0),
         warmup_in_round_1: raw.warmup_in_round_1.unwrap_or(false),
+        enforce_output_length: raw.enforce_output_length.unwrap_or(true),
         stats: StatsOptions {
             percentiles,
             goodput: raw.goodput,

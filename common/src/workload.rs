@@ -113,6 +113,66 @@ pub struct WorkloadParams {
     pub instruction_tokens: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<DocumentOrder>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub think_time_ms: Option<u32>,
+}
+
+/// In which order `long_context_high_reuse` asks about its documents: it decides whether a
+/// document's blocks survive eviction until its next question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentOrder {
+    Grouped,
+    Interleaved,
+    Random,
+}
+
+/// How long each request's output is (`max_tokens`, per request, the same in every round).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "distribution", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OutputDist {
+    /// Every request asks for `output_tokens`.
+    Fixed,
+    /// Uniform over `min..=max`.
+    Uniform { min: u32, max: u32 },
+    /// Normal, rounded, at least 1.
+    Normal { mean: f64, std: f64 },
+    /// Log-normal with this mean and shape `sigma` (of the underlying normal), at least 1.
+    Lognormal { mean: f64, sigma: f64 },
+}
+
+/// Output lengths are capped here whatever the distribution draws.
+pub const MAX_OUTPUT_TOKENS: u32 = 1 << 20;
+
+impl OutputDist {
+    /// `max_tokens` of request `request_id`: a function of the seed and the id only.
+    pub fn draw(&self, seed: u64, request_id: u32, fixed: u32) -> u32 {
+        let mut r = Rng::derive(seed, &[0x6f75_7470, u64::from(request_id)]);
+        let v = match *self {
+            OutputDist::Fixed => f64::from(fixed),
+            OutputDist::Uniform { min, max } => {
+                let (lo, hi) = (min.min(max), min.max(max));
+                f64::from(lo) + r.below(u64::from(hi - lo) + 1) as f64
+            }
+            OutputDist::Normal { mean, std } => (mean + std * r.normal()).round(),
+            OutputDist::Lognormal { mean, sigma } => {
+                let mu = mean.max(1.0).ln() - sigma * sigma / 2.0;
+                (mu + sigma * r.normal()).exp().round()
+            }
+        };
+        v.clamp(1.0, f64::from(MAX_OUTPUT_TOKENS)) as u32
+    }
+
+    /// The mean output length, for display and defaults.
+    pub fn mean(&self, fixed: u32) -> f64 {
+        match *self {
+            OutputDist::Fixed => f64::from(fixed),
+            OutputDist::Uniform { min, max } => (f64::from(min) + f64::from(max)) / 2.0,
+            OutputDist::Normal { mean, .. } | OutputDist::Lognormal { mean, .. } => mean,
+        }
+    }
 }
 
 impl WorkloadParams {
@@ -124,10 +184,15 @@ impl WorkloadParams {
                 "document_tokens",
                 "question_tokens",
                 "system_tokens",
+                "order",
             ],
-            WorkloadKind::MultiTurnConversation => {
-                &["conversations", "turns", "system_tokens", "user_tokens"]
-            }
+            WorkloadKind::MultiTurnConversation => &[
+                "conversations",
+                "turns",
+                "system_tokens",
+                "user_tokens",
+                "think_time_ms",
+            ],
             WorkloadKind::CodeGeneration => &["context_tokens", "instruction_tokens"],
             WorkloadKind::BatchProcessing => &["document_tokens", "instruction_tokens"],
             WorkloadKind::ColdStart => &["prompt_tokens"],
@@ -147,6 +212,8 @@ impl WorkloadParams {
             ("context_tokens", self.context_tokens),
             ("instruction_tokens", self.instruction_tokens),
             ("prompt_tokens", self.prompt_tokens),
+            ("order", self.order.map(|o| o as u32)),
+            ("think_time_ms", self.think_time_ms),
         ];
         all.into_iter()
             .filter(|(_, v)| v.is_some())
@@ -161,7 +228,9 @@ pub struct WorkloadSpec {
     pub kind: WorkloadKind,
     pub seed: u64,
     pub num_requests: u32,
+    /// Output tokens of every request when `output` is `Fixed`; else the mean, for display.
     pub output_tokens: u32,
+    pub output: OutputDist,
     pub params: WorkloadParams,
 }
 
@@ -173,6 +242,10 @@ pub struct Conversation {
     pub first_request_id: u32,
     pub system: Option<String>,
     pub user_turns: Vec<String>,
+    /// `max_tokens` of each turn (drawn from the output-length distribution).
+    pub max_tokens: Vec<u32>,
+    /// Pause between receiving a turn's reply and sending the next turn.
+    pub think_time_ms: u32,
 }
 
 /// One round's requests.
@@ -205,6 +278,8 @@ pub fn generate(spec: &WorkloadSpec, round: u32) -> RoundWorkload {
             first_request_id: id,
             system,
             user_turns: vec![user],
+            max_tokens: Vec::new(),
+            think_time_ms: 0,
         });
     };
     match kind {
@@ -218,8 +293,21 @@ pub fn generate(spec: &WorkloadSpec, round: u32) -> RoundWorkload {
                 .map(|d| prose(&mut Rng::derive(seed, &[k, 1, u64::from(d)]), doc_tokens))
                 .collect();
             let per_doc = n.div_ceil(documents);
+            // Document of each request: grouped (all questions on a document in a row),
+            // interleaved (documents in turn) or random (a seeded shuffle of grouped).
+            let mut doc_of: Vec<u32> = (0..n).map(|i| (i / per_doc).min(documents - 1)).collect();
+            match p.order.unwrap_or(DocumentOrder::Grouped) {
+                DocumentOrder::Grouped => {}
+                DocumentOrder::Interleaved => doc_of = (0..n).map(|i| i % documents).collect(),
+                DocumentOrder::Random => {
+                    let mut r = Rng::derive(seed, &[k, 5]);
+                    for i in (1..doc_of.len()).rev() {
+                        doc_of.swap(i, r.below(i as u64 + 1) as usize);
+                    }
+                }
+            }
             for i in 0..n {
-                let d = (i / per_doc).min(documents - 1);
+                let d = doc_of[i as usize];
                 let q = prose(&mut Rng::derive(seed, &[k, 2, u64::from(i)]), q_tokens);
                 single(
                     Some(system.clone()),
@@ -253,6 +341,8 @@ pub fn generate(spec: &WorkloadSpec, round: u32) -> RoundWorkload {
                     first_request_id: next_id,
                     system: Some(system.clone()),
                     user_turns,
+                    max_tokens: Vec::new(),
+                    think_time_ms: p.think_time_ms.unwrap_or(0),
                 });
                 next_id += t;
                 left -= t;
@@ -288,6 +378,14 @@ pub fn generate(spec: &WorkloadSpec, round: u32) -> RoundWorkload {
             }
         }
     }
+    for c in &mut conversations {
+        c.max_tokens = (0..c.user_turns.len() as u32)
+            .map(|t| {
+                spec.output
+                    .draw(seed, c.first_request_id + t, spec.output_tokens)
+            })
+            .collect();
+    }
     RoundWorkload { conversations }
 }
 
@@ -305,6 +403,8 @@ pub fn warmup(spec: &WorkloadSpec, n: u32) -> RoundWorkload {
                 first_request_id: i,
                 system: None,
                 user_turns: vec![format!("{nonce} {}", prose(&mut r, tokens - 1))],
+                max_tokens: vec![spec.output_tokens.clamp(1, 16)],
+                think_time_ms: 0,
             }
         })
         .collect();
@@ -390,6 +490,7 @@ mod tests {
             seed: 42,
             num_requests: kind.default_num_requests(),
             output_tokens: kind.default_output_tokens(),
+            output: OutputDist::Fixed,
             params: WorkloadParams::default(),
         }
     }
@@ -457,6 +558,83 @@ mod tests {
             w.conversations[0].user_turns[0],
             w.conversations[1].user_turns[0]
         );
+    }
+
+    #[test]
+    fn output_lengths_follow_their_distribution_and_replay() {
+        let mut s = spec(WorkloadKind::ColdStart);
+        s.num_requests = 2000;
+        let lens = |s: &WorkloadSpec, round| -> Vec<u32> {
+            generate(s, round)
+                .conversations
+                .iter()
+                .flat_map(|c| c.max_tokens.clone())
+                .collect()
+        };
+        assert!(lens(&s, 1).iter().all(|l| *l == 64));
+        for (dist, mean) in [
+            (OutputDist::Uniform { min: 10, max: 30 }, 20.0),
+            (
+                OutputDist::Normal {
+                    mean: 200.0,
+                    std: 20.0,
+                },
+                200.0,
+            ),
+            (
+                OutputDist::Lognormal {
+                    mean: 150.0,
+                    sigma: 0.5,
+                },
+                150.0,
+            ),
+        ] {
+            s.output = dist;
+            let l = lens(&s, 1);
+            assert_eq!(l, lens(&s, 2), "{dist:?}: the same lengths every round");
+            let m = l.iter().map(|x| f64::from(*x)).sum::<f64>() / l.len() as f64;
+            assert!((m - mean).abs() < mean * 0.05, "{dist:?}: mean {m}");
+            assert!(l.iter().all(|x| *x >= 1));
+        }
+        s.output = OutputDist::Uniform { min: 10, max: 30 };
+        let l = lens(&s, 1);
+        assert!(l.iter().all(|x| (10..=30).contains(x)) && l.contains(&10) && l.contains(&30));
+    }
+
+    #[test]
+    fn document_order_is_a_parameter() {
+        let mut s = spec(WorkloadKind::LongContextHighReuse);
+        let docs = |s: &WorkloadSpec| -> Vec<String> {
+            generate(s, 1)
+                .conversations
+                .iter()
+                .map(|c| {
+                    c.user_turns[0]
+                        .split("\n\n")
+                        .next()
+                        .unwrap_or("")
+                        .chars()
+                        .take(40)
+                        .collect()
+                })
+                .collect()
+        };
+        let grouped = docs(&s);
+        s.params.order = Some(DocumentOrder::Interleaved);
+        let inter = docs(&s);
+        assert_eq!(inter[0], grouped[0]);
+        assert_eq!(
+            inter[1], grouped[5],
+            "interleaved: the second request asks about document 2"
+        );
+        assert_eq!(inter[4], inter[0]);
+        s.params.order = Some(DocumentOrder::Random);
+        let random = docs(&s);
+        assert_ne!(random, grouped);
+        let (mut a, mut b) = (random.clone(), grouped.clone());
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "the same questions, in another order");
     }
 
     #[test]

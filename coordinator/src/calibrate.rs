@@ -250,6 +250,7 @@ async fn measure(
                 prompt_tokens: Some(16),
                 ..Default::default()
             }),
+            output_dist: None,
         }),
         load: Some(v1::LoadSpec {
             concurrency: c,
@@ -259,6 +260,7 @@ async fn measure(
         }),
         model: "calibrate".into(),
         api: v1::ApiFlavor::Chat as i32,
+        enforce_output_length: true,
     };
     let mut client = a.client.clone();
     let mut stream = client

@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod calibrate;
+pub mod inspect;
 pub mod runner;
 
 use std::path::{Path, PathBuf};
@@ -38,12 +39,22 @@ pub enum Command {
     },
     /// Measure the harness's own overhead on this machine against a fixed-latency sim.
     Calibrate(calibrate::CalibrateArgs),
+    /// Look at workloads without sending anything.
+    #[command(subcommand)]
+    Workload(WorkloadCommand),
     /// Serve kvbench-sim from this binary (used by `calibrate`).
     #[command(name = "internal-sim", hide = true)]
     InternalSim(kvbench_sim::ServeArgs),
     /// Serve kvbench-agent from this binary (used by `calibrate`).
     #[command(name = "internal-agent", hide = true)]
     InternalAgent(kvbench_agent::ServeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkloadCommand {
+    /// Request count, length distributions, distinct prefixes and the hit ratio a perfect
+    /// prefix cache would give rounds 1 and 2.
+    Inspect(inspect::InspectArgs),
 }
 
 /// Exit status for a plan that does not validate.
@@ -70,6 +81,10 @@ pub fn load_plan(path: &Path) -> Result<Plan, ExitCode> {
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Workload(WorkloadCommand::Inspect(args)) => {
+            inspect::run(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Calibrate(args) => {
             calibrate::run(&args).await?;
             Ok(ExitCode::SUCCESS)

@@ -465,6 +465,7 @@ async fn run_round(
         load: Some(load_to_wire(&s.load_spec(round))),
         model: c.model.clone(),
         api: api_to_wire(c.api) as i32,
+        enforce_output_length: c.enforce_output_length,
     };
     let mut client = agent.client.clone();
     let mut stream = match client.run_round(req).await {

@@ -156,3 +156,33 @@ fn load_shape_mistakes_are_named() {
         errs[0].message
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn think_time_separates_turns() {
+    let dir = TempDir::new("think");
+    dir.write(
+        "mt.yaml",
+        "endpoint: sim\nnum_requests: 4\noutput_tokens: 4\nworkload:\n  turns: 2\n  system_tokens: 20\n  user_tokens: 10\n  think_time_ms: 300\n",
+    );
+    let p = load(&dir.write(
+        "plan.yaml",
+        "output_dir: out\nwait_between_scenarios: 0\ntest_scenarios:\n  - {name: mt, config_file: mt.yaml, scenario: multi_turn_conversation, rounds: 1, concurrency: 2}\n",
+    ));
+    let (summary, _) = run(&p).await;
+    assert_eq!(summary.failed(), 0);
+    let res = read_json(summary.scenarios[0].results_path.as_ref().expect("results"));
+    let recs = res["records"].as_array().expect("records");
+    for conv in 0..2u64 {
+        let turn = |t: u64| {
+            recs.iter()
+                .find(|r| r["conversation_id"] == conv && r["turn"] == t)
+                .expect("turn recorded")
+        };
+        let gap = turn(1)["scheduled_ms"].as_f64().unwrap_or(0.0)
+            - turn(0)["end_ms"].as_f64().unwrap_or(0.0);
+        assert!(
+            gap >= 299.0,
+            "conversation {conv}: next turn {gap} ms after the reply"
+        );
+    }
+}

@@ -5,7 +5,9 @@ use kvbench_common::plan::ApiFlavor;
 use kvbench_common::record::{Outcome, RequestRecord};
 use kvbench_common::stats::AgentHealth;
 use kvbench_common::telemetry::TelemetrySample;
-use kvbench_common::workload::{WorkloadKind, WorkloadParams, WorkloadSpec};
+use kvbench_common::workload::{
+    DocumentOrder, OutputDist, WorkloadKind, WorkloadParams, WorkloadSpec,
+};
 
 use crate::v1;
 
@@ -62,6 +64,56 @@ pub fn api_from_wire(v: i32) -> Result<ApiFlavor, InvalidWire> {
     }
 }
 
+fn output_to_wire(d: OutputDist) -> Option<v1::OutputDist> {
+    use v1::output_dist::Dist;
+    let dist = match d {
+        OutputDist::Fixed => return None,
+        OutputDist::Uniform { min, max } => Dist::Uniform(v1::UniformDist { min, max }),
+        OutputDist::Normal { mean, std } => Dist::Normal(v1::NormalDist { mean, std }),
+        OutputDist::Lognormal { mean, sigma } => Dist::Lognormal(v1::LognormalDist { mean, sigma }),
+    };
+    Some(v1::OutputDist { dist: Some(dist) })
+}
+
+fn output_from_wire(d: Option<&v1::OutputDist>) -> OutputDist {
+    use v1::output_dist::Dist;
+    match d.and_then(|d| d.dist.as_ref()) {
+        None => OutputDist::Fixed,
+        Some(Dist::Uniform(u)) => OutputDist::Uniform {
+            min: u.min,
+            max: u.max,
+        },
+        Some(Dist::Normal(n)) => OutputDist::Normal {
+            mean: n.mean,
+            std: n.std,
+        },
+        Some(Dist::Lognormal(l)) => OutputDist::Lognormal {
+            mean: l.mean,
+            sigma: l.sigma,
+        },
+    }
+}
+
+fn order_to_wire(o: DocumentOrder) -> i32 {
+    (match o {
+        DocumentOrder::Grouped => v1::DocumentOrder::Grouped,
+        DocumentOrder::Interleaved => v1::DocumentOrder::Interleaved,
+        DocumentOrder::Random => v1::DocumentOrder::Random,
+    }) as i32
+}
+
+fn order_from_wire(v: i32) -> Result<DocumentOrder, InvalidWire> {
+    match v1::DocumentOrder::try_from(v) {
+        Ok(v1::DocumentOrder::Grouped) => Ok(DocumentOrder::Grouped),
+        Ok(v1::DocumentOrder::Interleaved) => Ok(DocumentOrder::Interleaved),
+        Ok(v1::DocumentOrder::Random) => Ok(DocumentOrder::Random),
+        _ => Err(InvalidWire {
+            field: "document order",
+            value: v,
+        }),
+    }
+}
+
 pub fn workload_to_wire(w: &WorkloadSpec) -> v1::WorkloadSpec {
     let p = &w.params;
     v1::WorkloadSpec {
@@ -69,6 +121,7 @@ pub fn workload_to_wire(w: &WorkloadSpec) -> v1::WorkloadSpec {
         seed: w.seed,
         num_requests: w.num_requests,
         output_tokens: w.output_tokens,
+        output_dist: output_to_wire(w.output),
         params: Some(v1::WorkloadParams {
             documents: p.documents,
             document_tokens: p.document_tokens,
@@ -80,6 +133,8 @@ pub fn workload_to_wire(w: &WorkloadSpec) -> v1::WorkloadSpec {
             context_tokens: p.context_tokens,
             instruction_tokens: p.instruction_tokens,
             prompt_tokens: p.prompt_tokens,
+            order: p.order.map(order_to_wire),
+            think_time_ms: p.think_time_ms,
         }),
     }
 }
@@ -91,6 +146,7 @@ pub fn workload_from_wire(w: &v1::WorkloadSpec) -> Result<WorkloadSpec, InvalidW
         seed: w.seed,
         num_requests: w.num_requests,
         output_tokens: w.output_tokens,
+        output: output_from_wire(w.output_dist.as_ref()),
         params: WorkloadParams {
             documents: p.documents,
             document_tokens: p.document_tokens,
@@ -102,6 +158,8 @@ pub fn workload_from_wire(w: &v1::WorkloadSpec) -> Result<WorkloadSpec, InvalidW
             context_tokens: p.context_tokens,
             instruction_tokens: p.instruction_tokens,
             prompt_tokens: p.prompt_tokens,
+            order: p.order.map(order_from_wire).transpose()?,
+            think_time_ms: p.think_time_ms,
         },
     })
 }
@@ -408,12 +466,39 @@ mod tests {
             seed: 9,
             num_requests: 12,
             output_tokens: 33,
+            output: OutputDist::Fixed,
             params: WorkloadParams {
                 turns: Some(4),
                 user_tokens: Some(10),
+                think_time_ms: Some(250),
                 ..Default::default()
             },
         };
-        assert_eq!(workload_from_wire(&workload_to_wire(&w)), Ok(w));
+        assert_eq!(workload_from_wire(&workload_to_wire(&w)), Ok(w.clone()));
+        for (output, order) in [
+            (
+                OutputDist::Uniform { min: 3, max: 9 },
+                DocumentOrder::Random,
+            ),
+            (
+                OutputDist::Normal {
+                    mean: 50.0,
+                    std: 5.0,
+                },
+                DocumentOrder::Interleaved,
+            ),
+            (
+                OutputDist::Lognormal {
+                    mean: 80.0,
+                    sigma: 0.7,
+                },
+                DocumentOrder::Grouped,
+            ),
+        ] {
+            let mut x = w.clone();
+            x.output = output;
+            x.params.order = Some(order);
+            assert_eq!(workload_from_wire(&workload_to_wire(&x)), Ok(x));
+        }
     }
 }

@@ -173,9 +173,7 @@ impl Engine {
     pub async fn admit(self: &Arc<Self>, prompt: &str) -> Running {
         let tokens = tokenize(prompt);
         let hashes = block_hashes(&tokens, self.config.block_size);
-        let seed = tokens.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, t| {
-            (h ^ u64::from(*t)).wrapping_mul(0x100_0000_01b3)
-        });
+        let seed = reply_seed(&tokens);
         {
             let mut s = self.lock();
             s.counters.requests_received += 1;
@@ -223,6 +221,27 @@ impl Engine {
     }
 }
 
+fn reply_seed(tokens: &[u32]) -> u64 {
+    tokens.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, t| {
+        (h ^ u64::from(*t)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+fn reply_token(seed: u64, i: u32) -> &'static str {
+    let mut r = Rng::derive(seed, &[u64::from(i)]);
+    WORDS[r.below(WORDS.len() as u64) as usize]
+}
+
+/// The text kvbench-sim replies to `prompt` (already rendered) with `n` tokens: what a
+/// conversation's history holds after a turn against the sim.
+pub fn reply_text(prompt: &str, n: u32) -> String {
+    let seed = reply_seed(&tokenize(prompt));
+    (0..n)
+        .map(|i| reply_token(seed, i))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A request holding a running slot and cache blocks; dropping it frees both.
 #[derive(Debug)]
 pub struct Running {
@@ -267,8 +286,7 @@ impl Running {
 
     /// The `i`-th output token (deterministic for the prompt).
     pub fn token(&self, i: u32) -> &'static str {
-        let mut r = Rng::derive(self.seed, &[u64::from(i)]);
-        WORDS[r.below(WORDS.len() as u64) as usize]
+        reply_token(self.seed, i)
     }
 
     /// Counts a request that produced all its tokens.

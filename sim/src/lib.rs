@@ -27,7 +27,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use engine::{Engine, EngineCounters, Fault};
+pub use engine::{reply_text, Engine, EngineCounters, Fault};
 
 /// The simulator's parameters (every one a flag of `kvbench-sim`).
 #[derive(Debug, Clone, clap::Args)]

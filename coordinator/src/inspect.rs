@@ -1,0 +1,261 @@
+//! `kvbench workload inspect`: what a workload is, and what a perfect prefix cache would
+//! give it, without sending anything.
+//!
+//! Method: the round's requests are generated exactly as the agent generates them and
+//! rendered into prompt text exactly as the engine sees it (chat template included); a
+//! multi-turn history holds the replies kvbench-sim would give (the same length and shape
+//! as any engine's). The prompts then pass, one at a time in the round's order, through the
+//! same prefix-cache model as kvbench-sim (blocks of `--block-size` tokens, chained hashes,
+//! the last prompt token always recomputed, LRU eviction at `--capacity-blocks`,
+//! unbounded by default). Round 2 starts from round 1's cache, as it does after round 1.
+//! The ratio is cached tokens over prompt tokens, as in the stats file. Requests in flight
+//! at the same time cannot reuse each other's blocks, so a measured round 1 can fall short
+//! of this figure; round 2 of a replayed workload reaches it.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::bail;
+use kvbench_common::plan::{self, ScenarioConfig};
+use kvbench_common::stats::Summary;
+use kvbench_common::tokenizer::{render_chat, tokenize};
+use kvbench_common::workload::{generate, WorkloadKind};
+use kvbench_sim::cache::{block_hashes, PrefixCache};
+use serde::Serialize;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct InspectArgs {
+    /// A per-scenario config file (give its workload type with --type), or a plan (every
+    /// scenario is inspected).
+    pub config: PathBuf,
+    /// The workload type, for a config file.
+    #[arg(long = "type", value_parser = parse_kind)]
+    pub kind: Option<WorkloadKind>,
+    /// KV block size in tokens.
+    #[arg(long, default_value_t = 16)]
+    pub block_size: usize,
+    /// Cache capacity in blocks (default: unbounded).
+    #[arg(long)]
+    pub capacity_blocks: Option<usize>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_kind(s: &str) -> Result<WorkloadKind, String> {
+    WorkloadKind::from_label(s).ok_or_else(|| {
+        let all: Vec<&str> = WorkloadKind::ALL.iter().map(|k| k.label()).collect();
+        format!(
+            "unknown workload type {s:?}; valid types: {}",
+            all.join(", ")
+        )
+    })
+}
+
+/// Five-number summary of a length distribution.
+#[derive(Debug, Clone, Serialize)]
+pub struct Lengths {
+    pub min: f64,
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub max: f64,
+}
+
+impl Lengths {
+    fn of(v: impl IntoIterator<Item = f64>) -> Option<Lengths> {
+        let s = Summary::of(v)?;
+        Some(Lengths {
+            min: s.min,
+            mean: s.mean,
+            p50: s.median(),
+            p90: s.percentile(90.0),
+            max: s.max,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub requests: u32,
+    pub conversations: usize,
+    pub input_tokens: Option<Lengths>,
+    pub output_tokens: Option<Lengths>,
+    /// KV blocks at the head of every round 1 prompt (a system prompt, say), in tokens.
+    pub common_prefix_tokens: usize,
+    /// Distinct prefixes after that common head: the number of distinct first blocks past
+    /// it (documents, conversations, repositories, or unique prompts).
+    pub distinct_prefixes: usize,
+    /// Distinct KV blocks among round 1's prompts, and all of their blocks.
+    pub distinct_blocks: usize,
+    pub total_blocks: usize,
+    pub block_size: usize,
+    pub capacity_blocks: Option<usize>,
+    /// Cached over prompt tokens with a perfect cache, one request at a time.
+    pub round1_hit_ratio: f64,
+    pub round2_hit_ratio: f64,
+}
+
+/// Every request of a round as the engine sees it: (prompt text, max_tokens).
+fn rendered(cfg: &ScenarioConfig, round: u32) -> (Vec<(String, u32)>, usize) {
+    let w = generate(&cfg.workload, round);
+    let mut out = Vec::new();
+    for c in &w.conversations {
+        let mut messages: Vec<(String, String)> = Vec::new();
+        if let Some(s) = &c.system {
+            messages.push(("system".into(), s.clone()));
+        }
+        for (t, user) in c.user_turns.iter().enumerate() {
+            messages.push(("user".into(), user.clone()));
+            let prompt = render_chat(messages.iter().map(|(r, c)| (r.as_str(), c.as_str())));
+            let max_tokens = c
+                .max_tokens
+                .get(t)
+                .copied()
+                .unwrap_or(cfg.workload.output_tokens);
+            if t + 1 < c.user_turns.len() {
+                messages.push((
+                    "assistant".into(),
+                    kvbench_sim::reply_text(&prompt, max_tokens),
+                ));
+            }
+            out.push((prompt, max_tokens));
+        }
+    }
+    (out, w.conversations.len())
+}
+
+/// Cached tokens / prompt tokens of `prompts` through `cache`, one at a time.
+fn hit_ratio(cache: &mut PrefixCache, prompts: &[(String, u32)]) -> f64 {
+    let (mut cached, mut total) = (0usize, 0usize);
+    for (p, _) in prompts {
+        let tokens = tokenize(p);
+        let hashes = block_hashes(&tokens, cache.block_size());
+        let hits = cache.lookup_and_hold(&hashes, tokens.len());
+        let n = cache.insert_and_hold(&hashes[hits..]);
+        cache.release(&hashes[..hits + n]);
+        cached += hits * cache.block_size();
+        total += tokens.len();
+    }
+    if total == 0 {
+        0.0
+    } else {
+        cached as f64 / total as f64
+    }
+}
+
+pub fn inspect_config(
+    name: &str,
+    cfg: &ScenarioConfig,
+    block_size: usize,
+    capacity: Option<usize>,
+) -> Inspection {
+    let block_size = block_size.max(1);
+    let (r1, conversations) = rendered(cfg, 1);
+    let (r2, _) = rendered(cfg, 2);
+    let chains: Vec<Vec<u64>> = r1
+        .iter()
+        .map(|(p, _)| block_hashes(&tokenize(p), block_size))
+        .collect();
+    let common = chains.first().map_or(0, |first| {
+        chains
+            .iter()
+            .map(|c| c.iter().zip(first).take_while(|(a, b)| a == b).count())
+            .min()
+            .unwrap_or(0)
+    });
+    let heads: BTreeSet<u64> = chains
+        .iter()
+        .filter_map(|c| c.get(common).copied())
+        .collect();
+    let blocks: BTreeSet<u64> = chains.iter().flatten().copied().collect();
+    let total_blocks: usize = chains.iter().map(Vec::len).sum();
+    let mut cache = PrefixCache::new(block_size, capacity.unwrap_or(usize::MAX));
+    let round1_hit_ratio = hit_ratio(&mut cache, &r1);
+    let round2_hit_ratio = hit_ratio(&mut cache, &r2);
+    Inspection {
+        name: name.to_owned(),
+        kind: cfg.workload.kind.label().to_owned(),
+        requests: r1.len() as u32,
+        conversations,
+        input_tokens: Lengths::of(r1.iter().map(|(p, _)| tokenize(p).len() as f64)),
+        output_tokens: Lengths::of(r1.iter().map(|(_, m)| f64::from(*m))),
+        common_prefix_tokens: common * block_size,
+        distinct_prefixes: heads.len(),
+        distinct_blocks: blocks.len(),
+        total_blocks,
+        block_size,
+        capacity_blocks: capacity,
+        round1_hit_ratio,
+        round2_hit_ratio,
+    }
+}
+
+/// Inspects a config file (with its type) or every scenario of a plan.
+pub fn run(args: &InspectArgs) -> anyhow::Result<Vec<Inspection>> {
+    let text = std::fs::read_to_string(&args.config)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.config.display()))?;
+    let is_plan = text.lines().any(|l| l.starts_with("test_scenarios:"));
+    let found = if is_plan {
+        let p = plan::load(&args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+        p.scenarios
+            .iter()
+            .map(|s| inspect_config(&s.name, &s.config, args.block_size, args.capacity_blocks))
+            .collect()
+    } else {
+        let Some(kind) = args.kind else {
+            bail!(
+                "{} is a scenario config file: give its workload type with --type (long_context_high_reuse, multi_turn_conversation, code_generation, batch_processing, cold_start)",
+                args.config.display()
+            );
+        };
+        let cfg =
+            plan::load_config(Path::new(&args.config), kind).map_err(|e| anyhow::anyhow!("{e}"))?;
+        vec![inspect_config(
+            &args.config.display().to_string(),
+            &cfg,
+            args.block_size,
+            args.capacity_blocks,
+        )]
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&found)?);
+    } else {
+        for i in &found {
+            print_one(i);
+        }
+    }
+    Ok(found)
+}
+
+fn print_one(i: &Inspection) {
+    let l = |x: &Option<Lengths>| {
+        x.as_ref().map_or("n/a".to_owned(), |x| {
+            format!(
+                "min {:.0}, mean {:.0}, p50 {:.0}, p90 {:.0}, max {:.0}",
+                x.min, x.mean, x.p50, x.p90, x.max
+            )
+        })
+    };
+    println!("{} [{}]", i.name, i.kind);
+    println!(
+        "  requests per round:   {} ({} conversations)",
+        i.requests, i.conversations
+    );
+    println!("  input tokens:         {}", l(&i.input_tokens));
+    println!("  output tokens:        {}", l(&i.output_tokens));
+    println!(
+        "  distinct prefixes:    {} after a common head of {} tokens (distinct KV blocks {} of {})",
+        i.distinct_prefixes, i.common_prefix_tokens, i.distinct_blocks, i.total_blocks
+    );
+    println!(
+        "  perfect-cache hit ratio ({}-token blocks, capacity {}): round 1 {:.1} %, round 2 {:.1} %",
+        i.block_size,
+        i.capacity_blocks.map_or("unbounded".to_owned(), |c| format!("{c} blocks")),
+        i.round1_hit_ratio * 100.0,
+        i.round2_hit_ratio * 100.0
+    );
+}
