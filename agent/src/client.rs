@@ -12,6 +12,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use kvbench_common::plan::ApiFlavor;
 use kvbench_common::record::Outcome;
+use kvbench_common::tokenizer::completion_prompt;
+#[cfg(test)]
 use kvbench_common::tokenizer::render_chat;
 use std::borrow::Cow;
 
@@ -91,7 +93,7 @@ fn body_json(call: &Call<'_>) -> Value {
             v["messages"] = Value::Array(msgs);
         }
         ApiFlavor::Completions => {
-            let prompt = render_chat(call.messages.iter().map(|(r, c)| (r.as_str(), c.as_str())));
+            let prompt = completion_prompt(call.messages);
             v["prompt"] = Value::String(prompt);
         }
     }

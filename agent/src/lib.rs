@@ -12,6 +12,7 @@ pub mod metrics;
 mod round;
 mod service;
 pub mod sse;
+pub mod tokenizer;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -128,7 +129,11 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .tcp_nodelay(true)
-        .add_service(kvbench_proto::v1::agent_server::AgentServer::new(svc))
+        .add_service(
+            // Datasets travel with their rounds: allow large requests.
+            kvbench_proto::v1::agent_server::AgentServer::new(svc)
+                .max_decoding_message_size(512 << 20),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kvbench_common::load::{Arrivals, LoadSpec, Schedule};
 use kvbench_common::plan::ApiFlavor;
 use kvbench_common::record::{Outcome, RequestRecord};
-use kvbench_common::tokenizer::count_tokens;
+use kvbench_common::tokenizer::TokenCounter;
 use kvbench_common::workload::{generate_pool, warmup, Conversation, WorkloadSpec};
 use kvbench_proto::convert::{health_to_wire, record_to_wire};
 use kvbench_proto::v1::{self, round_event::Event};
@@ -23,7 +23,7 @@ use crate::client::{self, Call, HttpClient};
 use crate::health;
 
 /// One round to run, in domain types.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RoundSpec {
     pub scenario_id: String,
     pub scenario_name: String,
@@ -33,6 +33,10 @@ pub struct RoundSpec {
     pub model: String,
     pub api: ApiFlavor,
     pub enforce_output_length: bool,
+    /// A dataset's requests, instead of generated ones.
+    pub dataset: Option<Vec<Conversation>>,
+    /// Whose tokens generated lengths and `prompt_tokens_client` are in.
+    pub counter: Arc<dyn TokenCounter>,
 }
 
 /// One scenario run's replies by `(conversation, turn)`.
@@ -99,6 +103,7 @@ pub struct RoundContext {
 /// duration) pool after pool of fresh ones.
 struct Feeder {
     workload: WorkloadSpec,
+    counter: Arc<dyn TokenCounter>,
     round: u32,
     endless: bool,
     pool: u32,
@@ -116,6 +121,7 @@ impl Feeder {
                 self.pool,
                 self.next_id,
                 self.next_conv,
+                &*self.counter,
             );
             self.pool += 1;
             self.next_id += w.total_requests();
@@ -255,19 +261,52 @@ pub async fn run(ctx: RoundContext, spec: RoundSpec, tx: EventTx, cancel: Cancel
     let deadline = load
         .duration_s
         .map(|d| measure_start + Duration::from_secs_f64(d));
+    let trace = spec
+        .dataset
+        .as_ref()
+        .is_some_and(|d| d.iter().any(|c| c.due_ms.is_some()));
     let feeder = Arc::new(Mutex::new(Feeder {
         workload: spec.workload.clone(),
+        counter: spec.counter.clone(),
         round: spec.round,
-        endless: load.duration_s.is_some(),
-        pool: 0,
+        endless: load.duration_s.is_some() && spec.dataset.is_none(),
+        // A dataset is the whole request set: no generated pool follows it.
+        pool: u32::from(spec.dataset.is_some()),
         next_id: 0,
         next_conv: 0,
-        queue: VecDeque::new(),
+        queue: spec.dataset.clone().unwrap_or_default().into(),
     }));
     let next_conv = move || feeder.lock().ok().and_then(|mut f| f.next());
     let mut dispatch_lags = Vec::new();
     let mut set = JoinSet::new();
     match load.arrivals {
+        _ if trace => {
+            // A trace's own schedule: each request at its timestamp, capped if asked.
+            let cap = match load.arrivals {
+                Arrivals::Open {
+                    max_concurrency: Some(m),
+                    ..
+                } => Some(Arc::new(Semaphore::new(m as usize))),
+                _ => None,
+            };
+            while let Some(conv) = next_conv() {
+                let offset = conv.due_ms.unwrap_or(0.0) / 1000.0;
+                if load.duration_s.is_some_and(|d| offset >= d) {
+                    break;
+                }
+                let at = measure_start + Duration::from_secs_f64(offset.max(0.0));
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = cancel.cancelled() => break,
+                }
+                dispatch_lags
+                    .push(Instant::now().saturating_duration_since(at).as_secs_f64() * 1000.0);
+                let (r, cap) = (runner(false), cap.clone());
+                set.spawn(async move {
+                    r.conversation(conv, Some(at), cap).await;
+                });
+            }
+        }
         Arrivals::Closed { concurrency } => {
             for _ in 0..concurrency.max(1) {
                 let (r, next_conv) = (runner(false), next_conv.clone());
@@ -418,6 +457,7 @@ impl Runner {
         if let Some(s) = &conv.system {
             messages.push(("system".into(), s.clone()));
         }
+        messages.extend(conv.prefix.iter().cloned());
         for (t, user) in conv.user_turns.iter().enumerate() {
             let turn = t as u32;
             messages.push(("user".into(), user.clone()));
@@ -502,7 +542,10 @@ impl Runner {
                     .map(|c| c.saturating_duration_since(reply.sent).as_secs_f64() * 1000.0)
                     .collect(),
                 end_ms: self.ms(reply.end),
-                prompt_tokens_client: messages.iter().map(|(_, c)| count_tokens(c) as u32).sum(),
+                prompt_tokens_client: messages
+                    .iter()
+                    .map(|(_, c)| spec.counter.count(c) as u32)
+                    .sum(),
                 prompt_tokens: reply.prompt_tokens,
                 output_tokens: reply.output_tokens,
                 output_chunks: reply.chunks.len() as u32,

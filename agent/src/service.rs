@@ -7,8 +7,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request};
+use kvbench_common::dataset::trace_conversations;
+use kvbench_common::tokenizer::Whitespace;
 use kvbench_common::PROTOCOL_VERSION;
-use kvbench_proto::convert::{api_from_wire, load_from_wire, workload_from_wire};
+use kvbench_proto::convert::{
+    api_from_wire, conversation_from_wire, load_from_wire, trace_from_wire, workload_from_wire,
+};
 use kvbench_proto::v1::{self, agent_server::Agent};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
@@ -35,6 +39,7 @@ pub struct AgentService {
     gpu_note: Option<String>,
     client: HttpClient,
     replies: Arc<ReplyStore>,
+    tokenizers: crate::tokenizer::TokenizerCache,
     active: Arc<(AtomicUsize, Notify)>,
     shutdown: CancellationToken,
 }
@@ -55,6 +60,7 @@ impl AgentService {
             gpu_note,
             client: http_client(),
             replies: Arc::new(ReplyStore::default()),
+            tokenizers: Default::default(),
             active: Arc::new((AtomicUsize::new(0), Notify::new())),
             shutdown,
         }
@@ -189,6 +195,31 @@ impl Agent for AgentService {
             model: r.model,
             api,
             enforce_output_length: r.enforce_output_length,
+            dataset: if !r.conversations.is_empty() {
+                Some(
+                    r.conversations
+                        .into_iter()
+                        .map(conversation_from_wire)
+                        .collect(),
+                )
+            } else if !r.trace.is_empty() {
+                let entries: Vec<_> = r.trace.into_iter().map(trace_from_wire).collect();
+                let speedup = if r.trace_speedup > 0.0 {
+                    r.trace_speedup
+                } else {
+                    1.0
+                };
+                Some(trace_conversations(&entries, r.trace_timestamps, speedup))
+            } else {
+                None
+            },
+            counter: if r.tokenizer_json.is_empty() {
+                Arc::new(Whitespace)
+            } else {
+                self.tokenizers
+                    .get(&r.tokenizer_json)
+                    .map_err(Status::invalid_argument)?
+            },
         };
         tracing::info!(scenario = %spec.scenario_name, round = spec.round, load = ?spec.load.arrivals, "round starting");
         let (tx, rx) = mpsc::channel(1024);

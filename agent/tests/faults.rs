@@ -56,6 +56,7 @@ async fn outcome_counts_equal_the_injected_mix() {
         model: "m".into(),
         api: v1::ApiFlavor::Chat as i32,
         enforce_output_length: true,
+        ..Default::default()
     };
     let mut stream = client.run_round(req).await.expect("round").into_inner();
     let mut outcomes: BTreeMap<i32, u32> = BTreeMap::new();

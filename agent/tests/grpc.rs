@@ -87,6 +87,7 @@ fn round(round: u32) -> v1::RunRoundRequest {
         model: "m".into(),
         api: v1::ApiFlavor::Chat as i32,
         enforce_output_length: true,
+        ..Default::default()
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`stats`]: the statistics computed from records, and the stats file layout;
 //! - [`telemetry`]: samples streamed with the records (engine metrics) and their summaries.
 
+pub mod dataset;
 pub mod load;
 pub mod plan;
 pub mod record;

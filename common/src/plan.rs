@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::dataset::DatasetSpec;
 use crate::load::{Arrivals, LoadSpec, RampStrategy, Rate};
 use crate::stats::{Goodput, StatsOptions, DEFAULT_PERCENTILES};
 use crate::util::slug;
@@ -92,6 +93,10 @@ struct RawConfig {
     percentiles: Option<Vec<f64>>,
     #[serde(default)]
     goodput: Option<Goodput>,
+    #[serde(default)]
+    dataset: Option<DatasetSpec>,
+    #[serde(default)]
+    tokenizer: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,6 +173,10 @@ pub struct ScenarioConfig {
     /// vLLM and SGLang accept), so that rounds and runs are comparable.
     pub enforce_output_length: bool,
     pub stats: StatsOptions,
+    /// Requests from a file instead of the generator (path resolved).
+    pub dataset: Option<DatasetSpec>,
+    /// A Hugging Face `tokenizer.json` (path resolved): generated lengths are in its tokens.
+    pub tokenizer: Option<PathBuf>,
 }
 
 /// One validated scenario of the plan.
@@ -781,6 +790,55 @@ pub fn load_config(path: &Path, kind: WorkloadKind) -> Result<ScenarioConfig, Pl
             ));
         }
     }
+    let dataset = raw.dataset.clone().map(|mut d| {
+        if d.path.is_relative() {
+            d.path = path.parent().map(|b| b.join(&d.path)).unwrap_or(d.path);
+        }
+        let at = |k: &str| {
+            text.lines()
+                .enumerate()
+                .skip_while(|(_, l)| !l.starts_with("dataset:"))
+                .find(|(_, l)| l.trim_start().starts_with(&format!("{k}:")))
+                .map(|(i, _)| i + 1)
+        };
+        if !d.path.is_file() {
+            errors.push(PlanError {
+                file: path.to_owned(),
+                line: at("path"),
+                key: "dataset.path".into(),
+                message: format!(
+                    "dataset file {} not found; paths resolve against this file's folder",
+                    d.path.display()
+                ),
+            });
+        }
+        if !(d.speedup.is_finite() && d.speedup > 0.0) {
+            errors.push(PlanError {
+                file: path.to_owned(),
+                line: at("speedup"),
+                key: "dataset.speedup".into(),
+                message: format!("must be > 0, got {}", d.speedup),
+            });
+        }
+        d
+    });
+    if dataset.is_some() && raw.workload.is_some() {
+        errors.push(err(
+            "workload",
+            "`workload` sizes shape generated requests; a `dataset` brings its own: remove one"
+                .into(),
+        ));
+    }
+    let tokenizer = raw.tokenizer.clone().map(|t| {
+        let t = if t.is_relative() { path.parent().map(|b| b.join(&t)).unwrap_or(t) } else { t };
+        if !t.is_file() {
+            errors.push(err(
+                "tokenizer",
+                format!("tokenizer file {} not found (a Hugging Face tokenizer.json; paths resolve against this file's folder)", t.display()),
+            ));
+        }
+        t
+    });
     let params = raw.workload.unwrap_or_default();
     let accepted = WorkloadParams::accepted(kind);
     for f in params.set_fields() {
@@ -825,6 +883,8 @@ pub fn load_config(path: &Path, kind: WorkloadKind) -> Result<ScenarioConfig, Pl
         warmup_requests: raw.warmup_requests.unwrap_or(0),
         warmup_in_round_1: raw.warmup_in_round_1.unwrap_or(false),
         enforce_output_length: raw.enforce_output_length.unwrap_or(true),
+        dataset,
+        tokenizer,
         stats: StatsOptions {
             percentiles,
             goodput: raw.goodput,

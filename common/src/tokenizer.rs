@@ -9,6 +9,43 @@
 //! Chat requests are rendered with [`render_chat`] (a ChatML-like template) before
 //! tokenizing, so that a conversation's history is a token prefix of its next turn.
 
+/// Counts tokens the way some engine's tokenizer does. kvbench's own rule
+/// ([`Whitespace`]) is the default; a Hugging Face `tokenizer.json` gives exact counts
+/// (the agent provides that implementation).
+pub trait TokenCounter: Send + Sync {
+    fn count(&self, text: &str) -> usize;
+
+    /// True when a token is exactly a whitespace-separated word (generators then need no
+    /// fitting).
+    fn is_words(&self) -> bool {
+        false
+    }
+}
+
+impl std::fmt::Debug for dyn TokenCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_words() {
+            "whitespace tokens"
+        } else {
+            "tokenizer"
+        })
+    }
+}
+
+/// kvbench's documented rule: a token is a run of non-whitespace characters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Whitespace;
+
+impl TokenCounter for Whitespace {
+    fn count(&self, text: &str) -> usize {
+        count_tokens(text)
+    }
+
+    fn is_words(&self) -> bool {
+        true
+    }
+}
+
 /// The id of one token.
 pub fn token_id(token: &str) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
@@ -42,6 +79,15 @@ pub fn render_chat<'a>(messages: impl IntoIterator<Item = (&'a str, &'a str)>) -
     }
     out.push_str("<|im_start|> assistant");
     out
+}
+
+/// The prompt of a `/v1/completions` request for these messages: a lone user message is
+/// sent as it is (a dataset's plain prompt); anything else through [`render_chat`].
+pub fn completion_prompt(messages: &[(String, String)]) -> String {
+    match messages {
+        [(role, content)] if role == "user" => content.clone(),
+        _ => render_chat(messages.iter().map(|(r, c)| (r.as_str(), c.as_str()))),
+    }
 }
 
 /// Plain English words used to build text that reads like text (see `workload`).

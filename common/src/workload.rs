@@ -20,7 +20,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::rng::Rng;
-use crate::tokenizer::{CODE_WORDS, WORDS};
+use crate::tokenizer::{TokenCounter, Whitespace, CODE_WORDS, WORDS};
 
 /// The five seed workload types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -246,6 +246,11 @@ pub struct Conversation {
     pub max_tokens: Vec<u32>,
     /// Pause between receiving a turn's reply and sending the next turn.
     pub think_time_ms: u32,
+    /// Messages sent after the system prompt and before the first user turn, as they are
+    /// (a dataset line's earlier messages).
+    pub prefix: Vec<(String, String)>,
+    /// When the first turn is due, in ms from the round's start (a trace's timestamp).
+    pub due_ms: Option<f64>,
 }
 
 /// One round's requests.
@@ -263,8 +268,16 @@ impl RoundWorkload {
     }
 }
 
-/// Generates `round`'s requests (rounds are 1-based).
+/// Generates `round`'s requests (rounds are 1-based), lengths in kvbench's tokens.
 pub fn generate(spec: &WorkloadSpec, round: u32) -> RoundWorkload {
+    generate_with(spec, round, &Whitespace)
+}
+
+/// Generates `round`'s requests with every text segment fitted to its requested length in
+/// `counter`'s tokens (a real tokenizer's, for exact prompt lengths).
+pub fn generate_with(spec: &WorkloadSpec, round: u32, counter: &dyn TokenCounter) -> RoundWorkload {
+    let prose = |rng: &mut Rng, n: usize| fit(rng, n, WORDS, true, counter);
+    let code = |rng: &mut Rng, n: usize| fit(rng, n, CODE_WORDS, false, counter);
     let kind = spec.kind;
     let p = &spec.params;
     let n = spec.num_requests;
@@ -280,6 +293,8 @@ pub fn generate(spec: &WorkloadSpec, round: u32) -> RoundWorkload {
             user_turns: vec![user],
             max_tokens: Vec::new(),
             think_time_ms: 0,
+            prefix: Vec::new(),
+            due_ms: None,
         });
     };
     match kind {
@@ -343,6 +358,8 @@ pub fn generate(spec: &WorkloadSpec, round: u32) -> RoundWorkload {
                     user_turns,
                     max_tokens: Vec::new(),
                     think_time_ms: p.think_time_ms.unwrap_or(0),
+                    prefix: Vec::new(),
+                    due_ms: None,
                 });
                 next_id += t;
                 left -= t;
@@ -373,7 +390,7 @@ pub fn generate(spec: &WorkloadSpec, round: u32) -> RoundWorkload {
                 // this round or any other, share even their first KV block.
                 let mut r = Rng::derive(seed, &[k, 4, u64::from(round), u64::from(i)]);
                 let nonce = format!("[{:016x}]", r.next_u64());
-                let body = prose(&mut r, tokens - 1);
+                let body = prose(&mut r, tokens.saturating_sub(counter.count(&nonce)).max(1));
                 single(None, format!("{nonce} {body}"));
             }
         }
@@ -405,6 +422,8 @@ pub fn warmup(spec: &WorkloadSpec, n: u32) -> RoundWorkload {
                 user_turns: vec![format!("{nonce} {}", prose(&mut r, tokens - 1))],
                 max_tokens: vec![spec.output_tokens.clamp(1, 16)],
                 think_time_ms: 0,
+                prefix: Vec::new(),
+                due_ms: None,
             }
         })
         .collect();
@@ -421,13 +440,14 @@ pub fn generate_pool(
     pool: u32,
     first_id: u32,
     first_conv: u32,
+    counter: &dyn TokenCounter,
 ) -> RoundWorkload {
     let mut w = if pool == 0 {
-        generate(spec, round)
+        generate_with(spec, round, counter)
     } else {
         let mut s = spec.clone();
         s.seed = Rng::derive(spec.seed, &[0x706f_6f6c, u64::from(pool)]).next_u64();
-        generate(&s, round)
+        generate_with(&s, round, counter)
     };
     for c in &mut w.conversations {
         c.id += first_conv;
@@ -441,9 +461,48 @@ pub fn prose(rng: &mut Rng, n: usize) -> String {
     words_text(rng, n, WORDS, true)
 }
 
-/// `n` tokens of text that looks like source code.
-pub fn code(rng: &mut Rng, n: usize) -> String {
-    words_text(rng, n, CODE_WORDS, false)
+/// Text of as many words as makes `n` of `counter`'s tokens (the closest count it can
+/// reach), drawn from `rng` as [`prose`] draws it. With kvbench's own tokens this is exactly
+/// `n` words; with a real tokenizer the word count is searched (the text of `k` words is a
+/// function of `k` and the generator's state, so the search is deterministic).
+fn fit(
+    rng: &mut Rng,
+    n: usize,
+    words: &[&str],
+    sentences: bool,
+    counter: &dyn TokenCounter,
+) -> String {
+    if counter.is_words() || n == 0 {
+        return words_text(rng, n, words, sentences);
+    }
+    let start = rng.clone();
+    let make = |k: usize| {
+        let mut r = start.clone();
+        let t = words_text(&mut r, k, words, sentences);
+        (counter.count(&t), t, r)
+    };
+    // Bracket: counts grow with k (not strictly: a word may merge with punctuation).
+    let mut hi = n.max(1);
+    while make(hi).0 < n && hi < n * 16 {
+        hi *= 2;
+    }
+    let mut lo = 0;
+    while lo + 1 < hi {
+        let mid = (lo + hi) / 2;
+        if make(mid).0 <= n {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let (a, b) = (make(lo.max(1)), make(hi));
+    let best = if a.0.abs_diff(n) <= b.0.abs_diff(n) {
+        a
+    } else {
+        b
+    };
+    *rng = best.2;
+    best.1
 }
 
 fn words_text(rng: &mut Rng, n: usize, words: &[&str], sentences: bool) -> String {

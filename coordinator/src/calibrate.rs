@@ -261,6 +261,7 @@ async fn measure(
         model: "calibrate".into(),
         api: v1::ApiFlavor::Chat as i32,
         enforce_output_length: true,
+        ..Default::default()
     };
     let mut client = a.client.clone();
     let mut stream = client

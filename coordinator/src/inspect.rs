@@ -16,10 +16,14 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
+use kvbench_agent::tokenizer::HfTokenizer;
+use kvbench_common::dataset::{self, Dataset};
+use kvbench_common::plan::ApiFlavor;
 use kvbench_common::plan::{self, ScenarioConfig};
 use kvbench_common::stats::Summary;
-use kvbench_common::tokenizer::{render_chat, tokenize};
-use kvbench_common::workload::{generate, WorkloadKind};
+use kvbench_common::tokenizer::{completion_prompt, render_chat, tokenize};
+use kvbench_common::tokenizer::{TokenCounter, Whitespace};
+use kvbench_common::workload::{generate_with, WorkloadKind};
 use kvbench_sim::cache::{block_hashes, PrefixCache};
 use serde::Serialize;
 
@@ -100,17 +104,39 @@ pub struct Inspection {
 }
 
 /// Every request of a round as the engine sees it: (prompt text, max_tokens).
-fn rendered(cfg: &ScenarioConfig, round: u32) -> (Vec<(String, u32)>, usize) {
-    let w = generate(&cfg.workload, round);
+fn rendered(cfg: &ScenarioConfig, round: u32) -> anyhow::Result<(Vec<(String, u32)>, usize)> {
+    let counter: Box<dyn TokenCounter> = match &cfg.tokenizer {
+        None => Box::new(Whitespace),
+        Some(p) => {
+            let bytes = std::fs::read(p)
+                .map_err(|e| anyhow::anyhow!("cannot read tokenizer {}: {e}", p.display()))?;
+            Box::new(HfTokenizer::from_bytes(&bytes).map_err(anyhow::Error::msg)?)
+        }
+    };
+    let conversations = match &cfg.dataset {
+        None => generate_with(&cfg.workload, round, &*counter).conversations,
+        Some(spec) => match dataset::load(spec, cfg.workload.num_requests as usize)
+            .map_err(anyhow::Error::msg)?
+        {
+            Dataset::Conversations(c) => c,
+            Dataset::Trace(t) => dataset::trace_conversations(&t, false, 1.0),
+        },
+    };
     let mut out = Vec::new();
-    for c in &w.conversations {
+    for c in &conversations {
         let mut messages: Vec<(String, String)> = Vec::new();
         if let Some(s) = &c.system {
             messages.push(("system".into(), s.clone()));
         }
+        messages.extend(c.prefix.iter().cloned());
         for (t, user) in c.user_turns.iter().enumerate() {
             messages.push(("user".into(), user.clone()));
-            let prompt = render_chat(messages.iter().map(|(r, c)| (r.as_str(), c.as_str())));
+            let prompt = match cfg.api {
+                ApiFlavor::Chat => {
+                    render_chat(messages.iter().map(|(r, c)| (r.as_str(), c.as_str())))
+                }
+                ApiFlavor::Completions => completion_prompt(&messages),
+            };
             let max_tokens = c
                 .max_tokens
                 .get(t)
@@ -125,7 +151,7 @@ fn rendered(cfg: &ScenarioConfig, round: u32) -> (Vec<(String, u32)>, usize) {
             out.push((prompt, max_tokens));
         }
     }
-    (out, w.conversations.len())
+    Ok((out, conversations.len()))
 }
 
 /// Cached tokens / prompt tokens of `prompts` through `cache`, one at a time.
@@ -152,10 +178,15 @@ pub fn inspect_config(
     cfg: &ScenarioConfig,
     block_size: usize,
     capacity: Option<usize>,
-) -> Inspection {
+) -> anyhow::Result<Inspection> {
     let block_size = block_size.max(1);
-    let (r1, conversations) = rendered(cfg, 1);
-    let (r2, _) = rendered(cfg, 2);
+    let (r1, conversations) = rendered(cfg, 1)?;
+    // A dataset is the same in every round; generated workloads are generated again.
+    let (r2, _) = if cfg.dataset.is_some() {
+        (r1.clone(), 0)
+    } else {
+        rendered(cfg, 2)?
+    };
     let chains: Vec<Vec<u64>> = r1
         .iter()
         .map(|(p, _)| block_hashes(&tokenize(p), block_size))
@@ -176,7 +207,7 @@ pub fn inspect_config(
     let mut cache = PrefixCache::new(block_size, capacity.unwrap_or(usize::MAX));
     let round1_hit_ratio = hit_ratio(&mut cache, &r1);
     let round2_hit_ratio = hit_ratio(&mut cache, &r2);
-    Inspection {
+    Ok(Inspection {
         name: name.to_owned(),
         kind: cfg.workload.kind.label().to_owned(),
         requests: r1.len() as u32,
@@ -191,7 +222,7 @@ pub fn inspect_config(
         capacity_blocks: capacity,
         round1_hit_ratio,
         round2_hit_ratio,
-    }
+    })
 }
 
 /// Inspects a config file (with its type) or every scenario of a plan.
@@ -204,7 +235,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<Vec<Inspection>> {
         p.scenarios
             .iter()
             .map(|s| inspect_config(&s.name, &s.config, args.block_size, args.capacity_blocks))
-            .collect()
+            .collect::<anyhow::Result<Vec<_>>>()?
     } else {
         let Some(kind) = args.kind else {
             bail!(
@@ -219,7 +250,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<Vec<Inspection>> {
             &cfg,
             args.block_size,
             args.capacity_blocks,
-        )]
+        )?]
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&found)?);

@@ -3,10 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kvbench_common::dataset::{self, Dataset, DatasetSpec};
 use kvbench_common::plan::{Endpoint, Plan, Scenario};
 use kvbench_common::record::{Outcome, RequestRecord};
 use kvbench_common::stats::{
@@ -15,8 +17,8 @@ use kvbench_common::stats::{
 use kvbench_common::telemetry::{EngineMetricsSummary, TelemetrySample};
 use kvbench_common::util::{rfc3339_utc, timestamp_utc};
 use kvbench_proto::convert::{
-    api_to_wire, health_from_wire, load_to_wire, record_from_wire, telemetry_from_wire,
-    workload_to_wire,
+    api_to_wire, conversation_to_wire, health_from_wire, load_to_wire, record_from_wire,
+    telemetry_from_wire, trace_to_wire, workload_to_wire,
 };
 use kvbench_proto::v1::{self, round_event::Event};
 use serde::Serialize;
@@ -82,6 +84,7 @@ pub async fn run_plan(
     banner(plan, agents);
 
     let n = plan.scenarios.len();
+    let mut datasets = DatasetCache::default();
     let mut outcomes = Vec::new();
     let mut cancelled = false;
     for (i, scenario) in plan.scenarios.iter().enumerate() {
@@ -110,7 +113,34 @@ pub async fn run_plan(
         println!("Progress: {}/{}", i + 1, n);
         scenario_header(scenario, agent);
         let scenario_id = format!("{}-{}-{}", scenario.slug, run_ts, i);
-        let outcome = run_scenario(plan, scenario, agent, &scenario_id, isolation, &cancel).await;
+        let dataset = match &scenario.config.dataset {
+            None => Ok(None),
+            Some(spec) => datasets
+                .get(spec, scenario.config.workload.num_requests as usize)
+                .map(Some),
+        };
+        let tokenizer = match &scenario.config.tokenizer {
+            None => Ok(None),
+            Some(p) => std::fs::read(p)
+                .map(Some)
+                .map_err(|e| format!("cannot read tokenizer {}: {e}", p.display())),
+        };
+        let outcome = match (dataset, tokenizer) {
+            (Ok(dataset), Ok(tokenizer)) => {
+                run_scenario(
+                    plan,
+                    scenario,
+                    agent,
+                    &scenario_id,
+                    isolation,
+                    dataset.as_deref(),
+                    tokenizer.as_deref(),
+                    &cancel,
+                )
+                .await
+            }
+            (Err(e), _) | (_, Err(e)) => failed_before_start(plan, scenario, agent, isolation, e),
+        };
         if outcome.stats.status == "cancelled" {
             cancelled = true;
         }
@@ -258,23 +288,106 @@ fn round_label(s: &Scenario, round: u32) -> &'static str {
     }
 }
 
+/// Datasets read once per run, whatever the number of scenarios and rounds using them.
+#[derive(Default)]
+struct DatasetCache(BTreeMap<(PathBuf, String, usize), Arc<Dataset>>);
+
+impl DatasetCache {
+    fn get(&mut self, spec: &DatasetSpec, limit: usize) -> Result<Arc<Dataset>, String> {
+        let key = (spec.path.clone(), format!("{:?}", spec.format), limit);
+        if let Some(d) = self.0.get(&key) {
+            return Ok(d.clone());
+        }
+        println!("Reading dataset {} ...", spec.path.display());
+        let d = Arc::new(dataset::load(spec, limit)?);
+        println!("  {} requests", d.requests());
+        self.0.insert(key, d.clone());
+        Ok(d)
+    }
+}
+
+/// A scenario that could not start (its dataset unreadable): recorded like any failure.
+fn failed_before_start(
+    plan: &Plan,
+    s: &Scenario,
+    agent: &Agent,
+    isolation: IsolationInfo,
+    error: String,
+) -> ScenarioOutcome {
+    println!("Scenario failed: {}: {error}", s.name);
+    let now = rfc3339_utc(SystemTime::now());
+    let stats = ScenarioStats {
+        kvbench_version: env!("CARGO_PKG_VERSION").into(),
+        scenario: scenario_info(s),
+        status: "failed".into(),
+        error: Some(error),
+        started_at: now.clone(),
+        finished_at: now,
+        engine: engine_info(s, agent),
+        agent: agent_info(agent),
+        isolation,
+        rounds: Vec::new(),
+        comparison: None,
+    };
+    let paths = write_files(plan, s, &stats, &[], &[]).ok();
+    ScenarioOutcome {
+        name: s.name.clone(),
+        stats,
+        stats_path: paths.as_ref().map(|p| p.0.clone()),
+        results_path: paths.map(|p| p.1),
+        records: 0,
+    }
+}
+
+fn scenario_info(s: &Scenario) -> ScenarioInfo {
+    ScenarioInfo {
+        name: s.name.clone(),
+        kind: s.kind.label().into(),
+        config_file: s.config_file.clone(),
+        rounds: s.rounds,
+        concurrency: s.concurrency,
+    }
+}
+
+fn engine_info(s: &Scenario, agent: &Agent) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("endpoint".to_owned(), s.config.endpoint.to_string()),
+        ("engine_url".to_owned(), agent.hello.engine_display.clone()),
+        ("model".to_owned(), s.config.model.clone()),
+        ("api".to_owned(), s.config.api.label().to_owned()),
+    ])
+}
+
+fn agent_info(agent: &Agent) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("name".to_owned(), agent.hello.agent_name.clone()),
+        ("hostname".to_owned(), agent.hello.hostname.clone()),
+        ("version".to_owned(), agent.hello.agent_version.clone()),
+        ("address".to_owned(), agent.url.clone()),
+    ])
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run_scenario(
     plan: &Plan,
     s: &Scenario,
     agent: &Agent,
     scenario_id: &str,
     isolation: IsolationInfo,
+    dataset: Option<&Dataset>,
+    tokenizer: Option<&[u8]>,
     cancel: &CancellationToken,
 ) -> ScenarioOutcome {
     let started = Instant::now();
     let started_at = rfc3339_utc(SystemTime::now());
     let mut records: Vec<RequestRecord> = Vec::new();
     let mut telemetry: Vec<TelemetrySample> = Vec::new();
+
     let mut rounds = Vec::new();
     let mut error: Option<String> = None;
     let mut status = "completed";
     for round in 1..=s.rounds {
-        let rr = run_round(s, agent, scenario_id, round, cancel).await;
+        let rr = run_round(s, agent, scenario_id, round, dataset, tokenizer, cancel).await;
         let duration_s = rr.duration_s.unwrap_or_else(|| span_s(&rr.records));
         let mut st = RoundStats::compute(round, duration_s, &rr.records, &s.config.stats);
         st.engine_metrics = EngineMetricsSummary::of(&rr.telemetry);
@@ -319,29 +432,13 @@ async fn run_scenario(
     }
     let stats = ScenarioStats {
         kvbench_version: env!("CARGO_PKG_VERSION").into(),
-        scenario: ScenarioInfo {
-            name: s.name.clone(),
-            kind: s.kind.label().into(),
-            config_file: s.config_file.clone(),
-            rounds: s.rounds,
-            concurrency: s.concurrency,
-        },
+        scenario: scenario_info(s),
         status: status.into(),
         error: error.clone(),
         started_at,
         finished_at: rfc3339_utc(SystemTime::now()),
-        engine: BTreeMap::from([
-            ("endpoint".to_owned(), s.config.endpoint.to_string()),
-            ("engine_url".to_owned(), agent.hello.engine_display.clone()),
-            ("model".to_owned(), s.config.model.clone()),
-            ("api".to_owned(), s.config.api.label().to_owned()),
-        ]),
-        agent: BTreeMap::from([
-            ("name".to_owned(), agent.hello.agent_name.clone()),
-            ("hostname".to_owned(), agent.hello.hostname.clone()),
-            ("version".to_owned(), agent.hello.agent_version.clone()),
-            ("address".to_owned(), agent.url.clone()),
-        ]),
+        engine: engine_info(s, agent),
+        agent: agent_info(agent),
         isolation,
         rounds,
         comparison,
@@ -447,6 +544,8 @@ async fn run_round(
     agent: &Agent,
     scenario_id: &str,
     round: u32,
+    dataset: Option<&Dataset>,
+    tokenizer: Option<&[u8]>,
     cancel: &CancellationToken,
 ) -> RoundRun {
     let mut out = RoundRun {
@@ -466,6 +565,17 @@ async fn run_round(
         model: c.model.clone(),
         api: api_to_wire(c.api) as i32,
         enforce_output_length: c.enforce_output_length,
+        conversations: match dataset {
+            Some(Dataset::Conversations(cs)) => cs.iter().map(conversation_to_wire).collect(),
+            _ => Vec::new(),
+        },
+        trace: match dataset {
+            Some(Dataset::Trace(t)) => t.iter().map(trace_to_wire).collect(),
+            _ => Vec::new(),
+        },
+        trace_timestamps: c.dataset.as_ref().is_some_and(|d| d.use_timestamps),
+        trace_speedup: c.dataset.as_ref().map_or(1.0, |d| d.speedup),
+        tokenizer_json: tokenizer.map(<[u8]>::to_vec).unwrap_or_default(),
     };
     let mut client = agent.client.clone();
     let mut stream = match client.run_round(req).await {

@@ -24,7 +24,7 @@ async fn theoretical_ratios_match_measured_ones() {
     let (summary, _) = run(&plan).await;
     assert_eq!(summary.failed(), 0);
     for (s, o) in plan.scenarios.iter().zip(&summary.scenarios) {
-        let i = inspect_config(&s.name, &s.config, 16, None);
+        let i = inspect_config(&s.name, &s.config, 16, None).expect("inspects");
         assert_eq!(i.requests, o.stats.rounds[0].completed);
         let m1 = o.stats.rounds[0].cache_hit_ratio.expect("measured");
         let m2 = o.stats.rounds[1].cache_hit_ratio.expect("measured");

@@ -1,10 +1,12 @@
 //! The one place where wire types become domain types and back.
 
+use kvbench_common::dataset::TraceEntry;
 use kvbench_common::load::{Arrivals, LoadSpec, RampStrategy, Rate};
 use kvbench_common::plan::ApiFlavor;
 use kvbench_common::record::{Outcome, RequestRecord};
 use kvbench_common::stats::AgentHealth;
 use kvbench_common::telemetry::TelemetrySample;
+use kvbench_common::workload::Conversation;
 use kvbench_common::workload::{
     DocumentOrder, OutputDist, WorkloadKind, WorkloadParams, WorkloadSpec,
 };
@@ -384,6 +386,57 @@ pub fn health_from_wire(w: &v1::AgentHealth) -> AgentHealth {
         peak_rss_bytes: w.peak_rss_bytes,
         generator_saturated: w.generator_saturated,
         saturation_reason: w.saturation_reason.clone(),
+    }
+}
+
+pub fn conversation_to_wire(c: &Conversation) -> v1::Conversation {
+    v1::Conversation {
+        id: c.id,
+        first_request_id: c.first_request_id,
+        system: c.system.clone(),
+        prefix: c
+            .prefix
+            .iter()
+            .map(|(role, content)| v1::Message {
+                role: role.clone(),
+                content: content.clone(),
+            })
+            .collect(),
+        user_turns: c.user_turns.clone(),
+        max_tokens: c.max_tokens.clone(),
+        think_time_ms: c.think_time_ms,
+        due_ms: c.due_ms,
+    }
+}
+
+pub fn conversation_from_wire(c: v1::Conversation) -> Conversation {
+    Conversation {
+        id: c.id,
+        first_request_id: c.first_request_id,
+        system: c.system,
+        prefix: c.prefix.into_iter().map(|m| (m.role, m.content)).collect(),
+        user_turns: c.user_turns,
+        max_tokens: c.max_tokens,
+        think_time_ms: c.think_time_ms,
+        due_ms: c.due_ms,
+    }
+}
+
+pub fn trace_to_wire(e: &TraceEntry) -> v1::TraceEntry {
+    v1::TraceEntry {
+        timestamp: e.timestamp,
+        input_length: e.input_length,
+        output_length: e.output_length,
+        hash_ids: e.hash_ids.clone(),
+    }
+}
+
+pub fn trace_from_wire(e: v1::TraceEntry) -> TraceEntry {
+    TraceEntry {
+        timestamp: e.timestamp,
+        input_length: e.input_length,
+        output_length: e.output_length,
+        hash_ids: e.hash_ids,
     }
 }
 
