@@ -107,22 +107,7 @@ pub async fn send(client: &HttpClient, call: &Call<'_>) -> Reply {
         ApiFlavor::Completions => "/v1/completions",
     };
     let body = Bytes::from(body_json(call).to_string());
-    let mut reply = Reply {
-        sent: Instant::now(),
-        first_byte: None,
-        first_token: None,
-        chunks: Vec::new(),
-        end: Instant::now(),
-        prompt_tokens: None,
-        output_tokens: None,
-        cached_tokens: None,
-        finish_reason: String::new(),
-        outcome: Outcome::Ok,
-        error: String::new(),
-        http_status: None,
-        text: String::new(),
-        engine_ttft_us: None,
-    };
+    let mut reply = Reply::new();
     let uri: Uri = match format!("{}{}", call.base_url, path).parse() {
         Ok(u) => u,
         Err(e) => return fail(reply, Outcome::ConnectError, format!("bad engine URL: {e}")),
@@ -291,6 +276,34 @@ pub async fn prewarm(client: &HttpClient, base_url: &str, n: usize) -> usize {
         }
     }
     ok
+}
+
+impl Reply {
+    /// A reply to a request not sent yet: no times, no counts, outcome `ok` until told.
+    pub fn new() -> Reply {
+        Reply {
+            sent: Instant::now(),
+            first_byte: None,
+            first_token: None,
+            chunks: Vec::new(),
+            end: Instant::now(),
+            prompt_tokens: None,
+            output_tokens: None,
+            cached_tokens: None,
+            finish_reason: String::new(),
+            outcome: Outcome::Ok,
+            error: String::new(),
+            http_status: None,
+            text: String::new(),
+            engine_ttft_us: None,
+        }
+    }
+}
+
+impl Default for Reply {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// One streamed event, read without building a JSON tree (strings borrowed unless escaped).
@@ -468,22 +481,7 @@ mod tests {
         )
         .expect("json")
         .expect("a chunk");
-        let mut reply = Reply {
-            sent: Instant::now(),
-            first_byte: None,
-            first_token: None,
-            chunks: Vec::new(),
-            end: Instant::now(),
-            prompt_tokens: None,
-            output_tokens: None,
-            cached_tokens: None,
-            finish_reason: String::new(),
-            outcome: Outcome::Ok,
-            error: String::new(),
-            http_status: None,
-            text: String::new(),
-            engine_ttft_us: None,
-        };
+        let mut reply = Reply::new();
         absorb(&mut reply, &c, Instant::now());
         assert_eq!(reply.text, "hm", "reasoning content counts as a token");
         assert!(reply.first_token.is_some());

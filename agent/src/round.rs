@@ -279,35 +279,10 @@ pub async fn run(ctx: RoundContext, spec: RoundSpec, tx: EventTx, cancel: Cancel
     let next_conv = move || feeder.lock().ok().and_then(|mut f| f.next());
     let mut dispatch_lags = Vec::new();
     let mut set = JoinSet::new();
-    match load.arrivals {
-        _ if trace => {
-            // A trace's own schedule: each request at its timestamp, capped if asked.
-            let cap = match load.arrivals {
-                Arrivals::Open {
-                    max_concurrency: Some(m),
-                    ..
-                } => Some(Arc::new(Semaphore::new(m as usize))),
-                _ => None,
-            };
-            while let Some(conv) = next_conv() {
-                let offset = conv.due_ms.unwrap_or(0.0) / 1000.0;
-                if load.duration_s.is_some_and(|d| offset >= d) {
-                    break;
-                }
-                let at = measure_start + Duration::from_secs_f64(offset.max(0.0));
-                tokio::select! {
-                    _ = tokio::time::sleep_until(at) => {}
-                    _ = cancel.cancelled() => break,
-                }
-                dispatch_lags
-                    .push(Instant::now().saturating_duration_since(at).as_secs_f64() * 1000.0);
-                let (r, cap) = (runner(false), cap.clone());
-                set.spawn(async move {
-                    r.conversation(conv, Some(at), cap).await;
-                });
-            }
-        }
-        Arrivals::Closed { concurrency } => {
+    // Open loops and traces release each conversation at an offset from the start: the
+    // schedule's, or the trace's own timestamps.
+    let open = match load.arrivals {
+        Arrivals::Closed { concurrency } if !trace => {
             for _ in 0..concurrency.max(1) {
                 let (r, next_conv) = (runner(false), next_conv.clone());
                 set.spawn(async move {
@@ -319,37 +294,48 @@ pub async fn run(ctx: RoundContext, spec: RoundSpec, tx: EventTx, cancel: Cancel
                     }
                 });
             }
+            None
         }
+        Arrivals::Closed { .. } => Some((None, None)),
         Arrivals::Open {
             rate,
             burstiness,
             max_concurrency,
         } => {
-            let cap = max_concurrency.map(|m| Arc::new(Semaphore::new(m as usize)));
             let count = load
                 .duration_s
                 .is_none()
                 .then_some(spec.workload.num_requests);
-            let mut schedule =
-                Schedule::new(spec.workload.seed, rate, burstiness, count, load.duration_s);
-            loop {
-                let offset = schedule.next_offset();
-                if load.duration_s.is_some_and(|d| offset >= d) {
-                    break;
+            let schedule = (!trace).then(|| {
+                Schedule::new(spec.workload.seed, rate, burstiness, count, load.duration_s)
+            });
+            Some((schedule, max_concurrency))
+        }
+    };
+    if let Some((mut schedule, max_concurrency)) = open {
+        let cap = max_concurrency.map(|m| Arc::new(Semaphore::new(m as usize)));
+        loop {
+            let release = match schedule.as_mut() {
+                Some(s) => {
+                    let offset = s.next_offset();
+                    next_conv().map(|c| (offset, c))
                 }
-                let Some(conv) = next_conv() else { break };
-                let at = measure_start + Duration::from_secs_f64(offset);
-                tokio::select! {
-                    _ = tokio::time::sleep_until(at) => {}
-                    _ = cancel.cancelled() => break,
-                }
-                dispatch_lags
-                    .push(Instant::now().saturating_duration_since(at).as_secs_f64() * 1000.0);
-                let (r, cap) = (runner(false), cap.clone());
-                set.spawn(async move {
-                    r.conversation(conv, Some(at), cap).await;
-                });
+                None => next_conv().map(|c| (c.due_ms.unwrap_or(0.0).max(0.0) / 1000.0, c)),
+            };
+            let Some((offset, conv)) = release else { break };
+            if load.duration_s.is_some_and(|d| offset >= d) {
+                break;
             }
+            let at = measure_start + Duration::from_secs_f64(offset);
+            tokio::select! {
+                _ = tokio::time::sleep_until(at) => {}
+                _ = cancel.cancelled() => break,
+            }
+            dispatch_lags.push(Instant::now().saturating_duration_since(at).as_secs_f64() * 1000.0);
+            let (r, cap) = (runner(false), cap.clone());
+            set.spawn(async move {
+                r.conversation(conv, Some(at), cap).await;
+            });
         }
     }
     while set.join_next().await.is_some() {}

@@ -24,36 +24,27 @@ pub fn slug(name: &str) -> String {
     out
 }
 
-/// `YYYYMMDD_HHMMSS` in UTC, the seed's timestamp format in file names.
-pub fn timestamp_utc(t: SystemTime) -> String {
+/// (year, month, day, hour, minute, second) in UTC.
+fn utc_parts(t: SystemTime) -> (i64, u32, u32, i64, i64, i64) {
     let secs = t
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0) as i64;
     let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
     let s = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}{m:02}{d:02}_{:02}{:02}{:02}",
-        s / 3600,
-        (s / 60) % 60,
-        s % 60
-    )
+    (y, m, d, s / 3600, (s / 60) % 60, s % 60)
+}
+
+/// `YYYYMMDD_HHMMSS` in UTC, the seed's timestamp format in file names.
+pub fn timestamp_utc(t: SystemTime) -> String {
+    let (y, m, d, hh, mm, ss) = utc_parts(t);
+    format!("{y:04}{m:02}{d:02}_{hh:02}{mm:02}{ss:02}")
 }
 
 /// RFC 3339 time in UTC with seconds, for JSON fields.
 pub fn rfc3339_utc(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as i64;
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        (s / 60) % 60,
-        s % 60
-    )
+    let (y, m, d, hh, mm, ss) = utc_parts(t);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's method).
