@@ -89,10 +89,27 @@ struct Counts {
     /// two engine steps (both chunks came out of one read).
     gaps: std::sync::atomic::AtomicU64,
     coalesced_gaps: std::sync::atomic::AtomicU64,
+    /// The beginnings of this round's prompts so far (see `first_touch`).
+    seen_heads: Mutex<std::collections::HashSet<String>>,
+    probe_taken: std::sync::atomic::AtomicBool,
+}
+
+/// Characters of a prompt's content that decide `first_touch`: two prompts that differ
+/// here differ within any engine's first KV block, so they cannot share a cached prefix.
+const HEAD_CHARS: usize = 24;
+
+/// A prompt the agent can send again after a clear, to check the cache is cold.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub messages: Vec<(String, String)>,
+    pub api: ApiFlavor,
+    pub model: String,
 }
 
 /// What every request of the round shares.
 pub struct RoundContext {
+    /// The first prompt of the latest round, for the next clear's cold check.
+    pub probe: Arc<Mutex<Option<Probe>>>,
     pub client: HttpClient,
     pub base_url: Arc<str>,
     pub agent_name: Arc<str>,
@@ -483,8 +500,29 @@ impl Runner {
                 ttft_timeout: Duration::from_secs_f64(spec.load.ttft_timeout_s),
                 idle_timeout: Duration::from_secs_f64(spec.load.idle_timeout_s),
             };
+            let mut first_touch = false;
             if !self.warmup {
                 self.counts.in_flight.fetch_add(1, Ordering::Relaxed);
+                let head: String = messages
+                    .iter()
+                    .flat_map(|(_, c)| c.chars())
+                    .take(HEAD_CHARS)
+                    .collect();
+                first_touch = self
+                    .counts
+                    .seen_heads
+                    .lock()
+                    .map(|mut s| s.insert(head))
+                    .unwrap_or(false);
+                if !self.counts.probe_taken.swap(true, Ordering::Relaxed) {
+                    if let Ok(mut p) = self.ctx.probe.lock() {
+                        *p = Some(Probe {
+                            messages: messages.clone(),
+                            api: spec.api,
+                            model: spec.model.clone(),
+                        });
+                    }
+                }
             }
             let reply = tokio::select! {
                 r = client::send(&self.ctx.client, &call) => r,
@@ -538,6 +576,7 @@ impl Runner {
                 cached_tokens: reply.cached_tokens,
                 finish_reason: reply.finish_reason.clone(),
                 engine_ttft_ms: reply.engine_ttft_us.map(|us| us as f64 / 1000.0),
+                first_touch,
                 outcome: reply.outcome,
                 error: reply.error.clone(),
                 http_status: reply.http_status,

@@ -39,6 +39,7 @@ pub struct AgentService {
     gpu_note: Option<String>,
     client: HttpClient,
     replies: Arc<ReplyStore>,
+    probe: Arc<std::sync::Mutex<Option<round::Probe>>>,
     tokenizers: crate::tokenizer::TokenizerCache,
     active: Arc<(AtomicUsize, Notify)>,
     shutdown: CancellationToken,
@@ -60,6 +61,7 @@ impl AgentService {
             gpu_note,
             client: http_client(),
             replies: Arc::new(ReplyStore::default()),
+            probe: Arc::default(),
             tokenizers: Default::default(),
             active: Arc::new((AtomicUsize::new(0), Notify::new())),
             shutdown,
@@ -130,6 +132,48 @@ impl AgentService {
                 _ => return Ok(format!("POST {url}: {}", body.trim())),
             }
         }
+    }
+}
+
+impl AgentService {
+    /// Sends the latest round's first prompt again (1 output token) and reads what the
+    /// engine reused of it, from its usage and from its prefix-cache counters; then clears
+    /// again, so that the probe leaves nothing behind. `None` before any round ran.
+    async fn cold_probe(&self) -> Option<v1::ColdProbe> {
+        let probe = self.probe.lock().ok()?.clone()?;
+        let before = crate::metrics::scrape(&self.client, &self.base_url).await;
+        let call = crate::client::Call {
+            base_url: &self.base_url,
+            api: probe.api,
+            model: &probe.model,
+            messages: &probe.messages,
+            max_tokens: 1,
+            enforce_output_length: false,
+            ttft_timeout: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(60),
+        };
+        let reply = crate::client::send(&self.client, &call).await;
+        let after = crate::metrics::scrape(&self.client, &self.base_url).await;
+        let delta = |k: &str| Some(after.as_ref()?.get(k)? - before.as_ref()?.get(k)?);
+        let cleared_again = self.reset_prefix_cache().await;
+        let mut error = if reply.outcome == kvbench_common::record::Outcome::Ok {
+            String::new()
+        } else {
+            format!("probe failed ({}): {}", reply.outcome, reply.error)
+        };
+        if let Err(e) = cleared_again {
+            error = format!(
+                "{error}{}clearing after the probe failed: {e}",
+                if error.is_empty() { "" } else { "; " }
+            );
+        }
+        Some(v1::ColdProbe {
+            prompt_tokens: reply.prompt_tokens.unwrap_or(0),
+            cached_tokens: reply.cached_tokens,
+            counter_hits: delta("vllm:prefix_cache_hits_total"),
+            counter_queries: delta("vllm:prefix_cache_queries_total"),
+            error,
+        })
     }
 }
 
@@ -227,6 +271,7 @@ impl Agent for AgentService {
         let guard = ActiveGuard(self.active.clone());
         let cancel = self.shutdown.child_token();
         let ctx = round::RoundContext {
+            probe: self.probe.clone(),
             client: self.client.clone(),
             base_url: self.base_url.clone(),
             agent_name: self.name.clone(),
@@ -264,17 +309,24 @@ impl Agent for AgentService {
                     DRAIN_TIMEOUT.as_secs()
                 ),
                 took_ms: took(),
+                probe: None,
             }));
         }
         let (success, detail) = match self.reset_prefix_cache().await {
             Ok(d) => (true, d),
             Err(d) => (false, d),
         };
-        tracing::info!(success, detail = %detail, "clear_cache");
+        let probe = if success {
+            self.cold_probe().await
+        } else {
+            None
+        };
+        tracing::info!(success, detail = %detail, probe = ?probe, "clear_cache");
         Ok(Response::new(v1::ClearCacheResponse {
             success,
             detail,
             took_ms: took(),
+            probe,
         }))
     }
 }

@@ -110,6 +110,10 @@ pub struct RequestRecord {
     /// Server-side TTFT when the engine reports one (kvbench-sim's `kvbench_server_ttft_us`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_ttft_ms: Option<f64>,
+    /// No earlier request of the round began like this one: after a true cold start, none
+    /// of its prefix can be cached.
+    #[serde(default)]
+    pub first_touch: bool,
     pub outcome: Outcome,
     pub error: String,
     pub http_status: Option<u16>,

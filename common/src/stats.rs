@@ -511,10 +511,122 @@ pub struct ScenarioInfo {
 /// What isolation before the scenario did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IsolationInfo {
-    /// `none` (first scenario), `skipped` (clearing off), `cleared`, `failed`.
+    /// What was asked: `clear` (clear, then wait), `wait` (only wait), `none`.
+    pub policy: String,
+    /// What the isolation step did: `none` (first scenario), `skipped` (clearing off),
+    /// `cleared`, `failed`.
     pub status: String,
     pub detail: String,
     pub wait_s: f64,
+    /// Whether round 1 was really cold: `verified`, `unverified` (the engine reports
+    /// neither cached tokens nor prefix-cache counters), `failed` (with the evidence), or
+    /// `none` (no isolation step ran before this scenario).
+    pub verdict: String,
+    /// What the verdict rests on, in words.
+    pub evidence: Vec<String>,
+    /// The cold check after the clear: the previous round's first prompt sent again.
+    pub probe: Option<ProbeInfo>,
+}
+
+/// The cold check after a clear.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeInfo {
+    pub prompt_tokens: u32,
+    pub cached_tokens: Option<u32>,
+    pub counter_hits: Option<f64>,
+    pub counter_queries: Option<f64>,
+    pub error: String,
+}
+
+/// A first-touch request may reuse nothing after a true cold start: more than this share of
+/// their prompt tokens cached fails the verdict (room for an engine's rounding).
+pub const STALE_SHARE_LIMIT: f64 = 0.02;
+
+impl IsolationInfo {
+    /// Judges whether round 1 was cold from the probe after the clear and from round 1's
+    /// first-touch requests (whose prefix no earlier request of the round shared).
+    pub fn judge(&mut self, round1: &[RequestRecord]) {
+        let mut failed = Vec::new();
+        let mut fine = Vec::new();
+        let ft: Vec<&RequestRecord> = round1
+            .iter()
+            .filter(|r| {
+                r.first_touch && !r.warmup && r.outcome == Outcome::Ok && r.cached_tokens.is_some()
+            })
+            .collect();
+        let mut reported = false;
+        if !ft.is_empty() {
+            reported = true;
+            let cached: u64 = ft
+                .iter()
+                .filter_map(|r| r.cached_tokens)
+                .map(u64::from)
+                .sum();
+            let prompt: u64 = ft.iter().map(|r| u64::from(r.input_tokens())).sum();
+            let hit = ft
+                .iter()
+                .filter(|r| r.cached_tokens.unwrap_or(0) > 0)
+                .count();
+            let share = if prompt > 0 {
+                cached as f64 / prompt as f64
+            } else {
+                0.0
+            };
+            let line = format!(
+                "round 1: {:.0} % of first-touch prompt tokens were cached ({hit} of {} first-touch requests hit)",
+                share * 100.0,
+                ft.len()
+            );
+            if share > STALE_SHARE_LIMIT {
+                failed.push(line);
+            } else {
+                fine.push(line);
+            }
+        }
+        if let Some(p) = &self.probe {
+            if let Some(c) = p.cached_tokens {
+                reported = true;
+                let line = format!(
+                    "probe after the clear: the engine reused {c} of {} tokens of the previous round's first prompt",
+                    p.prompt_tokens
+                );
+                if f64::from(c) > STALE_SHARE_LIMIT * f64::from(p.prompt_tokens.max(1)) {
+                    failed.push(line);
+                } else {
+                    fine.push(line);
+                }
+            }
+            if let (Some(h), Some(q)) = (p.counter_hits, p.counter_queries) {
+                reported = true;
+                let line = format!(
+                    "prefix-cache counters over the probe: {h:.0} hits of {q:.0} queried tokens"
+                );
+                if q > 0.0 && h / q > STALE_SHARE_LIMIT {
+                    failed.push(line);
+                } else {
+                    fine.push(line);
+                }
+            }
+            if !p.error.is_empty() {
+                fine.push(p.error.clone());
+            }
+        }
+        let (verdict, mut evidence) = match self.status.as_str() {
+            "none" | "skipped" => ("none", [failed, fine].concat()),
+            "failed" => ("failed", [vec![format!("the clear failed: {}", self.detail)], failed].concat()),
+            _ if !failed.is_empty() => ("failed", failed),
+            _ if !reported => (
+                "unverified",
+                vec!["the engine reports neither cached tokens nor prefix-cache counters: start vLLM with --enable-prompt-tokens-details (SGLang: --enable-cache-report) and keep its /metrics reachable".to_owned()],
+            ),
+            _ => ("verified", fine),
+        };
+        if evidence.is_empty() {
+            evidence.push("no request of round 1 could show it".into());
+        }
+        self.verdict = verdict.into();
+        self.evidence = evidence;
+    }
 }
 
 /// The whole `<slug>_stats_<ts>.json` file.
@@ -564,6 +676,7 @@ mod tests {
             cached_tokens: Some(80),
             finish_reason: "length".into(),
             engine_ttft_ms: None,
+            first_touch: false,
             outcome,
             error: String::new(),
             http_status: Some(200),

@@ -12,7 +12,7 @@ use kvbench_common::dataset::{self, Dataset, DatasetSpec};
 use kvbench_common::plan::{Endpoint, Plan, Scenario};
 use kvbench_common::record::{Outcome, RequestRecord};
 use kvbench_common::stats::{
-    AgentHealth, Comparison, IsolationInfo, RoundStats, ScenarioInfo, ScenarioStats,
+    AgentHealth, Comparison, IsolationInfo, ProbeInfo, RoundStats, ScenarioInfo, ScenarioStats,
 };
 use kvbench_common::telemetry::{EngineMetricsSummary, TelemetrySample};
 use kvbench_common::util::{rfc3339_utc, timestamp_utc};
@@ -97,9 +97,13 @@ pub async fn run_plan(
             .with_context(|| format!("no agent serves endpoint {}", scenario.config.endpoint))?;
         let isolation = if i == 0 {
             IsolationInfo {
+                policy: "none".into(),
                 status: "none".into(),
                 detail: "first scenario of the plan".into(),
                 wait_s: 0.0,
+                verdict: "none".into(),
+                evidence: Vec::new(),
+                probe: None,
             }
         } else {
             let iso = isolate(plan, agent, &cancel).await;
@@ -225,6 +229,7 @@ async fn isolate(plan: &Plan, agent: &Agent, cancel: &CancellationToken) -> Isol
     println!();
     println!("Cleanup before the next scenario");
     let wait = plan.wait_between_scenarios_s;
+    let mut probe = None;
     let (status, detail) = if plan.clear_cache_between_scenarios {
         println!("  Clearing the KV cache through agent {} ...", agent.name());
         let mut client = agent.client.clone();
@@ -236,8 +241,22 @@ async fn isolate(plan: &Plan, agent: &Agent, cancel: &CancellationToken) -> Isol
         match res {
             Ok(r) => {
                 let r = r.into_inner();
+                probe = r.probe.map(|p| ProbeInfo {
+                    prompt_tokens: p.prompt_tokens,
+                    cached_tokens: p.cached_tokens,
+                    counter_hits: p.counter_hits,
+                    counter_queries: p.counter_queries,
+                    error: p.error,
+                });
                 if r.success {
                     println!("  Cache cleared in {:.0} ms ({})", r.took_ms, r.detail);
+                    if let Some(p) = &probe {
+                        println!(
+                            "  Cold check: the previous round's first prompt sent again: {} of {} tokens cached",
+                            p.cached_tokens.map_or("n/a".to_owned(), |c| c.to_string()),
+                            p.prompt_tokens
+                        );
+                    }
                     ("cleared".to_owned(), r.detail)
                 } else {
                     println!("  WARNING: clear failed: {}", r.detail);
@@ -270,10 +289,21 @@ async fn isolate(plan: &Plan, agent: &Agent, cancel: &CancellationToken) -> Isol
             _ = cancel.cancelled() => {}
         }
     }
+    let policy = if plan.clear_cache_between_scenarios {
+        "clear"
+    } else if wait > 0.0 {
+        "wait"
+    } else {
+        "none"
+    };
     IsolationInfo {
+        policy: policy.into(),
         status,
         detail,
         wait_s: wait,
+        verdict: "none".into(),
+        evidence: Vec::new(),
+        probe,
     }
 }
 
@@ -373,7 +403,7 @@ async fn run_scenario(
     s: &Scenario,
     agent: &Agent,
     scenario_id: &str,
-    isolation: IsolationInfo,
+    mut isolation: IsolationInfo,
     dataset: Option<&Dataset>,
     tokenizer: Option<&[u8]>,
     cancel: &CancellationToken,
@@ -406,6 +436,10 @@ async fn run_scenario(
                 )
             })
         });
+        if round == 1 {
+            isolation.judge(&rr.records);
+            print_verdict(&isolation);
+        }
         if !rr.records.is_empty() || rr.duration_s.is_some() {
             rounds.push(st);
         }
@@ -506,6 +540,19 @@ fn pct(v: Option<f64>) -> String {
 
 fn ms(v: Option<f64>) -> String {
     v.map_or("n/a".to_owned(), |v| format!("{v:.1} ms"))
+}
+
+fn print_verdict(i: &IsolationInfo) {
+    let evidence = i.evidence.join("; ");
+    match i.verdict.as_str() {
+        "verified" => println!("  Isolation: verified cold start ({evidence})"),
+        "failed" => {
+            println!("  Isolation: FAILED: round 1 was not a cold start ({evidence})");
+            println!("    Its figures are not cold-start figures: restart the engine between scenarios, or fix the reset.")
+        }
+        "unverified" => println!("  Isolation: unverified ({evidence})"),
+        _ => println!("  Isolation: none before this scenario ({evidence})"),
+    }
 }
 
 fn print_round(s: &Scenario, st: &RoundStats) {

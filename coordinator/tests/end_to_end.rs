@@ -121,8 +121,21 @@ async fn quickstart_shape_cache_effect_and_counts() {
         records += recs.len() as u64;
     }
     assert_eq!(records, 2 * 12 + 2 * 8);
-    assert_eq!(sim.requests_received, records, "sim served == records");
-    assert_eq!(sim.request_success, records);
+    // Besides the records, the harness sent one cold-check probe after each clear, and
+    // says so in the stats: nothing else reached the engine.
+    let probes: Vec<_> = summary
+        .scenarios
+        .iter()
+        .filter_map(|s| s.stats.isolation.probe.as_ref())
+        .collect();
+    assert_eq!(probes.len(), 1, "one clear, one probe");
+    let n_probes = probes.len() as u64;
+    assert_eq!(
+        sim.requests_received,
+        records + n_probes,
+        "sim served == records + probes"
+    );
+    assert_eq!(sim.request_success, records + n_probes);
 
     // Token accounting agrees with the engine's own counters.
     let input: u64 = summary
@@ -131,14 +144,20 @@ async fn quickstart_shape_cache_effect_and_counts() {
         .flat_map(|s| s.stats.rounds.iter())
         .map(|r| r.total_input_tokens)
         .sum();
-    assert_eq!(input, sim.prompt_tokens);
+    let probe_input: u64 = probes.iter().map(|p| u64::from(p.prompt_tokens)).sum();
+    assert_eq!(input + probe_input, sim.prompt_tokens);
     let cached: u64 = summary
         .scenarios
         .iter()
         .flat_map(|s| s.stats.rounds.iter())
         .map(|r| r.cached_tokens)
         .sum();
-    assert_eq!(cached, sim.prefix_cache_hits);
+    let probe_cached: u64 = probes
+        .iter()
+        .filter_map(|p| p.cached_tokens)
+        .map(u64::from)
+        .sum();
+    assert_eq!(cached + probe_cached, sim.prefix_cache_hits);
 
     // The engine's own counters, scraped by the agent around each round, agree with the
     // cached tokens the responses reported.

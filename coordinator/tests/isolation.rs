@@ -1,10 +1,13 @@
 //! Isolation between scenarios: two scenarios with the same prompts. With clearing on, the
-//! second one's round 1 is a true cold start; with clearing off, it hits the first one's
-//! cache (the seed's cache pollution, demonstrated).
+//! second one's round 1 is a true cold start, verified; with clearing off, it hits the first
+//! one's cache (the seed's cache pollution, demonstrated); with an engine whose reset lies,
+//! the verdict is `failed`, with the evidence.
 
 mod common;
 
-use common::{load, run, TempDir};
+use common::{assert_stats_schema, load, read_json, run_with, TempDir};
+use kvbench_common::stats::IsolationInfo;
+use kvbench_sim::SimConfig;
 
 fn plan_text(clear: bool) -> String {
     format!(
@@ -27,8 +30,9 @@ test_scenarios:
     )
 }
 
-/// Cached tokens of the second scenario's round 1: (first request, whole round ratio).
-async fn second_round_one(clear: bool) -> (u32, f64, String) {
+/// The second scenario's round 1: cached tokens of its first request, the round's ratio,
+/// and the isolation record.
+async fn second_round_one(clear: bool, sim: SimConfig) -> (u32, f64, IsolationInfo) {
     let dir = TempDir::new(if clear { "iso-on" } else { "iso-off" });
     // One question per document: within a round no document is reused, so any cache hit
     // beyond the shared system prompt comes from an earlier scenario.
@@ -37,10 +41,10 @@ async fn second_round_one(clear: bool) -> (u32, f64, String) {
         "endpoint: sim\nnum_requests: 4\noutput_tokens: 8\nworkload:\n  documents: 4\n  document_tokens: 1000\n",
     );
     let plan = load(&dir.write("plan.yaml", &plan_text(clear)));
-    let (summary, _) = run(&plan).await;
+    let (summary, _) = run_with(&plan, sim).await;
     assert_eq!(summary.failed(), 0);
     let second = &summary.scenarios[1];
-    let res = common::read_json(second.results_path.as_ref().expect("results"));
+    let res = read_json(second.results_path.as_ref().expect("results"));
     let first_req = res["records"]
         .as_array()
         .expect("records")
@@ -51,13 +55,17 @@ async fn second_round_one(clear: bool) -> (u32, f64, String) {
     let ratio = second.stats.rounds[0]
         .cache_hit_ratio
         .expect("ratio reported");
-    (first_req, ratio, second.stats.isolation.status.clone())
+    assert_stats_schema(&read_json(second.stats_path.as_ref().expect("stats")));
+    (first_req, ratio, second.stats.isolation.clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clearing_makes_round_one_cold() {
-    let (first, ratio, status) = second_round_one(true).await;
-    assert_eq!(status, "cleared");
+async fn clearing_makes_round_one_cold_and_verified() {
+    let (first, ratio, iso) = second_round_one(true, SimConfig::default()).await;
+    assert_eq!(
+        (iso.policy.as_str(), iso.status.as_str()),
+        ("clear", "cleared")
+    );
     assert_eq!(
         first, 0,
         "the first request after clearing finds nothing cached"
@@ -66,12 +74,49 @@ async fn clearing_makes_round_one_cold() {
         ratio < 0.05,
         "round 1 cache_hit_ratio {ratio} after clearing"
     );
+    assert_eq!(iso.verdict, "verified", "{:?}", iso.evidence);
+    let probe = iso.probe.expect("a cold probe ran after the clear");
+    assert_eq!(probe.cached_tokens, Some(0));
+    assert!(probe.prompt_tokens > 900, "{}", probe.prompt_tokens);
+    assert_eq!(probe.counter_hits, Some(0.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_reset_is_caught_with_evidence() {
+    let lying = SimConfig {
+        lying_reset: true,
+        ..SimConfig::default()
+    };
+    let (first, ratio, iso) = second_round_one(true, lying).await;
+    assert_eq!(iso.status, "cleared", "the engine said it cleared");
+    assert!(
+        first > 900 && ratio > 0.9,
+        "but round 1 hit the old cache: {first} {ratio}"
+    );
+    assert_eq!(iso.verdict, "failed");
+    let evidence = iso.evidence.join(" | ");
+    assert!(
+        evidence.contains("of first-touch prompt tokens were cached"),
+        "{evidence}"
+    );
+    assert!(
+        evidence.contains("probe after the clear: the engine reused"),
+        "{evidence}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_clearing_round_one_hits_the_previous_scenario() {
-    let (first, ratio, status) = second_round_one(false).await;
-    assert_eq!(status, "skipped");
+    let (first, ratio, iso) = second_round_one(false, SimConfig::default()).await;
+    assert_eq!(
+        (iso.status.as_str(), iso.verdict.as_str()),
+        ("skipped", "none")
+    );
+    let evidence = iso.evidence.join(" | ");
+    assert!(
+        evidence.contains("of first-touch prompt tokens were cached"),
+        "{evidence}"
+    );
     assert!(
         first > 900,
         "request 0 reused {first} tokens of the first scenario's cache"

@@ -88,6 +88,10 @@ pub struct SimConfig {
     /// Share of streams that stall mid-stream (no more bytes, connection held open).
     #[arg(long, default_value_t = 0.0)]
     pub fault_stall: f64,
+    /// Make `/reset_prefix_cache` answer success without resetting anything (an engine
+    /// whose reset lies, to test that kvbench catches it).
+    #[arg(long)]
+    pub lying_reset: bool,
     /// Seed of the fault draw (which request gets which fault is a function of the seed and
     /// the request's arrival order).
     #[arg(long, default_value_t = 0)]
@@ -161,6 +165,7 @@ impl Default for SimConfig {
             fault_malformed_json: 0.0,
             fault_stall: 0.0,
             fault_seed: 0,
+            lying_reset: false,
         }
     }
 }

@@ -54,7 +54,12 @@ pub fn load(path: &Path) -> Plan {
 
 /// Runs a plan with the embedded default; returns the summary and the sim's counters.
 pub async fn run(plan: &Plan) -> (RunSummary, EngineCounters) {
-    let embedded = Embedded::start(plan, SimConfig::default())
+    run_with(plan, SimConfig::default()).await
+}
+
+/// Runs a plan with an embedded sim configured as given.
+pub async fn run_with(plan: &Plan, sim: SimConfig) -> (RunSummary, EngineCounters) {
+    let embedded = Embedded::start(plan, sim)
         .await
         .expect("embedded agent and sim start");
     let summary = run_plan(plan, &embedded.by_endpoint, CancellationToken::new())
