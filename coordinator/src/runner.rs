@@ -778,8 +778,8 @@ fn final_summary(plan: &Plan, sum: &RunSummary) {
         if sum.cancelled { " | CANCELLED" } else { "" }
     );
     println!();
-    println!("| scenario | type | status | R1 mean TTFT | last-round mean TTFT | TTFT reduction | throughput increase | R1 cache hit | last-round cache hit |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| scenario | type | status | isolation | R1 mean TTFT | last-round mean TTFT | TTFT reduction | throughput increase | R1 cache hit | last-round cache hit |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for o in &sum.scenarios {
         let st = &o.stats;
         let first = st.rounds.first();
@@ -789,10 +789,11 @@ fn final_summary(plan: &Plan, sum: &RunSummary) {
                 .map_or("n/a".to_owned(), |h| format!("{:.1}%", h * 100.0))
         };
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             st.scenario.name,
             st.scenario.kind,
             st.status,
+            st.isolation.verdict,
             ms(first.and_then(|r| r.get("mean_ttft_ms"))),
             ms(last.and_then(|r| r.get("mean_ttft_ms"))),
             pct(st.comparison.as_ref().and_then(|c| c.ttft_reduction_pct)),
@@ -802,6 +803,19 @@ fn final_summary(plan: &Plan, sum: &RunSummary) {
                 .and_then(|c| c.throughput_increase_pct)),
             hit(first),
             hit(last),
+        );
+    }
+    let not_cold: Vec<&str> = sum
+        .scenarios
+        .iter()
+        .filter(|o| o.stats.isolation.verdict == "failed")
+        .map(|o| o.name.as_str())
+        .collect();
+    if !not_cold.is_empty() {
+        println!();
+        println!(
+            "WARNING: round 1 was not a cold start in: {} (see isolation.evidence in their stats)",
+            not_cold.join(", ")
         );
     }
     println!();
