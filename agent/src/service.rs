@@ -85,7 +85,9 @@ impl AgentService {
     /// `POST /reset_prefix_cache` (vLLM's and kvbench-sim's), retried while the engine
     /// answers `success: false` because requests still hold blocks.
     async fn reset_prefix_cache(&self) -> Result<String, String> {
-        let url = format!("{}/reset_prefix_cache", self.base_url);
+        // reset_external also clears connector tiers (LMCache, Mooncake, CPU offload) on
+        // vLLM versions that have them; others ignore the parameter.
+        let url = format!("{}/reset_prefix_cache?reset_external=true", self.base_url);
         let deadline = Instant::now() + RESET_RETRY_FOR;
         loop {
             let req = Request::builder()
