@@ -249,7 +249,10 @@ async fn isolate(plan: &Plan, agent: &Agent, cancel: &CancellationToken) -> Isol
                     error: p.error,
                 });
                 if r.success {
-                    println!("  Cache cleared in {:.0} ms ({})", r.took_ms, r.detail);
+                    println!(
+                        "  Cache cleared ({}); clear and cold check took {:.0} ms",
+                        r.detail, r.took_ms
+                    );
                     if let Some(p) = &probe {
                         println!(
                             "  Cold check: the previous round's first prompt sent again: {} of {} tokens cached",
