@@ -5,7 +5,9 @@
 //! The agent owns its engine's address (from its own command line or config): nothing that
 //! arrives over gRPC names a URL, a path or a command.
 
+pub mod clear;
 pub mod client;
+pub mod config;
 pub mod gpu;
 pub mod health;
 pub mod metrics;
@@ -34,6 +36,22 @@ pub struct AgentConfig {
     pub engine_url: String,
     /// cloud, region, node, engine, model, ...
     pub labels: BTreeMap<String, String>,
+    /// What ClearCache does, in order.
+    pub clear_steps: Vec<clear::ClearStep>,
+}
+
+impl AgentConfig {
+    /// An agent for a vLLM-compatible engine (kvbench-sim included): clearing calls
+    /// vLLM's reset endpoint.
+    pub fn vllm(name: impl Into<String>, engine_url: impl Into<String>) -> AgentConfig {
+        let engine_url: String = engine_url.into();
+        AgentConfig {
+            name: name.into(),
+            clear_steps: clear::preset("vllm", &engine_url, 0).into_iter().collect(),
+            engine_url,
+            labels: BTreeMap::new(),
+        }
+    }
 }
 
 /// This host's name.
@@ -64,6 +82,13 @@ pub struct ServeArgs {
     /// Accept a listen address beyond loopback without TLS (plaintext, unauthenticated).
     #[arg(long)]
     pub insecure: bool,
+    /// The agent's config file: engine, cache-clearing calls, name, labels (see
+    /// `deploy/agent/`); it replaces --engine, --name and --label.
+    #[arg(long, conflicts_with_all = ["engine", "name", "labels"])]
+    pub config: Option<std::path::PathBuf>,
+    /// Check the config file, print what it means, and exit.
+    #[arg(long, requires = "config")]
+    pub check_config: bool,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -77,27 +102,51 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 /// `kvbench-agent listening on ADDR` on stdout.
 pub async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
     use anyhow::{bail, Context};
-    if !args.listen.ip().is_loopback() && !args.insecure {
-        bail!(
-            "refusing to listen on {} without TLS: this build has no TLS or authentication, so anyone who can reach the port could drive load; listen on loopback (and tunnel), or pass --insecure to accept that",
-            args.listen
-        );
-    }
-    if !args.engine.starts_with("http://") {
-        bail!(
-            "--engine must be an http:// base URL, got {:?}",
-            args.engine
-        );
-    }
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    let config = AgentConfig {
-        name: args.name.unwrap_or_else(hostname),
-        engine_url: args.engine,
-        labels: args.labels.into_iter().collect(),
+    let (config, listen) = match &args.config {
+        Some(path) => {
+            let f = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if args.check_config {
+                println!("{}: OK", path.display());
+                println!("  engine: {:?} at {}", f.engine_kind, f.engine_url);
+                if f.clear_steps.is_empty() {
+                    println!("  clear_cache: none configured (ClearCache will fail)");
+                }
+                for s in &f.clear_steps {
+                    println!("  clear_cache: {} ({} {})", s.name, s.method, s.url);
+                }
+                return Ok(());
+            }
+            let listen = f.listen.unwrap_or(args.listen);
+            let config = AgentConfig {
+                name: f.name.unwrap_or_else(hostname),
+                engine_url: f.engine_url,
+                labels: f.labels,
+                clear_steps: f.clear_steps,
+            };
+            (config, listen)
+        }
+        None => {
+            if !args.engine.starts_with("http://") {
+                bail!(
+                    "--engine must be an http:// base URL, got {:?}",
+                    args.engine
+                );
+            }
+            let name = args.name.clone().unwrap_or_else(hostname);
+            let mut config = AgentConfig::vllm(name, args.engine.trim_end_matches('/'));
+            config.labels = args.labels.into_iter().collect();
+            (config, args.listen)
+        }
     };
+    if !listen.ip().is_loopback() && !args.insecure {
+        bail!(
+            "refusing to listen on {listen} without TLS: this build has no TLS or authentication, so anyone who can reach the port could drive load; listen on loopback (and tunnel), or pass --insecure to accept that"
+        );
+    }
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
     println!("kvbench-agent listening on {addr}");
     tracing::info!(%addr, engine = %config.engine_url, name = %config.name, "kvbench-agent listening");
     let shutdown = CancellationToken::new();

@@ -4,9 +4,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request};
 use kvbench_common::dataset::trace_conversations;
 use kvbench_common::tokenizer::Whitespace;
 use kvbench_common::PROTOCOL_VERSION;
@@ -26,8 +23,6 @@ use crate::AgentConfig;
 
 /// How long ClearCache waits for this agent's rounds to finish before giving up.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long ClearCache retries a reset the engine refuses because requests still hold blocks.
-const RESET_RETRY_FOR: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub struct AgentService {
@@ -82,58 +77,12 @@ impl AgentService {
         }
     }
 
-    /// `POST /reset_prefix_cache` (vLLM's and kvbench-sim's), retried while the engine
-    /// answers `success: false` because requests still hold blocks.
+    /// Runs the configured clear steps in order.
     async fn reset_prefix_cache(&self) -> Result<String, String> {
-        // reset_external also clears connector tiers (LMCache, Mooncake, CPU offload) on
-        // vLLM versions that have them; others ignore the parameter.
-        let url = format!("{}/reset_prefix_cache?reset_external=true", self.base_url);
-        let deadline = Instant::now() + RESET_RETRY_FOR;
-        loop {
-            let req = Request::builder()
-                .method(Method::POST)
-                .uri(&url)
-                .body(Full::new(Bytes::new()))
-                .map_err(|e| format!("bad engine URL {url}: {e}"))?;
-            let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
-                .await
-                .map_err(|_| format!("POST {url}: no answer within 30 s"))?
-                .map_err(|e| format!("POST {url}: {e}"))?;
-            let status = resp.status();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-                .unwrap_or_default();
-            if status == hyper::StatusCode::NOT_FOUND {
-                return Err(format!(
-                    "POST {url}: 404: the engine has no reset endpoint (vLLM serves it only with VLLM_SERVER_DEV_MODE=1)"
-                ));
-            }
-            if !status.is_success() {
-                return Err(format!(
-                    "POST {url}: HTTP {status}: {}",
-                    body.chars().take(300).collect::<String>()
-                ));
-            }
-            // vLLM answers 200 with a JSON body; `success: false` means refused.
-            let success = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("success").and_then(serde_json::Value::as_bool));
-            match success {
-                Some(false) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Some(false) => {
-                    return Err(format!(
-                        "POST {url}: the engine refused the reset for {} s (requests still hold KV blocks)",
-                        RESET_RETRY_FOR.as_secs()
-                    ))
-                }
-                _ => return Ok(format!("POST {url}: {}", body.trim())),
-            }
+        if self.config.clear_steps.is_empty() {
+            return Err("no clear_cache steps are configured for this engine (kind generic): add them to the agent's config file, or restart the engine between scenarios".into());
         }
+        crate::clear::run_all(&self.client, &self.config.clear_steps).await
     }
 }
 

@@ -25,6 +25,9 @@ async fn outcome_counts_equal_the_injected_mix() {
     .expect("sim");
     let agent = kvbench_agent::spawn(AgentConfig {
         name: "a".into(),
+        clear_steps: kvbench_agent::clear::preset("vllm", &sim.base_url(), 0)
+            .into_iter()
+            .collect(),
         engine_url: sim.base_url(),
         labels: BTreeMap::new(),
     })

@@ -17,6 +17,9 @@ async fn agent(
 ) {
     let handle = kvbench_agent::spawn(AgentConfig {
         name: "test-agent".into(),
+        clear_steps: kvbench_agent::clear::preset("vllm", &engine_url, 0)
+            .into_iter()
+            .collect(),
         engine_url,
         labels: BTreeMap::from([("cloud".to_owned(), "lab".to_owned())]),
     })

@@ -123,6 +123,9 @@ async fn records_count_prompts_in_the_tokenizers_tokens() {
     let sim = kvbench_sim::spawn(SimConfig::default()).await.expect("sim");
     let agent = kvbench_agent::spawn(AgentConfig {
         name: "a".into(),
+        clear_steps: kvbench_agent::clear::preset("vllm", &sim.base_url(), 0)
+            .into_iter()
+            .collect(),
         engine_url: sim.base_url(),
         labels: BTreeMap::new(),
     })

@@ -336,7 +336,9 @@ impl From<PlanError> for PlanErrors {
 }
 
 /// Turns a serde_yaml error into one that names the key and says what is valid.
-fn yaml_error(file: &Path, text: &str, e: &serde_yaml::Error) -> PlanError {
+/// A serde_yaml error as a [`PlanError`] naming the file, the line and the key (any YAML file
+/// kvbench reads: plans, scenario configs, agent configs).
+pub fn yaml_error(file: &Path, text: &str, e: &serde_yaml::Error) -> PlanError {
     let mut msg = e.to_string();
     let line = e.location().map(|l| l.line());
     if let Some(pos) = msg.rfind(" at line ") {

@@ -96,13 +96,11 @@ impl Embedded {
                 Endpoint::Sim => "embedded-sim".to_owned(),
                 Endpoint::Url(u) => format!("embedded-{}", u.trim_start_matches("http://")),
             };
-            let handle = kvbench_agent::spawn(kvbench_agent::AgentConfig {
-                name,
-                engine_url,
-                labels: BTreeMap::from([("mode".to_owned(), "embedded".to_owned())]),
-            })
-            .await
-            .context("cannot start the embedded agent")?;
+            let mut config = kvbench_agent::AgentConfig::vllm(name, engine_url);
+            config.labels = BTreeMap::from([("mode".to_owned(), "embedded".to_owned())]);
+            let handle = kvbench_agent::spawn(config)
+                .await
+                .context("cannot start the embedded agent")?;
             let agent = Agent::connect(&handle.url()).await?;
             agents.push(handle);
             by_endpoint.insert(ep.clone(), agent);

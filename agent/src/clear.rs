@@ -1,0 +1,175 @@
+//! Clearing an engine's caches: an ordered list of HTTP calls, from presets per engine kind
+//! (FACTS.md) or written out. Only the agent's own configuration decides these calls.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, StatusCode};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::client::HttpClient;
+
+/// How long a step is retried while the engine refuses because requests still run.
+pub const RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// One HTTP call of a clear.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClearStep {
+    /// What the step clears, for people (`vLLM prefix cache`, ...).
+    pub name: String,
+    pub method: String,
+    pub url: String,
+    #[serde(default)]
+    pub body: Option<String>,
+    /// A JSON boolean field of the answer that must be true (vLLM's `success`).
+    #[serde(default)]
+    pub success_field: Option<String>,
+    /// HTTP statuses that mean "busy, try again" (SGLang answers 400 while requests run).
+    #[serde(default)]
+    pub retry_statuses: Vec<u16>,
+    /// What a 404 or 501 means for this engine.
+    #[serde(default)]
+    pub missing_hint: Option<String>,
+}
+
+/// The presets, by name.
+pub const PRESETS: [&str; 6] = [
+    "vllm",
+    "sim",
+    "sglang",
+    "llamacpp",
+    "lmcache",
+    "mooncake_master",
+];
+
+/// A preset's step against `base` (the engine's base URL, or the service's for LMCache and
+/// the Mooncake master).
+pub fn preset(name: &str, base: &str, slot: u32) -> Option<ClearStep> {
+    let base = base.trim_end_matches('/');
+    let step =
+        |name: &str, url: String, success: Option<&str>, retry: &[u16], hint: &str| ClearStep {
+            name: name.into(),
+            method: "POST".into(),
+            url,
+            body: None,
+            success_field: success.map(str::to_owned),
+            retry_statuses: retry.to_vec(),
+            missing_hint: Some(hint.into()),
+        };
+    Some(match name {
+        "vllm" | "sim" => step(
+            "vLLM prefix cache (and connector tiers)",
+            format!("{base}/reset_prefix_cache?reset_external=true"),
+            Some("success"),
+            &[],
+            "vLLM serves /reset_prefix_cache only with VLLM_SERVER_DEV_MODE=1",
+        ),
+        "sglang" => step(
+            "SGLang radix cache",
+            format!("{base}/flush_cache"),
+            None,
+            &[400],
+            "SGLang serves /flush_cache on its HTTP server port",
+        ),
+        "llamacpp" => step(
+            "llama.cpp slot",
+            format!("{base}/slots/{slot}?action=erase"),
+            None,
+            &[],
+            "llama.cpp erases slots only when started with --slot-save-path (the host-RAM prompt cache is not cleared by it)",
+        ),
+        "lmcache" => ClearStep {
+            body: Some("{}".into()),
+            ..step(
+                "LMCache",
+                format!("{base}/clear"),
+                None,
+                &[],
+                "the LMCache controller listens on port 9000 with enable_controller: True",
+            )
+        },
+        "mooncake_master" => step(
+            "Mooncake store",
+            format!("{base}/api/v1/remove_all?force=true"),
+            Some("success"),
+            &[],
+            "POST /api/v1/remove_all is on the Mooncake master's admin port (9003); older masters lack it: restart the master. The metadata server (port 8080) holds no KV data and has no /clear",
+        ),
+        _ => return None,
+    })
+}
+
+/// Runs one step, retrying while the engine says it is busy. `Ok` carries what it answered.
+pub async fn run_step(client: &HttpClient, s: &ClearStep) -> Result<String, String> {
+    let method = Method::from_bytes(s.method.as_bytes())
+        .map_err(|_| format!("{}: bad method {}", s.name, s.method))?;
+    let deadline = Instant::now() + RETRY_FOR;
+    let what = format!("{} {}", s.method, s.url);
+    loop {
+        let mut req = Request::builder().method(method.clone()).uri(&s.url);
+        if s.body.is_some() {
+            req = req.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        let req = req
+            .body(Full::new(Bytes::from(s.body.clone().unwrap_or_default())))
+            .map_err(|e| format!("{what}: {e}"))?;
+        let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+            .await
+            .map_err(|_| format!("{what}: no answer within 30 s"))?
+            .map_err(|e| format!("{what}: {e}"))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+            .unwrap_or_default();
+        let brief: String = body.trim().chars().take(300).collect();
+        if matches!(status, StatusCode::NOT_FOUND | StatusCode::NOT_IMPLEMENTED) {
+            let hint = s
+                .missing_hint
+                .as_deref()
+                .unwrap_or("the endpoint does not exist");
+            return Err(format!("{what}: {status}: {hint}"));
+        }
+        let busy = s.retry_statuses.contains(&status.as_u16());
+        let refused = s.success_field.as_ref().is_some_and(|f| {
+            serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get(f).and_then(serde_json::Value::as_bool))
+                != Some(true)
+        });
+        if (busy || (status.is_success() && refused)) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        if !status.is_success() {
+            return Err(format!("{what}: HTTP {status}: {brief}"));
+        }
+        if refused {
+            return Err(format!(
+                "{what}: the engine refused for {} s (answered {brief}; requests still hold KV blocks?)",
+                RETRY_FOR.as_secs()
+            ));
+        }
+        return Ok(format!("{what}: {brief}"));
+    }
+}
+
+/// Runs the steps in order, stopping at the first failure.
+pub async fn run_all(client: &HttpClient, steps: &[ClearStep]) -> Result<String, String> {
+    let mut done = Vec::new();
+    for s in steps {
+        match run_step(client, s).await {
+            Ok(d) => done.push(d),
+            Err(e) => {
+                done.push(e);
+                return Err(done.join("; "));
+            }
+        }
+    }
+    Ok(done.join("; "))
+}

@@ -1,0 +1,210 @@
+//! The agent's own config file (`kvbench-agent --config agent.yaml`): the engine it serves
+//! and what clearing its caches means on this host. Nothing that arrives over gRPC can name
+//! a URL, a path or a command: only this file does.
+//!
+//! ```yaml
+//! name: gpu-node-1                 # default: the hostname
+//! listen: 127.0.0.1:50051          # default: --listen
+//! labels: {cloud: a, region: eu}   # reported to the coordinator
+//! engine:
+//!   kind: vllm                     # vllm | sglang | llamacpp | sim | generic
+//!   base_url: http://127.0.0.1:8000
+//!   slot: 0                        # llama.cpp: the slot to erase
+//! clear_cache:                     # default: the engine kind's preset (none for generic)
+//!   - preset: vllm                 # vllm | sim | sglang | llamacpp (against base_url)
+//!   - preset: mooncake_master      # lmcache | mooncake_master: give their url
+//!     url: http://10.0.0.2:9003
+//!   - name: my cache               # or a call written out
+//!     method: POST
+//!     url: http://127.0.0.1:9100/clear
+//!     body: '{"all": true}'
+//!     success_field: success       # a JSON boolean of the answer that must be true
+//!     retry_statuses: [409]        # "busy": retried for 10 s
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use kvbench_common::plan::{yaml_error, PlanError, PlanErrors};
+use serde::Deserialize;
+
+use crate::clear::{preset, ClearStep, PRESETS};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineKind {
+    Vllm,
+    Sglang,
+    Llamacpp,
+    Sim,
+    Generic,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    listen: Option<SocketAddr>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    engine: RawEngine,
+    #[serde(default)]
+    clear_cache: Option<Vec<RawClear>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEngine {
+    kind: EngineKind,
+    base_url: String,
+    #[serde(default)]
+    slot: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClear {
+    #[serde(default)]
+    preset: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    success_field: Option<String>,
+    #[serde(default)]
+    retry_statuses: Option<Vec<u16>>,
+}
+
+/// A validated agent config file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentFile {
+    pub name: Option<String>,
+    pub listen: Option<SocketAddr>,
+    pub labels: BTreeMap<String, String>,
+    pub engine_kind: EngineKind,
+    pub engine_url: String,
+    pub clear_steps: Vec<ClearStep>,
+}
+
+/// The line of the `i`-th item of `clear_cache` (block style), for errors.
+fn clear_item_line(text: &str, i: usize) -> Option<usize> {
+    let start = text.lines().position(|l| l.starts_with("clear_cache:"))?;
+    text.lines()
+        .enumerate()
+        .skip(start + 1)
+        .filter(|(_, l)| l.trim_start().starts_with("- "))
+        .nth(i)
+        .map(|(n, _)| n + 1)
+}
+
+/// Loads and checks an agent config file; errors name the file, the line and the key.
+pub fn load(path: &Path) -> Result<AgentFile, PlanErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| PlanError {
+        file: path.to_owned(),
+        line: None,
+        key: String::new(),
+        message: format!("cannot read the file: {e}"),
+    })?;
+    let raw: RawFile = serde_yaml::from_str(&text).map_err(|e| yaml_error(path, &text, &e))?;
+    let mut errors = Vec::new();
+    let err = |key: String, line: Option<usize>, message: String| PlanError {
+        file: path.to_owned(),
+        line,
+        key,
+        message,
+    };
+    let base = raw.engine.base_url.trim_end_matches('/').to_owned();
+    if !base.starts_with("http://") {
+        let line = text
+            .lines()
+            .position(|l| l.trim_start().starts_with("base_url:"))
+            .map(|i| i + 1);
+        errors.push(err(
+            "engine.base_url".into(),
+            line,
+            format!("must be an http:// base URL, got {base:?}"),
+        ));
+    }
+    let slot = raw.engine.slot.unwrap_or(0);
+    let steps = match raw.clear_cache {
+        None => {
+            let name = match raw.engine.kind {
+                EngineKind::Vllm => Some("vllm"),
+                EngineKind::Sim => Some("sim"),
+                EngineKind::Sglang => Some("sglang"),
+                EngineKind::Llamacpp => Some("llamacpp"),
+                EngineKind::Generic => None,
+            };
+            name.and_then(|n| preset(n, &base, slot))
+                .into_iter()
+                .collect()
+        }
+        Some(items) => {
+            let mut steps = Vec::new();
+            for (i, c) in items.into_iter().enumerate() {
+                let key = |k: &str| format!("clear_cache[{i}].{k}");
+                let line = clear_item_line(&text, i);
+                match (&c.preset, &c.method, &c.url) {
+                    (Some(p), None, url) => {
+                        let service = matches!(p.as_str(), "lmcache" | "mooncake_master");
+                        let target = match (service, url) {
+                            (true, Some(u)) => u.clone(),
+                            (true, None) => {
+                                errors.push(err(key("url"), line, format!("the `{p}` preset needs the service's url (LMCache controller :9000, Mooncake master :9003)")));
+                                continue;
+                            }
+                            (false, Some(_)) => {
+                                errors.push(err(key("url"), line, format!("the `{p}` preset clears the engine at engine.base_url; drop `url`")));
+                                continue;
+                            }
+                            (false, None) => base.clone(),
+                        };
+                        match preset(p, &target, slot) {
+                            Some(mut s) => {
+                                if let Some(b) = c.body {
+                                    s.body = Some(b);
+                                }
+                                steps.push(s)
+                            }
+                            None => errors.push(err(key("preset"), line, format!("unknown preset {p:?}; valid presets: {}", PRESETS.join(", ")))),
+                        }
+                    }
+                    (None, Some(m), Some(u)) => steps.push(ClearStep {
+                        name: c.name.unwrap_or_else(|| format!("{m} {u}")),
+                        method: m.to_ascii_uppercase(),
+                        url: u.clone(),
+                        body: c.body,
+                        success_field: c.success_field,
+                        retry_statuses: c.retry_statuses.unwrap_or_default(),
+                        missing_hint: None,
+                    }),
+                    _ => errors.push(err(
+                        format!("clear_cache[{i}]"),
+                        line,
+                        "give either `preset` (with `url` for lmcache and mooncake_master) or `method` and `url`".into(),
+                    )),
+                }
+            }
+            steps
+        }
+    };
+    if !errors.is_empty() {
+        return Err(PlanErrors(errors));
+    }
+    Ok(AgentFile {
+        name: raw.name,
+        listen: raw.listen,
+        labels: raw.labels,
+        engine_kind: raw.engine.kind,
+        engine_url: base,
+        clear_steps: steps,
+    })
+}

@@ -1,0 +1,93 @@
+//! Deploy files are code: every example agent config under `deploy/agent/` passes
+//! `kvbench-agent --check-config`, and a broken one is rejected with file, line and key.
+
+use std::path::Path;
+use std::process::Command;
+
+fn check(path: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kvbench-agent"))
+        .arg("--config")
+        .arg(path)
+        .arg("--check-config")
+        .output()
+        .expect("kvbench-agent runs")
+}
+
+#[test]
+fn every_example_agent_config_checks() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).expect("deploy/agent").flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            n += 1;
+            let out = check(&p);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{}: {stdout}{}",
+                p.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                stdout.contains("OK") && stdout.contains("clear_cache:"),
+                "{stdout}"
+            );
+        }
+    }
+    assert!(n >= 5, "one example per engine kind");
+    let out = check(&dir.join("vllm.yaml"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("reset_prefix_cache?reset_external=true"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("api/v1/remove_all?force=true"), "{stdout}");
+}
+
+#[test]
+fn broken_agent_configs_name_the_key() {
+    let dir = std::env::temp_dir().join(format!("kvbench-agent-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cases = [
+        ("engine:\n  kind: vllm\n  base_url: http://x:1\n  moddel: m\n", ":4: key `engine.moddel`"),
+        ("engine:\n  kind: triton\n  base_url: http://x:1\n", "key `engine.kind`"),
+        ("engine:\n  kind: vllm\n  base_url: http://x:1\nclear_cache:\n  - preset: redis\n", ":5: key `clear_cache[0].preset`"),
+        ("engine:\n  kind: vllm\n  base_url: http://x:1\nclear_cache:\n  - preset: mooncake_master\n", "key `clear_cache[0].url`"),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let p = dir.join(format!("c{i}.yaml"));
+        std::fs::write(&p, text).expect("write");
+        let out = check(&p);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}");
+        assert!(stderr.contains(want), "{text}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn clear_steps_run_in_order_and_stop_at_the_first_failure() {
+    use kvbench_agent::clear::{preset, run_all};
+    let sim = kvbench_sim::spawn(kvbench_sim::SimConfig::default())
+        .await
+        .expect("sim");
+    let client = kvbench_agent::client::http_client();
+    let base = sim.base_url();
+    let ok = run_all(&client, &[preset("vllm", &base, 0).expect("preset")])
+        .await
+        .expect("vLLM reset on the sim");
+    assert!(ok.contains("\"success\":true"), "{ok}");
+    // kvbench-sim has no SGLang endpoint: the answer says what the endpoint is for.
+    let steps = [
+        preset("sglang", &base, 0).expect("preset"),
+        preset("vllm", &base, 0).expect("preset"),
+    ];
+    let err = run_all(&client, &steps).await.expect_err("404");
+    assert!(err.contains("/flush_cache") && err.contains("404"), "{err}");
+    assert!(
+        !err.contains("reset_prefix_cache"),
+        "stopped at the first failure: {err}"
+    );
+    sim.stop().await;
+}
