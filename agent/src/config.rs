@@ -20,6 +20,10 @@
 //!     body: '{"all": true}'
 //!     success_field: success       # a JSON boolean of the answer that must be true
 //!     retry_statuses: [409]        # "busy": retried for 10 s
+//! restart_engine:                  # optional: what RestartEngine does
+//!   systemd_unit: vllm.service     # systemctl restart UNIT; or argv: [...] (hosts without systemd)
+//!   model: Qwen2.5-72B-Instruct    # /v1/models must list it before the restart counts as done
+//!   timeout_s: 600                 # else restart_timeout
 //! ```
 
 use std::collections::BTreeMap;
@@ -53,6 +57,36 @@ struct RawFile {
     engine: RawEngine,
     #[serde(default)]
     clear_cache: Option<Vec<RawClear>>,
+    #[serde(default)]
+    restart_engine: Option<Restart>,
+}
+
+/// How the agent restarts its engine: `systemctl restart UNIT`, or a command of its own
+/// (hosts without systemd, and tests); then it waits for health.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restart {
+    #[serde(default)]
+    pub systemd_unit: Option<String>,
+    #[serde(default)]
+    pub argv: Option<Vec<String>>,
+    /// The model `/v1/models` must list once the engine is back.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Seconds to wait for health after the command (default 600).
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
+}
+
+impl Restart {
+    /// The command to run.
+    pub fn command(&self) -> Vec<String> {
+        match (&self.systemd_unit, &self.argv) {
+            (_, Some(argv)) => argv.clone(),
+            (Some(unit), None) => vec!["systemctl".into(), "restart".into(), unit.clone()],
+            (None, None) => Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +126,7 @@ pub struct AgentFile {
     pub engine_kind: EngineKind,
     pub engine_url: String,
     pub clear_steps: Vec<ClearStep>,
+    pub restart: Option<Restart>,
 }
 
 /// The line of the `i`-th item of `clear_cache` (block style), for errors.
@@ -196,10 +231,32 @@ pub fn load(path: &Path) -> Result<AgentFile, PlanErrors> {
             steps
         }
     };
+    if let Some(r) = &raw.restart_engine {
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("restart_engine:"))
+            .map(|i| i + 1);
+        let n = usize::from(r.systemd_unit.is_some()) + usize::from(r.argv.is_some());
+        if n != 1 || r.argv.as_ref().is_some_and(Vec::is_empty) {
+            errors.push(err(
+                "restart_engine".into(),
+                line,
+                "give exactly one of `systemd_unit` and a non-empty `argv`".into(),
+            ));
+        }
+        if r.timeout_s.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
+            errors.push(err(
+                "restart_engine.timeout_s".into(),
+                line,
+                "must be a number of seconds > 0".into(),
+            ));
+        }
+    }
     if !errors.is_empty() {
         return Err(PlanErrors(errors));
     }
     Ok(AgentFile {
+        restart: raw.restart_engine,
         name: raw.name,
         listen: raw.listen,
         labels: raw.labels,

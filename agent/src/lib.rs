@@ -38,6 +38,8 @@ pub struct AgentConfig {
     pub labels: BTreeMap<String, String>,
     /// What ClearCache does, in order.
     pub clear_steps: Vec<clear::ClearStep>,
+    /// How RestartEngine restarts the engine (none: it cannot).
+    pub restart: Option<config::Restart>,
 }
 
 impl AgentConfig {
@@ -48,6 +50,7 @@ impl AgentConfig {
         AgentConfig {
             name: name.into(),
             clear_steps: clear::preset("vllm", &engine_url, 0).into_iter().collect(),
+            restart: None,
             engine_url,
             labels: BTreeMap::new(),
         }
@@ -114,6 +117,10 @@ pub async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
                 for s in &f.clear_steps {
                     println!("  clear_cache: {} ({} {})", s.name, s.method, s.url);
                 }
+                match &f.restart {
+                    Some(r) => println!("  restart_engine: {}", r.command().join(" ")),
+                    None => println!("  restart_engine: not configured"),
+                }
                 return Ok(());
             }
             let listen = f.listen.unwrap_or(args.listen);
@@ -122,6 +129,7 @@ pub async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
                 engine_url: f.engine_url,
                 labels: f.labels,
                 clear_steps: f.clear_steps,
+                restart: f.restart,
             };
             (config, listen)
         }

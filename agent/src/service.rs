@@ -87,6 +87,85 @@ impl AgentService {
 }
 
 impl AgentService {
+    /// Runs the configured restart command, then waits until `/health` is 200 and
+    /// `/v1/models` answers (listing the configured model, if one is named).
+    async fn restart(&self) -> Result<String, (&'static str, String)> {
+        let Some(r) = &self.config.restart else {
+            return Err((
+                "not_configured",
+                "this agent has no restart_engine in its config file".into(),
+            ));
+        };
+        let cmd = r.command();
+        let (prog, args) = cmd
+            .split_first()
+            .ok_or(("not_configured", "empty restart command".to_owned()))?;
+        let status = tokio::process::Command::new(prog)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .status()
+            .await
+            .map_err(|e| ("command_failed", format!("{}: {e}", cmd.join(" "))))?;
+        if !status.success() {
+            return Err((
+                "command_failed",
+                format!("{} exited with {status}", cmd.join(" ")),
+            ));
+        }
+        let timeout = Duration::from_secs_f64(r.timeout_s.unwrap_or(600.0));
+        let deadline = Instant::now() + timeout;
+        let mut last = String::from("no answer yet");
+        while Instant::now() < deadline {
+            match self.ready(r.model.as_deref()).await {
+                Ok(()) => return Ok(format!("{} done; the engine is healthy", cmd.join(" "))),
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err((
+            "restart_timeout",
+            format!(
+                "the engine was not healthy {} s after {} ({last})",
+                timeout.as_secs_f64(),
+                cmd.join(" ")
+            ),
+        ))
+    }
+
+    async fn ready(&self, model: Option<&str>) -> Result<(), String> {
+        let get = |path: &str| {
+            let uri = format!("{}{path}", self.base_url);
+            let client = self.client.clone();
+            async move {
+                let req = hyper::Request::get(&uri)
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .map_err(|e| e.to_string())?;
+                let resp = tokio::time::timeout(Duration::from_secs(5), client.request(req))
+                    .await
+                    .map_err(|_| format!("GET {uri}: no answer"))?
+                    .map_err(|e| format!("GET {uri}: {e}"))?;
+                let status = resp.status();
+                let body = http_body_util::BodyExt::collect(resp.into_body())
+                    .await
+                    .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                    .unwrap_or_default();
+                if status.is_success() {
+                    Ok(body)
+                } else {
+                    Err(format!("GET {uri}: HTTP {status}"))
+                }
+            }
+        };
+        get("/health").await?;
+        let models = get("/v1/models").await?;
+        if let Some(m) = model {
+            if !models.contains(&format!("\"{m}\"")) {
+                return Err(format!("/v1/models does not list {m} yet"));
+            }
+        }
+        Ok(())
+    }
+
     /// Sends the latest round's first prompt again (1 output token) and reads what the
     /// engine reused of it, from its usage and from its prefix-cache counters; then clears
     /// again, so that the probe leaves nothing behind. `None` before any round ran.
@@ -140,6 +219,33 @@ impl Drop for ActiveGuard {
 
 #[tonic::async_trait]
 impl Agent for AgentService {
+    async fn restart_engine(
+        &self,
+        _req: GrpcRequest<v1::RestartEngineRequest>,
+    ) -> Result<Response<v1::RestartEngineResponse>, Status> {
+        let start = Instant::now();
+        if !self.drain().await {
+            return Ok(Response::new(v1::RestartEngineResponse {
+                success: false,
+                error_class: "command_failed".into(),
+                detail: "rounds still running: not restarting".into(),
+                took_ms: start.elapsed().as_secs_f64() * 1000.0,
+            }));
+        }
+        let r = self.restart().await;
+        tracing::info!(result = ?r, "restart_engine");
+        let (success, error_class, detail) = match r {
+            Ok(d) => (true, String::new(), d),
+            Err((c, d)) => (false, c.to_owned(), d),
+        };
+        Ok(Response::new(v1::RestartEngineResponse {
+            success,
+            error_class,
+            detail,
+            took_ms: start.elapsed().as_secs_f64() * 1000.0,
+        }))
+    }
+
     async fn hello(
         &self,
         req: GrpcRequest<v1::HelloRequest>,

@@ -43,6 +43,10 @@ fn every_example_agent_config_checks() {
         "{stdout}"
     );
     assert!(stdout.contains("api/v1/remove_all?force=true"), "{stdout}");
+    assert!(
+        stdout.contains("restart_engine: systemctl restart vllm.service"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -54,6 +58,7 @@ fn broken_agent_configs_name_the_key() {
         ("engine:\n  kind: triton\n  base_url: http://x:1\n", "key `engine.kind`"),
         ("engine:\n  kind: vllm\n  base_url: http://x:1\nclear_cache:\n  - preset: redis\n", ":5: key `clear_cache[0].preset`"),
         ("engine:\n  kind: vllm\n  base_url: http://x:1\nclear_cache:\n  - preset: mooncake_master\n", "key `clear_cache[0].url`"),
+        ("engine:\n  kind: vllm\n  base_url: http://x:1\nrestart_engine:\n  timeout_s: 5\n", ":4: key `restart_engine`"),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
         let p = dir.join(format!("c{i}.yaml"));

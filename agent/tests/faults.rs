@@ -28,6 +28,7 @@ async fn outcome_counts_equal_the_injected_mix() {
         clear_steps: kvbench_agent::clear::preset("vllm", &sim.base_url(), 0)
             .into_iter()
             .collect(),
+        restart: None,
         engine_url: sim.base_url(),
         labels: BTreeMap::new(),
     })

@@ -20,6 +20,7 @@ async fn agent(
         clear_steps: kvbench_agent::clear::preset("vllm", &engine_url, 0)
             .into_iter()
             .collect(),
+        restart: None,
         engine_url,
         labels: BTreeMap::from([("cloud".to_owned(), "lab".to_owned())]),
     })

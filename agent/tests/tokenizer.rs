@@ -126,6 +126,7 @@ async fn records_count_prompts_in_the_tokenizers_tokens() {
         clear_steps: kvbench_agent::clear::preset("vllm", &sim.base_url(), 0)
             .into_iter()
             .collect(),
+        restart: None,
         engine_url: sim.base_url(),
         labels: BTreeMap::new(),
     })
