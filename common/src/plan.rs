@@ -26,6 +26,10 @@ struct RawPlan {
     #[serde(default)]
     clear_cache_between_scenarios: Option<bool>,
     #[serde(default)]
+    isolation: Option<IsolationPolicy>,
+    #[serde(default)]
+    isolate_before_first: Option<bool>,
+    #[serde(default)]
     wait_between_scenarios: Option<f64>,
     #[serde(default)]
     mooncake: Option<RawMooncake>,
@@ -125,6 +129,35 @@ impl ApiFlavor {
         match self {
             ApiFlavor::Chat => "chat",
             ApiFlavor::Completions => "completions",
+        }
+    }
+}
+
+/// What isolates one scenario from the one before: every policy then waits
+/// `wait_between_scenarios`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IsolationPolicy {
+    /// The agent's cache-clearing calls.
+    Clear,
+    /// The agent restarts the engine (the only true cold start where nothing clears all).
+    Restart,
+    /// Clear; restart when the clear fails or its cold check shows a cache left behind.
+    ClearOrRestart,
+    /// Only wait.
+    Wait,
+    /// Nothing.
+    None,
+}
+
+impl IsolationPolicy {
+    pub fn label(self) -> &'static str {
+        match self {
+            IsolationPolicy::Clear => "clear",
+            IsolationPolicy::Restart => "restart",
+            IsolationPolicy::ClearOrRestart => "clear_or_restart",
+            IsolationPolicy::Wait => "wait",
+            IsolationPolicy::None => "none",
         }
     }
 }
@@ -274,6 +307,11 @@ pub struct Plan {
     pub path: PathBuf,
     pub output_dir: PathBuf,
     pub clear_cache_between_scenarios: bool,
+    /// What runs between scenarios (`isolation:`, else from the seed's
+    /// `clear_cache_between_scenarios`: true = clear, false = wait).
+    pub isolation: IsolationPolicy,
+    /// Isolate before the first scenario too.
+    pub isolate_before_first: bool,
     pub wait_between_scenarios_s: f64,
     pub mooncake_metadata_server_url: Option<String>,
     pub scenarios: Vec<Scenario>,
@@ -560,6 +598,13 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
         path: path.to_owned(),
         output_dir,
         clear_cache_between_scenarios: raw.clear_cache_between_scenarios.unwrap_or(true),
+        isolation: raw
+            .isolation
+            .unwrap_or(match raw.clear_cache_between_scenarios {
+                Some(false) => IsolationPolicy::Wait,
+                _ => IsolationPolicy::Clear,
+            }),
+        isolate_before_first: raw.isolate_before_first.unwrap_or(false),
         wait_between_scenarios_s: wait,
         mooncake_metadata_server_url,
         scenarios,

@@ -511,10 +511,10 @@ pub struct ScenarioInfo {
 /// What isolation before the scenario did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IsolationInfo {
-    /// What was asked: `clear` (clear, then wait), `wait` (only wait), `none`.
+    /// What was asked: `clear`, `restart`, `clear_or_restart`, `wait`, `none`.
     pub policy: String,
-    /// What the isolation step did: `none` (first scenario), `skipped` (clearing off),
-    /// `cleared`, `failed`.
+    /// What the isolation step did: `none` (first scenario), `skipped` (no clearing),
+    /// `cleared`, `restarted`, `failed`.
     pub status: String,
     pub detail: String,
     pub wait_s: f64,

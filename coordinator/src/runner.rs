@@ -9,10 +9,11 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kvbench_common::dataset::{self, Dataset, DatasetSpec};
-use kvbench_common::plan::{Endpoint, Plan, Scenario};
+use kvbench_common::plan::{Endpoint, IsolationPolicy, Plan, Scenario};
 use kvbench_common::record::{Outcome, RequestRecord};
 use kvbench_common::stats::{
     AgentHealth, Comparison, IsolationInfo, ProbeInfo, RoundStats, ScenarioInfo, ScenarioStats,
+    STALE_SHARE_LIMIT,
 };
 use kvbench_common::telemetry::{EngineMetricsSummary, TelemetrySample};
 use kvbench_common::util::{rfc3339_utc, timestamp_utc};
@@ -95,7 +96,7 @@ pub async fn run_plan(
         let agent = agents
             .get(&scenario.config.endpoint)
             .with_context(|| format!("no agent serves endpoint {}", scenario.config.endpoint))?;
-        let isolation = if i == 0 {
+        let isolation = if i == 0 && !plan.isolate_before_first {
             IsolationInfo {
                 policy: "none".into(),
                 status: "none".into(),
@@ -225,66 +226,143 @@ fn scenario_header(s: &Scenario, agent: &Agent) {
 
 /// Clears the cache through the agent, then waits. Never fails the plan: the result is
 /// recorded in the next scenario's stats.
-async fn isolate(plan: &Plan, agent: &Agent, cancel: &CancellationToken) -> IsolationInfo {
-    println!();
-    println!("Cleanup before the next scenario");
-    let wait = plan.wait_between_scenarios_s;
-    let mut probe = None;
-    let (status, detail) = if plan.clear_cache_between_scenarios {
-        println!("  Clearing the KV cache through agent {} ...", agent.name());
-        let mut client = agent.client.clone();
-        let res = client
-            .clear_cache(v1::ClearCacheRequest {
-                reason: "isolation between scenarios".into(),
-            })
-            .await;
-        match res {
-            Ok(r) => {
-                let r = r.into_inner();
-                probe = r.probe.map(|p| ProbeInfo {
-                    prompt_tokens: p.prompt_tokens,
-                    cached_tokens: p.cached_tokens,
-                    counter_hits: p.counter_hits,
-                    counter_queries: p.counter_queries,
-                    error: p.error,
-                });
-                if r.success {
+/// The agent's ClearCache, printed; `(status, detail, probe)`.
+async fn clear(agent: &Agent) -> (String, String, Option<ProbeInfo>) {
+    println!("  Clearing the KV cache through agent {} ...", agent.name());
+    let mut client = agent.client.clone();
+    let res = client
+        .clear_cache(v1::ClearCacheRequest {
+            reason: "isolation between scenarios".into(),
+        })
+        .await;
+    match res {
+        Ok(r) => {
+            let r = r.into_inner();
+            let probe = r.probe.map(|p| ProbeInfo {
+                prompt_tokens: p.prompt_tokens,
+                cached_tokens: p.cached_tokens,
+                counter_hits: p.counter_hits,
+                counter_queries: p.counter_queries,
+                error: p.error,
+            });
+            if r.success {
+                println!(
+                    "  Cache cleared ({}); clear and cold check took {:.0} ms",
+                    r.detail, r.took_ms
+                );
+                if let Some(p) = &probe {
                     println!(
-                        "  Cache cleared ({}); clear and cold check took {:.0} ms",
-                        r.detail, r.took_ms
+                        "  Cold check: the previous round's first prompt sent again: {} of {} tokens cached",
+                        p.cached_tokens.map_or("n/a".to_owned(), |c| c.to_string()),
+                        p.prompt_tokens
                     );
-                    if let Some(p) = &probe {
-                        println!(
-                            "  Cold check: the previous round's first prompt sent again: {} of {} tokens cached",
-                            p.cached_tokens.map_or("n/a".to_owned(), |c| c.to_string()),
-                            p.prompt_tokens
-                        );
-                    }
-                    ("cleared".to_owned(), r.detail)
-                } else {
-                    println!("  WARNING: clear failed: {}", r.detail);
-                    println!("  The next scenario's round 1 may not be a cold start.");
-                    ("failed".to_owned(), r.detail)
                 }
-            }
-            Err(s) => {
-                let d = format!("ClearCache RPC failed: {}", s.message());
-                println!("  WARNING: clear failed: {d}");
-                ("failed".to_owned(), d)
+                ("cleared".to_owned(), r.detail, probe)
+            } else {
+                println!("  WARNING: clear failed: {}", r.detail);
+                ("failed".to_owned(), r.detail, probe)
             }
         }
-    } else {
-        println!("  Cache clearing is off (clear_cache_between_scenarios: false): not clearing");
-        (
-            "skipped".to_owned(),
-            "clear_cache_between_scenarios is false".to_owned(),
-        )
+        Err(s) => {
+            let d = format!("ClearCache RPC failed: {}", s.message());
+            println!("  WARNING: clear failed: {d}");
+            ("failed".to_owned(), d, None)
+        }
+    }
+}
+
+/// The agent's RestartEngine, printed; `(status, detail)`.
+async fn restart(agent: &Agent) -> (String, String) {
+    println!("  Restarting the engine through agent {} ...", agent.name());
+    let mut client = agent.client.clone();
+    match client
+        .restart_engine(v1::RestartEngineRequest {
+            reason: "isolation between scenarios".into(),
+        })
+        .await
+    {
+        Ok(r) => {
+            let r = r.into_inner();
+            if r.success {
+                println!(
+                    "  Engine restarted in {:.1} s ({})",
+                    r.took_ms / 1000.0,
+                    r.detail
+                );
+                ("restarted".to_owned(), r.detail)
+            } else {
+                println!(
+                    "  WARNING: restart failed ({}): {}",
+                    r.error_class, r.detail
+                );
+                (
+                    "failed".to_owned(),
+                    format!("{}: {}", r.error_class, r.detail),
+                )
+            }
+        }
+        Err(s) => {
+            let d = format!("RestartEngine RPC failed: {}", s.message());
+            println!("  WARNING: restart failed: {d}");
+            ("failed".to_owned(), d)
+        }
+    }
+}
+
+/// True when a cold check shows the engine kept what it said it cleared.
+fn probe_stale(p: Option<&ProbeInfo>) -> bool {
+    p.and_then(|p| {
+        Some(f64::from(p.cached_tokens?) > STALE_SHARE_LIMIT * f64::from(p.prompt_tokens.max(1)))
+    })
+    .unwrap_or(false)
+}
+
+/// Runs the plan's isolation policy through the agent, then waits. Never fails the plan:
+/// the result is recorded in the next scenario's stats and judged after its round 1.
+async fn isolate(plan: &Plan, agent: &Agent, cancel: &CancellationToken) -> IsolationInfo {
+    println!();
+    println!(
+        "Cleanup before the next scenario (isolation: {})",
+        plan.isolation.label()
+    );
+    let wait = plan.wait_between_scenarios_s;
+    let mut probe = None;
+    let (status, detail) = match plan.isolation {
+        IsolationPolicy::Clear => {
+            let (st, d, p) = clear(agent).await;
+            probe = p;
+            (st, d)
+        }
+        IsolationPolicy::Restart => restart(agent).await,
+        IsolationPolicy::ClearOrRestart => {
+            let (st, d, p) = clear(agent).await;
+            if st == "cleared" && !probe_stale(p.as_ref()) {
+                probe = p;
+                (st, d)
+            } else {
+                println!("  The clear did not give a cold cache: restarting instead");
+                let (st2, d2) = restart(agent).await;
+                (st2, format!("clear: {d}; then restart: {d2}"))
+            }
+        }
+        IsolationPolicy::Wait | IsolationPolicy::None => {
+            println!("  Not clearing (isolation: {})", plan.isolation.label());
+            (
+                "skipped".to_owned(),
+                format!("isolation is {}", plan.isolation.label()),
+            )
+        }
     };
     if let Some(url) = &plan.mooncake_metadata_server_url {
         println!(
             "  Mooncake metadata server {url}: left alone; it holds transfer-engine metadata, not KV data (the Mooncake master's POST /api/v1/remove_all clears the store)"
         );
     }
+    let wait = if plan.isolation == IsolationPolicy::None {
+        0.0
+    } else {
+        wait
+    };
     if wait > 0.0 {
         println!("  Waiting {wait} s to settle");
         tokio::select! {
@@ -292,15 +370,8 @@ async fn isolate(plan: &Plan, agent: &Agent, cancel: &CancellationToken) -> Isol
             _ = cancel.cancelled() => {}
         }
     }
-    let policy = if plan.clear_cache_between_scenarios {
-        "clear"
-    } else if wait > 0.0 {
-        "wait"
-    } else {
-        "none"
-    };
     IsolationInfo {
-        policy: policy.into(),
+        policy: plan.isolation.label().into(),
         status,
         detail,
         wait_s: wait,

@@ -186,3 +186,35 @@ fn every_example_plan_validates() {
     }
     assert!(found >= 1, "no example plans found");
 }
+
+#[test]
+fn isolation_policies_map_from_the_seed_and_are_checked() {
+    let dir = TempDir::new("policy");
+    dir.write("a.yaml", GOOD_CONFIG);
+    let p = dir.write("plan.yaml", &plan_with(""));
+    assert_eq!(
+        plan::load(&p).expect("loads").isolation,
+        plan::IsolationPolicy::Clear
+    );
+    let p = dir.write(
+        "plan.yaml",
+        &format!("clear_cache_between_scenarios: false\n{}", plan_with("")),
+    );
+    assert_eq!(
+        plan::load(&p).expect("loads").isolation,
+        plan::IsolationPolicy::Wait
+    );
+    let p = dir.write(
+        "plan.yaml",
+        &format!(
+            "isolation: clear_or_restart\nisolate_before_first: true\n{}",
+            plan_with("")
+        ),
+    );
+    let loaded = plan::load(&p).expect("loads");
+    assert_eq!(loaded.isolation, plan::IsolationPolicy::ClearOrRestart);
+    assert!(loaded.isolate_before_first);
+    let e = &errors(&dir, &format!("isolation: scrub\n{}", plan_with("")))[0];
+    assert_eq!((e.line, e.key.as_str()), (Some(1), "isolation"));
+    assert!(e.message.contains("clear_or_restart"), "{}", e.message);
+}

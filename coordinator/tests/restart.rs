@@ -105,3 +105,83 @@ async fn an_engine_that_never_comes_back_is_a_restart_timeout() {
     assert_eq!(r.error_class, "not_configured");
     handle.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_or_restart_restarts_an_engine_whose_reset_lies() {
+    use std::collections::BTreeMap;
+
+    use kvbench_common::plan::Endpoint;
+    use kvbench_coordinator::agents::Agent;
+    use kvbench_coordinator::runner::run_plan;
+    use tokio_util::sync::CancellationToken;
+
+    let dir = common::TempDir::new("clear-or-restart");
+    let pidfile = dir.path().join("sim.pid");
+    let port = free_port();
+    let start = format!(
+        "{} internal-sim --listen 127.0.0.1:{port} --lying-reset >/dev/null 2>&1 & echo $! > {}",
+        env!("CARGO_BIN_EXE_kvbench"),
+        pidfile.display()
+    );
+    let restart_cmd = format!("kill $(cat {}) ; sleep 0.3 ; {start}", pidfile.display());
+    let (handle, _) = agent_with(
+        port,
+        Restart {
+            systemd_unit: None,
+            argv: Some(vec!["sh".into(), "-c".into(), restart_cmd]),
+            model: None,
+            timeout_s: Some(30.0),
+        },
+    )
+    .await;
+    // The engine's first start.
+    let started = std::process::Command::new("sh")
+        .args(["-c", &start])
+        .status()
+        .expect("sh");
+    assert!(started.success());
+    let url = format!("http://127.0.0.1:{port}");
+    dir.write(
+        "docs.yaml",
+        &format!("endpoint: {url}\nnum_requests: 4\noutput_tokens: 4\nworkload:\n  documents: 4\n  document_tokens: 600\n"),
+    );
+    let plan = common::load(&dir.write(
+        "plan.yaml",
+        "output_dir: out\nisolation: clear_or_restart\nwait_between_scenarios: 0\ntest_scenarios:\n  - {name: one, config_file: docs.yaml, scenario: long_context_high_reuse, rounds: 1}\n  - {name: two, config_file: docs.yaml, scenario: long_context_high_reuse, rounds: 1}\n",
+    ));
+    let mut agents = BTreeMap::new();
+    let mut ready = false;
+    for _ in 0..100 {
+        if kvbench_agent::metrics::scrape(&kvbench_agent::client::http_client(), &url)
+            .await
+            .is_some()
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the sim came up");
+    agents.insert(
+        Endpoint::Url(url.clone()),
+        Agent::connect(&handle.url()).await.expect("agent"),
+    );
+    let summary = run_plan(&plan, &agents, CancellationToken::new())
+        .await
+        .expect("runs");
+    let pid = std::fs::read_to_string(&pidfile).unwrap_or_default();
+    let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+    handle.stop().await;
+    assert_eq!(summary.failed(), 0);
+    let iso = &summary.scenarios[1].stats.isolation;
+    assert_eq!(iso.policy, "clear_or_restart");
+    assert_eq!(iso.status, "restarted", "{}", iso.detail);
+    assert!(iso.detail.contains("then restart"), "{}", iso.detail);
+    assert_eq!(iso.verdict, "verified", "{:?}", iso.evidence);
+    assert!(
+        summary.scenarios[1].stats.rounds[0]
+            .cache_hit_ratio
+            .unwrap_or(1.0)
+            < 0.05
+    );
+}
