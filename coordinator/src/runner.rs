@@ -309,6 +309,27 @@ async fn restart(agent: &Agent) -> (String, String) {
     }
 }
 
+/// The seed's call: `POST {metadata_server_url}/clear`, made as configured, and what its
+/// answer means (Mooncake's metadata server holds no KV data and has no `/clear`).
+async fn mooncake_clear(url: &str) -> String {
+    let target = format!("{}/clear", url.trim_end_matches('/'));
+    let step = kvbench_agent::clear::ClearStep {
+        name: "Mooncake metadata server".into(),
+        method: "POST".into(),
+        url: target.clone(),
+        body: None,
+        success_field: None,
+        retry_statuses: Vec::new(),
+        missing_hint: Some(
+            "Mooncake's metadata server holds transfer-engine metadata, not KV data, and has no /clear; the store is cleared by the Mooncake master's POST /api/v1/remove_all (admin port 9003): configure it in the agent's clear_cache (preset mooncake_master)".into(),
+        ),
+    };
+    match kvbench_agent::clear::run_step(&kvbench_agent::client::http_client(), &step).await {
+        Ok(d) => format!("Mooncake metadata server: {d}"),
+        Err(e) => format!("Mooncake metadata server: {e}"),
+    }
+}
+
 /// True when a cold check shows the engine kept what it said it cleared.
 fn probe_stale(p: Option<&ProbeInfo>) -> bool {
     p.and_then(|p| {
@@ -353,10 +374,16 @@ async fn isolate(plan: &Plan, agent: &Agent, cancel: &CancellationToken) -> Isol
             )
         }
     };
+    let mut detail = detail;
     if let Some(url) = &plan.mooncake_metadata_server_url {
-        println!(
-            "  Mooncake metadata server {url}: left alone; it holds transfer-engine metadata, not KV data (the Mooncake master's POST /api/v1/remove_all clears the store)"
-        );
+        if !matches!(
+            plan.isolation,
+            IsolationPolicy::Wait | IsolationPolicy::None
+        ) {
+            let note = mooncake_clear(url).await;
+            println!("  {note}");
+            detail = format!("{detail}; {note}");
+        }
     }
     let wait = if plan.isolation == IsolationPolicy::None {
         0.0
