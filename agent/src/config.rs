@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use kvbench_common::plan::{yaml_error, PlanError, PlanErrors};
+use kvbench_common::plan::{read_yaml, PlanError, PlanErrors};
 use serde::Deserialize;
 
 use crate::clear::{preset, ClearStep, PRESETS};
@@ -142,13 +142,7 @@ fn clear_item_line(text: &str, i: usize) -> Option<usize> {
 
 /// Loads and checks an agent config file; errors name the file, the line and the key.
 pub fn load(path: &Path) -> Result<AgentFile, PlanErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| PlanError {
-        file: path.to_owned(),
-        line: None,
-        key: String::new(),
-        message: format!("cannot read the file: {e}"),
-    })?;
-    let raw: RawFile = serde_yaml::from_str(&text).map_err(|e| yaml_error(path, &text, &e))?;
+    let (text, raw): (String, RawFile) = read_yaml(path)?;
     let mut errors = Vec::new();
     let err = |key: String, line: Option<usize>, message: String| PlanError {
         file: path.to_owned(),

@@ -467,20 +467,23 @@ fn find_line(text: &str, list: Option<(&str, usize)>, key: &str) -> Option<usize
 // ---------------------------------------------------------------------------------------
 // Loading.
 
-fn read(path: &Path) -> Result<String, PlanError> {
-    std::fs::read_to_string(path).map_err(|e| PlanError {
+/// Reads a YAML file into a raw type: its text (for locating keys) and its value, or an
+/// error naming the file, the line and the key. Every YAML file kvbench reads comes in here.
+pub fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(String, T), PlanError> {
+    let text = std::fs::read_to_string(path).map_err(|e| PlanError {
         file: path.to_owned(),
         line: None,
         key: String::new(),
         message: format!("cannot read the file: {e}"),
-    })
+    })?;
+    let value = serde_yaml::from_str(&text).map_err(|e| yaml_error(path, &text, &e))?;
+    Ok((text, value))
 }
 
 /// Loads and validates a plan and every config file it names. Relative paths in the plan
 /// resolve against the plan file's folder.
 pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
-    let text = read(path)?;
-    let raw: RawPlan = serde_yaml::from_str(&text).map_err(|e| yaml_error(path, &text, &e))?;
+    let (text, raw): (String, RawPlan) = read_yaml(path)?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut errors = Vec::new();
     let err = |key: String, line: Option<usize>, message: String| PlanError {
@@ -622,8 +625,7 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
 
 /// Loads and validates one per-scenario config file for a workload type.
 pub fn load_config(path: &Path, kind: WorkloadKind) -> Result<ScenarioConfig, PlanErrors> {
-    let text = read(path)?;
-    let raw: RawConfig = serde_yaml::from_str(&text).map_err(|e| yaml_error(path, &text, &e))?;
+    let (text, raw): (String, RawConfig) = read_yaml(path)?;
     let mut errors = Vec::new();
     let err = |key: &str, message: String| PlanError {
         file: path.to_owned(),
