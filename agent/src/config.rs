@@ -10,6 +10,9 @@
 //!   kind: vllm                     # vllm | sglang | llamacpp | sim | generic
 //!   base_url: http://127.0.0.1:8000
 //!   slot: 0                        # llama.cpp: the slot to erase
+//!   metrics_url: http://127.0.0.1:8000/metrics   # default: base_url + /metrics
+//!   health_url: http://127.0.0.1:8000/health     # default: base_url + /health
+//!   model: Qwen2.5-72B-Instruct    # what /v1/models must list after a restart
 //! clear_cache:                     # default: the engine kind's preset (none for generic)
 //!   - preset: vllm                 # vllm | sim | sglang | llamacpp (against base_url)
 //!   - preset: mooncake_master      # lmcache | mooncake_master: give their url
@@ -24,16 +27,23 @@
 //!   systemd_unit: vllm.service     # systemctl restart UNIT; or argv: [...] (hosts without systemd)
 //!   model: Qwen2.5-72B-Instruct    # /v1/models must list it before the restart counts as done
 //!   timeout_s: 600                 # else restart_timeout
+//! telemetry:                       # all optional; these are the defaults
+//!   gpu: true                      # sample GPUs through NVML (where the driver is)
+//!   gpu_interval_ms: 100           # 10 Hz
+//!   host_interval_ms: 1000         # CPU, memory, network (sysinfo)
+//!   engine_metrics_interval_ms: 1000   # the engine's /metrics
 //! ```
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use kvbench_common::plan::{read_yaml, PlanError, PlanErrors};
 use serde::Deserialize;
 
 use crate::clear::{preset, ClearStep, PRESETS};
+use crate::telemetry::{GpuChoice, TelemetryConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -59,6 +69,21 @@ struct RawFile {
     clear_cache: Option<Vec<RawClear>>,
     #[serde(default)]
     restart_engine: Option<Restart>,
+    #[serde(default)]
+    telemetry: Option<RawTelemetry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    #[serde(default)]
+    gpu: Option<bool>,
+    #[serde(default)]
+    gpu_interval_ms: Option<f64>,
+    #[serde(default)]
+    host_interval_ms: Option<f64>,
+    #[serde(default)]
+    engine_metrics_interval_ms: Option<f64>,
 }
 
 /// How the agent restarts its engine: `systemctl restart UNIT`, or a command of its own
@@ -96,6 +121,12 @@ struct RawEngine {
     base_url: String,
     #[serde(default)]
     slot: Option<u32>,
+    #[serde(default)]
+    metrics_url: Option<String>,
+    #[serde(default)]
+    health_url: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,15 +149,27 @@ struct RawClear {
 }
 
 /// A validated agent config file.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct AgentFile {
     pub name: Option<String>,
     pub listen: Option<SocketAddr>,
     pub labels: BTreeMap<String, String>,
     pub engine_kind: EngineKind,
     pub engine_url: String,
+    pub metrics_url: String,
+    pub health_url: String,
+    pub model: Option<String>,
     pub clear_steps: Vec<ClearStep>,
     pub restart: Option<Restart>,
+    pub telemetry: TelemetryConfig,
+}
+
+/// The 1-based line where `key:` first appears (indented or not), for errors.
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    let pat = format!("{key}:");
+    text.lines()
+        .position(|l| l.trim_start().trim_start_matches("- ").starts_with(&pat))
+        .map(|i| i + 1)
 }
 
 /// The line of the `i`-th item of `clear_cache` (block style), for errors.
@@ -151,16 +194,60 @@ pub fn load(path: &Path) -> Result<AgentFile, PlanErrors> {
         message,
     };
     let base = raw.engine.base_url.trim_end_matches('/').to_owned();
-    if !base.starts_with("http://") {
-        let line = text
-            .lines()
-            .position(|l| l.trim_start().starts_with("base_url:"))
-            .map(|i| i + 1);
-        errors.push(err(
-            "engine.base_url".into(),
-            line,
-            format!("must be an http:// base URL, got {base:?}"),
-        ));
+    let mut url = |key: &str, value: Option<String>, default: String| {
+        let v = value.unwrap_or(default);
+        if !v.starts_with("http://") {
+            errors.push(err(
+                format!("engine.{key}"),
+                key_line(&text, key),
+                format!("must be an http:// URL, got {v:?}"),
+            ));
+        }
+        v
+    };
+    url("base_url", Some(base.clone()), String::new());
+    let metrics_url = url(
+        "metrics_url",
+        raw.engine.metrics_url,
+        format!("{base}/metrics"),
+    );
+    let health_url = url(
+        "health_url",
+        raw.engine.health_url,
+        format!("{base}/health"),
+    );
+    let mut telemetry = TelemetryConfig::default();
+    if let Some(t) = raw.telemetry {
+        if t.gpu == Some(false) {
+            telemetry.gpu = GpuChoice::Off;
+        }
+        let mut period = |key: &str, value: Option<f64>, into: &mut Duration| {
+            let Some(ms) = value else { return };
+            if ms.is_finite() && (10.0..=3_600_000.0).contains(&ms) {
+                *into = Duration::from_secs_f64(ms / 1000.0);
+            } else {
+                errors.push(err(
+                    format!("telemetry.{key}"),
+                    key_line(&text, key),
+                    format!("must be a number of milliseconds from 10 to 3600000, got {ms}"),
+                ));
+            }
+        };
+        period(
+            "gpu_interval_ms",
+            t.gpu_interval_ms,
+            &mut telemetry.gpu_interval,
+        );
+        period(
+            "host_interval_ms",
+            t.host_interval_ms,
+            &mut telemetry.host_interval,
+        );
+        period(
+            "engine_metrics_interval_ms",
+            t.engine_metrics_interval_ms,
+            &mut telemetry.engine_metrics_interval,
+        );
     }
     let slot = raw.engine.slot.unwrap_or(0);
     let steps = match raw.clear_cache {
@@ -256,6 +343,10 @@ pub fn load(path: &Path) -> Result<AgentFile, PlanErrors> {
         labels: raw.labels,
         engine_kind: raw.engine.kind,
         engine_url: base,
+        metrics_url,
+        health_url,
+        model: raw.engine.model,
         clear_steps: steps,
+        telemetry,
     })
 }

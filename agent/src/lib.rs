@@ -14,6 +14,7 @@ pub mod metrics;
 mod round;
 mod service;
 pub mod sse;
+pub mod telemetry;
 pub mod tokenizer;
 
 use std::collections::BTreeMap;
@@ -34,6 +35,14 @@ pub struct AgentConfig {
     pub name: String,
     /// The engine's base URL (`http://127.0.0.1:8000`, no `/v1`).
     pub engine_url: String,
+    /// The engine's Prometheus endpoint (default `{engine_url}/metrics`).
+    pub metrics_url: String,
+    /// What must answer 200 once the engine is up (default `{engine_url}/health`).
+    pub health_url: String,
+    /// The model the engine serves; a restart is done once `/v1/models` lists it.
+    pub model: Option<String>,
+    /// GPU, host and engine-metrics sampling.
+    pub telemetry: telemetry::TelemetryConfig,
     /// cloud, region, node, engine, model, ...
     pub labels: BTreeMap<String, String>,
     /// What ClearCache does, in order.
@@ -51,6 +60,10 @@ impl AgentConfig {
             name: name.into(),
             clear_steps: clear::preset("vllm", &engine_url, 0).into_iter().collect(),
             restart: None,
+            metrics_url: format!("{engine_url}/metrics"),
+            health_url: format!("{engine_url}/health"),
+            model: None,
+            telemetry: telemetry::TelemetryConfig::default(),
             engine_url,
             labels: BTreeMap::new(),
         }
@@ -121,12 +134,27 @@ pub async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
                     Some(r) => println!("  restart_engine: {}", r.command().join(" ")),
                     None => println!("  restart_engine: not configured"),
                 }
+                let t = &f.telemetry;
+                println!(
+                    "  telemetry: GPUs {}, host every {} ms, {} every {} ms",
+                    match t.gpu {
+                        telemetry::GpuChoice::Off => "off".to_owned(),
+                        _ => format!("every {} ms through NVML", t.gpu_interval.as_millis()),
+                    },
+                    t.host_interval.as_millis(),
+                    f.metrics_url,
+                    t.engine_metrics_interval.as_millis()
+                );
                 return Ok(());
             }
             let listen = f.listen.unwrap_or(args.listen);
             let config = AgentConfig {
                 name: f.name.unwrap_or_else(hostname),
                 engine_url: f.engine_url,
+                metrics_url: f.metrics_url,
+                health_url: f.health_url,
+                model: f.model,
+                telemetry: f.telemetry,
                 labels: f.labels,
                 clear_steps: f.clear_steps,
                 restart: f.restart,
@@ -175,13 +203,14 @@ pub async fn serve(
     config: AgentConfig,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let (gpus, gpu_note) = tokio::task::spawn_blocking(gpu::inventory)
+    let choice = config.telemetry.gpu.clone();
+    let (source, gpus, gpu_note) = tokio::task::spawn_blocking(move || open_gpus(choice))
         .await
-        .unwrap_or_else(|e| (Vec::new(), Some(format!("GPU inventory failed: {e}"))));
+        .unwrap_or_else(|e| (None, Vec::new(), Some(format!("GPU inventory failed: {e}"))));
     if let Some(note) = &gpu_note {
-        tracing::info!(note = %note, "GPU inventory");
+        tracing::info!("no GPU telemetry: {note}");
     }
-    let svc = AgentService::new(config, gpus, gpu_note, shutdown.child_token());
+    let svc = AgentService::new(config, source, gpus, gpu_note, shutdown.child_token());
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -193,6 +222,32 @@ pub async fn serve(
         )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await
+}
+
+/// Opens the GPU source an agent samples, and reads its inventory. Blocking.
+fn open_gpus(
+    choice: telemetry::GpuChoice,
+) -> (
+    Option<std::sync::Arc<dyn gpu::GpuSource>>,
+    Vec<kvbench_proto::v1::GpuInfo>,
+    Option<String>,
+) {
+    let source: std::sync::Arc<dyn gpu::GpuSource> = match choice {
+        telemetry::GpuChoice::Off => {
+            return (
+                None,
+                Vec::new(),
+                Some("GPU sampling is off (telemetry.gpu: false)".into()),
+            )
+        }
+        telemetry::GpuChoice::Source(s) => s,
+        telemetry::GpuChoice::Nvml => match gpu::NvmlSource::open() {
+            Ok(s) => std::sync::Arc::new(s),
+            Err(e) => return (None, Vec::new(), Some(e)),
+        },
+    };
+    let (gpus, note) = gpu::inventory(&*source);
+    (Some(source), gpus, note)
 }
 
 /// An agent running in this process (the embedded default, and tests).

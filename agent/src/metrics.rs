@@ -69,21 +69,21 @@ pub fn parse(text: &str, wanted: &[&str]) -> BTreeMap<String, f64> {
     out
 }
 
-/// `GET {base}/metrics`, parsed. `None` when the engine has no metrics endpoint or does not
-/// answer within a second.
-pub async fn scrape(client: &HttpClient, base_url: &str) -> Option<BTreeMap<String, f64>> {
-    scrape_names(client, base_url, ENGINE_METRICS).await
+/// `GET url` (the engine's `/metrics`), parsed. `None` when the engine has no metrics
+/// endpoint or does not answer within a second.
+pub async fn scrape(client: &HttpClient, url: &str) -> Option<BTreeMap<String, f64>> {
+    scrape_names(client, url, ENGINE_METRICS).await
 }
 
-/// `GET {base}/metrics`, keeping the families in `wanted`.
+/// `GET url`, keeping the families in `wanted`.
 pub async fn scrape_names(
     client: &HttpClient,
-    base_url: &str,
+    url: &str,
     wanted: &[&str],
 ) -> Option<BTreeMap<String, f64>> {
     let req = Request::builder()
         .method(Method::GET)
-        .uri(format!("{base_url}/metrics"))
+        .uri(url)
         .body(Full::new(Bytes::new()))
         .ok()?;
     let fetch = async {

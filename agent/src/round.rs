@@ -114,6 +114,7 @@ pub struct RoundContext {
     pub base_url: Arc<str>,
     pub agent_name: Arc<str>,
     pub replies: Arc<ReplyStore>,
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 /// Hands out the round's conversations: the request set, or (for a round limited by
@@ -172,29 +173,7 @@ pub async fn run(ctx: RoundContext, spec: RoundSpec, tx: EventTx, cancel: Cancel
     }
     let ctx = Arc::new(ctx);
 
-    // Engine metrics before the first request, every second, and after the last one, so
-    // that per-round deltas of the engine's counters cover exactly this round.
-    let scraper = Arc::new(Scraper {
-        client: ctx.client.clone(),
-        base_url: ctx.base_url.clone(),
-        tx: tx.clone(),
-        t0,
-    });
-    scraper.sample().await;
     let background = cancel.child_token();
-    let telemetry = {
-        let (stop, scraper) = (background.clone(), scraper.clone());
-        tokio::spawn(async move {
-            let mut iv = tokio::time::interval(Duration::from_secs(1));
-            iv.tick().await;
-            loop {
-                tokio::select! {
-                    _ = iv.tick() => scraper.sample().await,
-                    _ = stop.cancelled() => return,
-                }
-            }
-        })
-    };
     let counts = Arc::new(Counts::default());
     let ticker = {
         let (tx, counts, stop) = (tx.clone(), counts.clone(), background.clone());
@@ -269,7 +248,9 @@ pub async fn run(ctx: RoundContext, spec: RoundSpec, tx: EventTx, cancel: Cancel
         client::prewarm(&ctx.client, &ctx.base_url, width as usize).await;
     }
 
-    // The measured phase.
+    // The measured phase. Telemetry starts and ends with it (a sample of every source at
+    // each end), so that per-round deltas of counters cover exactly the measured requests.
+    let sampling = ctx.telemetry.start(tx.clone(), t0).await;
     let lag_stop = background.child_token();
     let lag_probe = health::lag_probe(lag_stop.clone());
     let cpu_before = health::cpu_seconds();
@@ -364,10 +345,11 @@ pub async fn run(ctx: RoundContext, spec: RoundSpec, tx: EventTx, cancel: Cancel
     lag_stop.cancel();
     let lags = lag_probe.await.unwrap_or_default();
     background.cancel();
-    let _ = tokio::join!(ticker, telemetry);
+    let _ = ticker.await;
     if cancel.is_cancelled() {
         return;
     }
+    sampling.stop().await;
     let host = health::host_cpu_share(host_before, health::host_cpu_jiffies());
     let (gaps, coalesced) = (
         counts.gaps.load(Ordering::Relaxed),
@@ -386,7 +368,6 @@ pub async fn run(ctx: RoundContext, spec: RoundSpec, tx: EventTx, cancel: Cancel
     if health.generator_saturated {
         tracing::warn!(scenario = %spec.scenario_name, round = spec.round, reason = %health.saturation_reason, "generator saturated");
     }
-    scraper.sample().await;
     let c = &counts;
     let (completed, failed) = (
         c.completed.load(Ordering::Relaxed),
@@ -407,27 +388,6 @@ pub async fn run(ctx: RoundContext, spec: RoundSpec, tx: EventTx, cancel: Cancel
             health: Some(health_to_wire(&health)),
         })))
         .await;
-}
-
-/// Sends engine-metrics samples into the round's stream.
-struct Scraper {
-    client: HttpClient,
-    base_url: Arc<str>,
-    tx: EventTx,
-    t0: Instant,
-}
-
-impl Scraper {
-    async fn sample(&self) {
-        if let Some(values) = crate::metrics::scrape(&self.client, &self.base_url).await {
-            let sample = v1::TelemetrySample {
-                t_ms: self.t0.elapsed().as_secs_f64() * 1000.0,
-                source: "engine_metrics".into(),
-                values: values.into_iter().collect(),
-            };
-            let _ = self.tx.send(event(Event::Telemetry(sample))).await;
-        }
-    }
 }
 
 /// Runs conversations and streams their records.

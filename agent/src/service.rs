@@ -19,6 +19,7 @@ use tonic::{Request as GrpcRequest, Response, Status};
 
 use crate::client::{http_client, HttpClient};
 use crate::round::{self, ReplyStore, RoundSpec};
+use crate::telemetry::Telemetry;
 use crate::AgentConfig;
 
 /// How long ClearCache waits for this agent's rounds to finish before giving up.
@@ -33,6 +34,7 @@ pub struct AgentService {
     gpus: Vec<v1::GpuInfo>,
     gpu_note: Option<String>,
     client: HttpClient,
+    telemetry: Telemetry,
     replies: Arc<ReplyStore>,
     probe: Arc<std::sync::Mutex<Option<round::Probe>>>,
     tokenizers: crate::tokenizer::TokenizerCache,
@@ -43,10 +45,18 @@ pub struct AgentService {
 impl AgentService {
     pub fn new(
         config: AgentConfig,
+        gpu_source: Option<Arc<dyn crate::gpu::GpuSource>>,
         gpus: Vec<v1::GpuInfo>,
         gpu_note: Option<String>,
         shutdown: CancellationToken,
     ) -> Self {
+        let client = http_client();
+        let telemetry = Telemetry {
+            config: config.telemetry.clone(),
+            gpus: gpu_source,
+            client: client.clone(),
+            metrics_url: config.metrics_url.as_str().into(),
+        };
         AgentService {
             base_url: config.engine_url.trim_end_matches('/').into(),
             name: config.name.clone().into(),
@@ -54,7 +64,8 @@ impl AgentService {
             config,
             gpus,
             gpu_note,
-            client: http_client(),
+            client,
+            telemetry,
             replies: Arc::new(ReplyStore::default()),
             probe: Arc::default(),
             tokenizers: Default::default(),
@@ -116,7 +127,10 @@ impl AgentService {
         let deadline = Instant::now() + timeout;
         let mut last = String::from("no answer yet");
         while Instant::now() < deadline {
-            match self.ready(r.model.as_deref()).await {
+            match self
+                .ready(r.model.as_deref().or(self.config.model.as_deref()))
+                .await
+            {
                 Ok(()) => return Ok(format!("{} done; the engine is healthy", cmd.join(" "))),
                 Err(e) => last = e,
             }
@@ -133,8 +147,7 @@ impl AgentService {
     }
 
     async fn ready(&self, model: Option<&str>) -> Result<(), String> {
-        let get = |path: &str| {
-            let uri = format!("{}{path}", self.base_url);
+        let get = |uri: String| {
             let client = self.client.clone();
             async move {
                 let req = hyper::Request::get(&uri)
@@ -156,8 +169,8 @@ impl AgentService {
                 }
             }
         };
-        get("/health").await?;
-        let models = get("/v1/models").await?;
+        get(self.config.health_url.clone()).await?;
+        let models = get(format!("{}/v1/models", self.base_url)).await?;
         if let Some(m) = model {
             if !models.contains(&format!("\"{m}\"")) {
                 return Err(format!("/v1/models does not list {m} yet"));
@@ -171,7 +184,7 @@ impl AgentService {
     /// again, so that the probe leaves nothing behind. `None` before any round ran.
     async fn cold_probe(&self) -> Option<v1::ColdProbe> {
         let probe = self.probe.lock().ok()?.clone()?;
-        let before = crate::metrics::scrape(&self.client, &self.base_url).await;
+        let before = crate::metrics::scrape(&self.client, &self.config.metrics_url).await;
         let call = crate::client::Call {
             base_url: &self.base_url,
             api: probe.api,
@@ -183,7 +196,7 @@ impl AgentService {
             idle_timeout: Duration::from_secs(60),
         };
         let reply = crate::client::send(&self.client, &call).await;
-        let after = crate::metrics::scrape(&self.client, &self.base_url).await;
+        let after = crate::metrics::scrape(&self.client, &self.config.metrics_url).await;
         let delta = |k: &str| Some(after.as_ref()?.get(k)? - before.as_ref()?.get(k)?);
         let cleared_again = self.reset_prefix_cache().await;
         let mut error = if reply.outcome == kvbench_common::record::Outcome::Ok {
@@ -333,6 +346,7 @@ impl Agent for AgentService {
             base_url: self.base_url.clone(),
             agent_name: self.name.clone(),
             replies: self.replies.clone(),
+            telemetry: self.telemetry.clone(),
         };
         tokio::spawn(async move {
             let _guard = guard;

@@ -47,6 +47,10 @@ fn every_example_agent_config_checks() {
         stdout.contains("restart_engine: systemctl restart vllm.service"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("telemetry: GPUs every 100 ms through NVML, host every 1000 ms, http://127.0.0.1:8000/metrics every 1000 ms"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -59,6 +63,9 @@ fn broken_agent_configs_name_the_key() {
         ("engine:\n  kind: vllm\n  base_url: http://x:1\nclear_cache:\n  - preset: redis\n", ":5: key `clear_cache[0].preset`"),
         ("engine:\n  kind: vllm\n  base_url: http://x:1\nclear_cache:\n  - preset: mooncake_master\n", "key `clear_cache[0].url`"),
         ("engine:\n  kind: vllm\n  base_url: http://x:1\nrestart_engine:\n  timeout_s: 5\n", ":4: key `restart_engine`"),
+        ("engine:\n  kind: vllm\n  base_url: http://x:1\ntelemetry:\n  gpu_interval_ms: 0\n", ":5: key `telemetry.gpu_interval_ms`"),
+        ("engine:\n  kind: vllm\n  base_url: http://x:1\ntelemetry:\n  nvml_hz: 10\n", ":5: key `telemetry.nvml_hz`"),
+        ("engine:\n  kind: vllm\n  base_url: http://x:1\n  metrics_url: localhost:9/metrics\n", ":4: key `engine.metrics_url`"),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
         let p = dir.join(format!("c{i}.yaml"));

@@ -23,17 +23,9 @@ async fn outcome_counts_equal_the_injected_mix() {
     })
     .await
     .expect("sim");
-    let agent = kvbench_agent::spawn(AgentConfig {
-        name: "a".into(),
-        clear_steps: kvbench_agent::clear::preset("vllm", &sim.base_url(), 0)
-            .into_iter()
-            .collect(),
-        restart: None,
-        engine_url: sim.base_url(),
-        labels: BTreeMap::new(),
-    })
-    .await
-    .expect("agent");
+    let agent = kvbench_agent::spawn(AgentConfig::vllm("a", sim.base_url()))
+        .await
+        .expect("agent");
     let mut client = AgentClient::connect(agent.url()).await.expect("connect");
     let n = 150;
     let req = v1::RunRoundRequest {

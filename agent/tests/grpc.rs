@@ -16,13 +16,8 @@ async fn agent(
     AgentClient<tonic::transport::Channel>,
 ) {
     let handle = kvbench_agent::spawn(AgentConfig {
-        name: "test-agent".into(),
-        clear_steps: kvbench_agent::clear::preset("vllm", &engine_url, 0)
-            .into_iter()
-            .collect(),
-        restart: None,
-        engine_url,
         labels: BTreeMap::from([("cloud".to_owned(), "lab".to_owned())]),
+        ..AgentConfig::vllm("test-agent", engine_url)
     })
     .await
     .expect("agent starts");

@@ -3,8 +3,6 @@
 //! texts hit their requested lengths in that tokenizer's tokens within 2 %, and records
 //! count prompts in them too.
 
-use std::collections::BTreeMap;
-
 use kvbench_agent::tokenizer::HfTokenizer;
 use kvbench_agent::AgentConfig;
 use kvbench_common::tokenizer::{count_tokens, TokenCounter};
@@ -121,17 +119,9 @@ fn generated_lengths_are_in_the_tokenizers_tokens() {
 #[tokio::test]
 async fn records_count_prompts_in_the_tokenizers_tokens() {
     let sim = kvbench_sim::spawn(SimConfig::default()).await.expect("sim");
-    let agent = kvbench_agent::spawn(AgentConfig {
-        name: "a".into(),
-        clear_steps: kvbench_agent::clear::preset("vllm", &sim.base_url(), 0)
-            .into_iter()
-            .collect(),
-        restart: None,
-        engine_url: sim.base_url(),
-        labels: BTreeMap::new(),
-    })
-    .await
-    .expect("agent");
+    let agent = kvbench_agent::spawn(AgentConfig::vllm("a", sim.base_url()))
+        .await
+        .expect("agent");
     let mut client = AgentClient::connect(agent.url()).await.expect("connect");
     let req = v1::RunRoundRequest {
         scenario_id: "tok".into(),

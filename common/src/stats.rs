@@ -160,6 +160,10 @@ pub struct RoundStats {
     /// The engine's own counters over the round (server-side; null when it exports none).
     #[serde(default)]
     pub engine_metrics: Option<EngineMetricsSummary>,
+    /// GPU, host and engine-load telemetry over the round's measured phase (null when the
+    /// agent sent none); the samples are in `<slug>_telemetry_<ts>.jsonl`.
+    #[serde(default)]
+    pub telemetry: Option<crate::telemetry::TelemetrySummary>,
     /// `mean_`, `median_`, `std_`, `min_`, `max_` and `p<q>_` of `ttft_ms`, `tpot_ms`,
     /// `itl_ms`, `e2el_ms` and `queue_ms` (client queue time); null when no completed
     /// request gave a sample.
@@ -257,6 +261,7 @@ impl RoundStats {
             agent_health: None,
             histograms,
             engine_metrics: None,
+            telemetry: None,
             latency,
         }
     }

@@ -13,6 +13,9 @@ pub struct TelemetrySample {
     pub t_ms: f64,
     pub source: String,
     pub values: BTreeMap<String, f64>,
+    /// Reads that failed, each said once per round.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// What the engine's own counters say about one round (server-side, as the engine claims;
@@ -87,6 +90,316 @@ impl EngineMetricsSummary {
     }
 }
 
+/// What the agents' telemetry says about one round (`telemetry` in each round's stats):
+/// GPUs (NVML), hosts (sysinfo) and the engine's load and cache counters. A section is
+/// null when no agent sent that source (no NVML: no `gpu`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TelemetrySummary {
+    pub gpu: Option<GpuSummary>,
+    pub host: Option<HostSummary>,
+    pub engine: Option<EngineLoad>,
+    /// Reads that failed during the round ("gpu0 power_w: Not Supported"), by agent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// All GPUs of the round's agents together.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpuSummary {
+    /// NVML samples (one covers every GPU of one agent).
+    pub samples: u32,
+    pub gpus: u32,
+    /// Mean and max SM utilisation over every GPU and sample, percent.
+    pub util_mean_pct: Option<f64>,
+    pub util_max_pct: Option<f64>,
+    pub mem_util_mean_pct: Option<f64>,
+    /// The most GPU memory in use at once, summed over GPUs.
+    pub mem_used_peak_bytes: Option<f64>,
+    pub mem_total_bytes: Option<f64>,
+    /// Power drawn by all GPUs together: mean and peak, watts.
+    pub power_mean_w: Option<f64>,
+    pub power_max_w: Option<f64>,
+    /// Energy all GPUs used over the round's measured phase, joules.
+    pub energy_j: Option<f64>,
+    /// `counter` (the driver's energy counter), `power_integral` (power samples
+    /// integrated over time, for GPUs without the counter), or `mixed`.
+    pub energy_method: Option<String>,
+    /// `energy_j` over the round's output tokens.
+    pub j_per_output_token: Option<f64>,
+    pub temp_max_c: Option<f64>,
+    pub sm_clock_mean_mhz: Option<f64>,
+    pub per_gpu: Vec<PerGpu>,
+}
+
+/// One GPU of one agent over the round.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PerGpu {
+    pub agent: String,
+    pub index: u32,
+    pub util_mean_pct: Option<f64>,
+    pub util_max_pct: Option<f64>,
+    pub mem_used_peak_bytes: Option<f64>,
+    pub power_mean_w: Option<f64>,
+    pub energy_j: Option<f64>,
+    pub temp_max_c: Option<f64>,
+}
+
+/// The agents' hosts over the round (summed over agents where several sent samples).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostSummary {
+    pub samples: u32,
+    /// Busy share of all the host's CPUs, percent.
+    pub cpu_mean_pct: Option<f64>,
+    pub cpu_max_pct: Option<f64>,
+    pub mem_used_peak_bytes: Option<f64>,
+    pub mem_total_bytes: Option<f64>,
+    /// Bytes received and sent over the round on interfaces other than loopback.
+    pub net_rx_bytes: Option<f64>,
+    pub net_tx_bytes: Option<f64>,
+}
+
+/// The engine's own view of the round, from its `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineLoad {
+    pub samples: u32,
+    /// Server-side prefix-cache hit ratio: hits over queried tokens, counter deltas.
+    pub prefix_cache_hit_ratio: Option<f64>,
+    /// Mean of the running and waiting request gauges over the samples.
+    pub requests_running_mean: Option<f64>,
+    pub requests_waiting_mean: Option<f64>,
+}
+
+fn mean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+fn max(v: &[f64]) -> Option<f64> {
+    v.iter().copied().reduce(f64::max)
+}
+
+/// `Some(sum)` of the values present, `None` if none is.
+fn sum_some(v: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
+    v.into_iter()
+        .flatten()
+        .fold(None, |a, x| Some(a.unwrap_or(0.0) + x))
+}
+
+/// Energy from a series of `(t_ms, counter_mj)` and `(t_ms, power_w)`: the counter's
+/// delta when it has two readings and did not go backwards, else the power integrated
+/// (trapezoids). Joules, and which way it was found.
+fn energy(counter: &[(f64, f64)], power: &[(f64, f64)]) -> Option<(f64, &'static str)> {
+    if let (Some(a), Some(b)) = (counter.first(), counter.last()) {
+        if counter.len() >= 2 && b.1 >= a.1 {
+            return Some(((b.1 - a.1) / 1000.0, "counter"));
+        }
+    }
+    if power.len() < 2 {
+        return None;
+    }
+    let j = power
+        .windows(2)
+        .map(|w| (w[1].0 - w[0].0).max(0.0) / 1000.0 * (w[0].1 + w[1].1) / 2.0)
+        .sum();
+    Some((j, "power_integral"))
+}
+
+/// Splits `gpu3.util_pct` into `(3, "util_pct")`.
+fn gpu_key(k: &str) -> Option<(u32, &str)> {
+    let (g, field) = k.strip_prefix("gpu")?.split_once('.')?;
+    Some((g.parse().ok()?, field))
+}
+
+impl TelemetrySummary {
+    /// Summarises a round's samples (in arrival order); `output_tokens` are the round's
+    /// measured output tokens. `None` without any sample.
+    pub fn of(samples: &[TelemetrySample], output_tokens: u64) -> Option<TelemetrySummary> {
+        if samples.is_empty() {
+            return None;
+        }
+        let mut agents: Vec<&str> = samples.iter().map(|s| s.agent.as_str()).collect();
+        agents.sort_unstable();
+        agents.dedup();
+        let of_source = |agent: &str, source: &str| -> Vec<&TelemetrySample> {
+            samples
+                .iter()
+                .filter(|s| s.agent == agent && s.source == source)
+                .collect()
+        };
+        let notes = samples
+            .iter()
+            .flat_map(|s| s.notes.iter().map(move |n| format!("{}: {n}", s.agent)))
+            .collect();
+
+        // GPUs.
+        let mut per_gpu = Vec::new();
+        let (mut utils, mut mem_utils, mut clocks) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut peaks, mut totals, mut power_means, mut power_maxes) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut energies, mut methods, mut temps) = (Vec::new(), Vec::new(), Vec::new());
+        let mut gpu_samples = 0;
+        for agent in &agents {
+            let s = of_source(agent, "nvml");
+            if s.is_empty() {
+                continue;
+            }
+            gpu_samples += s.len() as u32;
+            let mut indices: Vec<u32> = s
+                .iter()
+                .flat_map(|x| x.values.keys().filter_map(|k| gpu_key(k).map(|g| g.0)))
+                .collect();
+            indices.sort_unstable();
+            indices.dedup();
+            let field = |i: u32, f: &str| -> Vec<(f64, f64)> {
+                let key = format!("gpu{i}.{f}");
+                s.iter()
+                    .filter_map(|x| Some((x.t_ms, *x.values.get(&key)?)))
+                    .collect()
+            };
+            let values = |v: Vec<(f64, f64)>| v.into_iter().map(|p| p.1).collect::<Vec<_>>();
+            // Per-sample sums over this agent's GPUs.
+            let summed = |f: &str| -> Vec<f64> {
+                s.iter()
+                    .filter_map(|x| {
+                        sum_some(x.values.iter().filter_map(|(k, v)| {
+                            let (_, name) = gpu_key(k)?;
+                            Some((name == f).then_some(*v))
+                        }))
+                    })
+                    .collect()
+            };
+            let mem = summed("mem_used_bytes");
+            peaks.extend(max(&mem));
+            totals.extend(max(&summed("mem_total_bytes")));
+            let power = summed("power_w");
+            power_means.extend(mean(&power));
+            power_maxes.extend(max(&power));
+            for i in indices {
+                let util = values(field(i, "util_pct"));
+                let power = field(i, "power_w");
+                let temp = values(field(i, "temp_c"));
+                let e = energy(&field(i, "energy_mj"), &power);
+                utils.extend(&util);
+                mem_utils.extend(values(field(i, "mem_util_pct")));
+                clocks.extend(values(field(i, "sm_clock_mhz")));
+                temps.extend(&temp);
+                if let Some((j, how)) = e {
+                    energies.push(j);
+                    methods.push(how);
+                }
+                per_gpu.push(PerGpu {
+                    agent: (*agent).to_owned(),
+                    index: i,
+                    util_mean_pct: mean(&util),
+                    util_max_pct: max(&util),
+                    mem_used_peak_bytes: max(&values(field(i, "mem_used_bytes"))),
+                    power_mean_w: mean(&values(power)),
+                    energy_j: e.map(|x| x.0),
+                    temp_max_c: max(&temp),
+                });
+            }
+        }
+        let gpu = (gpu_samples > 0).then(|| {
+            // Energy is only whole when every GPU has it.
+            let energy_j = (energies.len() == per_gpu.len()).then(|| energies.iter().sum::<f64>());
+            methods.dedup();
+            GpuSummary {
+                samples: gpu_samples,
+                gpus: per_gpu.len() as u32,
+                util_mean_pct: mean(&utils),
+                util_max_pct: max(&utils),
+                mem_util_mean_pct: mean(&mem_utils),
+                mem_used_peak_bytes: sum_some(peaks.iter().map(|p| Some(*p))),
+                mem_total_bytes: sum_some(totals.iter().map(|p| Some(*p))),
+                power_mean_w: sum_some(power_means.iter().map(|p| Some(*p))),
+                power_max_w: sum_some(power_maxes.iter().map(|p| Some(*p))),
+                energy_method: energy_j.map(|_| match methods.as_slice() {
+                    [one] => (*one).to_owned(),
+                    _ => "mixed".to_owned(),
+                }),
+                j_per_output_token: energy_j
+                    .filter(|_| output_tokens > 0)
+                    .map(|j| j / output_tokens as f64),
+                energy_j,
+                temp_max_c: max(&temps),
+                sm_clock_mean_mhz: mean(&clocks),
+                per_gpu,
+            }
+        });
+
+        // Hosts.
+        let mut host = HostSummary::default();
+        let (mut cpu, mut mem_peaks, mut mem_totals, mut rx, mut tx) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for agent in &agents {
+            let s = of_source(agent, "host");
+            host.samples += s.len() as u32;
+            let series = |k: &str| -> Vec<f64> {
+                s.iter().filter_map(|x| x.values.get(k).copied()).collect()
+            };
+            let delta = |k: &str| {
+                let v = series(k);
+                let d = v.last()? - v.first()?;
+                (d >= 0.0).then_some(d)
+            };
+            cpu.extend(series("cpu_pct"));
+            mem_peaks.extend(max(&series("mem_used_bytes")));
+            mem_totals.extend(max(&series("mem_total_bytes")));
+            rx.push(delta("net_rx_bytes"));
+            tx.push(delta("net_tx_bytes"));
+        }
+        host.cpu_mean_pct = mean(&cpu);
+        host.cpu_max_pct = max(&cpu);
+        host.mem_used_peak_bytes = sum_some(mem_peaks.into_iter().map(Some));
+        host.mem_total_bytes = sum_some(mem_totals.into_iter().map(Some));
+        host.net_rx_bytes = sum_some(rx);
+        host.net_tx_bytes = sum_some(tx);
+        let host = (host.samples > 0).then_some(host);
+
+        // Engines: counters summed over agents, gauges averaged over samples.
+        let mut engine = EngineLoad::default();
+        let (mut hits, mut queries, mut running, mut waiting) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for agent in &agents {
+            let s = of_source(agent, "engine_metrics");
+            engine.samples += s.len() as u32;
+            let delta = |k: &str| {
+                let d = s.last()?.values.get(k)? - s.first()?.values.get(k)?;
+                (d >= 0.0).then_some(d)
+            };
+            hits.push(delta("vllm:prefix_cache_hits_total"));
+            queries.push(delta("vllm:prefix_cache_queries_total"));
+            let gauge = |names: &[&str]| -> Vec<f64> {
+                s.iter()
+                    .filter_map(|x| names.iter().find_map(|n| x.values.get(*n).copied()))
+                    .collect()
+            };
+            running.extend(gauge(&[
+                "vllm:num_requests_running",
+                "sglang:num_running_reqs",
+                "llamacpp:requests_processing",
+            ]));
+            waiting.extend(gauge(&[
+                "vllm:num_requests_waiting",
+                "sglang:num_queue_reqs",
+            ]));
+        }
+        engine.prefix_cache_hit_ratio = match (sum_some(hits), sum_some(queries)) {
+            (Some(h), Some(q)) if q > 0.0 => Some(h / q),
+            _ => None,
+        };
+        engine.requests_running_mean = mean(&running);
+        engine.requests_waiting_mean = mean(&waiting);
+        let engine = (engine.samples > 0).then_some(engine);
+
+        Some(TelemetrySummary {
+            gpu,
+            host,
+            engine,
+            notes,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +411,7 @@ mod tests {
             t_ms: t,
             source: "engine_metrics".into(),
             values: kv.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            notes: Vec::new(),
         }
     }
 
@@ -149,5 +463,194 @@ mod tests {
             EngineMetricsSummary::of(&s).and_then(|m| m.prefix_cache_hits),
             None
         );
+    }
+
+    fn src(agent: &str, source: &str, t: f64, kv: &[(&str, f64)]) -> TelemetrySample {
+        TelemetrySample {
+            round: 1,
+            agent: agent.into(),
+            t_ms: t,
+            source: source.into(),
+            values: kv.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn gpu_energy_from_counters_and_power() {
+        // GPU 0 has the energy counter; GPU 1 only power (300 W for 2 s: 600 J).
+        let s = [
+            src(
+                "a",
+                "nvml",
+                0.0,
+                &[
+                    ("gpu0.util_pct", 50.0),
+                    ("gpu0.energy_mj", 1_000_000.0),
+                    ("gpu0.power_w", 200.0),
+                    ("gpu0.mem_used_bytes", 10.0),
+                    ("gpu1.util_pct", 100.0),
+                    ("gpu1.power_w", 300.0),
+                    ("gpu1.mem_used_bytes", 5.0),
+                ],
+            ),
+            src(
+                "a",
+                "nvml",
+                2000.0,
+                &[
+                    ("gpu0.util_pct", 70.0),
+                    ("gpu0.energy_mj", 1_500_000.0),
+                    ("gpu0.power_w", 300.0),
+                    ("gpu0.mem_used_bytes", 30.0),
+                    ("gpu1.util_pct", 80.0),
+                    ("gpu1.power_w", 300.0),
+                    ("gpu1.mem_used_bytes", 1.0),
+                    ("gpu1.pid7.mem_bytes", 1.0),
+                ],
+            ),
+        ];
+        let t = TelemetrySummary::of(&s, 1100).expect("samples");
+        let g = t.gpu.expect("gpu section");
+        assert_eq!((g.samples, g.gpus), (2, 2));
+        assert_eq!(g.util_mean_pct, Some(75.0));
+        assert_eq!(g.util_max_pct, Some(100.0));
+        assert_eq!(
+            g.mem_used_peak_bytes,
+            Some(31.0),
+            "max over samples of the sum"
+        );
+        assert_eq!(g.power_mean_w, Some(550.0));
+        assert_eq!(g.power_max_w, Some(600.0));
+        assert_eq!(g.per_gpu[0].energy_j, Some(500.0));
+        assert_eq!(g.per_gpu[1].energy_j, Some(600.0));
+        assert_eq!(g.energy_j, Some(1100.0));
+        assert_eq!(g.energy_method.as_deref(), Some("mixed"));
+        assert_eq!(g.j_per_output_token, Some(1.0));
+        assert!(t.host.is_none() && t.engine.is_none());
+    }
+
+    #[test]
+    fn no_gpu_samples_no_gpu_section_and_partial_energy_is_none() {
+        let s = [src("a", "host", 0.0, &[("mem_used_bytes", 1.0)])];
+        let t = TelemetrySummary::of(&s, 10).expect("samples");
+        assert!(t.gpu.is_none());
+        // One GPU without counter or power: no energy figure for the whole.
+        let s = [
+            src(
+                "a",
+                "nvml",
+                0.0,
+                &[("gpu0.energy_mj", 0.0), ("gpu1.util_pct", 1.0)],
+            ),
+            src(
+                "a",
+                "nvml",
+                100.0,
+                &[("gpu0.energy_mj", 1000.0), ("gpu1.util_pct", 1.0)],
+            ),
+        ];
+        let g = TelemetrySummary::of(&s, 10)
+            .and_then(|t| t.gpu)
+            .expect("gpu");
+        assert_eq!(g.per_gpu[0].energy_j, Some(1.0));
+        assert_eq!(g.energy_j, None);
+        assert_eq!(g.j_per_output_token, None);
+        assert!(TelemetrySummary::of(&[], 1).is_none());
+    }
+
+    #[test]
+    fn host_and_engine_sections() {
+        let s = [
+            src(
+                "a",
+                "host",
+                0.0,
+                &[
+                    ("mem_used_bytes", 4.0),
+                    ("net_rx_bytes", 100.0),
+                    ("net_tx_bytes", 50.0),
+                ],
+            ),
+            src(
+                "a",
+                "host",
+                1000.0,
+                &[
+                    ("cpu_pct", 20.0),
+                    ("mem_used_bytes", 6.0),
+                    ("net_rx_bytes", 400.0),
+                    ("net_tx_bytes", 60.0),
+                ],
+            ),
+            src(
+                "a",
+                "host",
+                2000.0,
+                &[
+                    ("cpu_pct", 40.0),
+                    ("mem_used_bytes", 5.0),
+                    ("net_rx_bytes", 700.0),
+                    ("net_tx_bytes", 70.0),
+                ],
+            ),
+            src(
+                "a",
+                "engine_metrics",
+                0.0,
+                &[
+                    ("vllm:prefix_cache_queries_total", 100.0),
+                    ("vllm:prefix_cache_hits_total", 10.0),
+                    ("vllm:num_requests_running", 0.0),
+                ],
+            ),
+            src(
+                "a",
+                "engine_metrics",
+                1000.0,
+                &[
+                    ("vllm:num_requests_running", 8.0),
+                    ("vllm:num_requests_waiting", 2.0),
+                ],
+            ),
+            src(
+                "a",
+                "engine_metrics",
+                2000.0,
+                &[
+                    ("vllm:prefix_cache_queries_total", 1100.0),
+                    ("vllm:prefix_cache_hits_total", 760.0),
+                    ("vllm:num_requests_running", 4.0),
+                    ("vllm:num_requests_waiting", 0.0),
+                ],
+            ),
+        ];
+        let t = TelemetrySummary::of(&s, 0).expect("samples");
+        let h = t.host.expect("host");
+        assert_eq!(h.samples, 3);
+        assert_eq!(h.cpu_mean_pct, Some(30.0));
+        assert_eq!(h.cpu_max_pct, Some(40.0));
+        assert_eq!(h.mem_used_peak_bytes, Some(6.0));
+        assert_eq!((h.net_rx_bytes, h.net_tx_bytes), (Some(600.0), Some(20.0)));
+        let e = t.engine.expect("engine");
+        assert_eq!(e.prefix_cache_hit_ratio, Some(0.75));
+        assert_eq!(e.requests_running_mean, Some(4.0));
+        assert_eq!(e.requests_waiting_mean, Some(1.0));
+    }
+
+    proptest::proptest! {
+        /// Constant power integrates to power x span, however the samples fall.
+        #[test]
+        fn constant_power_integrates_exactly(
+            watts in 1.0f64..1000.0,
+            mut times in proptest::collection::vec(0.0f64..100_000.0, 2..50),
+        ) {
+            times.sort_by(f64::total_cmp);
+            let power: Vec<(f64, f64)> = times.iter().map(|t| (*t, watts)).collect();
+            let (j, how) = energy(&[], &power).expect("two samples");
+            let span_s = (times[times.len() - 1] - times[0]) / 1000.0;
+            proptest::prop_assert_eq!(how, "power_integral");
+            proptest::prop_assert!((j - watts * span_s).abs() <= 1e-6 * (1.0 + j.abs()));
+        }
     }
 }

@@ -297,7 +297,7 @@ async fn measure(
     };
     let sim_metrics = kvbench_agent::metrics::scrape_names(
         &kvbench_agent::client::http_client(),
-        sim_url,
+        &format!("{sim_url}/metrics"),
         &["kvbench_sim:max_num_requests_running"],
     )
     .await

@@ -15,7 +15,7 @@ use kvbench_common::stats::{
     AgentHealth, Comparison, IsolationInfo, ProbeInfo, RoundStats, ScenarioInfo, ScenarioStats,
     STALE_SHARE_LIMIT,
 };
-use kvbench_common::telemetry::{EngineMetricsSummary, TelemetrySample};
+use kvbench_common::telemetry::{EngineMetricsSummary, TelemetrySample, TelemetrySummary};
 use kvbench_common::util::{rfc3339_utc, timestamp_utc};
 use kvbench_proto::convert::{
     api_to_wire, conversation_to_wire, health_from_wire, load_to_wire, record_from_wire,
@@ -40,6 +40,8 @@ pub struct ScenarioOutcome {
     pub stats: ScenarioStats,
     pub stats_path: Option<PathBuf>,
     pub results_path: Option<PathBuf>,
+    /// `<slug>_telemetry_<ts>.jsonl`: one telemetry sample per line (none: no samples).
+    pub telemetry_path: Option<PathBuf>,
     pub records: usize,
 }
 
@@ -460,12 +462,14 @@ fn failed_before_start(
         rounds: Vec::new(),
         comparison: None,
     };
-    let paths = write_files(plan, s, &stats, &[], &[]).ok();
+    let ts = timestamp_utc(SystemTime::now());
+    let paths = write_files(plan, s, &ts, &stats, &[]).ok();
     ScenarioOutcome {
         name: s.name.clone(),
         stats,
         stats_path: paths.as_ref().map(|p| p.0.clone()),
         results_path: paths.map(|p| p.1),
+        telemetry_path: None,
         records: 0,
     }
 }
@@ -511,8 +515,13 @@ async fn run_scenario(
 ) -> ScenarioOutcome {
     let started = Instant::now();
     let started_at = rfc3339_utc(SystemTime::now());
+    // One timestamp names all of this scenario's files.
+    let ts = timestamp_utc(SystemTime::now());
     let mut records: Vec<RequestRecord> = Vec::new();
-    let mut telemetry: Vec<TelemetrySample> = Vec::new();
+    let telemetry_path = plan
+        .output_dir
+        .join(format!("{}_telemetry_{ts}.jsonl", s.slug));
+    let mut telemetry_written = false;
 
     let mut rounds = Vec::new();
     let mut error: Option<String> = None;
@@ -522,6 +531,7 @@ async fn run_scenario(
         let duration_s = rr.duration_s.unwrap_or_else(|| span_s(&rr.records));
         let mut st = RoundStats::compute(round, duration_s, &rr.records, &s.config.stats);
         st.engine_metrics = EngineMetricsSummary::of(&rr.telemetry);
+        st.telemetry = TelemetrySummary::of(&rr.telemetry, st.total_output_tokens);
         st.generator_saturated = rr.health.as_ref().is_some_and(|h| h.generator_saturated);
         st.agent_health = rr.health.clone();
         print_round(s, &st);
@@ -545,7 +555,13 @@ async fn run_scenario(
             rounds.push(st);
         }
         records.extend(rr.records);
-        telemetry.extend(rr.telemetry);
+        // Each round's samples are on disk as soon as the round ends.
+        if !rr.telemetry.is_empty() {
+            match append_jsonl(&telemetry_path, &rr.telemetry) {
+                Ok(()) => telemetry_written = true,
+                Err(e) => println!("  ERROR: cannot write telemetry samples: {e:#}"),
+            }
+        }
         if let Some(e) = round_error {
             status = if cancel.is_cancelled() {
                 "cancelled"
@@ -578,7 +594,7 @@ async fn run_scenario(
         rounds,
         comparison,
     };
-    let (stats_path, results_path) = match write_files(plan, s, &stats, &records, &telemetry) {
+    let (stats_path, results_path) = match write_files(plan, s, &ts, &stats, &records) {
         Ok((a, b)) => (Some(a), Some(b)),
         Err(e) => {
             println!("  ERROR: cannot write result files: {e:#}");
@@ -601,14 +617,19 @@ async fn run_scenario(
         );
     }
     if let (Some(a), Some(b)) = (&stats_path, &results_path) {
-        println!("  stats:   {}", a.display());
-        println!("  results: {}", b.display());
+        println!("  stats:     {}", a.display());
+        println!("  results:   {}", b.display());
+    }
+    let telemetry_path = telemetry_written.then_some(telemetry_path);
+    if let Some(t) = &telemetry_path {
+        println!("  telemetry: {}", t.display());
     }
     ScenarioOutcome {
         name: s.name.clone(),
         stats,
         stats_path,
         results_path,
+        telemetry_path,
         records: records.len(),
     }
 }
@@ -679,11 +700,56 @@ fn print_round(s: &Scenario, st: &RoundStats) {
     if st.failed > 0 {
         println!("    failures: {}", outcome_counts(st));
     }
+    if let Some(t) = &st.telemetry {
+        print_telemetry(t);
+    }
     if let Some(h) = st.agent_health.as_ref().filter(|h| h.generator_saturated) {
         println!(
             "    WARNING: generator_saturated: the agent could not keep up ({}); latencies include the harness's own delay",
             h.saturation_reason
         );
+    }
+}
+
+/// One line for the GPUs, one for the engine's load and the host.
+fn print_telemetry(t: &TelemetrySummary) {
+    let num = |v: Option<f64>, unit: &str, digits: usize| {
+        v.map_or("n/a".to_owned(), |v| format!("{v:.digits$}{unit}"))
+    };
+    if let Some(g) = &t.gpu {
+        println!(
+            "    GPU: {} GPU{} | util mean {} max {} | peak memory {} | power mean {} | energy {} ({} per output token, {})",
+            g.gpus,
+            if g.gpus == 1 { "" } else { "s" },
+            num(g.util_mean_pct, "%", 1),
+            num(g.util_max_pct, "%", 1),
+            num(g.mem_used_peak_bytes.map(|b| b / (1u64 << 30) as f64), " GiB", 1),
+            num(g.power_mean_w, " W", 0),
+            num(g.energy_j, " J", 1),
+            num(g.j_per_output_token, " J", 3),
+            g.energy_method.as_deref().unwrap_or("no energy reading"),
+        );
+    }
+    let mut parts = Vec::new();
+    if let Some(e) = &t.engine {
+        parts.push(format!(
+            "engine running {} / waiting {} requests (mean)",
+            num(e.requests_running_mean, "", 1),
+            num(e.requests_waiting_mean, "", 1)
+        ));
+    }
+    if let Some(h) = &t.host {
+        parts.push(format!(
+            "host CPU mean {} max {}",
+            num(h.cpu_mean_pct, "%", 1),
+            num(h.cpu_max_pct, "%", 1)
+        ));
+    }
+    if !parts.is_empty() {
+        println!("    {}", parts.join(" | "));
+    }
+    for n in &t.notes {
+        println!("    telemetry note: {n}");
     }
 }
 
@@ -824,7 +890,24 @@ struct ResultsFile<'a> {
     kvbench_version: &'a str,
     scenario: &'a ScenarioInfo,
     records: &'a [RequestRecord],
-    telemetry: &'a [TelemetrySample],
+}
+
+/// Appends samples to a JSON Lines file, one sample per line.
+fn append_jsonl(path: &Path, samples: &[TelemetrySample]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    for sample in samples {
+        serde_json::to_writer(&mut w, sample)?;
+        w.write_all(b"\n")?;
+    }
+    w.flush()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }
 
 /// Writes `<slug>_stats_<ts>.json` and `<slug>_results_<ts>.json` (via a temporary file
@@ -832,11 +915,10 @@ struct ResultsFile<'a> {
 fn write_files(
     plan: &Plan,
     s: &Scenario,
+    ts: &str,
     stats: &ScenarioStats,
     records: &[RequestRecord],
-    telemetry: &[TelemetrySample],
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let ts = timestamp_utc(SystemTime::now());
     let stats_path = plan.output_dir.join(format!("{}_stats_{ts}.json", s.slug));
     let results_path = plan
         .output_dir
@@ -848,7 +930,6 @@ fn write_files(
             kvbench_version: env!("CARGO_PKG_VERSION"),
             scenario: &stats.scenario,
             records,
-            telemetry,
         },
     )?;
     Ok((stats_path, results_path))

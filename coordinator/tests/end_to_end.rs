@@ -175,11 +175,37 @@ async fn quickstart_shape_cache_effect_and_counts() {
             assert_eq!(m.prompt_tokens, Some(r.total_input_tokens as f64));
         }
     }
-    let res = read_json(summary.scenarios[0].results_path.as_ref().expect("results"));
-    assert!(
-        res["telemetry"].as_array().is_some_and(|t| !t.is_empty()),
-        "samples kept"
-    );
+    // The same counters summarised in `telemetry`: the server-side hit ratio equals the
+    // records' cached over prompt tokens; the samples are kept in the scenario's JSONL.
+    for s in &summary.scenarios {
+        for r in &s.stats.rounds {
+            let e = r
+                .telemetry
+                .as_ref()
+                .and_then(|t| t.engine.as_ref())
+                .expect("engine telemetry");
+            let from_records = r.cached_tokens as f64 / r.total_input_tokens as f64;
+            let hit = e.prefix_cache_hit_ratio.expect("hit ratio");
+            assert!((hit - from_records).abs() < 1e-9, "{hit} vs {from_records}");
+        }
+        let path = s.telemetry_path.as_ref().expect("telemetry file");
+        assert!(path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.contains("_telemetry_") && n.ends_with(".jsonl")));
+        let text = std::fs::read_to_string(path).expect("read telemetry");
+        let sources: std::collections::BTreeSet<String> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
+                v["source"].as_str().unwrap_or("").to_owned()
+            })
+            .collect();
+        assert!(
+            sources.contains("engine_metrics") && sources.contains("host"),
+            "{sources:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -152,9 +152,12 @@ async fn clear_or_restart_restarts_an_engine_whose_reset_lies() {
     let mut agents = BTreeMap::new();
     let mut ready = false;
     for _ in 0..100 {
-        if kvbench_agent::metrics::scrape(&kvbench_agent::client::http_client(), &url)
-            .await
-            .is_some()
+        if kvbench_agent::metrics::scrape(
+            &kvbench_agent::client::http_client(),
+            &format!("{url}/metrics"),
+        )
+        .await
+        .is_some()
         {
             ready = true;
             break;

@@ -450,6 +450,7 @@ pub fn telemetry_from_wire(t: v1::TelemetrySample, round: u32, agent: &str) -> T
         t_ms: t.t_ms,
         source: t.source,
         values: t.values.into_iter().collect(),
+        notes: t.notes,
     }
 }
 
