@@ -70,6 +70,23 @@ impl AgentConfig {
     }
 }
 
+impl AgentConfig {
+    /// The agent a config file describes; `default_name` when the file names none.
+    pub fn from_file(f: config::AgentFile, default_name: impl FnOnce() -> String) -> AgentConfig {
+        AgentConfig {
+            name: f.name.unwrap_or_else(default_name),
+            engine_url: f.engine_url,
+            metrics_url: f.metrics_url,
+            health_url: f.health_url,
+            model: f.model,
+            telemetry: f.telemetry,
+            labels: f.labels,
+            clear_steps: f.clear_steps,
+            restart: f.restart,
+        }
+    }
+}
+
 /// This host's name.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -148,18 +165,7 @@ pub async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
                 return Ok(());
             }
             let listen = f.listen.unwrap_or(args.listen);
-            let config = AgentConfig {
-                name: f.name.unwrap_or_else(hostname),
-                engine_url: f.engine_url,
-                metrics_url: f.metrics_url,
-                health_url: f.health_url,
-                model: f.model,
-                telemetry: f.telemetry,
-                labels: f.labels,
-                clear_steps: f.clear_steps,
-                restart: f.restart,
-            };
-            (config, listen)
+            (AgentConfig::from_file(f, hostname), listen)
         }
         None => {
             if !args.engine.starts_with("http://") {

@@ -33,6 +33,8 @@ struct RawPlan {
     wait_between_scenarios: Option<f64>,
     #[serde(default)]
     mooncake: Option<RawMooncake>,
+    #[serde(default)]
+    agent_config: Option<String>,
     test_scenarios: Vec<RawScenario>,
 }
 
@@ -314,6 +316,9 @@ pub struct Plan {
     pub isolate_before_first: bool,
     pub wait_between_scenarios_s: f64,
     pub mooncake_metadata_server_url: Option<String>,
+    /// An agent config file for the embedded agent of the scenarios whose endpoint is its
+    /// `engine.base_url` (its cache-clearing calls, restart command, telemetry settings).
+    pub agent_config: Option<PathBuf>,
     pub scenarios: Vec<Scenario>,
 }
 
@@ -523,6 +528,20 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
         }
     }
 
+    let agent_config = raw.agent_config.as_deref().map(|p| resolve(&base, p));
+    if let Some(p) = &agent_config {
+        if !p.is_file() {
+            errors.push(err(
+                "agent_config".into(),
+                find_line(&text, None, "agent_config"),
+                format!(
+                    "no such file: {} (an agent config file, as in deploy/agent/; relative to the plan's folder)",
+                    p.display()
+                ),
+            ));
+        }
+    }
+
     let mut scenarios = Vec::new();
     let mut slugs = BTreeSet::new();
     for (i, s) in raw.test_scenarios.into_iter().enumerate() {
@@ -610,6 +629,7 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
         isolate_before_first: raw.isolate_before_first.unwrap_or(false),
         wait_between_scenarios_s: wait,
         mooncake_metadata_server_url,
+        agent_config,
         scenarios,
     })
 }

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use kvbench_common::plan::{Endpoint, Plan};
+use kvbench_agent::config::AgentFile;
+use kvbench_common::plan::{Endpoint, Plan, PlanError, PlanErrors};
 use kvbench_common::PROTOCOL_VERSION;
 use kvbench_proto::v1::{self, agent_client::AgentClient};
 use kvbench_sim::{SimConfig, SimHandle};
@@ -59,6 +60,43 @@ impl Agent {
     }
 }
 
+/// The plan's `agent_config:` file, loaded and matched to the scenarios it serves: its
+/// `engine.base_url` must be some scenario's endpoint.
+pub fn agent_file(plan: &Plan) -> Result<Option<AgentFile>, PlanErrors> {
+    let Some(path) = &plan.agent_config else {
+        return Ok(None);
+    };
+    let f = kvbench_agent::config::load(path)?;
+    let endpoints: Vec<String> = plan
+        .scenarios
+        .iter()
+        .map(|s| s.config.endpoint.to_string())
+        .collect();
+    if !endpoints
+        .iter()
+        .any(|e| e.trim_end_matches('/') == f.engine_url)
+    {
+        let mut shown = endpoints.clone();
+        shown.dedup();
+        let text = std::fs::read_to_string(&plan.path).unwrap_or_default();
+        return Err(PlanErrors(vec![PlanError {
+            file: plan.path.clone(),
+            line: text
+                .lines()
+                .position(|l| l.starts_with("agent_config:"))
+                .map(|i| i + 1),
+            key: "agent_config".into(),
+            message: format!(
+                "{} serves {}, which is no scenario's endpoint (the scenarios use: {}); it configures the agent of the scenarios whose endpoint is its engine.base_url",
+                path.display(),
+                f.engine_url,
+                shown.join(", ")
+            ),
+        }]));
+    }
+    Ok(Some(f))
+}
+
 /// The embedded default: one in-process agent per distinct endpoint of the plan, and one
 /// in-process kvbench-sim shared by every `sim` scenario (so isolation between scenarios
 /// matters there exactly as on a real engine). The coordinator still talks gRPC to them.
@@ -71,6 +109,7 @@ pub struct Embedded {
 
 impl Embedded {
     pub async fn start(plan: &Plan, sim_config: SimConfig) -> anyhow::Result<Embedded> {
+        let file = agent_file(plan).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut sim = None;
         let mut agents = Vec::new();
         let mut by_endpoint = BTreeMap::new();
@@ -96,8 +135,16 @@ impl Embedded {
                 Endpoint::Sim => "embedded-sim".to_owned(),
                 Endpoint::Url(u) => format!("embedded-{}", u.trim_start_matches("http://")),
             };
-            let mut config = kvbench_agent::AgentConfig::vllm(name, engine_url);
-            config.labels = BTreeMap::from([("mode".to_owned(), "embedded".to_owned())]);
+            let mut config = match &file {
+                // The plan's agent config file describes this engine's host.
+                Some(f) if *ep == Endpoint::Url(f.engine_url.clone()) => {
+                    kvbench_agent::AgentConfig::from_file(f.clone(), || name)
+                }
+                _ => kvbench_agent::AgentConfig::vllm(name, engine_url),
+            };
+            config
+                .labels
+                .insert("mode".to_owned(), "embedded".to_owned());
             let handle = kvbench_agent::spawn(config)
                 .await
                 .context("cannot start the embedded agent")?;

@@ -66,17 +66,19 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// Loads a plan, printing every problem on stderr.
 pub fn load_plan(path: &Path) -> Result<Plan, ExitCode> {
-    plan::load(path).map_err(|errs| {
-        for e in &errs.0 {
-            eprintln!("error: {e}");
-        }
-        eprintln!(
-            "kvbench: the plan has {} problem{}; nothing was run",
-            errs.0.len(),
-            if errs.0.len() == 1 { "" } else { "s" }
-        );
-        ExitCode::from(EXIT_BAD_PLAN)
-    })
+    plan::load(path)
+        .and_then(|p| agents::agent_file(&p).map(|_| p))
+        .map_err(|errs| {
+            for e in &errs.0 {
+                eprintln!("error: {e}");
+            }
+            eprintln!(
+                "kvbench: the plan has {} problem{}; nothing was run",
+                errs.0.len(),
+                if errs.0.len() == 1 { "" } else { "s" }
+            );
+            ExitCode::from(EXIT_BAD_PLAN)
+        })
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -218,3 +218,57 @@ fn isolation_policies_map_from_the_seed_and_are_checked() {
     assert_eq!((e.line, e.key.as_str()), (Some(1), "isolation"));
     assert!(e.message.contains("clear_or_restart"), "{}", e.message);
 }
+
+#[test]
+fn agent_config_must_exist_check_and_serve_a_scenario() {
+    let dir = TempDir::new("agent-config");
+    dir.write(
+        "a.yaml",
+        "endpoint: http://127.0.0.1:8000\nnum_requests: 2\n",
+    );
+    let plan = "output_dir: out\nagent_config: agent.yaml\ntest_scenarios:\n  - {name: a, config_file: a.yaml, scenario: cold_start}\n";
+    // Missing file: rejected by the plan loader.
+    let e = &errors(&dir, plan)[0];
+    assert_eq!((e.line, e.key.as_str()), (Some(2), "agent_config"));
+    assert!(e.message.contains("no such file"), "{}", e.message);
+    // Through the CLI: the agent file's own errors, then an engine no scenario uses.
+    let cases = [
+        (
+            "engine:\n  kind: vllm\n  base_url: http://127.0.0.1:8000\ntelemetry:\n  gpu_hz: 10\n",
+            "agent.yaml:5: key `telemetry.gpu_hz`",
+        ),
+        (
+            "engine:\n  kind: vllm\n  base_url: http://127.0.0.1:9999\n",
+            "plan.yaml:2: key `agent_config`",
+        ),
+    ];
+    let p = dir.write("plan.yaml", plan);
+    for (agent, want) in cases {
+        dir.write("agent.yaml", agent);
+        for cmd in ["validate", "run"] {
+            let out = Command::new(env!("CARGO_BIN_EXE_kvbench"))
+                .arg(cmd)
+                .arg(&p)
+                .output()
+                .expect("kvbench runs");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{cmd}: {stderr}");
+            assert!(stderr.contains(want), "{cmd}: {stderr}");
+        }
+    }
+    assert!(!dir.path().join("out").exists(), "nothing ran");
+    dir.write(
+        "agent.yaml",
+        "engine:\n  kind: vllm\n  base_url: http://127.0.0.1:8000/\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_kvbench"))
+        .arg("validate")
+        .arg(&p)
+        .output()
+        .expect("kvbench runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

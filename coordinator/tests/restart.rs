@@ -106,8 +106,9 @@ async fn an_engine_that_never_comes_back_is_a_restart_timeout() {
     handle.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clear_or_restart_restarts_an_engine_whose_reset_lies() {
+/// Two scenarios under `isolation: clear_or_restart` on a kvbench-sim process started with
+/// `sim_flag`, whose agent restarts it through a configured argv; the second scenario.
+async fn clear_or_restart_on(sim_flag: &str) -> kvbench_coordinator::runner::ScenarioOutcome {
     use std::collections::BTreeMap;
 
     use kvbench_common::plan::Endpoint;
@@ -119,7 +120,7 @@ async fn clear_or_restart_restarts_an_engine_whose_reset_lies() {
     let pidfile = dir.path().join("sim.pid");
     let port = free_port();
     let start = format!(
-        "{} internal-sim --listen 127.0.0.1:{port} --lying-reset >/dev/null 2>&1 & echo $! > {}",
+        "{} internal-sim --listen 127.0.0.1:{port} {sim_flag} >/dev/null 2>&1 & echo $! > {}",
         env!("CARGO_BIN_EXE_kvbench"),
         pidfile.display()
     );
@@ -176,15 +177,95 @@ async fn clear_or_restart_restarts_an_engine_whose_reset_lies() {
     let _ = std::process::Command::new("kill").arg(pid.trim()).status();
     handle.stop().await;
     assert_eq!(summary.failed(), 0);
-    let iso = &summary.scenarios[1].stats.isolation;
+    summary.scenarios.into_iter().nth(1).expect("two scenarios")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_or_restart_restarts_an_engine_whose_reset_lies() {
+    let second = clear_or_restart_on("--lying-reset").await;
+    let iso = &second.stats.isolation;
     assert_eq!(iso.policy, "clear_or_restart");
     assert_eq!(iso.status, "restarted", "{}", iso.detail);
     assert!(iso.detail.contains("then restart"), "{}", iso.detail);
     assert_eq!(iso.verdict, "verified", "{:?}", iso.evidence);
-    assert!(
-        summary.scenarios[1].stats.rounds[0]
-            .cache_hit_ratio
-            .unwrap_or(1.0)
-            < 0.05
+    assert!(second.stats.rounds[0].cache_hit_ratio.unwrap_or(1.0) < 0.05);
+}
+
+/// Through the CLI, as a user on one GPU host runs it: the plan's `agent_config:` gives the
+/// embedded agent the engine's restart command. vLLM answers HTTP 200 with
+/// `{"success": false}` when it cannot reset; the agent retries, gives up, and
+/// `clear_or_restart` restarts the engine instead.
+#[test]
+fn clear_or_restart_restarts_an_engine_that_refuses_to_clear() {
+    let dir = common::TempDir::new("refusing");
+    let pidfile = dir.path().join("sim.pid");
+    let port = free_port();
+    let start = format!(
+        "{} internal-sim --listen 127.0.0.1:{port} --refusing-reset >/dev/null 2>&1 & echo $! > {}",
+        env!("CARGO_BIN_EXE_kvbench"),
+        pidfile.display()
     );
+    let restart_cmd = format!("kill $(cat {0}) ; sleep 0.3 ; {start}", pidfile.display());
+    dir.write(
+        "agent.yaml",
+        &format!(
+            "name: gpu-host\nengine:\n  kind: vllm\n  base_url: http://127.0.0.1:{port}\n  model: kvbench-sim\nrestart_engine:\n  argv: [sh, -c, {restart_cmd:?}]\n  timeout_s: 30\ntelemetry:\n  host_interval_ms: 500\n"
+        ),
+    );
+    dir.write(
+        "docs.yaml",
+        &format!("endpoint: http://127.0.0.1:{port}\nnum_requests: 4\noutput_tokens: 4\nworkload:\n  documents: 4\n  document_tokens: 600\n"),
+    );
+    let plan = dir.write(
+        "plan.yaml",
+        "output_dir: out\nagent_config: agent.yaml\nisolation: clear_or_restart\nwait_between_scenarios: 0\ntest_scenarios:\n  - {name: one, config_file: docs.yaml, scenario: long_context_high_reuse, rounds: 1}\n  - {name: two, config_file: docs.yaml, scenario: long_context_high_reuse, rounds: 1}\n",
+    );
+    let started = std::process::Command::new("sh")
+        .args(["-c", &start])
+        .status()
+        .expect("sh");
+    assert!(started.success());
+    let url = format!("http://127.0.0.1:{port}/health");
+    let up = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "the sim came up at {url}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kvbench"))
+        .arg("run")
+        .arg(&plan)
+        .output()
+        .expect("kvbench runs");
+    let pid = std::fs::read_to_string(&pidfile).unwrap_or_default();
+    let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Agent:           gpu-host"), "{stdout}");
+    assert!(
+        stdout.contains("\"success\":false"),
+        "names the refusal: {stdout}"
+    );
+    assert!(stdout.contains("restarting instead"), "{stdout}");
+    assert!(
+        stdout.contains("| two | long_context_high_reuse | completed | verified |"),
+        "{stdout}"
+    );
+    // Its stats say the same.
+    let stats = std::fs::read_dir(dir.path().join("out"))
+        .expect("out")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("two_stats_"))
+        })
+        .expect("two's stats");
+    let v = common::read_json(&stats);
+    assert_eq!(v["isolation"]["status"], "restarted", "{}", v["isolation"]);
+    assert_eq!(v["isolation"]["verdict"], "verified");
 }

@@ -169,6 +169,9 @@ impl Engine {
         if self.config.lying_reset {
             return true;
         }
+        if self.config.refusing_reset {
+            return false;
+        }
         self.lock().cache.reset()
     }
 

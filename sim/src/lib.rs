@@ -90,8 +90,12 @@ pub struct SimConfig {
     pub fault_stall: f64,
     /// Make `/reset_prefix_cache` answer success without resetting anything (an engine
     /// whose reset lies, to test that kvbench catches it).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "refusing_reset")]
     pub lying_reset: bool,
+    /// Make `/reset_prefix_cache` always answer `{"success": false}` and reset nothing (an
+    /// engine that refuses to clear, to test that kvbench restarts it).
+    #[arg(long)]
+    pub refusing_reset: bool,
     /// Seed of the fault draw (which request gets which fault is a function of the seed and
     /// the request's arrival order).
     #[arg(long, default_value_t = 0)]
@@ -166,6 +170,7 @@ impl Default for SimConfig {
             fault_stall: 0.0,
             fault_seed: 0,
             lying_reset: false,
+            refusing_reset: false,
         }
     }
 }
