@@ -164,7 +164,8 @@ pub struct EngineLoad {
     pub samples: u32,
     /// Server-side prefix-cache hit ratio: hits over queried tokens, counter deltas.
     pub prefix_cache_hit_ratio: Option<f64>,
-    /// Mean of the running and waiting request gauges over the samples.
+    /// Mean of the running and waiting request gauges over the samples taken during the
+    /// round (null when the round was shorter than the scrape interval).
     pub requests_running_mean: Option<f64>,
     pub requests_waiting_mean: Option<f64>,
 }
@@ -368,8 +369,16 @@ impl TelemetrySummary {
             };
             hits.push(delta("vllm:prefix_cache_hits_total"));
             queries.push(delta("vllm:prefix_cache_queries_total"));
+            // The first and last samples bracket the round (taken before its first
+            // request and after its last): gauges there show nothing of it.
+            let inner = if s.len() > 2 {
+                &s[1..s.len() - 1]
+            } else {
+                &[][..]
+            };
             let gauge = |names: &[&str]| -> Vec<f64> {
-                s.iter()
+                inner
+                    .iter()
                     .filter_map(|x| names.iter().find_map(|n| x.values.get(*n).copied()))
                     .collect()
             };
@@ -634,8 +643,14 @@ mod tests {
         assert_eq!((h.net_rx_bytes, h.net_tx_bytes), (Some(600.0), Some(20.0)));
         let e = t.engine.expect("engine");
         assert_eq!(e.prefix_cache_hit_ratio, Some(0.75));
-        assert_eq!(e.requests_running_mean, Some(4.0));
-        assert_eq!(e.requests_waiting_mean, Some(1.0));
+        // Gauges count only samples inside the round, not the two that bracket it.
+        assert_eq!(e.requests_running_mean, Some(8.0));
+        assert_eq!(e.requests_waiting_mean, Some(2.0));
+        let e = TelemetrySummary::of(&[s[3].clone(), s[5].clone()], 0)
+            .and_then(|t| t.engine)
+            .expect("engine");
+        assert_eq!(e.requests_running_mean, None, "no sample inside the round");
+        assert_eq!(e.prefix_cache_hit_ratio, Some(0.75));
     }
 
     proptest::proptest! {
