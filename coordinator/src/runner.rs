@@ -731,12 +731,18 @@ fn print_telemetry(t: &TelemetrySummary) {
         );
     }
     let mut parts = Vec::new();
-    if let Some(e) = &t.engine {
-        parts.push(format!(
+    match &t.engine {
+        Some(e) if e.requests_running_mean.is_none() && e.requests_waiting_mean.is_none() => parts
+            .push(
+            "engine load: no /metrics sample inside the round (shorter than the scrape interval)"
+                .to_owned(),
+        ),
+        Some(e) => parts.push(format!(
             "engine running {} / waiting {} requests (mean)",
             num(e.requests_running_mean, "", 1),
             num(e.requests_waiting_mean, "", 1)
-        ));
+        )),
+        None => {}
     }
     if let Some(h) = &t.host {
         parts.push(format!(
