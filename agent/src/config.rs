@@ -30,8 +30,10 @@
 //! telemetry:                       # all optional; these are the defaults
 //!   gpu: true                      # sample GPUs through NVML (where the driver is)
 //!   gpu_interval_ms: 100           # 10 Hz
-//!   host_interval_ms: 1000         # CPU, memory, network (sysinfo)
-//!   engine_metrics_interval_ms: 1000   # the engine's /metrics
+//!   host: true                     # CPU, memory, network (sysinfo)
+//!   host_interval_ms: 1000
+//!   engine_metrics: true           # the engine's /metrics
+//!   engine_metrics_interval_ms: 1000
 //! ```
 
 use std::collections::BTreeMap;
@@ -78,6 +80,10 @@ struct RawFile {
 struct RawTelemetry {
     #[serde(default)]
     gpu: Option<bool>,
+    #[serde(default)]
+    host: Option<bool>,
+    #[serde(default)]
+    engine_metrics: Option<bool>,
     #[serde(default)]
     gpu_interval_ms: Option<f64>,
     #[serde(default)]
@@ -221,6 +227,8 @@ pub fn load(path: &Path) -> Result<AgentFile, PlanErrors> {
         if t.gpu == Some(false) {
             telemetry.gpu = GpuChoice::Off;
         }
+        telemetry.host = t.host.unwrap_or(true);
+        telemetry.engine_metrics = t.engine_metrics.unwrap_or(true);
         let mut period = |key: &str, value: Option<f64>, into: &mut Duration| {
             let Some(ms) = value else { return };
             if ms.is_finite() && (10.0..=3_600_000.0).contains(&ms) {

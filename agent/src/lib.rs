@@ -122,6 +122,10 @@ pub struct ServeArgs {
     /// Check the config file, print what it means, and exit.
     #[arg(long, requires = "config")]
     pub check_config: bool,
+    /// Sample nothing during rounds: no GPU, host or engine-metrics telemetry (overrides the
+    /// config file's `telemetry:`; calibration's baseline).
+    #[arg(long)]
+    pub no_telemetry: bool,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -152,15 +156,22 @@ pub async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
                     None => println!("  restart_engine: not configured"),
                 }
                 let t = &f.telemetry;
+                let every = |on: bool, d: Duration| {
+                    if on {
+                        format!("every {} ms", d.as_millis())
+                    } else {
+                        "off".to_owned()
+                    }
+                };
                 println!(
-                    "  telemetry: GPUs {}, host every {} ms, {} every {} ms",
+                    "  telemetry: GPUs {}, host {}, {} {}",
                     match t.gpu {
                         telemetry::GpuChoice::Off => "off".to_owned(),
                         _ => format!("every {} ms through NVML", t.gpu_interval.as_millis()),
                     },
-                    t.host_interval.as_millis(),
+                    every(t.host, t.host_interval),
                     f.metrics_url,
-                    t.engine_metrics_interval.as_millis()
+                    every(t.engine_metrics, t.engine_metrics_interval)
                 );
                 return Ok(());
             }
@@ -180,6 +191,10 @@ pub async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
             (config, args.listen)
         }
     };
+    let mut config = config;
+    if args.no_telemetry {
+        config.telemetry = telemetry::TelemetryConfig::off();
+    }
     if !listen.ip().is_loopback() && !args.insecure {
         bail!(
             "refusing to listen on {listen} without TLS: this build has no TLS or authentication, so anyone who can reach the port could drive load; listen on loopback (and tunnel), or pass --insecure to accept that"

@@ -39,6 +39,10 @@ pub enum GpuChoice {
 #[derive(Debug, Clone)]
 pub struct TelemetryConfig {
     pub gpu: GpuChoice,
+    /// Sample the host's CPU, memory and network.
+    pub host: bool,
+    /// Scrape the engine's `/metrics`.
+    pub engine_metrics: bool,
     /// NVML sampling period (default 100 ms: 10 Hz).
     pub gpu_interval: Duration,
     /// Host CPU, memory and network sampling period (default 1 s).
@@ -47,10 +51,24 @@ pub struct TelemetryConfig {
     pub engine_metrics_interval: Duration,
 }
 
+impl TelemetryConfig {
+    /// Samples nothing (`kvbench-agent --no-telemetry`; calibration's baseline).
+    pub fn off() -> TelemetryConfig {
+        TelemetryConfig {
+            gpu: GpuChoice::Off,
+            host: false,
+            engine_metrics: false,
+            ..TelemetryConfig::default()
+        }
+    }
+}
+
 impl Default for TelemetryConfig {
     fn default() -> Self {
         TelemetryConfig {
             gpu: GpuChoice::Nvml,
+            host: true,
+            engine_metrics: true,
             gpu_interval: Duration::from_millis(100),
             host_interval: Duration::from_secs(1),
             engine_metrics_interval: Duration::from_secs(1),
@@ -89,7 +107,7 @@ pub struct Sampling {
     stop_thread: Option<std_mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     stop_engine: CancellationToken,
-    engine: tokio::task::JoinHandle<()>,
+    engine: Option<tokio::task::JoinHandle<()>>,
     telemetry: Telemetry,
     tx: EventTx,
     t0: Instant,
@@ -99,9 +117,13 @@ impl Telemetry {
     /// Starts sampling into `tx`, times relative to `t0`; takes a first sample of every
     /// source at once (the baseline of the round's counter deltas).
     pub async fn start(&self, tx: EventTx, t0: Instant) -> Sampling {
-        scrape_engine(&self.client, &self.metrics_url, &tx, t0).await;
+        if self.config.engine_metrics {
+            scrape_engine(&self.client, &self.metrics_url, &tx, t0).await;
+        }
         let (stop_tx, stop_rx) = std_mpsc::channel();
-        let thread = {
+        let thread = if self.gpus.is_none() && !self.config.host {
+            None
+        } else {
             let (gpus, config, tx) = (self.gpus.clone(), self.config.clone(), tx.clone());
             let t0 = t0.into_std();
             std::thread::Builder::new()
@@ -111,7 +133,7 @@ impl Telemetry {
                 .ok()
         };
         let stop_engine = CancellationToken::new();
-        let engine = {
+        let engine = self.config.engine_metrics.then(|| {
             let (client, url, tx, stop) = (
                 self.client.clone(),
                 self.metrics_url.clone(),
@@ -129,7 +151,7 @@ impl Telemetry {
                     }
                 }
             })
-        };
+        });
         Sampling {
             stop_thread: Some(stop_tx),
             thread,
@@ -146,18 +168,22 @@ impl Sampling {
     /// Stops sampling after a last sample of every source (the end of the counter deltas).
     pub async fn stop(mut self) {
         self.stop_engine.cancel();
-        let _ = (&mut self.engine).await;
+        if let Some(engine) = self.engine.take() {
+            let _ = engine.await;
+        }
         drop(self.stop_thread.take());
         if let Some(t) = self.thread.take() {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
-        scrape_engine(
-            &self.telemetry.client,
-            &self.telemetry.metrics_url,
-            &self.tx,
-            self.t0,
-        )
-        .await;
+        if self.telemetry.config.engine_metrics {
+            scrape_engine(
+                &self.telemetry.client,
+                &self.telemetry.metrics_url,
+                &self.tx,
+                self.t0,
+            )
+            .await;
+        }
     }
 }
 
@@ -245,7 +271,7 @@ fn sample_thread(
     t0: std::time::Instant,
     stop: &std_mpsc::Receiver<()>,
 ) {
-    let mut host = Host::new();
+    let mut host = config.host.then(Host::new);
     let mut noted: HashSet<(u32, &'static str)> = HashSet::new();
     let t_ms = || t0.elapsed().as_secs_f64() * 1000.0;
     let gpu_sample = |noted: &mut HashSet<(u32, &'static str)>| {
@@ -264,35 +290,40 @@ fn sample_thread(
         Some(sample_event(t, "nvml", values, notes))
     };
     let send = |e| tx.blocking_send(e).is_ok();
+    let host_sample = |h: &mut Host| sample_event(t_ms(), "host", h.sample(), Vec::new());
+    // The next due time of each enabled source; a source that falls behind (a slow driver
+    // call) skips its missed ticks.
     let now = std::time::Instant::now();
-    let (mut next_gpu, mut next_host) = (now, now);
+    let mut next_gpu = gpus.is_some().then_some(now);
+    let mut next_host = host.is_some().then_some(now);
+    let advance = |next: &mut Option<std::time::Instant>, period, now| {
+        if let Some(n) = next {
+            *n += period;
+            if *n < now {
+                *n = now + period;
+            }
+        }
+    };
     loop {
         let now = std::time::Instant::now();
-        if gpus.is_some() && now >= next_gpu {
+        if next_gpu.is_some_and(|t| now >= t) {
             if let Some(e) = gpu_sample(&mut noted) {
                 if !send(e) {
                     return;
                 }
             }
-            next_gpu += config.gpu_interval;
-            if next_gpu < now {
-                // Fell behind (a slow driver call): skip the missed ticks.
-                next_gpu = now + config.gpu_interval;
-            }
+            advance(&mut next_gpu, config.gpu_interval, now);
         }
-        if now >= next_host {
-            if !send(sample_event(t_ms(), "host", host.sample(), Vec::new())) {
-                return;
+        if next_host.is_some_and(|t| now >= t) {
+            if let Some(h) = host.as_mut() {
+                if !send(host_sample(h)) {
+                    return;
+                }
             }
-            next_host += config.host_interval;
-            if next_host < now {
-                next_host = now + config.host_interval;
-            }
+            advance(&mut next_host, config.host_interval, now);
         }
-        let wake = if gpus.is_some() {
-            next_gpu.min(next_host)
-        } else {
-            next_host
+        let Some(wake) = next_gpu.into_iter().chain(next_host).min() else {
+            return;
         };
         match stop.recv_timeout(wake.saturating_duration_since(std::time::Instant::now())) {
             Err(std_mpsc::RecvTimeoutError::Timeout) => {}
@@ -302,5 +333,7 @@ fn sample_thread(
     if let Some(e) = gpu_sample(&mut noted) {
         send(e);
     }
-    send(sample_event(t_ms(), "host", host.sample(), Vec::new()));
+    if let Some(h) = host.as_mut() {
+        send(host_sample(h));
+    }
 }

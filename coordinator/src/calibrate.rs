@@ -49,6 +49,18 @@ pub struct CalibrateArgs {
     /// Also write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// The agent's telemetry during the runs: `on` (its defaults: NVML at 10 Hz where
+    /// present, host and engine metrics at 1 Hz), `off`, or `both` (off then on at each
+    /// concurrency, side by side: what sampling costs).
+    #[arg(long, value_enum, default_value_t = TelemetryMode::On)]
+    pub telemetry: TelemetryMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TelemetryMode {
+    On,
+    Off,
+    Both,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -71,6 +83,8 @@ impl P50P99 {
 #[derive(Debug, Clone, Serialize)]
 pub struct CalibrationRun {
     pub concurrency: u32,
+    /// Whether the agent sampled telemetry during this run.
+    pub telemetry: bool,
     pub requests: u32,
     pub failed: u32,
     /// Client TTFT minus the sim's stamped TTFT, in steady state: over every request but the
@@ -173,13 +187,23 @@ pub async fn run(args: &CalibrateArgs) -> anyhow::Result<CalibrationReport> {
         args.ttft_ms, args.itl_ms, args.output_tokens
     );
     let mut runs = Vec::new();
+    let modes: &[bool] = match args.telemetry {
+        TelemetryMode::On => &[true],
+        TelemetryMode::Off => &[false],
+        TelemetryMode::Both => &[false, true],
+    };
     for &c in &args.concurrency {
         let n = args.requests.unwrap_or_else(|| default_requests(c));
-        println!("  concurrency {c}: {n} requests ...");
-        let run = one(args, c, n)
-            .await
-            .with_context(|| format!("calibration at concurrency {c}"))?;
-        runs.push(run);
+        for &telemetry in modes {
+            println!(
+                "  concurrency {c}: {n} requests, telemetry {} ...",
+                if telemetry { "on" } else { "off" }
+            );
+            let run = one(args, c, n, telemetry)
+                .await
+                .with_context(|| format!("calibration at concurrency {c}"))?;
+            runs.push(run);
+        }
     }
     let report = CalibrationReport {
         kvbench_version: env!("CARGO_PKG_VERSION").into(),
@@ -198,7 +222,12 @@ pub async fn run(args: &CalibrateArgs) -> anyhow::Result<CalibrationReport> {
     Ok(report)
 }
 
-async fn one(args: &CalibrateArgs, c: u32, n: u32) -> anyhow::Result<CalibrationRun> {
+async fn one(
+    args: &CalibrateArgs,
+    c: u32,
+    n: u32,
+    telemetry: bool,
+) -> anyhow::Result<CalibrationRun> {
     let sim = Service::start(&[
         "internal-sim".into(),
         "--listen".into(),
@@ -212,7 +241,7 @@ async fn one(args: &CalibrateArgs, c: u32, n: u32) -> anyhow::Result<Calibration
     ])
     .await?;
     let sim_url = format!("http://{}", sim.addr);
-    let agent = Service::start(&[
+    let mut agent_args: Vec<String> = vec![
         "internal-agent".into(),
         "--listen".into(),
         "127.0.0.1:0".into(),
@@ -220,9 +249,12 @@ async fn one(args: &CalibrateArgs, c: u32, n: u32) -> anyhow::Result<Calibration
         sim_url.clone(),
         "--name".into(),
         "calibrate".into(),
-    ])
-    .await?;
-    let result = measure(args, c, n, &sim_url, &agent).await;
+    ];
+    if !telemetry {
+        agent_args.push("--no-telemetry".into());
+    }
+    let agent = Service::start(&agent_args).await?;
+    let result = measure(args, c, n, &sim_url, &agent, telemetry).await;
     agent.stop().await;
     sim.stop().await;
     result
@@ -234,6 +266,7 @@ async fn measure(
     n: u32,
     sim_url: &str,
     agent: &Service,
+    telemetry: bool,
 ) -> anyhow::Result<CalibrationRun> {
     let a = Agent::connect(&format!("http://{}", agent.addr)).await?;
     let baseline_rss = agent.pid().and_then(rss_bytes);
@@ -312,6 +345,7 @@ async fn measure(
     };
     Ok(CalibrationRun {
         concurrency: c,
+        telemetry,
         requests: n,
         failed: (records.len() - ok.len()) as u32,
         ttft_overhead_ms: P50P99::of(steady.iter().filter_map(overhead)),
@@ -340,12 +374,13 @@ async fn measure(
 fn print_table(r: &CalibrationReport) {
     let f = |v: Option<f64>, d: usize| v.map_or("n/a".to_owned(), |v| format!("{v:.d$}"));
     println!();
-    println!("| concurrency | requests | failed | TTFT overhead p50 / p99 ms | first wave p50 / p99 ms | ITL p50 / p99 ms | max concurrent (sim) | req/s | output tok/s | agent CPU s / 1k req | agent peak RSS MiB | RSS / stream KiB | loop lag p99 ms | host CPU | saturated |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| concurrency | telemetry | requests | failed | TTFT overhead p50 / p99 ms | first wave p50 / p99 ms | ITL p50 / p99 ms | max concurrent (sim) | req/s | output tok/s | agent CPU s / 1k req | agent peak RSS MiB | RSS / stream KiB | loop lag p99 ms | host CPU | saturated |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for x in &r.runs {
         println!(
-            "| {} | {} | {} | {} / {} | {} / {} | {} / {} | {} | {:.1} | {:.0} | {} | {:.1} | {} | {:.2} | {:.0} % | {} |",
+            "| {} | {} | {} | {} | {} / {} | {} / {} | {} / {} | {} | {:.1} | {:.0} | {} | {:.1} | {} | {:.2} | {:.0} % | {} |",
             x.concurrency,
+            if x.telemetry { "on" } else { "off" },
             x.requests,
             x.failed,
             f(x.ttft_overhead_ms.p50, 2),

@@ -21,6 +21,8 @@ fn calibrate_writes_the_documented_json() {
             "2",
             "--output-tokens",
             "8",
+            "--telemetry",
+            "both",
             "--json",
         ])
         .arg(&json)
@@ -32,11 +34,20 @@ fn calibrate_writes_the_documented_json() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("| concurrency | requests |"), "{stdout}");
+    assert!(
+        stdout.contains("| concurrency | telemetry | requests |"),
+        "{stdout}"
+    );
     let v = read_json(&json);
     let runs = v["runs"].as_array().expect("runs");
-    assert_eq!(runs.len(), 2);
-    for (run, c) in runs.iter().zip([1u64, 16]) {
+    // `--telemetry both`: off then on at each concurrency.
+    assert_eq!(runs.len(), 4);
+    let modes: Vec<bool> = runs
+        .iter()
+        .filter_map(|r| r["telemetry"].as_bool())
+        .collect();
+    assert_eq!(modes, [false, true, false, true]);
+    for (run, c) in runs.iter().zip([1u64, 1, 16, 16]) {
         for k in [
             "concurrency",
             "requests",

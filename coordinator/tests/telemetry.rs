@@ -25,15 +25,27 @@ async fn run_with_gpu(
     gpu: GpuChoice,
     scenario: &str,
 ) -> (RunSummary, kvbench_proto::v1::HelloResponse) {
+    let mut t = kvbench_agent::telemetry::TelemetryConfig {
+        gpu,
+        ..Default::default()
+    };
+    t.gpu_interval = Duration::from_millis(50);
+    t.host_interval = Duration::from_millis(300);
+    t.engine_metrics_interval = Duration::from_millis(200);
+    run_with_telemetry(dir, t, scenario).await
+}
+
+async fn run_with_telemetry(
+    dir: &TempDir,
+    telemetry: kvbench_agent::telemetry::TelemetryConfig,
+    scenario: &str,
+) -> (RunSummary, kvbench_proto::v1::HelloResponse) {
     let sim = kvbench_sim::spawn(SimConfig::default())
         .await
         .expect("sim starts");
     let url = sim.base_url();
     let mut config = AgentConfig::vllm("gpu-node", url.clone());
-    config.telemetry.gpu = gpu;
-    config.telemetry.gpu_interval = Duration::from_millis(50);
-    config.telemetry.host_interval = Duration::from_millis(300);
-    config.telemetry.engine_metrics_interval = Duration::from_millis(200);
+    config.telemetry = telemetry;
     let agent = kvbench_agent::spawn(config).await.expect("agent starts");
     dir.write(
         "s.yaml",
@@ -197,5 +209,22 @@ async fn without_nvml_there_is_one_note_and_no_gpu_section() {
         assert!(t.gpu.is_none());
         assert!(t.host.is_some() && t.engine.is_some());
         assert!(t.notes.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_off_samples_nothing() {
+    let dir = TempDir::new("telemetry-off");
+    let (summary, _) = run_with_telemetry(
+        &dir,
+        kvbench_agent::telemetry::TelemetryConfig::off(),
+        "workload:\n  documents: 2\n  document_tokens: 500\n",
+    )
+    .await;
+    assert_eq!(summary.failed(), 0);
+    let s = &summary.scenarios[0];
+    assert!(s.telemetry_path.is_none(), "no samples, no file");
+    for round in &s.stats.rounds {
+        assert!(round.telemetry.is_none() && round.engine_metrics.is_none());
     }
 }
