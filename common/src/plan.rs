@@ -429,7 +429,7 @@ fn join_key(parent: &str, field: &str) -> String {
 
 /// Finds the 1-based line of a key in block-style YAML: `key` at the top level, or `key`
 /// inside item `item` of the top-level sequence `list`. Falls back to the list's line.
-fn find_line(text: &str, list: Option<(&str, usize)>, key: &str) -> Option<usize> {
+pub fn find_line(text: &str, list: Option<(&str, usize)>, key: &str) -> Option<usize> {
     let lines: Vec<&str> = text.lines().collect();
     let is_key = |l: &str, k: &str| {
         let t = l.trim_start().trim_start_matches("- ").trim_start();

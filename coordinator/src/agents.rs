@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use kvbench_agent::config::AgentFile;
-use kvbench_common::plan::{Endpoint, Plan, PlanError, PlanErrors};
+use kvbench_common::plan::{find_line, Endpoint, Plan, PlanError, PlanErrors};
 use kvbench_common::PROTOCOL_VERSION;
 use kvbench_proto::v1::{self, agent_client::AgentClient};
 use kvbench_sim::{SimConfig, SimHandle};
@@ -81,10 +81,7 @@ pub fn agent_file(plan: &Plan) -> Result<Option<AgentFile>, PlanErrors> {
         let text = std::fs::read_to_string(&plan.path).unwrap_or_default();
         return Err(PlanErrors(vec![PlanError {
             file: plan.path.clone(),
-            line: text
-                .lines()
-                .position(|l| l.starts_with("agent_config:"))
-                .map(|i| i + 1),
+            line: find_line(&text, None, "agent_config"),
             key: "agent_config".into(),
             message: format!(
                 "{} serves {}, which is no scenario's endpoint (the scenarios use: {}); it configures the agent of the scenarios whose endpoint is its engine.base_url",
