@@ -15,6 +15,18 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Shell commands that start a kvbench-sim process on `port` with `flags` (its pid in
+/// `pidfile`), and that restart it the way a host's restart script would.
+fn sim_scripts(port: u16, flags: &str, pidfile: &std::path::Path) -> (String, String) {
+    let start = format!(
+        "{} internal-sim --listen 127.0.0.1:{port} {flags} >/dev/null 2>&1 & echo $! > {}",
+        env!("CARGO_BIN_EXE_kvbench"),
+        pidfile.display()
+    );
+    let restart = format!("kill $(cat {}) ; sleep 0.3 ; {start}", pidfile.display());
+    (start, restart)
+}
+
 async fn agent_with(
     port: u16,
     restart: Restart,
@@ -34,11 +46,7 @@ async fn restart_runs_the_command_and_waits_for_health() {
     let dir = common::TempDir::new("restart");
     let pidfile = dir.path().join("sim.pid");
     let port = free_port();
-    let script = format!(
-        "{} internal-sim --listen 127.0.0.1:{port} --model restarted-model >/dev/null 2>&1 & echo $! > {}",
-        env!("CARGO_BIN_EXE_kvbench"),
-        pidfile.display()
-    );
+    let (script, _) = sim_scripts(port, "--model restarted-model", &pidfile);
     let (handle, mut client) = agent_with(
         port,
         Restart {
@@ -119,12 +127,7 @@ async fn clear_or_restart_on(sim_flag: &str) -> kvbench_coordinator::runner::Sce
     let dir = common::TempDir::new("clear-or-restart");
     let pidfile = dir.path().join("sim.pid");
     let port = free_port();
-    let start = format!(
-        "{} internal-sim --listen 127.0.0.1:{port} {sim_flag} >/dev/null 2>&1 & echo $! > {}",
-        env!("CARGO_BIN_EXE_kvbench"),
-        pidfile.display()
-    );
-    let restart_cmd = format!("kill $(cat {}) ; sleep 0.3 ; {start}", pidfile.display());
+    let (start, restart_cmd) = sim_scripts(port, sim_flag, &pidfile);
     let (handle, _) = agent_with(
         port,
         Restart {
@@ -200,12 +203,7 @@ fn clear_or_restart_restarts_an_engine_that_refuses_to_clear() {
     let dir = common::TempDir::new("refusing");
     let pidfile = dir.path().join("sim.pid");
     let port = free_port();
-    let start = format!(
-        "{} internal-sim --listen 127.0.0.1:{port} --refusing-reset >/dev/null 2>&1 & echo $! > {}",
-        env!("CARGO_BIN_EXE_kvbench"),
-        pidfile.display()
-    );
-    let restart_cmd = format!("kill $(cat {0}) ; sleep 0.3 ; {start}", pidfile.display());
+    let (start, restart_cmd) = sim_scripts(port, "--refusing-reset", &pidfile);
     dir.write(
         "agent.yaml",
         &format!(
