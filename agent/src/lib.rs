@@ -26,6 +26,10 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 pub use round::RoundSpec;
+
+/// Where the load engine and the samplers send a round's events; the gRPC service maps
+/// them to the wire.
+pub(crate) type EventTx = tokio::sync::mpsc::Sender<kvbench_common::agent::RoundEvent>;
 pub use service::AgentService;
 
 /// What an agent is and where its engine is.
@@ -236,11 +240,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .tcp_nodelay(true)
-        .add_service(
-            // Datasets travel with their rounds: allow large requests.
-            kvbench_proto::v1::agent_server::AgentServer::new(svc)
-                .max_decoding_message_size(512 << 20),
-        )
+        .add_service(service::grpc(svc))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await
 }
@@ -250,7 +250,7 @@ fn open_gpus(
     choice: telemetry::GpuChoice,
 ) -> (
     Option<std::sync::Arc<dyn gpu::GpuSource>>,
-    Vec<kvbench_proto::v1::GpuInfo>,
+    Vec<kvbench_common::agent::GpuInfo>,
     Option<String>,
 ) {
     let source: std::sync::Arc<dyn gpu::GpuSource> = match choice {

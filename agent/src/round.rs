@@ -7,20 +7,20 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use kvbench_common::agent::{Progress, RoundEvent, RoundFinished, RoundStarted};
 use kvbench_common::load::{Arrivals, LoadSpec, Schedule};
 use kvbench_common::plan::ApiFlavor;
 use kvbench_common::record::{Outcome, RequestRecord};
 use kvbench_common::tokenizer::TokenCounter;
 use kvbench_common::workload::{generate_pool, warmup, Conversation, WorkloadSpec};
-use kvbench_proto::convert::{health_to_wire, record_to_wire};
-use kvbench_proto::v1::{self, round_event::Event};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{self, Call, HttpClient};
 use crate::health;
+use crate::EventTx;
 
 /// One round to run, in domain types.
 #[derive(Clone)]
@@ -72,12 +72,6 @@ impl ReplyStore {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         g.0.get(scenario).and_then(|m| m.get(&key)).cloned()
     }
-}
-
-pub type EventTx = mpsc::Sender<Result<v1::RoundEvent, tonic::Status>>;
-
-fn event(e: Event) -> Result<v1::RoundEvent, tonic::Status> {
-    Ok(v1::RoundEvent { event: Some(e) })
 }
 
 #[derive(Debug, Default)]
@@ -164,11 +158,11 @@ pub async fn run(ctx: RoundContext, spec: RoundSpec, tx: EventTx, cancel: Cancel
     } else {
         spec.workload.num_requests
     };
-    let started = v1::RoundStarted {
+    let started = RoundStarted {
         total_requests: total,
         wall_clock_anchor_us: anchor_us,
     };
-    if tx.send(event(Event::Started(started))).await.is_err() {
+    if tx.send(RoundEvent::Started(started)).await.is_err() {
         return;
     }
     let ctx = Arc::new(ctx);
@@ -184,13 +178,13 @@ pub async fn run(ctx: RoundContext, spec: RoundSpec, tx: EventTx, cancel: Cancel
                     _ = iv.tick() => {}
                     _ = stop.cancelled() => return,
                 }
-                let p = v1::Progress {
+                let p = Progress {
                     completed: counts.completed.load(Ordering::Relaxed),
                     failed: counts.failed.load(Ordering::Relaxed),
                     in_flight: counts.in_flight.load(Ordering::Relaxed),
                     total,
                 };
-                if tx.send(event(Event::Progress(p))).await.is_err() {
+                if tx.send(RoundEvent::Progress(p)).await.is_err() {
                     return;
                 }
             }
@@ -374,19 +368,19 @@ pub async fn run(ctx: RoundContext, spec: RoundSpec, tx: EventTx, cancel: Cancel
         c.failed.load(Ordering::Relaxed),
     );
     let _ = tx
-        .send(event(Event::Progress(v1::Progress {
+        .send(RoundEvent::Progress(Progress {
             completed,
             failed,
             in_flight: 0,
             total,
-        })))
+        }))
         .await;
     let _ = tx
-        .send(event(Event::Finished(v1::RoundFinished {
+        .send(RoundEvent::Finished(RoundFinished {
             duration_ms: duration_s * 1000.0,
             sent: completed + failed,
-            health: Some(health_to_wire(&health)),
-        })))
+            health: Some(health),
+        }))
         .await;
 }
 
@@ -541,12 +535,7 @@ impl Runner {
                 error: reply.error.clone(),
                 http_status: reply.http_status,
             };
-            if self
-                .tx
-                .send(event(Event::Record(record_to_wire(&record))))
-                .await
-                .is_err()
-            {
+            if self.tx.send(RoundEvent::Record(record)).await.is_err() {
                 self.cancel.cancel();
                 return false;
             }

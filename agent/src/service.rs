@@ -1,19 +1,24 @@
-//! The gRPC service.
+//! The gRPC service: the agent's one adapter between the wire and its domain. Requests
+//! become domain types here (through `kvbench_proto::convert`), the load engine's and the
+//! samplers' `RoundEvent`s become wire events here, and nothing else in the agent names a
+//! generated type.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kvbench_common::agent::{
+    AgentInfo, ClearOutcome, ColdProbe, GpuInfo, RestartError, RestartOutcome, RoundRequest,
+    RoundRequests,
+};
 use kvbench_common::dataset::trace_conversations;
 use kvbench_common::tokenizer::Whitespace;
 use kvbench_common::PROTOCOL_VERSION;
-use kvbench_proto::convert::{
-    api_from_wire, conversation_from_wire, load_from_wire, trace_from_wire, workload_from_wire,
-};
-use kvbench_proto::v1::{self, agent_server::Agent};
+use kvbench_proto::v1::{self, agent_server::Agent, agent_server::AgentServer};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request as GrpcRequest, Response, Status};
 
@@ -31,7 +36,7 @@ pub struct AgentService {
     base_url: Arc<str>,
     name: Arc<str>,
     hostname: String,
-    gpus: Vec<v1::GpuInfo>,
+    gpus: Vec<GpuInfo>,
     gpu_note: Option<String>,
     client: HttpClient,
     telemetry: Telemetry,
@@ -46,7 +51,7 @@ impl AgentService {
     pub fn new(
         config: AgentConfig,
         gpu_source: Option<Arc<dyn crate::gpu::GpuSource>>,
-        gpus: Vec<v1::GpuInfo>,
+        gpus: Vec<GpuInfo>,
         gpu_note: Option<String>,
         shutdown: CancellationToken,
     ) -> Self {
@@ -100,26 +105,32 @@ impl AgentService {
 impl AgentService {
     /// Runs the configured restart command, then waits until `/health` is 200 and
     /// `/v1/models` answers (listing the configured model, if one is named).
-    async fn restart(&self) -> Result<String, (&'static str, String)> {
+    async fn restart(&self) -> Result<String, (RestartError, String)> {
         let Some(r) = &self.config.restart else {
             return Err((
-                "not_configured",
+                RestartError::NotConfigured,
                 "this agent has no restart_engine in its config file".into(),
             ));
         };
         let cmd = r.command();
-        let (prog, args) = cmd
-            .split_first()
-            .ok_or(("not_configured", "empty restart command".to_owned()))?;
+        let (prog, args) = cmd.split_first().ok_or((
+            RestartError::NotConfigured,
+            "empty restart command".to_owned(),
+        ))?;
         let status = tokio::process::Command::new(prog)
             .args(args)
             .stdin(std::process::Stdio::null())
             .status()
             .await
-            .map_err(|e| ("command_failed", format!("{}: {e}", cmd.join(" "))))?;
+            .map_err(|e| {
+                (
+                    RestartError::CommandFailed,
+                    format!("{}: {e}", cmd.join(" ")),
+                )
+            })?;
         if !status.success() {
             return Err((
-                "command_failed",
+                RestartError::CommandFailed,
                 format!("{} exited with {status}", cmd.join(" ")),
             ));
         }
@@ -137,7 +148,7 @@ impl AgentService {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         Err((
-            "restart_timeout",
+            RestartError::RestartTimeout,
             format!(
                 "the engine was not healthy {} s after {} ({last})",
                 timeout.as_secs_f64(),
@@ -182,7 +193,7 @@ impl AgentService {
     /// Sends the latest round's first prompt again (1 output token) and reads what the
     /// engine reused of it, from its usage and from its prefix-cache counters; then clears
     /// again, so that the probe leaves nothing behind. `None` before any round ran.
-    async fn cold_probe(&self) -> Option<v1::ColdProbe> {
+    async fn cold_probe(&self) -> Option<ColdProbe> {
         let probe = self.probe.lock().ok()?.clone()?;
         let before = crate::metrics::scrape(&self.client, &self.config.metrics_url).await;
         let call = crate::client::Call {
@@ -210,7 +221,7 @@ impl AgentService {
                 if error.is_empty() { "" } else { "; " }
             );
         }
-        Some(v1::ColdProbe {
+        Some(ColdProbe {
             prompt_tokens: reply.prompt_tokens.unwrap_or(0),
             cached_tokens: reply.cached_tokens,
             counter_hits: delta("vllm:prefix_cache_hits_total"),
@@ -230,47 +241,16 @@ impl Drop for ActiveGuard {
     }
 }
 
-#[tonic::async_trait]
-impl Agent for AgentService {
-    async fn restart_engine(
-        &self,
-        _req: GrpcRequest<v1::RestartEngineRequest>,
-    ) -> Result<Response<v1::RestartEngineResponse>, Status> {
-        let start = Instant::now();
-        if !self.drain().await {
-            return Ok(Response::new(v1::RestartEngineResponse {
-                success: false,
-                error_class: "command_failed".into(),
-                detail: "rounds still running: not restarting".into(),
-                took_ms: start.elapsed().as_secs_f64() * 1000.0,
-            }));
-        }
-        let r = self.restart().await;
-        tracing::info!(result = ?r, "restart_engine");
-        let (success, error_class, detail) = match r {
-            Ok(d) => (true, String::new(), d),
-            Err((c, d)) => (false, c.to_owned(), d),
-        };
-        Ok(Response::new(v1::RestartEngineResponse {
-            success,
-            error_class,
-            detail,
-            took_ms: start.elapsed().as_secs_f64() * 1000.0,
-        }))
-    }
+/// The service as tonic serves it.
+pub(crate) fn grpc(svc: AgentService) -> AgentServer<AgentService> {
+    // Datasets travel with their rounds: allow large requests.
+    AgentServer::new(svc).max_decoding_message_size(512 << 20)
+}
 
-    async fn hello(
-        &self,
-        req: GrpcRequest<v1::HelloRequest>,
-    ) -> Result<Response<v1::HelloResponse>, Status> {
-        let theirs = req.get_ref().protocol_version;
-        if theirs != PROTOCOL_VERSION {
-            return Err(Status::failed_precondition(format!(
-                "protocol version mismatch: coordinator speaks {theirs}, agent {} speaks {PROTOCOL_VERSION}; use matching kvbench releases",
-                env!("CARGO_PKG_VERSION")
-            )));
-        }
-        Ok(Response::new(v1::HelloResponse {
+/// The agent's actions in domain types; the gRPC trait below only converts.
+impl AgentService {
+    fn info(&self) -> AgentInfo {
+        AgentInfo {
             protocol_version: PROTOCOL_VERSION,
             agent_version: env!("CARGO_PKG_VERSION").into(),
             hostname: self.hostname.clone(),
@@ -278,63 +258,103 @@ impl Agent for AgentService {
             labels: self.config.labels.clone().into_iter().collect(),
             gpus: self.gpus.clone(),
             engine_display: self.config.engine_url.clone(),
-            gpu_note: self.gpu_note.clone().unwrap_or_default(),
-        }))
+            gpu_note: self.gpu_note.clone(),
+        }
     }
 
-    type RunRoundStream = ReceiverStream<Result<v1::RoundEvent, Status>>;
+    async fn restart_outcome(&self) -> RestartOutcome {
+        let start = Instant::now();
+        let took = || start.elapsed().as_secs_f64() * 1000.0;
+        if !self.drain().await {
+            return RestartOutcome {
+                error: Some(RestartError::CommandFailed),
+                detail: "rounds still running: not restarting".into(),
+                took_ms: took(),
+            };
+        }
+        let r = self.restart().await;
+        tracing::info!(result = ?r, "restart_engine");
+        let (error, detail) = match r {
+            Ok(d) => (None, d),
+            Err((c, d)) => (Some(c), d),
+        };
+        RestartOutcome {
+            error,
+            detail,
+            took_ms: took(),
+        }
+    }
 
-    async fn run_round(
-        &self,
-        req: GrpcRequest<v1::RunRoundRequest>,
-    ) -> Result<Response<Self::RunRoundStream>, Status> {
-        let r = req.into_inner();
-        let wl = r
-            .workload
-            .as_ref()
-            .ok_or_else(|| Status::invalid_argument("workload is missing"))?;
-        let workload =
-            workload_from_wire(wl).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let api = api_from_wire(r.api).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let load = load_from_wire(&r.load.unwrap_or_default()).map_err(Status::invalid_argument)?;
+    async fn clear_outcome(&self) -> ClearOutcome {
+        let start = Instant::now();
+        let took = || start.elapsed().as_secs_f64() * 1000.0;
+        if !self.drain().await {
+            return ClearOutcome {
+                success: false,
+                detail: format!(
+                    "rounds still running after {} s; cache not cleared",
+                    DRAIN_TIMEOUT.as_secs()
+                ),
+                took_ms: took(),
+                probe: None,
+            };
+        }
+        let (success, detail) = match self.reset_prefix_cache().await {
+            Ok(d) => (true, d),
+            Err(d) => (false, d),
+        };
+        let probe = if success {
+            self.cold_probe().await
+        } else {
+            None
+        };
+        tracing::info!(success, detail = %detail, probe = ?probe, "clear_cache");
+        ClearOutcome {
+            success,
+            detail,
+            took_ms: took(),
+            probe,
+        }
+    }
+
+    /// The round's spec as the load engine runs it: requests expanded, tokenizer loaded.
+    fn round_spec(&self, r: RoundRequest) -> Result<RoundSpec, Status> {
         if r.round == 0 {
             return Err(Status::invalid_argument("rounds are numbered from 1"));
         }
-        let spec = RoundSpec {
+        let dataset = match r.requests {
+            RoundRequests::Generated => None,
+            RoundRequests::Conversations(cs) => Some(cs),
+            RoundRequests::Trace {
+                entries,
+                use_timestamps,
+                speedup,
+            } => Some(trace_conversations(&entries, use_timestamps, speedup)),
+        };
+        let counter = match &r.tokenizer_json {
+            None => Arc::new(Whitespace) as Arc<dyn kvbench_common::tokenizer::TokenCounter>,
+            Some(json) => self
+                .tokenizers
+                .get(json)
+                .map_err(Status::invalid_argument)?,
+        };
+        Ok(RoundSpec {
             scenario_id: r.scenario_id,
             scenario_name: r.scenario_name,
             round: r.round,
-            workload,
-            load,
+            workload: r.workload,
+            load: r.load,
             model: r.model,
-            api,
+            api: r.api,
             enforce_output_length: r.enforce_output_length,
-            dataset: if !r.conversations.is_empty() {
-                Some(
-                    r.conversations
-                        .into_iter()
-                        .map(conversation_from_wire)
-                        .collect(),
-                )
-            } else if !r.trace.is_empty() {
-                let entries: Vec<_> = r.trace.into_iter().map(trace_from_wire).collect();
-                let speedup = if r.trace_speedup > 0.0 {
-                    r.trace_speedup
-                } else {
-                    1.0
-                };
-                Some(trace_conversations(&entries, r.trace_timestamps, speedup))
-            } else {
-                None
-            },
-            counter: if r.tokenizer_json.is_empty() {
-                Arc::new(Whitespace)
-            } else {
-                self.tokenizers
-                    .get(&r.tokenizer_json)
-                    .map_err(Status::invalid_argument)?
-            },
-        };
+            dataset,
+            counter,
+        })
+    }
+
+    /// Starts the round; its events arrive on the returned receiver. The load stops as
+    /// soon as the receiver is dropped (the coordinator left).
+    fn start_round(&self, spec: RoundSpec) -> mpsc::Receiver<kvbench_common::agent::RoundEvent> {
         tracing::info!(scenario = %spec.scenario_name, round = spec.round, load = ?spec.load.arrivals, "round starting");
         let (tx, rx) = mpsc::channel(1024);
         self.active.0.fetch_add(1, Ordering::SeqCst);
@@ -350,7 +370,6 @@ impl Agent for AgentService {
         };
         tokio::spawn(async move {
             let _guard = guard;
-            // Stop the load as soon as the coordinator drops the stream.
             let watch = {
                 let (tx, cancel) = (tx.clone(), cancel.clone());
                 tokio::spawn(async move {
@@ -363,41 +382,54 @@ impl Agent for AgentService {
             round::run(ctx, spec, tx, cancel.clone()).await;
             watch.abort();
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        rx
+    }
+}
+
+type WireEvents =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::RoundEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn restart_engine(
+        &self,
+        _req: GrpcRequest<v1::RestartEngineRequest>,
+    ) -> Result<Response<v1::RestartEngineResponse>, Status> {
+        Ok(Response::new((&self.restart_outcome().await).into()))
+    }
+
+    async fn hello(
+        &self,
+        req: GrpcRequest<v1::HelloRequest>,
+    ) -> Result<Response<v1::HelloResponse>, Status> {
+        let theirs = req.get_ref().protocol_version;
+        if theirs != PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "protocol version mismatch: coordinator speaks {theirs}, agent {} speaks {PROTOCOL_VERSION}; use matching kvbench releases",
+                env!("CARGO_PKG_VERSION")
+            )));
+        }
+        Ok(Response::new((&self.info()).into()))
+    }
+
+    type RunRoundStream = WireEvents;
+
+    async fn run_round(
+        &self,
+        req: GrpcRequest<v1::RunRoundRequest>,
+    ) -> Result<Response<Self::RunRoundStream>, Status> {
+        let request = RoundRequest::try_from(req.into_inner())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let spec = self.round_spec(request)?;
+        let events =
+            ReceiverStream::new(self.start_round(spec)).map(|e| Ok(v1::RoundEvent::from(&e)));
+        Ok(Response::new(Box::pin(events)))
     }
 
     async fn clear_cache(
         &self,
         _req: GrpcRequest<v1::ClearCacheRequest>,
     ) -> Result<Response<v1::ClearCacheResponse>, Status> {
-        let start = Instant::now();
-        let took = || start.elapsed().as_secs_f64() * 1000.0;
-        if !self.drain().await {
-            return Ok(Response::new(v1::ClearCacheResponse {
-                success: false,
-                detail: format!(
-                    "rounds still running after {} s; cache not cleared",
-                    DRAIN_TIMEOUT.as_secs()
-                ),
-                took_ms: took(),
-                probe: None,
-            }));
-        }
-        let (success, detail) = match self.reset_prefix_cache().await {
-            Ok(d) => (true, d),
-            Err(d) => (false, d),
-        };
-        let probe = if success {
-            self.cold_probe().await
-        } else {
-            None
-        };
-        tracing::info!(success, detail = %detail, probe = ?probe, "clear_cache");
-        Ok(Response::new(v1::ClearCacheResponse {
-            success,
-            detail,
-            took_ms: took(),
-            probe,
-        }))
+        Ok(Response::new((&self.clear_outcome().await).into()))
     }
 }

@@ -15,13 +15,14 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kvbench_proto::v1::{self, round_event::Event};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::HttpClient;
 use crate::gpu::GpuSource;
-use crate::round::EventTx;
+use crate::EventTx;
+use kvbench_common::agent::RoundEvent;
+use kvbench_common::telemetry::TelemetrySample;
 
 /// Which GPUs an agent samples.
 #[derive(Debug, Clone, Default)]
@@ -86,19 +87,21 @@ pub struct Telemetry {
     pub metrics_url: Arc<str>,
 }
 
+/// A sample as a round event. Its round and agent are set by the coordinator's agent
+/// client, which knows them; the sampler does not.
 fn sample_event(
     t_ms: f64,
     source: &str,
     values: Vec<(String, f64)>,
     notes: Vec<String>,
-) -> Result<v1::RoundEvent, tonic::Status> {
-    Ok(v1::RoundEvent {
-        event: Some(Event::Telemetry(v1::TelemetrySample {
-            t_ms,
-            source: source.to_owned(),
-            values: values.into_iter().collect(),
-            notes,
-        })),
+) -> RoundEvent {
+    RoundEvent::Telemetry(TelemetrySample {
+        round: 0,
+        agent: String::new(),
+        t_ms,
+        source: source.to_owned(),
+        values: values.into_iter().collect(),
+        notes,
     })
 }
 

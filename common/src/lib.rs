@@ -1,5 +1,6 @@
 //! Domain types shared by the coordinator, the agent and the simulator.
 //!
+//! - [`agent`]: what crosses the agent boundary (round requests, round events, handshake);
 //! - [`plan`]: the seed-compatible plan and per-scenario config files (raw -> validated);
 //! - [`workload`]: deterministic workload generators for the five seed types;
 //! - [`tokenizer`]: the documented tokenizer shared by the simulator and the generators;
@@ -7,6 +8,7 @@
 //! - [`stats`]: the statistics computed from records, and the stats file layout;
 //! - [`telemetry`]: samples streamed with the records (engine metrics) and their summaries.
 
+pub mod agent;
 pub mod dataset;
 pub mod load;
 pub mod plan;

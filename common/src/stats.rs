@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::agent::{is_stale, ColdProbe};
 use crate::record::{Outcome, RequestRecord};
 use crate::telemetry::EngineMetricsSummary;
 
@@ -530,22 +531,8 @@ pub struct IsolationInfo {
     /// What the verdict rests on, in words.
     pub evidence: Vec<String>,
     /// The cold check after the clear: the previous round's first prompt sent again.
-    pub probe: Option<ProbeInfo>,
+    pub probe: Option<ColdProbe>,
 }
-
-/// The cold check after a clear.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProbeInfo {
-    pub prompt_tokens: u32,
-    pub cached_tokens: Option<u32>,
-    pub counter_hits: Option<f64>,
-    pub counter_queries: Option<f64>,
-    pub error: String,
-}
-
-/// A first-touch request may reuse nothing after a true cold start: more than this share of
-/// their prompt tokens cached fails the verdict (room for an engine's rounding).
-pub const STALE_SHARE_LIMIT: f64 = 0.02;
 
 impl IsolationInfo {
     /// Judges whether round 1 was cold from the probe after the clear and from round 1's
@@ -577,12 +564,13 @@ impl IsolationInfo {
             } else {
                 0.0
             };
+            let stale = is_stale(cached as f64, prompt as f64);
             let line = format!(
                 "round 1: {:.0} % of first-touch prompt tokens were cached ({hit} of {} first-touch requests hit)",
                 share * 100.0,
                 ft.len()
             );
-            if share > STALE_SHARE_LIMIT {
+            if stale {
                 failed.push(line);
             } else {
                 fine.push(line);
@@ -595,7 +583,7 @@ impl IsolationInfo {
                     "probe after the clear: the engine reused {c} of {} tokens of the previous round's first prompt",
                     p.prompt_tokens
                 );
-                if f64::from(c) > STALE_SHARE_LIMIT * f64::from(p.prompt_tokens.max(1)) {
+                if is_stale(f64::from(c), f64::from(p.prompt_tokens)) {
                     failed.push(line);
                 } else {
                     fine.push(line);
@@ -606,7 +594,7 @@ impl IsolationInfo {
                 let line = format!(
                     "prefix-cache counters over the probe: {h:.0} hits of {q:.0} queried tokens"
                 );
-                if q > 0.0 && h / q > STALE_SHARE_LIMIT {
+                if is_stale(h, q) {
                     failed.push(line);
                 } else {
                     fine.push(line);

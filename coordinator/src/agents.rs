@@ -1,64 +1,14 @@
-//! Agents as the coordinator sees them: a gRPC client plus what the handshake said, and
-//! the embedded default (an in-process agent per endpoint, plus kvbench-sim for `sim`).
+//! Where the coordinator's agents come from: the embedded default (an in-process agent per
+//! endpoint, plus kvbench-sim for `sim`), and the plan's agent config file.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use kvbench_agent::config::AgentFile;
 use kvbench_common::plan::{find_line, Endpoint, Plan, PlanError, PlanErrors};
-use kvbench_common::PROTOCOL_VERSION;
-use kvbench_proto::v1::{self, agent_client::AgentClient};
 use kvbench_sim::{SimConfig, SimHandle};
-use tonic::transport::Channel;
 
-/// A connected agent.
-#[derive(Debug, Clone)]
-pub struct Agent {
-    pub client: AgentClient<Channel>,
-    pub url: String,
-    pub hello: v1::HelloResponse,
-}
-
-impl Agent {
-    /// Connects and performs the versioned handshake.
-    pub async fn connect(url: &str) -> anyhow::Result<Agent> {
-        let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
-            .with_context(|| format!("bad agent address {url}"))?
-            .connect_timeout(Duration::from_secs(5))
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(20))
-            .keep_alive_while_idle(true)
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .with_context(|| format!("cannot connect to agent at {url}"))?;
-        let mut client = AgentClient::new(channel).max_decoding_message_size(64 << 20);
-        let hello = client
-            .hello(v1::HelloRequest {
-                protocol_version: PROTOCOL_VERSION,
-                coordinator_version: env!("CARGO_PKG_VERSION").into(),
-            })
-            .await
-            .map_err(|s| anyhow::anyhow!("agent at {url} refused the handshake: {}", s.message()))?
-            .into_inner();
-        if hello.protocol_version != PROTOCOL_VERSION {
-            bail!(
-                "agent at {url} speaks protocol {}, this coordinator speaks {PROTOCOL_VERSION}",
-                hello.protocol_version
-            );
-        }
-        Ok(Agent {
-            client,
-            url: url.to_owned(),
-            hello,
-        })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.hello.agent_name
-    }
-}
+use crate::agent_client::AgentClient;
 
 /// The plan's `agent_config:` file, loaded and matched to the scenarios it serves: its
 /// `engine.base_url` must be some scenario's endpoint.
@@ -101,7 +51,7 @@ pub fn agent_file(plan: &Plan) -> Result<Option<AgentFile>, PlanErrors> {
 pub struct Embedded {
     pub sim: Option<SimHandle>,
     agents: Vec<kvbench_agent::AgentHandle>,
-    pub by_endpoint: BTreeMap<Endpoint, Agent>,
+    pub by_endpoint: BTreeMap<Endpoint, AgentClient>,
 }
 
 impl Embedded {
@@ -145,7 +95,7 @@ impl Embedded {
             let handle = kvbench_agent::spawn(config)
                 .await
                 .context("cannot start the embedded agent")?;
-            let agent = Agent::connect(&handle.url()).await?;
+            let agent = AgentClient::connect(&handle.url()).await?;
             agents.push(handle);
             by_endpoint.insert(ep.clone(), agent);
         }

@@ -18,15 +18,18 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use kvbench_common::agent::{RoundRequest, RoundRequests};
+use kvbench_common::load::{Arrivals, LoadSpec};
+use kvbench_common::plan::ApiFlavor;
 use kvbench_common::record::{Outcome, RequestRecord};
 use kvbench_common::stats::{max_concurrent, Summary};
-use kvbench_proto::convert::{health_from_wire, record_from_wire};
-use kvbench_proto::v1::{self, round_event::Event};
+use kvbench_common::workload::{OutputDist, WorkloadKind, WorkloadParams, WorkloadSpec};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
 
-use crate::agents::Agent;
+use crate::agent_client::{AgentClient, RoundEnd};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CalibrateArgs {
@@ -268,53 +271,44 @@ async fn measure(
     agent: &Service,
     telemetry: bool,
 ) -> anyhow::Result<CalibrationRun> {
-    let a = Agent::connect(&format!("http://{}", agent.addr)).await?;
+    let a = AgentClient::connect(&format!("http://{}", agent.addr)).await?;
     let baseline_rss = agent.pid().and_then(rss_bytes);
-    let req = v1::RunRoundRequest {
+    let req = RoundRequest {
         scenario_id: format!("calibrate-{c}"),
         scenario_name: "calibrate".into(),
         round: 1,
-        workload: Some(v1::WorkloadSpec {
-            kind: v1::WorkloadKind::ColdStart as i32,
+        workload: WorkloadSpec {
+            kind: WorkloadKind::ColdStart,
             seed: u64::from(c),
             num_requests: n,
             output_tokens: args.output_tokens,
-            params: Some(v1::WorkloadParams {
+            output: OutputDist::Fixed,
+            params: WorkloadParams {
                 prompt_tokens: Some(16),
                 ..Default::default()
-            }),
-            output_dist: None,
-        }),
-        load: Some(v1::LoadSpec {
-            concurrency: c,
+            },
+        },
+        load: LoadSpec {
+            arrivals: Arrivals::Closed { concurrency: c },
+            duration_s: None,
+            warmup_requests: 0,
             ttft_timeout_s: 120.0,
             idle_timeout_s: 120.0,
-            ..Default::default()
-        }),
+        },
         model: "calibrate".into(),
-        api: v1::ApiFlavor::Chat as i32,
+        api: ApiFlavor::Chat,
         enforce_output_length: true,
-        ..Default::default()
+        requests: RoundRequests::Generated,
+        tokenizer_json: None,
     };
-    let mut client = a.client.clone();
-    let mut stream = client
-        .run_round(req)
-        .await
-        .context("RunRound")?
-        .into_inner();
-    let mut records: Vec<RequestRecord> = Vec::new();
-    let mut finished = None;
-    while let Some(ev) = stream.message().await.context("round stream")? {
-        match ev.event {
-            Some(Event::Record(r)) => {
-                records.push(record_from_wire(r, "calibrate", 1, "calibrate")?)
-            }
-            Some(Event::Finished(f)) => finished = Some(f),
-            _ => {}
-        }
-    }
-    let f = finished.context("the agent ended the round without finishing it")?;
-    let health = f.health.as_ref().map(health_from_wire).unwrap_or_default();
+    let run = a.run_round(&req, &CancellationToken::new(), |_| {}).await;
+    let records = run.records;
+    let f = match run.end {
+        RoundEnd::Finished(f) => f,
+        RoundEnd::Cancelled => bail!("the round was cancelled"),
+        RoundEnd::Failed(e) => bail!("the round failed: {e}"),
+    };
+    let health = f.health.unwrap_or_default();
     let duration_s = f.duration_ms / 1000.0;
     let mut ok: Vec<&RequestRecord> = records
         .iter()

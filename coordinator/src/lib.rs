@@ -1,6 +1,7 @@
 //! `kvbench`, the coordinator: loads a plan, connects to agents (or starts the embedded
 //! default), runs scenarios in order with isolation between them, and writes the results.
 
+pub mod agent_client;
 pub mod agents;
 pub mod calibrate;
 pub mod inspect;

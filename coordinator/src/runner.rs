@@ -8,27 +8,19 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kvbench_common::agent::{ColdProbe, RoundEvent, RoundRequest, RoundRequests};
 use kvbench_common::dataset::{self, Dataset, DatasetSpec};
 use kvbench_common::plan::{Endpoint, IsolationPolicy, Plan, Scenario};
 use kvbench_common::record::{Outcome, RequestRecord};
 use kvbench_common::stats::{
-    AgentHealth, Comparison, IsolationInfo, ProbeInfo, RoundStats, ScenarioInfo, ScenarioStats,
-    STALE_SHARE_LIMIT,
+    AgentHealth, Comparison, IsolationInfo, RoundStats, ScenarioInfo, ScenarioStats,
 };
 use kvbench_common::telemetry::{EngineMetricsSummary, TelemetrySample, TelemetrySummary};
 use kvbench_common::util::{rfc3339_utc, timestamp_utc};
-use kvbench_proto::convert::{
-    api_to_wire, conversation_to_wire, health_from_wire, load_to_wire, record_from_wire,
-    telemetry_from_wire, trace_to_wire, workload_to_wire,
-};
-use kvbench_proto::v1::{self, round_event::Event};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::agents::Agent;
-
-/// An agent that sends nothing at all (no record, no progress) for this long is lost.
-const AGENT_SILENCE_LIMIT: Duration = Duration::from_secs(30);
+use crate::agent_client::{AgentClient, RoundEnd};
 
 const RULE: &str = "==============================================================";
 const THIN: &str = "--------------------------------------------------------------";
@@ -77,7 +69,7 @@ struct RoundRun {
 /// Runs every scenario of `plan` with the agent serving its endpoint.
 pub async fn run_plan(
     plan: &Plan,
-    agents: &BTreeMap<Endpoint, Agent>,
+    agents: &BTreeMap<Endpoint, AgentClient>,
     cancel: CancellationToken,
 ) -> anyhow::Result<RunSummary> {
     let started = Instant::now();
@@ -165,7 +157,7 @@ pub async fn run_plan(
     Ok(summary)
 }
 
-fn banner(plan: &Plan, agents: &BTreeMap<Endpoint, Agent>) {
+fn banner(plan: &Plan, agents: &BTreeMap<Endpoint, AgentClient>) {
     println!("{RULE}");
     println!(" kvbench {}: multi-scenario run", env!("CARGO_PKG_VERSION"));
     println!("{RULE}");
@@ -183,29 +175,20 @@ fn banner(plan: &Plan, agents: &BTreeMap<Endpoint, Agent>) {
         );
     }
     for a in agents.values() {
-        let h = &a.hello;
-        let gpus = if h.gpus.is_empty() {
-            if h.gpu_note.is_empty() {
-                "no GPUs".to_owned()
-            } else {
-                h.gpu_note.clone()
-            }
-        } else {
-            h.gpus
-                .iter()
-                .map(|g| g.name.clone())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let h = a.info();
         println!(
             "Agent:           {} (kvbench-agent {} on {}, engine {}; {})",
-            h.agent_name, h.agent_version, h.hostname, h.engine_display, gpus
+            h.agent_name,
+            h.agent_version,
+            h.hostname,
+            h.engine_display,
+            h.gpu_summary()
         );
     }
     println!("{RULE}");
 }
 
-fn scenario_header(s: &Scenario, agent: &Agent) {
+fn scenario_header(s: &Scenario, agent: &AgentClient) {
     let c = &s.config;
     println!("{THIN}");
     println!("Scenario:     {}", s.name);
@@ -226,47 +209,31 @@ fn scenario_header(s: &Scenario, agent: &Agent) {
     println!("{THIN}");
 }
 
-/// Clears the cache through the agent, then waits. Never fails the plan: the result is
-/// recorded in the next scenario's stats.
 /// The agent's ClearCache, printed; `(status, detail, probe)`.
-async fn clear(agent: &Agent) -> (String, String, Option<ProbeInfo>) {
+async fn clear(agent: &AgentClient) -> (String, String, Option<ColdProbe>) {
     println!("  Clearing the KV cache through agent {} ...", agent.name());
-    let mut client = agent.client.clone();
-    let res = client
-        .clear_cache(v1::ClearCacheRequest {
-            reason: "isolation between scenarios".into(),
-        })
-        .await;
-    match res {
+    match agent.clear("isolation between scenarios").await {
         Ok(r) => {
-            let r = r.into_inner();
-            let probe = r.probe.map(|p| ProbeInfo {
-                prompt_tokens: p.prompt_tokens,
-                cached_tokens: p.cached_tokens,
-                counter_hits: p.counter_hits,
-                counter_queries: p.counter_queries,
-                error: p.error,
-            });
             if r.success {
                 println!(
                     "  Cache cleared ({}); clear and cold check took {:.0} ms",
                     r.detail, r.took_ms
                 );
-                if let Some(p) = &probe {
+                if let Some(p) = &r.probe {
                     println!(
                         "  Cold check: the previous round's first prompt sent again: {} of {} tokens cached",
                         p.cached_tokens.map_or("n/a".to_owned(), |c| c.to_string()),
                         p.prompt_tokens
                     );
                 }
-                ("cleared".to_owned(), r.detail, probe)
+                ("cleared".to_owned(), r.detail, r.probe)
             } else {
                 println!("  WARNING: clear failed: {}", r.detail);
-                ("failed".to_owned(), r.detail, probe)
+                ("failed".to_owned(), r.detail, r.probe)
             }
         }
-        Err(s) => {
-            let d = format!("ClearCache RPC failed: {}", s.message());
+        Err(e) => {
+            let d = e.to_string();
             println!("  WARNING: clear failed: {d}");
             ("failed".to_owned(), d, None)
         }
@@ -274,37 +241,25 @@ async fn clear(agent: &Agent) -> (String, String, Option<ProbeInfo>) {
 }
 
 /// The agent's RestartEngine, printed; `(status, detail)`.
-async fn restart(agent: &Agent) -> (String, String) {
+async fn restart(agent: &AgentClient) -> (String, String) {
     println!("  Restarting the engine through agent {} ...", agent.name());
-    let mut client = agent.client.clone();
-    match client
-        .restart_engine(v1::RestartEngineRequest {
-            reason: "isolation between scenarios".into(),
-        })
-        .await
-    {
-        Ok(r) => {
-            let r = r.into_inner();
-            if r.success {
+    match agent.restart("isolation between scenarios").await {
+        Ok(r) => match r.error {
+            None => {
                 println!(
                     "  Engine restarted in {:.1} s ({})",
                     r.took_ms / 1000.0,
                     r.detail
                 );
                 ("restarted".to_owned(), r.detail)
-            } else {
-                println!(
-                    "  WARNING: restart failed ({}): {}",
-                    r.error_class, r.detail
-                );
-                (
-                    "failed".to_owned(),
-                    format!("{}: {}", r.error_class, r.detail),
-                )
             }
-        }
-        Err(s) => {
-            let d = format!("RestartEngine RPC failed: {}", s.message());
+            Some(class) => {
+                println!("  WARNING: restart failed ({class}): {}", r.detail);
+                ("failed".to_owned(), format!("{class}: {}", r.detail))
+            }
+        },
+        Err(e) => {
+            let d = e.to_string();
             println!("  WARNING: restart failed: {d}");
             ("failed".to_owned(), d)
         }
@@ -332,17 +287,9 @@ async fn mooncake_clear(url: &str) -> String {
     }
 }
 
-/// True when a cold check shows the engine kept what it said it cleared.
-fn probe_stale(p: Option<&ProbeInfo>) -> bool {
-    p.and_then(|p| {
-        Some(f64::from(p.cached_tokens?) > STALE_SHARE_LIMIT * f64::from(p.prompt_tokens.max(1)))
-    })
-    .unwrap_or(false)
-}
-
 /// Runs the plan's isolation policy through the agent, then waits. Never fails the plan:
 /// the result is recorded in the next scenario's stats and judged after its round 1.
-async fn isolate(plan: &Plan, agent: &Agent, cancel: &CancellationToken) -> IsolationInfo {
+async fn isolate(plan: &Plan, agent: &AgentClient, cancel: &CancellationToken) -> IsolationInfo {
     println!();
     println!(
         "Cleanup before the next scenario (isolation: {})",
@@ -359,7 +306,7 @@ async fn isolate(plan: &Plan, agent: &Agent, cancel: &CancellationToken) -> Isol
         IsolationPolicy::Restart => restart(agent).await,
         IsolationPolicy::ClearOrRestart => {
             let (st, d, p) = clear(agent).await;
-            if st == "cleared" && !probe_stale(p.as_ref()) {
+            if st == "cleared" && !p.as_ref().is_some_and(ColdProbe::is_stale) {
                 probe = p;
                 (st, d)
             } else {
@@ -443,7 +390,7 @@ impl DatasetCache {
 fn failed_before_start(
     plan: &Plan,
     s: &Scenario,
-    agent: &Agent,
+    agent: &AgentClient,
     isolation: IsolationInfo,
     error: String,
 ) -> ScenarioOutcome {
@@ -484,21 +431,21 @@ fn scenario_info(s: &Scenario) -> ScenarioInfo {
     }
 }
 
-fn engine_info(s: &Scenario, agent: &Agent) -> BTreeMap<String, String> {
+fn engine_info(s: &Scenario, agent: &AgentClient) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("endpoint".to_owned(), s.config.endpoint.to_string()),
-        ("engine_url".to_owned(), agent.hello.engine_display.clone()),
+        ("engine_url".to_owned(), agent.info().engine_display.clone()),
         ("model".to_owned(), s.config.model.clone()),
         ("api".to_owned(), s.config.api.label().to_owned()),
     ])
 }
 
-fn agent_info(agent: &Agent) -> BTreeMap<String, String> {
+fn agent_info(agent: &AgentClient) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("name".to_owned(), agent.hello.agent_name.clone()),
-        ("hostname".to_owned(), agent.hello.hostname.clone()),
-        ("version".to_owned(), agent.hello.agent_version.clone()),
-        ("address".to_owned(), agent.url.clone()),
+        ("name".to_owned(), agent.info().agent_name.clone()),
+        ("hostname".to_owned(), agent.info().hostname.clone()),
+        ("version".to_owned(), agent.info().agent_version.clone()),
+        ("address".to_owned(), agent.url().to_owned()),
     ])
 }
 
@@ -506,7 +453,7 @@ fn agent_info(agent: &Agent) -> BTreeMap<String, String> {
 async fn run_scenario(
     plan: &Plan,
     s: &Scenario,
-    agent: &Agent,
+    agent: &AgentClient,
     scenario_id: &str,
     mut isolation: IsolationInfo,
     dataset: Option<&Dataset>,
@@ -761,53 +708,33 @@ fn print_telemetry(t: &TelemetrySummary) {
 
 async fn run_round(
     s: &Scenario,
-    agent: &Agent,
+    agent: &AgentClient,
     scenario_id: &str,
     round: u32,
     dataset: Option<&Dataset>,
     tokenizer: Option<&[u8]>,
     cancel: &CancellationToken,
 ) -> RoundRun {
-    let mut out = RoundRun {
-        records: Vec::new(),
-        health: None,
-        telemetry: Vec::new(),
-        duration_s: None,
-        error: None,
-    };
     let c = &s.config;
-    let req = v1::RunRoundRequest {
+    let req = RoundRequest {
         scenario_id: scenario_id.to_owned(),
         scenario_name: s.name.clone(),
         round,
-        workload: Some(workload_to_wire(&c.workload)),
-        load: Some(load_to_wire(&s.load_spec(round))),
+        workload: c.workload.clone(),
+        load: s.load_spec(round),
         model: c.model.clone(),
-        api: api_to_wire(c.api) as i32,
+        api: c.api,
         enforce_output_length: c.enforce_output_length,
-        conversations: match dataset {
-            Some(Dataset::Conversations(cs)) => cs.iter().map(conversation_to_wire).collect(),
-            _ => Vec::new(),
+        requests: match dataset {
+            Some(Dataset::Conversations(cs)) => RoundRequests::Conversations(cs.clone()),
+            Some(Dataset::Trace(t)) => RoundRequests::Trace {
+                entries: t.clone(),
+                use_timestamps: c.dataset.as_ref().is_some_and(|d| d.use_timestamps),
+                speedup: c.dataset.as_ref().map_or(1.0, |d| d.speedup),
+            },
+            None => RoundRequests::Generated,
         },
-        trace: match dataset {
-            Some(Dataset::Trace(t)) => t.iter().map(trace_to_wire).collect(),
-            _ => Vec::new(),
-        },
-        trace_timestamps: c.dataset.as_ref().is_some_and(|d| d.use_timestamps),
-        trace_speedup: c.dataset.as_ref().map_or(1.0, |d| d.speedup),
-        tokenizer_json: tokenizer.map(<[u8]>::to_vec).unwrap_or_default(),
-    };
-    let mut client = agent.client.clone();
-    let mut stream = match client.run_round(req).await {
-        Ok(r) => r.into_inner(),
-        Err(st) => {
-            out.error = Some(format!(
-                "agent {} refused the round: {}",
-                agent.name(),
-                st.message()
-            ));
-            return out;
-        }
+        tokenizer_json: tokenizer.map(<[u8]>::to_vec),
     };
     let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
     bar.set_style(
@@ -816,44 +743,13 @@ async fn run_round(
             .progress_chars("=> "),
     );
     bar.set_prefix(format!("{round}/{} ({})", s.rounds, round_label(s, round)));
-    let agent_name = agent.name().to_owned();
     let mut failed = 0u32;
-    loop {
-        let next = tokio::select! {
-            m = tokio::time::timeout(AGENT_SILENCE_LIMIT, stream.message()) => m,
-            _ = cancel.cancelled() => {
-                out.error = Some("cancelled by the user".into());
-                break;
-            }
-        };
-        let msg = match next {
-            Err(_) => {
-                out.error = Some(format!(
-                    "agent {agent_name} sent nothing for {} s: lost",
-                    AGENT_SILENCE_LIMIT.as_secs()
-                ));
-                break;
-            }
-            Ok(Err(st)) => {
-                out.error = Some(format!(
-                    "stream from agent {agent_name} broke: {}",
-                    st.message()
-                ));
-                break;
-            }
-            Ok(Ok(None)) => {
-                if out.duration_s.is_none() {
-                    out.error = Some(format!("agent {agent_name} ended the round early"));
-                }
-                break;
-            }
-            Ok(Ok(Some(m))) => m,
-        };
-        match msg.event {
-            Some(Event::Started(st)) if st.total_requests > 0 => {
+    let run = agent
+        .run_round(&req, cancel, |e| match e {
+            RoundEvent::Started(st) if st.total_requests > 0 => {
                 bar.set_length(u64::from(st.total_requests))
             }
-            Some(Event::Started(_)) => {
+            RoundEvent::Started(_) => {
                 // A round limited by duration: no total to count towards.
                 bar.set_style(
                     ProgressStyle::with_template(
@@ -862,33 +758,32 @@ async fn run_round(
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                 );
             }
-            Some(Event::Record(r)) => match record_from_wire(r, &s.name, round, &agent_name) {
-                Ok(rec) => {
-                    if rec.outcome != Outcome::Ok {
-                        failed += 1;
-                        bar.set_message(format!("{failed} failed"));
-                    }
-                    bar.inc(1);
-                    out.records.push(rec);
+            RoundEvent::Record(rec) => {
+                if rec.outcome != Outcome::Ok {
+                    failed += 1;
+                    bar.set_message(format!("{failed} failed"));
                 }
-                Err(e) => tracing::warn!(error = %e, "dropping a record the agent mangled"),
-            },
-            Some(Event::Progress(p)) => {
+                bar.inc(1);
+            }
+            RoundEvent::Progress(p) => {
                 bar.set_message(format!("{} in flight, {} failed", p.in_flight, p.failed));
             }
-            Some(Event::Telemetry(t)) => {
-                out.telemetry
-                    .push(telemetry_from_wire(t, round, &agent_name));
-            }
-            None => {}
-            Some(Event::Finished(f)) => {
-                out.duration_s = Some(f.duration_ms / 1000.0);
-                out.health = f.health.as_ref().map(health_from_wire);
-            }
-        }
-    }
+            RoundEvent::Telemetry(_) | RoundEvent::Finished(_) => {}
+        })
+        .await;
     bar.finish_and_clear();
-    out
+    let (duration_s, health, error) = match run.end {
+        RoundEnd::Finished(f) => (Some(f.duration_ms / 1000.0), f.health, None),
+        RoundEnd::Cancelled => (None, None, Some("cancelled by the user".to_owned())),
+        RoundEnd::Failed(e) => (None, None, Some(e)),
+    };
+    RoundRun {
+        records: run.records,
+        health,
+        telemetry: run.telemetry,
+        duration_s,
+        error,
+    }
 }
 
 #[derive(Serialize)]

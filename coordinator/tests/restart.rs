@@ -120,7 +120,7 @@ async fn clear_or_restart_on(sim_flag: &str) -> kvbench_coordinator::runner::Sce
     use std::collections::BTreeMap;
 
     use kvbench_common::plan::Endpoint;
-    use kvbench_coordinator::agents::Agent;
+    use kvbench_coordinator::agent_client::AgentClient;
     use kvbench_coordinator::runner::run_plan;
     use tokio_util::sync::CancellationToken;
 
@@ -171,7 +171,7 @@ async fn clear_or_restart_on(sim_flag: &str) -> kvbench_coordinator::runner::Sce
     assert!(ready, "the sim came up");
     agents.insert(
         Endpoint::Url(url.clone()),
-        Agent::connect(&handle.url()).await.expect("agent"),
+        AgentClient::connect(&handle.url()).await.expect("agent"),
     );
     let summary = run_plan(&plan, &agents, CancellationToken::new())
         .await

@@ -13,7 +13,7 @@ use kvbench_agent::gpu::FakeGpu;
 use kvbench_agent::telemetry::GpuChoice;
 use kvbench_agent::AgentConfig;
 use kvbench_common::plan::Endpoint;
-use kvbench_coordinator::agents::Agent;
+use kvbench_coordinator::agent_client::AgentClient;
 use kvbench_coordinator::runner::{run_plan, RunSummary};
 use kvbench_sim::SimConfig;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +24,7 @@ async fn run_with_gpu(
     dir: &TempDir,
     gpu: GpuChoice,
     scenario: &str,
-) -> (RunSummary, kvbench_proto::v1::HelloResponse) {
+) -> (RunSummary, kvbench_common::agent::AgentInfo) {
     let mut t = kvbench_agent::telemetry::TelemetryConfig {
         gpu,
         ..Default::default()
@@ -39,7 +39,7 @@ async fn run_with_telemetry(
     dir: &TempDir,
     telemetry: kvbench_agent::telemetry::TelemetryConfig,
     scenario: &str,
-) -> (RunSummary, kvbench_proto::v1::HelloResponse) {
+) -> (RunSummary, kvbench_common::agent::AgentInfo) {
     let sim = kvbench_sim::spawn(SimConfig::default())
         .await
         .expect("sim starts");
@@ -55,8 +55,10 @@ async fn run_with_telemetry(
         "plan.yaml",
         "output_dir: out\nwait_between_scenarios: 0\ntest_scenarios:\n  - {name: telemetry, config_file: s.yaml, scenario: long_context_high_reuse, rounds: 2, concurrency: 3}\n",
     ));
-    let a = Agent::connect(&agent.url()).await.expect("agent answers");
-    let hello = a.hello.clone();
+    let a = AgentClient::connect(&agent.url())
+        .await
+        .expect("agent answers");
+    let hello = a.info().clone();
     let mut agents = BTreeMap::new();
     agents.insert(Endpoint::Url(url), a);
     let summary = run_plan(&plan, &agents, CancellationToken::new())
@@ -196,11 +198,8 @@ async fn without_nvml_there_is_one_note_and_no_gpu_section() {
     .await;
     assert_eq!(summary.failed(), 0, "no NVML never fails a round");
     assert!(hello.gpus.is_empty());
-    assert!(
-        hello.gpu_note.starts_with("NVML unavailable"),
-        "{}",
-        hello.gpu_note
-    );
+    let note = hello.gpu_note.clone().unwrap_or_default();
+    assert!(note.starts_with("NVML unavailable"), "{note}");
     for round in &summary.scenarios[0].stats.rounds {
         let t = round
             .telemetry

@@ -1,5 +1,17 @@
-//! The one place where wire types become domain types and back.
+//! The one place where wire types become domain types and back: `From` for domain -> wire,
+//! `TryFrom` (or `From` where every wire value has a meaning) for wire -> domain. The
+//! domain types are in `kvbench_common::agent` and the modules it names.
+//!
+//! Records and telemetry samples carry their scenario, round and agent once per stream, not
+//! per message: from the wire they come with those fields empty, and the coordinator's agent
+//! client fills them in.
 
+use std::collections::BTreeMap;
+
+use kvbench_common::agent::{
+    AgentInfo, ClearOutcome, ColdProbe, GpuInfo, Progress, RestartError, RestartOutcome,
+    RoundEvent, RoundFinished, RoundRequest, RoundRequests, RoundStarted,
+};
 use kvbench_common::dataset::TraceEntry;
 use kvbench_common::load::{Arrivals, LoadSpec, RampStrategy, Rate};
 use kvbench_common::plan::ApiFlavor;
@@ -13,15 +25,32 @@ use kvbench_common::workload::{
 
 use crate::v1;
 
-/// A wire value that has no domain meaning (an unspecified or unknown enum value).
+/// A wire message that has no domain meaning: a missing field, an unspecified or unknown
+/// enum value, a value out of its domain.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("invalid {field}: {value}")]
+#[error("invalid {field}: {reason}")]
 pub struct InvalidWire {
     pub field: &'static str,
-    pub value: i32,
+    pub reason: String,
 }
 
-pub fn workload_kind_to_wire(k: WorkloadKind) -> v1::WorkloadKind {
+impl InvalidWire {
+    fn value(field: &'static str, value: i32) -> InvalidWire {
+        InvalidWire {
+            field,
+            reason: format!("unknown value {value}"),
+        }
+    }
+
+    fn missing(field: &'static str) -> InvalidWire {
+        InvalidWire {
+            field,
+            reason: "missing".into(),
+        }
+    }
+}
+
+fn workload_kind_to_wire(k: WorkloadKind) -> v1::WorkloadKind {
     match k {
         WorkloadKind::LongContextHighReuse => v1::WorkloadKind::LongContextHighReuse,
         WorkloadKind::MultiTurnConversation => v1::WorkloadKind::MultiTurnConversation,
@@ -31,11 +60,8 @@ pub fn workload_kind_to_wire(k: WorkloadKind) -> v1::WorkloadKind {
     }
 }
 
-pub fn workload_kind_from_wire(v: i32) -> Result<WorkloadKind, InvalidWire> {
-    let bad = InvalidWire {
-        field: "workload kind",
-        value: v,
-    };
+fn workload_kind_from_wire(v: i32) -> Result<WorkloadKind, InvalidWire> {
+    let bad = InvalidWire::value("workload kind", v);
     Ok(
         match v1::WorkloadKind::try_from(v).map_err(|_| bad.clone())? {
             v1::WorkloadKind::LongContextHighReuse => WorkloadKind::LongContextHighReuse,
@@ -48,21 +74,18 @@ pub fn workload_kind_from_wire(v: i32) -> Result<WorkloadKind, InvalidWire> {
     )
 }
 
-pub fn api_to_wire(a: ApiFlavor) -> v1::ApiFlavor {
+fn api_to_wire(a: ApiFlavor) -> v1::ApiFlavor {
     match a {
         ApiFlavor::Chat => v1::ApiFlavor::Chat,
         ApiFlavor::Completions => v1::ApiFlavor::Completions,
     }
 }
 
-pub fn api_from_wire(v: i32) -> Result<ApiFlavor, InvalidWire> {
+fn api_from_wire(v: i32) -> Result<ApiFlavor, InvalidWire> {
     match v1::ApiFlavor::try_from(v) {
         Ok(v1::ApiFlavor::Chat) => Ok(ApiFlavor::Chat),
         Ok(v1::ApiFlavor::Completions) => Ok(ApiFlavor::Completions),
-        _ => Err(InvalidWire {
-            field: "api flavour",
-            value: v,
-        }),
+        _ => Err(InvalidWire::value("api flavour", v)),
     }
 }
 
@@ -109,14 +132,11 @@ fn order_from_wire(v: i32) -> Result<DocumentOrder, InvalidWire> {
         Ok(v1::DocumentOrder::Grouped) => Ok(DocumentOrder::Grouped),
         Ok(v1::DocumentOrder::Interleaved) => Ok(DocumentOrder::Interleaved),
         Ok(v1::DocumentOrder::Random) => Ok(DocumentOrder::Random),
-        _ => Err(InvalidWire {
-            field: "document order",
-            value: v,
-        }),
+        _ => Err(InvalidWire::value("document order", v)),
     }
 }
 
-pub fn workload_to_wire(w: &WorkloadSpec) -> v1::WorkloadSpec {
+fn workload_to_wire(w: &WorkloadSpec) -> v1::WorkloadSpec {
     let p = &w.params;
     v1::WorkloadSpec {
         kind: workload_kind_to_wire(w.kind) as i32,
@@ -141,7 +161,7 @@ pub fn workload_to_wire(w: &WorkloadSpec) -> v1::WorkloadSpec {
     }
 }
 
-pub fn workload_from_wire(w: &v1::WorkloadSpec) -> Result<WorkloadSpec, InvalidWire> {
+fn workload_from_wire(w: &v1::WorkloadSpec) -> Result<WorkloadSpec, InvalidWire> {
     let p = w.params.unwrap_or_default();
     Ok(WorkloadSpec {
         kind: workload_kind_from_wire(w.kind)?,
@@ -166,7 +186,7 @@ pub fn workload_from_wire(w: &v1::WorkloadSpec) -> Result<WorkloadSpec, InvalidW
     })
 }
 
-pub fn outcome_to_wire(o: Outcome) -> v1::Outcome {
+fn outcome_to_wire(o: Outcome) -> v1::Outcome {
     match o {
         Outcome::Ok => v1::Outcome::Ok,
         Outcome::ConnectError => v1::Outcome::ConnectError,
@@ -183,11 +203,8 @@ pub fn outcome_to_wire(o: Outcome) -> v1::Outcome {
     }
 }
 
-pub fn outcome_from_wire(v: i32) -> Result<Outcome, InvalidWire> {
-    let bad = InvalidWire {
-        field: "outcome",
-        value: v,
-    };
+fn outcome_from_wire(v: i32) -> Result<Outcome, InvalidWire> {
+    let bad = InvalidWire::value("outcome", v);
     Ok(match v1::Outcome::try_from(v).map_err(|_| bad.clone())? {
         v1::Outcome::Ok => Outcome::Ok,
         v1::Outcome::ConnectError => Outcome::ConnectError,
@@ -206,7 +223,7 @@ pub fn outcome_from_wire(v: i32) -> Result<Outcome, InvalidWire> {
 }
 
 /// The wire form of a record. Scenario, round and agent travel once per stream, not per record.
-pub fn record_to_wire(r: &RequestRecord) -> v1::RequestRecord {
+fn record_to_wire(r: &RequestRecord) -> v1::RequestRecord {
     v1::RequestRecord {
         request_id: r.request_id,
         conversation_id: r.conversation_id,
@@ -233,17 +250,12 @@ pub fn record_to_wire(r: &RequestRecord) -> v1::RequestRecord {
     }
 }
 
-/// A record from the wire, with the stream's scenario, round and agent.
-pub fn record_from_wire(
-    r: v1::RequestRecord,
-    scenario: &str,
-    round: u32,
-    agent: &str,
-) -> Result<RequestRecord, InvalidWire> {
+/// A record from the wire; scenario, round and agent empty (see the module's doc).
+fn record_from_wire(r: v1::RequestRecord) -> Result<RequestRecord, InvalidWire> {
     Ok(RequestRecord {
-        scenario: scenario.to_owned(),
-        round,
-        agent: agent.to_owned(),
+        scenario: String::new(),
+        round: 0,
+        agent: String::new(),
         request_id: r.request_id,
         conversation_id: r.conversation_id,
         turn: r.turn,
@@ -269,7 +281,7 @@ pub fn record_from_wire(
     })
 }
 
-pub fn load_to_wire(l: &LoadSpec) -> v1::LoadSpec {
+fn load_to_wire(l: &LoadSpec) -> v1::LoadSpec {
     let mut w = v1::LoadSpec {
         concurrency: 0,
         ttft_timeout_s: l.ttft_timeout_s,
@@ -313,7 +325,7 @@ pub fn load_to_wire(l: &LoadSpec) -> v1::LoadSpec {
 }
 
 /// A load spec from the wire; the message says which field is wrong.
-pub fn load_from_wire(w: &v1::LoadSpec) -> Result<LoadSpec, String> {
+fn load_from_wire(w: &v1::LoadSpec) -> Result<LoadSpec, String> {
     let positive = |v: f64, what: &str| {
         if v.is_finite() && v > 0.0 {
             Ok(v)
@@ -361,7 +373,7 @@ pub fn load_from_wire(w: &v1::LoadSpec) -> Result<LoadSpec, String> {
     })
 }
 
-pub fn health_to_wire(h: &AgentHealth) -> v1::AgentHealth {
+fn health_to_wire(h: &AgentHealth) -> v1::AgentHealth {
     v1::AgentHealth {
         event_loop_lag_p99_ms: h.event_loop_lag_p99_ms,
         host_cpu_busy: h.host_cpu_busy,
@@ -376,7 +388,7 @@ pub fn health_to_wire(h: &AgentHealth) -> v1::AgentHealth {
     }
 }
 
-pub fn health_from_wire(w: &v1::AgentHealth) -> AgentHealth {
+fn health_from_wire(w: &v1::AgentHealth) -> AgentHealth {
     AgentHealth {
         event_loop_lag_p99_ms: w.event_loop_lag_p99_ms,
         host_cpu_busy: w.host_cpu_busy,
@@ -391,7 +403,7 @@ pub fn health_from_wire(w: &v1::AgentHealth) -> AgentHealth {
     }
 }
 
-pub fn conversation_to_wire(c: &Conversation) -> v1::Conversation {
+fn conversation_to_wire(c: &Conversation) -> v1::Conversation {
     v1::Conversation {
         id: c.id,
         first_request_id: c.first_request_id,
@@ -411,7 +423,7 @@ pub fn conversation_to_wire(c: &Conversation) -> v1::Conversation {
     }
 }
 
-pub fn conversation_from_wire(c: v1::Conversation) -> Conversation {
+fn conversation_from_wire(c: v1::Conversation) -> Conversation {
     Conversation {
         id: c.id,
         first_request_id: c.first_request_id,
@@ -424,7 +436,7 @@ pub fn conversation_from_wire(c: v1::Conversation) -> Conversation {
     }
 }
 
-pub fn trace_to_wire(e: &TraceEntry) -> v1::TraceEntry {
+fn trace_to_wire(e: &TraceEntry) -> v1::TraceEntry {
     v1::TraceEntry {
         timestamp: e.timestamp,
         input_length: e.input_length,
@@ -433,7 +445,7 @@ pub fn trace_to_wire(e: &TraceEntry) -> v1::TraceEntry {
     }
 }
 
-pub fn trace_from_wire(e: v1::TraceEntry) -> TraceEntry {
+fn trace_from_wire(e: v1::TraceEntry) -> TraceEntry {
     TraceEntry {
         timestamp: e.timestamp,
         input_length: e.input_length,
@@ -442,15 +454,359 @@ pub fn trace_from_wire(e: v1::TraceEntry) -> TraceEntry {
     }
 }
 
-/// A telemetry sample from the wire, with the stream's round and agent.
-pub fn telemetry_from_wire(t: v1::TelemetrySample, round: u32, agent: &str) -> TelemetrySample {
-    TelemetrySample {
-        round,
-        agent: agent.to_owned(),
-        t_ms: t.t_ms,
-        source: t.source,
-        values: t.values.into_iter().collect(),
-        notes: t.notes,
+// ---- Aggregates: the From / TryFrom impls the adapters use. ----
+
+impl From<&WorkloadSpec> for v1::WorkloadSpec {
+    fn from(w: &WorkloadSpec) -> Self {
+        workload_to_wire(w)
+    }
+}
+
+impl TryFrom<&v1::WorkloadSpec> for WorkloadSpec {
+    type Error = InvalidWire;
+    fn try_from(w: &v1::WorkloadSpec) -> Result<Self, InvalidWire> {
+        workload_from_wire(w)
+    }
+}
+
+impl From<&LoadSpec> for v1::LoadSpec {
+    fn from(l: &LoadSpec) -> Self {
+        load_to_wire(l)
+    }
+}
+
+impl TryFrom<&v1::LoadSpec> for LoadSpec {
+    type Error = InvalidWire;
+    fn try_from(l: &v1::LoadSpec) -> Result<Self, InvalidWire> {
+        load_from_wire(l).map_err(|reason| InvalidWire {
+            field: "load",
+            reason,
+        })
+    }
+}
+
+impl From<&RoundRequest> for v1::RunRoundRequest {
+    fn from(r: &RoundRequest) -> Self {
+        let mut w = v1::RunRoundRequest {
+            scenario_id: r.scenario_id.clone(),
+            scenario_name: r.scenario_name.clone(),
+            round: r.round,
+            workload: Some(workload_to_wire(&r.workload)),
+            load: Some(load_to_wire(&r.load)),
+            model: r.model.clone(),
+            api: api_to_wire(r.api) as i32,
+            enforce_output_length: r.enforce_output_length,
+            conversations: Vec::new(),
+            trace: Vec::new(),
+            trace_timestamps: false,
+            trace_speedup: 1.0,
+            tokenizer_json: r.tokenizer_json.clone().unwrap_or_default(),
+        };
+        match &r.requests {
+            RoundRequests::Generated => {}
+            RoundRequests::Conversations(cs) => {
+                w.conversations = cs.iter().map(conversation_to_wire).collect()
+            }
+            RoundRequests::Trace {
+                entries,
+                use_timestamps,
+                speedup,
+            } => {
+                w.trace = entries.iter().map(trace_to_wire).collect();
+                w.trace_timestamps = *use_timestamps;
+                w.trace_speedup = *speedup;
+            }
+        }
+        w
+    }
+}
+
+impl TryFrom<v1::RunRoundRequest> for RoundRequest {
+    type Error = InvalidWire;
+    fn try_from(r: v1::RunRoundRequest) -> Result<Self, InvalidWire> {
+        let workload = r
+            .workload
+            .as_ref()
+            .ok_or(InvalidWire::missing("workload"))?;
+        let requests = match (r.conversations.is_empty(), r.trace.is_empty()) {
+            (true, true) => RoundRequests::Generated,
+            (false, true) => RoundRequests::Conversations(
+                r.conversations
+                    .into_iter()
+                    .map(conversation_from_wire)
+                    .collect(),
+            ),
+            (true, false) => RoundRequests::Trace {
+                entries: r.trace.into_iter().map(trace_from_wire).collect(),
+                use_timestamps: r.trace_timestamps,
+                speedup: if r.trace_speedup > 0.0 && r.trace_speedup.is_finite() {
+                    r.trace_speedup
+                } else {
+                    1.0
+                },
+            },
+            (false, false) => {
+                return Err(InvalidWire {
+                    field: "requests",
+                    reason: "conversations and trace are exclusive".into(),
+                })
+            }
+        };
+        Ok(RoundRequest {
+            scenario_id: r.scenario_id,
+            scenario_name: r.scenario_name,
+            round: r.round,
+            workload: workload_from_wire(workload)?,
+            load: LoadSpec::try_from(&r.load.unwrap_or_default())?,
+            model: r.model,
+            api: api_from_wire(r.api)?,
+            enforce_output_length: r.enforce_output_length,
+            requests,
+            tokenizer_json: (!r.tokenizer_json.is_empty()).then_some(r.tokenizer_json),
+        })
+    }
+}
+
+impl From<&RequestRecord> for v1::RequestRecord {
+    fn from(r: &RequestRecord) -> Self {
+        record_to_wire(r)
+    }
+}
+
+impl TryFrom<v1::RequestRecord> for RequestRecord {
+    type Error = InvalidWire;
+    fn try_from(r: v1::RequestRecord) -> Result<Self, InvalidWire> {
+        record_from_wire(r)
+    }
+}
+
+impl From<&AgentHealth> for v1::AgentHealth {
+    fn from(h: &AgentHealth) -> Self {
+        health_to_wire(h)
+    }
+}
+
+impl From<&v1::AgentHealth> for AgentHealth {
+    fn from(h: &v1::AgentHealth) -> Self {
+        health_from_wire(h)
+    }
+}
+
+impl From<&TelemetrySample> for v1::TelemetrySample {
+    fn from(t: &TelemetrySample) -> Self {
+        v1::TelemetrySample {
+            t_ms: t.t_ms,
+            source: t.source.clone(),
+            values: t.values.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            notes: t.notes.clone(),
+        }
+    }
+}
+
+/// A telemetry sample from the wire; round and agent empty (see the module's doc).
+impl From<v1::TelemetrySample> for TelemetrySample {
+    fn from(t: v1::TelemetrySample) -> Self {
+        TelemetrySample {
+            round: 0,
+            agent: String::new(),
+            t_ms: t.t_ms,
+            source: t.source,
+            values: t.values.into_iter().collect(),
+            notes: t.notes,
+        }
+    }
+}
+
+impl From<&RoundEvent> for v1::RoundEvent {
+    fn from(e: &RoundEvent) -> Self {
+        use v1::round_event::Event;
+        let event = match e {
+            RoundEvent::Started(s) => Event::Started(v1::RoundStarted {
+                total_requests: s.total_requests,
+                wall_clock_anchor_us: s.wall_clock_anchor_us,
+            }),
+            RoundEvent::Record(r) => Event::Record(record_to_wire(r)),
+            RoundEvent::Progress(p) => Event::Progress(v1::Progress {
+                completed: p.completed,
+                failed: p.failed,
+                in_flight: p.in_flight,
+                total: p.total,
+            }),
+            RoundEvent::Telemetry(t) => Event::Telemetry(t.into()),
+            RoundEvent::Finished(f) => Event::Finished(v1::RoundFinished {
+                duration_ms: f.duration_ms,
+                sent: f.sent,
+                health: f.health.as_ref().map(health_to_wire),
+            }),
+        };
+        v1::RoundEvent { event: Some(event) }
+    }
+}
+
+impl TryFrom<v1::RoundEvent> for RoundEvent {
+    type Error = InvalidWire;
+    fn try_from(e: v1::RoundEvent) -> Result<Self, InvalidWire> {
+        use v1::round_event::Event;
+        Ok(match e.event.ok_or(InvalidWire::missing("round event"))? {
+            Event::Started(s) => RoundEvent::Started(RoundStarted {
+                total_requests: s.total_requests,
+                wall_clock_anchor_us: s.wall_clock_anchor_us,
+            }),
+            Event::Record(r) => RoundEvent::Record(record_from_wire(r)?),
+            Event::Progress(p) => RoundEvent::Progress(Progress {
+                completed: p.completed,
+                failed: p.failed,
+                in_flight: p.in_flight,
+                total: p.total,
+            }),
+            Event::Telemetry(t) => RoundEvent::Telemetry(t.into()),
+            Event::Finished(f) => RoundEvent::Finished(RoundFinished {
+                duration_ms: f.duration_ms,
+                sent: f.sent,
+                health: f.health.as_ref().map(health_from_wire),
+            }),
+        })
+    }
+}
+
+impl From<&GpuInfo> for v1::GpuInfo {
+    fn from(g: &GpuInfo) -> Self {
+        v1::GpuInfo {
+            index: g.index,
+            name: g.name.clone(),
+            uuid: g.uuid.clone(),
+            memory_total_bytes: g.memory_total_bytes,
+        }
+    }
+}
+
+impl From<v1::GpuInfo> for GpuInfo {
+    fn from(g: v1::GpuInfo) -> Self {
+        GpuInfo {
+            index: g.index,
+            name: g.name,
+            uuid: g.uuid,
+            memory_total_bytes: g.memory_total_bytes,
+        }
+    }
+}
+
+impl From<&AgentInfo> for v1::HelloResponse {
+    fn from(a: &AgentInfo) -> Self {
+        v1::HelloResponse {
+            protocol_version: a.protocol_version,
+            agent_version: a.agent_version.clone(),
+            hostname: a.hostname.clone(),
+            agent_name: a.agent_name.clone(),
+            labels: a
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            gpus: a.gpus.iter().map(v1::GpuInfo::from).collect(),
+            engine_display: a.engine_display.clone(),
+            gpu_note: a.gpu_note.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl From<v1::HelloResponse> for AgentInfo {
+    fn from(h: v1::HelloResponse) -> Self {
+        AgentInfo {
+            protocol_version: h.protocol_version,
+            agent_version: h.agent_version,
+            hostname: h.hostname,
+            agent_name: h.agent_name,
+            labels: h.labels.into_iter().collect::<BTreeMap<_, _>>(),
+            gpus: h.gpus.into_iter().map(GpuInfo::from).collect(),
+            engine_display: h.engine_display,
+            gpu_note: (!h.gpu_note.is_empty()).then_some(h.gpu_note),
+        }
+    }
+}
+
+impl From<&ColdProbe> for v1::ColdProbe {
+    fn from(p: &ColdProbe) -> Self {
+        v1::ColdProbe {
+            prompt_tokens: p.prompt_tokens,
+            cached_tokens: p.cached_tokens,
+            counter_hits: p.counter_hits,
+            counter_queries: p.counter_queries,
+            error: p.error.clone(),
+        }
+    }
+}
+
+impl From<v1::ColdProbe> for ColdProbe {
+    fn from(p: v1::ColdProbe) -> Self {
+        ColdProbe {
+            prompt_tokens: p.prompt_tokens,
+            cached_tokens: p.cached_tokens,
+            counter_hits: p.counter_hits,
+            counter_queries: p.counter_queries,
+            error: p.error,
+        }
+    }
+}
+
+impl From<&ClearOutcome> for v1::ClearCacheResponse {
+    fn from(c: &ClearOutcome) -> Self {
+        v1::ClearCacheResponse {
+            success: c.success,
+            detail: c.detail.clone(),
+            took_ms: c.took_ms,
+            probe: c.probe.as_ref().map(v1::ColdProbe::from),
+        }
+    }
+}
+
+impl From<v1::ClearCacheResponse> for ClearOutcome {
+    fn from(c: v1::ClearCacheResponse) -> Self {
+        ClearOutcome {
+            success: c.success,
+            detail: c.detail,
+            took_ms: c.took_ms,
+            probe: c.probe.map(ColdProbe::from),
+        }
+    }
+}
+
+impl From<&RestartOutcome> for v1::RestartEngineResponse {
+    fn from(r: &RestartOutcome) -> Self {
+        v1::RestartEngineResponse {
+            success: r.error.is_none(),
+            error_class: r.error.map(|e| e.label().to_owned()).unwrap_or_default(),
+            detail: r.detail.clone(),
+            took_ms: r.took_ms,
+        }
+    }
+}
+
+impl TryFrom<v1::RestartEngineResponse> for RestartOutcome {
+    type Error = InvalidWire;
+    fn try_from(r: v1::RestartEngineResponse) -> Result<Self, InvalidWire> {
+        let error = if r.success {
+            None
+        } else {
+            Some(
+                RestartError::from_label(&r.error_class).ok_or_else(|| InvalidWire {
+                    field: "restart error class",
+                    reason: format!("unknown class {:?}", r.error_class),
+                })?,
+            )
+        };
+        Ok(RestartOutcome {
+            error,
+            detail: r.detail,
+            took_ms: r.took_ms,
+        })
+    }
+}
+
+/// An outcome's wire value (tests that speak the wire directly compare with it).
+impl From<Outcome> for v1::Outcome {
+    fn from(o: Outcome) -> Self {
+        outcome_to_wire(o)
     }
 }
 
@@ -511,7 +867,7 @@ mod tests {
             },
         ];
         for l in specs {
-            assert_eq!(load_from_wire(&load_to_wire(&l)), Ok(l));
+            assert_eq!(LoadSpec::try_from(&v1::LoadSpec::from(&l)), Ok(l));
         }
     }
 
@@ -530,7 +886,10 @@ mod tests {
                 ..Default::default()
             },
         };
-        assert_eq!(workload_from_wire(&workload_to_wire(&w)), Ok(w.clone()));
+        assert_eq!(
+            WorkloadSpec::try_from(&v1::WorkloadSpec::from(&w)),
+            Ok(w.clone())
+        );
         for (output, order) in [
             (
                 OutputDist::Uniform { min: 3, max: 9 },
@@ -554,7 +913,379 @@ mod tests {
             let mut x = w.clone();
             x.output = output;
             x.params.order = Some(order);
-            assert_eq!(workload_from_wire(&workload_to_wire(&x)), Ok(x));
+            assert_eq!(WorkloadSpec::try_from(&v1::WorkloadSpec::from(&x)), Ok(x));
         }
+    }
+
+    // ---- Every wire <-> domain conversion round-trips (property tests). ----
+
+    use proptest::collection::vec;
+    use proptest::option;
+    use proptest::prelude::*;
+
+    fn ms() -> impl Strategy<Value = f64> {
+        0.0..1e7f64
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        "[a-zé中 ]{0,12}"
+    }
+
+    fn outcome() -> impl Strategy<Value = Outcome> {
+        prop::sample::select(Outcome::ALL.to_vec())
+    }
+
+    /// A record as an agent sends it: scenario, round and agent travel per stream, so they
+    /// are empty here.
+    fn record() -> impl Strategy<Value = RequestRecord> {
+        (
+            (any::<u32>(), any::<u32>(), any::<u32>(), any::<bool>()),
+            (ms(), ms(), ms(), option::of(ms()), option::of(ms())),
+            (vec(ms(), 0..5), ms(), any::<u32>()),
+            (
+                option::of(any::<u32>()),
+                option::of(any::<u32>()),
+                any::<u32>(),
+            ),
+            (
+                option::of(any::<u32>()),
+                text(),
+                option::of(ms()),
+                any::<bool>(),
+            ),
+            (outcome(), text(), option::of(any::<u16>())),
+        )
+            .prop_map(|(a, b, c, d, e, f)| RequestRecord {
+                scenario: String::new(),
+                round: 0,
+                agent: String::new(),
+                request_id: a.0,
+                conversation_id: a.1,
+                turn: a.2,
+                warmup: a.3,
+                scheduled_ms: b.0,
+                queue_ms: b.1,
+                sent_ms: b.2,
+                first_byte_ms: b.3,
+                first_token_ms: b.4,
+                chunk_offsets_ms: c.0,
+                end_ms: c.1,
+                prompt_tokens_client: c.2,
+                prompt_tokens: d.0,
+                output_tokens: d.1,
+                output_chunks: d.2,
+                cached_tokens: e.0,
+                finish_reason: e.1,
+                engine_ttft_ms: e.2,
+                first_touch: e.3,
+                outcome: f.0,
+                error: f.1,
+                http_status: f.2,
+            })
+    }
+
+    fn health() -> impl Strategy<Value = AgentHealth> {
+        (
+            (ms(), ms(), ms(), ms(), ms()),
+            (any::<u32>(), any::<u64>(), any::<bool>(), text()),
+        )
+            .prop_map(|(a, b)| AgentHealth {
+                event_loop_lag_p99_ms: a.0,
+                host_cpu_busy: a.1,
+                coalesced_chunk_share: a.2,
+                event_loop_lag_max_ms: a.3,
+                dispatch_lag_p99_ms: a.4,
+                cpu_seconds: a.0 / 3.0,
+                worker_threads: b.0,
+                peak_rss_bytes: b.1,
+                generator_saturated: b.2,
+                saturation_reason: b.3,
+            })
+    }
+
+    fn sample() -> impl Strategy<Value = TelemetrySample> {
+        (
+            ms(),
+            text(),
+            prop::collection::btree_map(text(), ms(), 0..4),
+            vec(text(), 0..3),
+        )
+            .prop_map(|(t_ms, source, values, notes)| TelemetrySample {
+                round: 0,
+                agent: String::new(),
+                t_ms,
+                source,
+                values,
+                notes,
+            })
+    }
+
+    fn event() -> impl Strategy<Value = RoundEvent> {
+        prop_oneof![
+            (any::<u32>(), any::<i64>()).prop_map(|(t, a)| RoundEvent::Started(RoundStarted {
+                total_requests: t,
+                wall_clock_anchor_us: a
+            })),
+            record().prop_map(RoundEvent::Record),
+            (any::<u32>(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|p| {
+                RoundEvent::Progress(Progress {
+                    completed: p.0,
+                    failed: p.1,
+                    in_flight: p.2,
+                    total: p.3,
+                })
+            }),
+            sample().prop_map(RoundEvent::Telemetry),
+            (ms(), any::<u32>(), option::of(health())).prop_map(|(d, sent, health)| {
+                RoundEvent::Finished(RoundFinished {
+                    duration_ms: d,
+                    sent,
+                    health,
+                })
+            }),
+        ]
+    }
+
+    fn gpu() -> impl Strategy<Value = GpuInfo> {
+        (any::<u32>(), text(), text(), any::<u64>()).prop_map(|(index, name, uuid, m)| GpuInfo {
+            index,
+            name,
+            uuid,
+            memory_total_bytes: m,
+        })
+    }
+
+    fn agent_info() -> impl Strategy<Value = AgentInfo> {
+        (
+            (any::<u32>(), text(), text(), text()),
+            prop::collection::btree_map(text(), text(), 0..4),
+            vec(gpu(), 0..3),
+            text(),
+            option::of("[a-z ]{1,10}"),
+        )
+            .prop_map(|(a, labels, gpus, engine_display, gpu_note)| AgentInfo {
+                protocol_version: a.0,
+                agent_version: a.1,
+                hostname: a.2,
+                agent_name: a.3,
+                labels,
+                gpus,
+                engine_display,
+                gpu_note,
+            })
+    }
+
+    fn probe() -> impl Strategy<Value = ColdProbe> {
+        (
+            any::<u32>(),
+            option::of(any::<u32>()),
+            option::of(ms()),
+            option::of(ms()),
+            text(),
+        )
+            .prop_map(|p| ColdProbe {
+                prompt_tokens: p.0,
+                cached_tokens: p.1,
+                counter_hits: p.2,
+                counter_queries: p.3,
+                error: p.4,
+            })
+    }
+
+    fn workload() -> impl Strategy<Value = WorkloadSpec> {
+        let kinds = prop::sample::select(WorkloadKind::ALL.to_vec());
+        let outputs = prop_oneof![
+            Just(OutputDist::Fixed),
+            (any::<u32>(), any::<u32>()).prop_map(|(min, max)| OutputDist::Uniform { min, max }),
+            (ms(), ms()).prop_map(|(mean, std)| OutputDist::Normal { mean, std }),
+            (ms(), ms()).prop_map(|(mean, sigma)| OutputDist::Lognormal { mean, sigma }),
+        ];
+        let orders = option::of(prop::sample::select(vec![
+            DocumentOrder::Grouped,
+            DocumentOrder::Interleaved,
+            DocumentOrder::Random,
+        ]));
+        let o = || option::of(any::<u32>());
+        (
+            (kinds, any::<u64>(), any::<u32>(), any::<u32>(), outputs),
+            (o(), o(), o(), o(), o(), o()),
+            (o(), o(), o(), o(), orders, o()),
+        )
+            .prop_map(|(a, b, c)| WorkloadSpec {
+                kind: a.0,
+                seed: a.1,
+                num_requests: a.2,
+                output_tokens: a.3,
+                output: a.4,
+                params: WorkloadParams {
+                    documents: b.0,
+                    document_tokens: b.1,
+                    question_tokens: b.2,
+                    conversations: b.3,
+                    turns: b.4,
+                    system_tokens: b.5,
+                    user_tokens: c.0,
+                    context_tokens: c.1,
+                    instruction_tokens: c.2,
+                    prompt_tokens: c.3,
+                    order: c.4,
+                    think_time_ms: c.5,
+                },
+            })
+    }
+
+    fn load() -> impl Strategy<Value = LoadSpec> {
+        let positive = || 0.001..1e6f64;
+        let rate = prop_oneof![
+            positive().prop_map(Rate::Fixed),
+            (any::<bool>(), positive(), positive()).prop_map(|(lin, start, end)| Rate::Ramp {
+                strategy: if lin {
+                    RampStrategy::Linear
+                } else {
+                    RampStrategy::Exponential
+                },
+                start,
+                end,
+            }),
+        ];
+        let arrivals = prop_oneof![
+            (1..u32::MAX).prop_map(|concurrency| Arrivals::Closed { concurrency }),
+            (rate, positive(), option::of(1..u32::MAX)).prop_map(|(rate, b, m)| {
+                Arrivals::Open {
+                    rate,
+                    burstiness: b,
+                    max_concurrency: m,
+                }
+            }),
+        ];
+        (
+            arrivals,
+            option::of(positive()),
+            any::<u32>(),
+            positive(),
+            positive(),
+        )
+            .prop_map(|(arrivals, duration_s, w, t, i)| LoadSpec {
+                arrivals,
+                duration_s,
+                warmup_requests: w,
+                ttft_timeout_s: t,
+                idle_timeout_s: i,
+            })
+    }
+
+    fn conversation() -> impl Strategy<Value = Conversation> {
+        (
+            (any::<u32>(), any::<u32>(), option::of(text())),
+            vec(text(), 0..3),
+            vec(any::<u32>(), 0..3),
+            any::<u32>(),
+            vec((text(), text()), 0..2),
+            option::of(ms()),
+        )
+            .prop_map(
+                |(a, user_turns, max_tokens, think, prefix, due_ms)| Conversation {
+                    id: a.0,
+                    first_request_id: a.1,
+                    system: a.2,
+                    user_turns,
+                    max_tokens,
+                    think_time_ms: think,
+                    prefix,
+                    due_ms,
+                },
+            )
+    }
+
+    fn requests() -> impl Strategy<Value = RoundRequests> {
+        let entry =
+            (ms(), any::<u32>(), any::<u32>(), vec(any::<u64>(), 0..4)).prop_map(|e| TraceEntry {
+                timestamp: e.0,
+                input_length: e.1,
+                output_length: e.2,
+                hash_ids: e.3,
+            });
+        prop_oneof![
+            Just(RoundRequests::Generated),
+            vec(conversation(), 1..3).prop_map(RoundRequests::Conversations),
+            (vec(entry, 1..3), any::<bool>(), 0.01..100.0f64).prop_map(|(e, u, s)| {
+                RoundRequests::Trace {
+                    entries: e,
+                    use_timestamps: u,
+                    speedup: s,
+                }
+            }),
+        ]
+    }
+
+    fn round_request() -> impl Strategy<Value = RoundRequest> {
+        (
+            (text(), text(), 1..100u32, workload(), load()),
+            (text(), any::<bool>(), any::<bool>(), requests()),
+            option::of(vec(any::<u8>(), 1..8)),
+        )
+            .prop_map(|(a, b, tokenizer_json)| RoundRequest {
+                scenario_id: a.0,
+                scenario_name: a.1,
+                round: a.2,
+                workload: a.3,
+                load: a.4,
+                model: b.0,
+                api: if b.1 {
+                    ApiFlavor::Chat
+                } else {
+                    ApiFlavor::Completions
+                },
+                enforce_output_length: b.2,
+                requests: b.3,
+                tokenizer_json,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn round_events_round_trip(e in event()) {
+            prop_assert_eq!(RoundEvent::try_from(v1::RoundEvent::from(&e)), Ok(e));
+        }
+
+        #[test]
+        fn round_requests_round_trip(r in round_request()) {
+            prop_assert_eq!(RoundRequest::try_from(v1::RunRoundRequest::from(&r)), Ok(r));
+        }
+
+        #[test]
+        fn agent_info_round_trips(a in agent_info()) {
+            prop_assert_eq!(AgentInfo::from(v1::HelloResponse::from(&a)), a);
+        }
+
+        #[test]
+        fn clear_outcomes_round_trip(
+            success in any::<bool>(), detail in text(), took_ms in ms(), probe in option::of(probe())
+        ) {
+            let c = ClearOutcome { success, detail, took_ms, probe };
+            prop_assert_eq!(ClearOutcome::from(v1::ClearCacheResponse::from(&c)), c);
+        }
+
+        #[test]
+        fn restart_outcomes_round_trip(
+            error in option::of(prop::sample::select(RestartError::ALL.to_vec())),
+            detail in text(),
+            took_ms in ms(),
+        ) {
+            let r = RestartOutcome { error, detail, took_ms };
+            prop_assert_eq!(RestartOutcome::try_from(v1::RestartEngineResponse::from(&r)), Ok(r));
+        }
+    }
+
+    #[test]
+    fn unknown_wire_values_are_errors() {
+        let bad = v1::RestartEngineResponse {
+            success: false,
+            error_class: "exploded".into(),
+            ..Default::default()
+        };
+        assert!(RestartOutcome::try_from(bad).is_err());
+        assert!(RoundEvent::try_from(v1::RoundEvent { event: None }).is_err());
+        assert!(RoundRequest::try_from(v1::RunRoundRequest::default()).is_err());
     }
 }

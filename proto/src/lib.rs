@@ -1,6 +1,8 @@
 //! kvbench's gRPC protocol (`proto/kvbench/v1/agent.proto`), generated at build time with
-//! protox (no `protoc` needed). Nothing outside this crate uses the generated types
-//! directly except the service plumbing; [`convert`] maps wire types to domain types.
+//! protox (no `protoc` needed). [`convert`] maps wire types to the domain types of
+//! `kvbench_common::agent` and back; outside this crate only the two adapters name
+//! generated types: the agent's gRPC service and the coordinator's agent client (a test,
+//! `tests/wire_boundary.rs`, keeps it so).
 
 pub mod convert;
 

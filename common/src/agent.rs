@@ -1,0 +1,259 @@
+//! What crosses the agent boundary, in domain types: the round a coordinator asks for, the
+//! events an agent streams back while it runs it, the handshake, and the outcomes of the
+//! engine-control actions. `kvbench_proto::convert` maps each of these to its wire form and
+//! back; nothing on either side of the boundary names a generated type but the two adapters
+//! (the agent's gRPC service and the coordinator's agent client).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::TraceEntry;
+use crate::load::LoadSpec;
+use crate::plan::ApiFlavor;
+use crate::record::RequestRecord;
+use crate::stats::AgentHealth;
+use crate::telemetry::TelemetrySample;
+use crate::workload::{Conversation, WorkloadSpec};
+
+/// One round of one scenario, as the coordinator asks an agent to run it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundRequest {
+    /// Unique per scenario run: later rounds find round 1's replies under it.
+    pub scenario_id: String,
+    pub scenario_name: String,
+    /// From 1.
+    pub round: u32,
+    pub workload: WorkloadSpec,
+    pub load: LoadSpec,
+    pub model: String,
+    pub api: ApiFlavor,
+    pub enforce_output_length: bool,
+    pub requests: RoundRequests,
+    /// A `tokenizer.json` whose tokens lengths are counted in (none: whitespace words).
+    pub tokenizer_json: Option<Vec<u8>>,
+}
+
+/// Where a round's requests come from.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum RoundRequests {
+    /// Generated on the agent from the workload spec.
+    #[default]
+    Generated,
+    /// A dataset's conversations (ShareGPT, custom JSONL).
+    Conversations(Vec<Conversation>),
+    /// A Mooncake trace, released at its timestamps (divided by `speedup`) when
+    /// `use_timestamps` is set.
+    Trace {
+        entries: Vec<TraceEntry>,
+        use_timestamps: bool,
+        speedup: f64,
+    },
+}
+
+/// What an agent streams while it runs a round, in order: `Started`, then records,
+/// progress and telemetry interleaved, then `Finished` (absent when the round was cut
+/// short: the coordinator left, or the agent shut down).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoundEvent {
+    Started(RoundStarted),
+    /// One request, as it ended. The agent fills `scenario`, `round` and `agent`; on the
+    /// wire they travel once per stream, and the coordinator's client sets them again.
+    Record(RequestRecord),
+    Progress(Progress),
+    /// One telemetry sample; `round` and `agent` as for records.
+    Telemetry(TelemetrySample),
+    Finished(RoundFinished),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RoundStarted {
+    /// Requests the round will send (0: limited by duration, no total known).
+    pub total_requests: u32,
+    /// Wall-clock microseconds since the Unix epoch at the round's zero.
+    pub wall_clock_anchor_us: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    pub completed: u32,
+    pub failed: u32,
+    pub in_flight: u32,
+    /// 0 when the round is limited by duration.
+    pub total: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RoundFinished {
+    /// The measured phase, from its start to the last response.
+    pub duration_ms: f64,
+    /// Measured requests sent.
+    pub sent: u32,
+    pub health: Option<AgentHealth>,
+}
+
+/// One GPU of the agent's host.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GpuInfo {
+    pub index: u32,
+    pub name: String,
+    pub uuid: String,
+    pub memory_total_bytes: u64,
+}
+
+/// What an agent says of itself in the handshake.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AgentInfo {
+    pub protocol_version: u32,
+    pub agent_version: String,
+    pub hostname: String,
+    pub agent_name: String,
+    pub labels: BTreeMap<String, String>,
+    pub gpus: Vec<GpuInfo>,
+    /// The engine this agent measures, as it shows it (its base URL).
+    pub engine_display: String,
+    /// Why there are no GPUs in `gpus` (no NVML, sampling off), when that is the case.
+    pub gpu_note: Option<String>,
+}
+
+impl AgentInfo {
+    /// The GPUs in a few words: their names, or why there are none.
+    pub fn gpu_summary(&self) -> String {
+        if self.gpus.is_empty() {
+            return self
+                .gpu_note
+                .clone()
+                .unwrap_or_else(|| "no GPUs".to_owned());
+        }
+        self.gpus
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The cold check after a clear: the latest round's first prompt sent again, and what the
+/// engine reused of it (from its usage, and from its prefix-cache counters).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ColdProbe {
+    pub prompt_tokens: u32,
+    pub cached_tokens: Option<u32>,
+    pub counter_hits: Option<f64>,
+    pub counter_queries: Option<f64>,
+    /// Empty when the probe and the clear after it worked.
+    pub error: String,
+}
+
+/// More than this share of a prompt's tokens served from cache after a clear means the
+/// cache kept what it said it dropped (room for an engine's rounding).
+pub const STALE_SHARE_LIMIT: f64 = 0.02;
+
+impl ColdProbe {
+    /// True when the engine reused more of the probe than a cold cache could.
+    pub fn is_stale(&self) -> bool {
+        self.cached_tokens
+            .is_some_and(|c| is_stale(f64::from(c), f64::from(self.prompt_tokens)))
+    }
+}
+
+/// The one stale-cache rule: `cached` of `total` tokens (or prefix-cache hits of queried
+/// tokens) is more than a cold cache allows.
+pub fn is_stale(cached: f64, total: f64) -> bool {
+    cached > STALE_SHARE_LIMIT * total.max(1.0)
+}
+
+/// What the agent's ClearCache did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ClearOutcome {
+    pub success: bool,
+    /// What was cleared, or why not.
+    pub detail: String,
+    /// The clear and the cold check together.
+    pub took_ms: f64,
+    /// None when the clear failed or no round ran before it.
+    pub probe: Option<ColdProbe>,
+}
+
+/// Why a restart failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartError {
+    /// The agent's config names no restart command.
+    NotConfigured,
+    /// The command could not run, or exited non-zero (or rounds were still running).
+    CommandFailed,
+    /// The engine was not healthy within the configured time.
+    RestartTimeout,
+}
+
+impl RestartError {
+    pub const ALL: [RestartError; 3] = [
+        RestartError::NotConfigured,
+        RestartError::CommandFailed,
+        RestartError::RestartTimeout,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RestartError::NotConfigured => "not_configured",
+            RestartError::CommandFailed => "command_failed",
+            RestartError::RestartTimeout => "restart_timeout",
+        }
+    }
+
+    pub fn from_label(s: &str) -> Option<RestartError> {
+        Self::ALL.into_iter().find(|e| e.label() == s)
+    }
+}
+
+impl std::fmt::Display for RestartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// What the agent's RestartEngine did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestartOutcome {
+    /// None: the engine restarted and is healthy.
+    pub error: Option<RestartError>,
+    pub detail: String,
+    pub took_ms: f64,
+}
+
+impl RestartOutcome {
+    pub fn succeeded(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_error_labels_round_trip() {
+        for e in RestartError::ALL {
+            assert_eq!(RestartError::from_label(e.label()), Some(e));
+            assert_eq!(
+                serde_json::to_string(&e).unwrap(),
+                format!("\"{}\"", e.label())
+            );
+        }
+        assert_eq!(RestartError::from_label("nope"), None);
+    }
+
+    #[test]
+    fn stale_rule() {
+        assert!(!is_stale(2.0, 100.0));
+        assert!(is_stale(3.0, 100.0));
+        assert!(!is_stale(0.0, 0.0));
+        let p = ColdProbe {
+            prompt_tokens: 1000,
+            cached_tokens: Some(960),
+            ..ColdProbe::default()
+        };
+        assert!(p.is_stale());
+    }
+}

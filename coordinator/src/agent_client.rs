@@ -1,0 +1,247 @@
+//! The coordinator's one adapter to an agent: the handshake, a round as a stream of domain
+//! [`RoundEvent`]s, and the engine-control actions. Nothing else in the coordinator names a
+//! generated gRPC type.
+//!
+//! Built for remote agents as well as embedded ones: an `AgentClient` is cheap to clone (a
+//! tonic channel that reconnects by itself underneath), every call is independent, and the
+//! round stream is read by one loop ([`AgentClient::run_round`]) that knows when an agent
+//! has gone silent. Heartbeats and explicit reconnects grow here.
+
+use std::time::Duration;
+
+use kvbench_common::agent::{AgentInfo, ClearOutcome, RestartOutcome, RoundEvent, RoundRequest};
+use kvbench_common::record::RequestRecord;
+use kvbench_common::telemetry::TelemetrySample;
+use kvbench_common::PROTOCOL_VERSION;
+use kvbench_proto::v1::{self, agent_client::AgentClient as WireClient};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// An agent that sends nothing at all (no record, no progress) for this long is lost.
+pub const AGENT_SILENCE_LIMIT: Duration = Duration::from_secs(30);
+
+/// A call to an agent that did not give an answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot connect to agent at {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("agent at {url} refused the handshake: {message}")]
+    Handshake { url: String, message: String },
+    #[error("agent at {url} speaks protocol {theirs}, this coordinator speaks {PROTOCOL_VERSION}")]
+    Protocol { url: String, theirs: u32 },
+    #[error("{call} on agent {agent} failed: {message}")]
+    Call {
+        agent: String,
+        call: &'static str,
+        message: String,
+    },
+    #[error("agent {agent} sent a message this coordinator cannot read: {message}")]
+    Invalid { agent: String, message: String },
+}
+
+/// A connected agent and what it said of itself.
+#[derive(Debug, Clone)]
+pub struct AgentClient {
+    wire: WireClient<Channel>,
+    url: String,
+    info: AgentInfo,
+}
+
+/// How a round's stream ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoundEnd {
+    /// The agent sent `Finished`.
+    Finished(kvbench_common::agent::RoundFinished),
+    /// The user stopped the run.
+    Cancelled,
+    /// The agent refused the round, went silent, or its stream broke or ended early.
+    Failed(String),
+}
+
+/// Everything one round's stream carried.
+#[derive(Debug, Clone)]
+pub struct RoundRun {
+    pub records: Vec<RequestRecord>,
+    pub telemetry: Vec<TelemetrySample>,
+    pub end: RoundEnd,
+}
+
+impl AgentClient {
+    /// Connects and performs the versioned handshake.
+    pub async fn connect(url: &str) -> Result<AgentClient, AgentError> {
+        let connect_err = |message: String| AgentError::Connect {
+            url: url.to_owned(),
+            message,
+        };
+        let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+            .map_err(|e| connect_err(format!("bad address: {e}")))?
+            .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true)
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        let mut wire = WireClient::new(channel).max_decoding_message_size(64 << 20);
+        let hello = wire
+            .hello(v1::HelloRequest {
+                protocol_version: PROTOCOL_VERSION,
+                coordinator_version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .await
+            .map_err(|s| AgentError::Handshake {
+                url: url.to_owned(),
+                message: s.message().to_owned(),
+            })?
+            .into_inner();
+        let info = AgentInfo::from(hello);
+        if info.protocol_version != PROTOCOL_VERSION {
+            return Err(AgentError::Protocol {
+                url: url.to_owned(),
+                theirs: info.protocol_version,
+            });
+        }
+        Ok(AgentClient {
+            wire,
+            url: url.to_owned(),
+            info,
+        })
+    }
+
+    pub fn info(&self) -> &AgentInfo {
+        &self.info
+    }
+
+    pub fn name(&self) -> &str {
+        &self.info.agent_name
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn call_err(&self, call: &'static str, s: &tonic::Status) -> AgentError {
+        AgentError::Call {
+            agent: self.name().to_owned(),
+            call,
+            message: s.message().to_owned(),
+        }
+    }
+
+    /// Asks the agent to clear its engine's caches (and check they are cold).
+    pub async fn clear(&self, reason: &str) -> Result<ClearOutcome, AgentError> {
+        let r = self
+            .wire
+            .clone()
+            .clear_cache(v1::ClearCacheRequest {
+                reason: reason.to_owned(),
+            })
+            .await
+            .map_err(|s| self.call_err("ClearCache", &s))?;
+        Ok(ClearOutcome::from(r.into_inner()))
+    }
+
+    /// Asks the agent to restart its engine and wait until it is healthy.
+    pub async fn restart(&self, reason: &str) -> Result<RestartOutcome, AgentError> {
+        let r = self
+            .wire
+            .clone()
+            .restart_engine(v1::RestartEngineRequest {
+                reason: reason.to_owned(),
+            })
+            .await
+            .map_err(|s| self.call_err("RestartEngine", &s))?;
+        RestartOutcome::try_from(r.into_inner()).map_err(|e| AgentError::Invalid {
+            agent: self.name().to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Runs one round and collects its stream: every record and telemetry sample (stamped
+    /// with the scenario, round and agent), and how it ended. `observe` sees each event as
+    /// it arrives (progress bars). Stops reading when `cancel` fires or the agent sends
+    /// nothing for [`AGENT_SILENCE_LIMIT`]; what arrived before is kept either way.
+    pub async fn run_round(
+        &self,
+        req: &RoundRequest,
+        cancel: &CancellationToken,
+        mut observe: impl FnMut(&RoundEvent),
+    ) -> RoundRun {
+        let mut run = RoundRun {
+            records: Vec::new(),
+            telemetry: Vec::new(),
+            end: RoundEnd::Failed(String::new()),
+        };
+        let agent = self.name().to_owned();
+        let mut stream = match self
+            .wire
+            .clone()
+            .run_round(v1::RunRoundRequest::from(req))
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                run.end =
+                    RoundEnd::Failed(format!("agent {agent} refused the round: {}", s.message()));
+                return run;
+            }
+        };
+        run.end = loop {
+            let next = tokio::select! {
+                m = tokio::time::timeout(AGENT_SILENCE_LIMIT, stream.message()) => m,
+                _ = cancel.cancelled() => break RoundEnd::Cancelled,
+            };
+            let wire = match next {
+                Err(_) => {
+                    break RoundEnd::Failed(format!(
+                        "agent {agent} sent nothing for {} s: lost",
+                        AGENT_SILENCE_LIMIT.as_secs()
+                    ))
+                }
+                Ok(Err(s)) => {
+                    break RoundEnd::Failed(format!(
+                        "stream from agent {agent} broke: {}",
+                        s.message()
+                    ))
+                }
+                Ok(Ok(None)) => {
+                    break RoundEnd::Failed(format!("agent {agent} ended the round early"))
+                }
+                Ok(Ok(Some(m))) => m,
+            };
+            let mut event = match RoundEvent::try_from(wire) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(agent = %agent, error = %e, "dropping an event the agent mangled");
+                    continue;
+                }
+            };
+            stamp(&mut event, &req.scenario_name, req.round, &agent);
+            observe(&event);
+            match event {
+                RoundEvent::Record(r) => run.records.push(r),
+                RoundEvent::Telemetry(t) => run.telemetry.push(t),
+                RoundEvent::Finished(f) => break RoundEnd::Finished(f),
+                RoundEvent::Started(_) | RoundEvent::Progress(_) => {}
+            }
+        };
+        run
+    }
+}
+
+/// Sets what the wire carries once per stream on each record and sample.
+fn stamp(event: &mut RoundEvent, scenario: &str, round: u32, agent: &str) {
+    match event {
+        RoundEvent::Record(r) => {
+            r.scenario = scenario.to_owned();
+            r.round = round;
+            r.agent = agent.to_owned();
+        }
+        RoundEvent::Telemetry(t) => {
+            t.round = round;
+            t.agent = agent.to_owned();
+        }
+        _ => {}
+    }
+}
