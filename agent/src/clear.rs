@@ -33,6 +33,27 @@ pub struct ClearStep {
     /// What a 404 or 501 means for this engine.
     #[serde(default)]
     pub missing_hint: Option<String>,
+    /// Its failure is reported in the clear's detail but does not fail the clear (the
+    /// seed's Mooncake metadata-server call, which clears nothing that holds KV data).
+    #[serde(default)]
+    pub advisory: bool,
+}
+
+/// The seed's call, `POST {metadata_server_url}/clear`, made as configured: advisory,
+/// since Mooncake's metadata server holds no KV data and has no `/clear`.
+pub fn mooncake_metadata_step(metadata_server_url: &str) -> ClearStep {
+    ClearStep {
+        name: "Mooncake metadata server".into(),
+        method: "POST".into(),
+        url: format!("{}/clear", metadata_server_url.trim_end_matches('/')),
+        body: None,
+        success_field: None,
+        retry_statuses: Vec::new(),
+        missing_hint: Some(
+            "Mooncake's metadata server holds transfer-engine metadata, not KV data, and has no /clear; the store is cleared by the Mooncake master's POST /api/v1/remove_all (admin port 9003): configure it in the agent's clear_cache (preset mooncake_master)".into(),
+        ),
+        advisory: true,
+    }
 }
 
 /// The presets, by name.
@@ -58,6 +79,7 @@ pub fn preset(name: &str, base: &str, slot: u32) -> Option<ClearStep> {
             success_field: success.map(str::to_owned),
             retry_statuses: retry.to_vec(),
             missing_hint: Some(hint.into()),
+            advisory: false,
         };
     Some(match name {
         "vllm" | "sim" => step(
@@ -165,6 +187,7 @@ pub async fn run_all(client: &HttpClient, steps: &[ClearStep]) -> Result<String,
     for s in steps {
         match run_step(client, s).await {
             Ok(d) => done.push(d),
+            Err(e) if s.advisory => done.push(format!("{}: {e}", s.name)),
             Err(e) => {
                 done.push(e);
                 return Err(done.join("; "));

@@ -309,6 +309,7 @@ pub fn load(path: &Path) -> Result<AgentFile, PlanErrors> {
                         success_field: c.success_field,
                         retry_statuses: c.retry_statuses.unwrap_or_default(),
                         missing_hint: None,
+                        advisory: false,
                     }),
                     _ => errors.push(err(
                         format!("clear_cache[{i}]"),

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::dataset::DatasetSpec;
 use crate::load::{Arrivals, LoadSpec, RampStrategy, Rate};
@@ -35,6 +35,8 @@ struct RawPlan {
     mooncake: Option<RawMooncake>,
     #[serde(default)]
     agent_config: Option<String>,
+    #[serde(default)]
+    max_error_rate: Option<f64>,
     test_scenarios: Vec<RawScenario>,
 }
 
@@ -137,7 +139,7 @@ impl ApiFlavor {
 
 /// What isolates one scenario from the one before: every policy then waits
 /// `wait_between_scenarios`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IsolationPolicy {
     /// The agent's cache-clearing calls.
@@ -319,11 +321,14 @@ pub struct Plan {
     /// An agent config file for the embedded agent of the scenarios whose endpoint is its
     /// `engine.base_url` (its cache-clearing calls, restart command, telemetry settings).
     pub agent_config: Option<PathBuf>,
+    /// Above this share of failed requests (in any round) a scenario is `degraded`.
+    pub max_error_rate: f64,
     pub scenarios: Vec<Scenario>,
 }
 
 pub const DEFAULT_OUTPUT_DIR: &str = "test_results_multi";
 pub const DEFAULT_WAIT_S: f64 = 10.0;
+pub const DEFAULT_MAX_ERROR_RATE: f64 = 0.05;
 pub const DEFAULT_ROUNDS: u32 = 2;
 pub const DEFAULT_SEED: u64 = 42;
 pub const DEFAULT_MODEL: &str = "kvbench-sim";
@@ -506,6 +511,16 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
             format!("must be a number of seconds >= 0, got {wait}"),
         ));
     }
+    let max_error_rate = raw.max_error_rate.unwrap_or(DEFAULT_MAX_ERROR_RATE);
+    if !(0.0..=1.0).contains(&max_error_rate) {
+        errors.push(err(
+            "max_error_rate".into(),
+            find_line(&text, None, "max_error_rate"),
+            format!(
+                "must be a share of requests between 0 and 1 (0.05 = 5 %), got {max_error_rate}"
+            ),
+        ));
+    }
     if raw.test_scenarios.is_empty() {
         errors.push(err(
             "test_scenarios".into(),
@@ -630,6 +645,7 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
         wait_between_scenarios_s: wait,
         mooncake_metadata_server_url,
         agent_config,
+        max_error_rate,
         scenarios,
     })
 }

@@ -172,11 +172,45 @@ pub struct RoundStats {
     pub latency: BTreeMap<String, Option<f64>>,
 }
 
+/// Everything a round's statistics are computed from.
+#[derive(Debug, Clone, Copy)]
+pub struct RoundInput<'a> {
+    pub round: u32,
+    /// The measured phase's length, as the agent timed it.
+    pub duration_s: f64,
+    pub records: &'a [RequestRecord],
+    pub telemetry: &'a [crate::telemetry::TelemetrySample],
+    pub health: Option<&'a AgentHealth>,
+}
+
+impl<'a> RoundInput<'a> {
+    /// A round known only by its records (no telemetry, no agent health).
+    pub fn records(round: u32, duration_s: f64, records: &'a [RequestRecord]) -> Self {
+        RoundInput {
+            round,
+            duration_s,
+            records,
+            telemetry: &[],
+            health: None,
+        }
+    }
+}
+
 impl RoundStats {
-    /// Statistics of one round. Failed requests count in `failed` and `outcomes` only:
-    /// they never enter latency or throughput figures. Warmup requests count nowhere but
-    /// `warmup_requests`.
-    pub fn compute(
+    /// Statistics of one round, complete. Failed requests count in `failed` and
+    /// `outcomes` only: they never enter latency or throughput figures. Warmup requests
+    /// count nowhere but `warmup_requests`.
+    pub fn compute(input: &RoundInput<'_>, opts: &StatsOptions) -> RoundStats {
+        let mut st = Self::from_records(input.round, input.duration_s, input.records, opts);
+        st.engine_metrics = EngineMetricsSummary::of(input.telemetry);
+        st.telemetry =
+            crate::telemetry::TelemetrySummary::of(input.telemetry, st.total_output_tokens);
+        st.generator_saturated = input.health.is_some_and(|h| h.generator_saturated);
+        st.agent_health = input.health.cloned();
+        st
+    }
+
+    fn from_records(
         round: u32,
         duration_s: f64,
         records: &[RequestRecord],
@@ -470,6 +504,10 @@ pub struct Comparison {
     pub request_throughput_increase_pct: Option<f64>,
     /// `cache_hit_ratio` of round N minus that of round 1.
     pub cache_hit_ratio_delta: Option<f64>,
+    /// Present when some request failed in one of the two rounds: the figures above then
+    /// compare only the requests that succeeded in both, this many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub common_requests: Option<u32>,
 }
 
 impl Comparison {
@@ -499,7 +537,48 @@ impl Comparison {
                 (Some(a), Some(b)) => Some(b - a),
                 _ => None,
             },
+            common_requests: None,
         })
+    }
+
+    /// The last round against round 1 on the requests that succeeded in both (by request
+    /// id), when some failed in either; else as [`Comparison::of`]. Durations are those of
+    /// the rounds; throughputs count the common requests only.
+    pub fn on_common_requests(
+        rounds: &[RoundStats],
+        records: &[RequestRecord],
+        opts: &StatsOptions,
+    ) -> Option<Comparison> {
+        let plain = Comparison::of(rounds)?;
+        let (first, last) = (
+            rounds.iter().find(|r| r.round == plain.baseline_round)?,
+            rounds.iter().find(|r| r.round == plain.compared_round)?,
+        );
+        if first.failed == 0 && last.failed == 0 {
+            return Some(plain);
+        }
+        let ok_ids = |round: u32| -> std::collections::BTreeSet<u32> {
+            records
+                .iter()
+                .filter(|r| r.round == round && !r.warmup && r.outcome == Outcome::Ok)
+                .map(|r| r.request_id)
+                .collect()
+        };
+        let common: std::collections::BTreeSet<u32> = ok_ids(first.round)
+            .intersection(&ok_ids(last.round))
+            .copied()
+            .collect();
+        let restricted = |st: &RoundStats| {
+            let recs: Vec<RequestRecord> = records
+                .iter()
+                .filter(|r| r.round == st.round && !r.warmup && common.contains(&r.request_id))
+                .cloned()
+                .collect();
+            RoundStats::from_records(st.round, st.duration, &recs, opts)
+        };
+        let mut c = Comparison::of(&[restricted(first), restricted(last)])?;
+        c.common_requests = Some(common.len() as u32);
+        Some(c)
     }
 }
 
@@ -514,20 +593,110 @@ pub struct ScenarioInfo {
     pub concurrency: u32,
 }
 
+/// How a scenario ended (`status` in the stats file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScenarioStatus {
+    /// Every round ran and at most the plan's `max_error_rate` of requests failed.
+    Completed,
+    /// Every round ran, but more requests failed than `max_error_rate` allows.
+    Degraded,
+    /// Some round could not run, or its result files could not be written.
+    Failed,
+    /// The user stopped the run during this scenario.
+    Cancelled,
+}
+
+impl ScenarioStatus {
+    pub fn label(self) -> &'static str {
+        match self {
+            ScenarioStatus::Completed => "completed",
+            ScenarioStatus::Degraded => "degraded",
+            ScenarioStatus::Failed => "failed",
+            ScenarioStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for ScenarioStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// What the isolation step before a scenario did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IsolationStatus {
+    /// No isolation step ran (the first scenario of the plan).
+    None,
+    /// The policy does not clear (`wait`, `none`).
+    Skipped,
+    Cleared,
+    Restarted,
+    Failed,
+}
+
+impl IsolationStatus {
+    pub fn label(self) -> &'static str {
+        match self {
+            IsolationStatus::None => "none",
+            IsolationStatus::Skipped => "skipped",
+            IsolationStatus::Cleared => "cleared",
+            IsolationStatus::Restarted => "restarted",
+            IsolationStatus::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for IsolationStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// Whether round 1 was really cold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The engine's reports show nothing reused that a cold cache could not give.
+    Verified,
+    /// The engine reports neither cached tokens nor prefix-cache counters.
+    Unverified,
+    /// Round 1 reused a cache that should have been empty (see the evidence).
+    Failed,
+    /// No isolation step ran before this scenario.
+    None,
+}
+
+impl Verdict {
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Verified => "verified",
+            Verdict::Unverified => "unverified",
+            Verdict::Failed => "failed",
+            Verdict::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
 /// What isolation before the scenario did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IsolationInfo {
-    /// What was asked: `clear`, `restart`, `clear_or_restart`, `wait`, `none`.
-    pub policy: String,
-    /// What the isolation step did: `none` (first scenario), `skipped` (no clearing),
-    /// `cleared`, `restarted`, `failed`.
-    pub status: String,
+    /// What was asked.
+    pub policy: crate::plan::IsolationPolicy,
+    /// What the isolation step did.
+    pub status: IsolationStatus,
     pub detail: String,
     pub wait_s: f64,
-    /// Whether round 1 was really cold: `verified`, `unverified` (the engine reports
-    /// neither cached tokens nor prefix-cache counters), `failed` (with the evidence), or
-    /// `none` (no isolation step ran before this scenario).
-    pub verdict: String,
+    /// Whether round 1 was really cold; judged once round 1 ran ([`IsolationInfo::judge`]).
+    pub verdict: Verdict,
     /// What the verdict rests on, in words.
     pub evidence: Vec<String>,
     /// The cold check after the clear: the previous round's first prompt sent again.
@@ -537,7 +706,7 @@ pub struct IsolationInfo {
 impl IsolationInfo {
     /// Judges whether round 1 was cold from the probe after the clear and from round 1's
     /// first-touch requests (whose prefix no earlier request of the round shared).
-    pub fn judge(&mut self, round1: &[RequestRecord]) {
+    pub fn judge(mut self, round1: &[RequestRecord]) -> IsolationInfo {
         let mut failed = Vec::new();
         let mut fine = Vec::new();
         let ft: Vec<&RequestRecord> = round1
@@ -604,21 +773,27 @@ impl IsolationInfo {
                 fine.push(p.error.clone());
             }
         }
-        let (verdict, mut evidence) = match self.status.as_str() {
-            "none" | "skipped" => ("none", [failed, fine].concat()),
-            "failed" => ("failed", [vec![format!("the clear failed: {}", self.detail)], failed].concat()),
-            _ if !failed.is_empty() => ("failed", failed),
+        let (verdict, mut evidence) = match self.status {
+            IsolationStatus::None | IsolationStatus::Skipped => {
+                (Verdict::None, [failed, fine].concat())
+            }
+            IsolationStatus::Failed => (
+                Verdict::Failed,
+                [vec![format!("the clear failed: {}", self.detail)], failed].concat(),
+            ),
+            _ if !failed.is_empty() => (Verdict::Failed, failed),
             _ if !reported => (
-                "unverified",
+                Verdict::Unverified,
                 vec!["the engine reports neither cached tokens nor prefix-cache counters: start vLLM with --enable-prompt-tokens-details (SGLang: --enable-cache-report) and keep its /metrics reachable".to_owned()],
             ),
-            _ => ("verified", fine),
+            _ => (Verdict::Verified, fine),
         };
         if evidence.is_empty() {
             evidence.push("no request of round 1 could show it".into());
         }
-        self.verdict = verdict.into();
+        self.verdict = verdict;
         self.evidence = evidence;
+        self
     }
 }
 
@@ -627,8 +802,7 @@ impl IsolationInfo {
 pub struct ScenarioStats {
     pub kvbench_version: String,
     pub scenario: ScenarioInfo,
-    /// `completed`, `failed` (some round could not run), `cancelled`.
-    pub status: String,
+    pub status: ScenarioStatus,
     pub error: Option<String>,
     pub started_at: String,
     pub finished_at: String,
@@ -694,7 +868,7 @@ mod tests {
         let good = rec(0.0, 10.0, 100.0, 10, Outcome::Ok);
         let mut bad = rec(0.0, 1.0, 5000.0, 10, Outcome::Http5xx);
         bad.first_token_ms = Some(1.0);
-        let s = RoundStats::compute(1, 1.0, &[good.clone(), bad], &StatsOptions::default());
+        let s = RoundStats::from_records(1, 1.0, &[good.clone(), bad], &StatsOptions::default());
         assert_eq!((s.completed, s.failed), (1, 1));
         assert_eq!(s.outcomes.get("http_5xx"), Some(&1));
         assert_eq!(s.get("mean_ttft_ms"), Some(10.0));
@@ -707,14 +881,69 @@ mod tests {
     }
 
     #[test]
+    fn rounds_compare_on_the_requests_that_succeeded_in_both() {
+        let with = |round: u32, id: u32, ttft: f64, outcome: Outcome| RequestRecord {
+            round,
+            request_id: id,
+            ..rec(0.0, ttft, 1000.0, 10, outcome)
+        };
+        // Round 1: request 1 failed; round 2: request 2 failed. Only request 0 is common.
+        let records = vec![
+            with(1, 0, 400.0, Outcome::Ok),
+            with(1, 1, 400.0, Outcome::Http5xx),
+            with(1, 2, 800.0, Outcome::Ok),
+            with(2, 0, 100.0, Outcome::Ok),
+            with(2, 1, 100.0, Outcome::Ok),
+            with(2, 2, 100.0, Outcome::Http5xx),
+        ];
+        let opts = StatsOptions::default();
+        let rounds: Vec<RoundStats> = [1, 2]
+            .iter()
+            .map(|&n| {
+                let recs: Vec<RequestRecord> =
+                    records.iter().filter(|r| r.round == n).cloned().collect();
+                RoundStats::from_records(n, 1.0, &recs, &opts)
+            })
+            .collect();
+        let plain = Comparison::of(&rounds).expect("two rounds");
+        let c = Comparison::on_common_requests(&rounds, &records, &opts).expect("two rounds");
+        assert_eq!(c.common_requests, Some(1));
+        assert_eq!(
+            c.ttft_reduction_pct,
+            Some(75.0),
+            "request 0 alone: 400 -> 100 ms"
+        );
+        assert_ne!(plain.ttft_reduction_pct, c.ttft_reduction_pct);
+        // Without failures the comparison is the plain one, with no extra key.
+        let ok: Vec<RequestRecord> = records
+            .iter()
+            .filter(|r| r.outcome == Outcome::Ok)
+            .cloned()
+            .collect();
+        let clean: Vec<RoundStats> = [1, 2]
+            .iter()
+            .map(|&n| {
+                let recs: Vec<RequestRecord> = ok
+                    .iter()
+                    .filter(|r| r.round == n && r.request_id == 0)
+                    .cloned()
+                    .collect();
+                RoundStats::from_records(n, 1.0, &recs, &opts)
+            })
+            .collect();
+        let c = Comparison::on_common_requests(&clean, &ok, &opts).expect("two rounds");
+        assert_eq!(c.common_requests, None);
+    }
+
+    #[test]
     fn comparison_of_last_round_against_first() {
-        let r1 = RoundStats::compute(
+        let r1 = RoundStats::from_records(
             1,
             2.0,
             &[rec(0.0, 400.0, 1000.0, 10, Outcome::Ok)],
             &StatsOptions::default(),
         );
-        let r2 = RoundStats::compute(
+        let r2 = RoundStats::from_records(
             2,
             1.0,
             &[rec(0.0, 100.0, 700.0, 10, Outcome::Ok)],
@@ -739,7 +968,7 @@ mod tests {
                 ..Default::default()
             }),
         };
-        let s = RoundStats::compute(1, 2.0, &[fast, slow, warm], &opts);
+        let s = RoundStats::from_records(1, 2.0, &[fast, slow, warm], &opts);
         assert_eq!((s.completed, s.warmup_requests), (2, 1));
         assert_eq!(s.good_requests, Some(1));
         assert_eq!(s.request_goodput, Some(0.5));

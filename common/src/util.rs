@@ -2,12 +2,42 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Longest slug in bytes: `<slug>_telemetry_<ts>.jsonl` and `<slug>_results_<ts>.json.tmp`
+/// then stay well within the 255 bytes a file name may have on common file systems.
+pub const MAX_SLUG_BYTES: usize = 200;
+
 /// A file-name-safe form of a scenario name: letters and digits (any script, so Chinese
-/// names stay readable), `-` and `_` are kept; every other run of characters becomes `_`.
+/// names stay readable), `-`, `_` and `.` are kept (but not at the start, so that no name
+/// gives a hidden file); every other run of characters becomes `_`. A name whose slug
+/// would be longer than [`MAX_SLUG_BYTES`] is cut at a character boundary and given a
+/// short hash of the whole name, so that distinct long names keep distinct files.
 pub fn slug(name: &str) -> String {
+    let full = slug_unbounded(name);
+    if full.len() <= MAX_SLUG_BYTES {
+        return full;
+    }
+    let hash = format!("{:08x}", fnv1a(name.as_bytes()) as u32);
+    let mut cut = MAX_SLUG_BYTES - hash.len() - 1;
+    while !full.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}-{hash}", &full[..cut])
+}
+
+/// FNV-1a, 64 bits: a stable hash (unlike std's, which may change between releases).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn slug_unbounded(name: &str) -> String {
     let mut out = String::new();
     let mut pending_sep = false;
     for c in name.trim().chars() {
+        if c == '.' && out.is_empty() {
+            continue;
+        }
         if c.is_alphanumeric() || c == '-' || c == '_' || c == '.' {
             if pending_sep && !out.is_empty() {
                 out.push('_');
@@ -75,6 +105,20 @@ mod tests {
         );
         assert_eq!(slug("腾讯云-单机"), "腾讯云-单机");
         assert_eq!(slug("  !!  "), "scenario");
+    }
+
+    #[test]
+    fn slugs_never_hide_files_and_always_fit_a_file_name() {
+        assert_eq!(slug(".."), "scenario");
+        assert_eq!(slug(".hidden.v2"), "hidden.v2");
+        let long = "腾".repeat(84); // 252 bytes
+        let s = slug(&long);
+        assert!(s.len() <= MAX_SLUG_BYTES, "{} bytes", s.len());
+        assert!(s.starts_with("腾腾"));
+        assert_eq!(s, slug(&long), "deterministic");
+        let other = format!("{}讯", "腾".repeat(83));
+        assert_ne!(slug(&other), s, "distinct long names keep distinct slugs");
+        assert!(format!("{s}_telemetry_20250111_143022.jsonl").len() <= 255);
     }
 
     #[test]

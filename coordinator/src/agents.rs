@@ -92,6 +92,12 @@ impl Embedded {
             config
                 .labels
                 .insert("mode".to_owned(), "embedded".to_owned());
+            if let Some(url) = &plan.mooncake_metadata_server_url {
+                // The seed's Mooncake call is the agent's to make, like every clear step.
+                config
+                    .clear_steps
+                    .push(kvbench_agent::clear::mooncake_metadata_step(url));
+            }
             let handle = kvbench_agent::spawn(config)
                 .await
                 .context("cannot start the embedded agent")?;

@@ -4,9 +4,15 @@
 pub mod agent_client;
 pub mod agents;
 pub mod calibrate;
+pub mod console;
+pub mod events;
 pub mod inspect;
+pub mod isolation;
+pub mod results;
 pub mod runner;
+pub mod session;
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -58,12 +64,86 @@ pub enum WorkloadCommand {
     Inspect(inspect::InspectArgs),
 }
 
-/// Exit status for a plan that does not validate.
-pub const EXIT_BAD_PLAN: u8 = 2;
-/// Exit status when some scenario failed.
+/// Exit status when some scenario failed (or was cancelled), the others still ran.
 pub const EXIT_SCENARIO_FAILED: u8 = 1;
-/// Exit status when the user interrupted the run.
+/// Exit status for a plan that does not validate (nothing ran).
+pub const EXIT_BAD_PLAN: u8 = 2;
+/// Exit status when every scenario ran but some failed more requests than `max_error_rate`.
+pub const EXIT_DEGRADED: u8 = 3;
+/// Exit status when every scenario ran but some round 1 was not a cold start.
+pub const EXIT_NOT_COLD: u8 = 4;
+/// Exit status when the user interrupted the run (SIGINT, Ctrl-C).
 pub const EXIT_INTERRUPTED: u8 = 130;
+/// Exit status when the run was told to stop (SIGTERM, e.g. `timeout`).
+pub const EXIT_TERMINATED: u8 = 143;
+/// Exit status when the run's terminal went away (SIGHUP).
+pub const EXIT_HANGUP: u8 = 129;
+
+/// The signal that stopped a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    Interrupt,
+    Terminate,
+    Hangup,
+}
+
+impl StopSignal {
+    /// 128 + the signal's number, as shells report it.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            StopSignal::Interrupt => EXIT_INTERRUPTED,
+            StopSignal::Terminate => EXIT_TERMINATED,
+            StopSignal::Hangup => EXIT_HANGUP,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            StopSignal::Interrupt => "interrupted",
+            StopSignal::Terminate => "terminated (SIGTERM)",
+            StopSignal::Hangup => "hung up (SIGHUP)",
+        }
+    }
+}
+
+/// Waits for SIGINT, SIGTERM or SIGHUP and says which came.
+async fn stop_signal() -> StopSignal {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            return tokio::select! {
+                _ = tokio::signal::ctrl_c() => StopSignal::Interrupt,
+                _ = term.recv() => StopSignal::Terminate,
+                _ = hup.recv() => StopSignal::Hangup,
+            };
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    StopSignal::Interrupt
+}
+
+/// Cancels `cancel` at the first stop signal (the run then stops its load and writes what
+/// was measured); a second signal ends the process at once. Returns which signal came.
+fn on_stop_signals(cancel: CancellationToken) -> std::sync::Arc<std::sync::OnceLock<StopSignal>> {
+    let seen = std::sync::Arc::new(std::sync::OnceLock::new());
+    let s = seen.clone();
+    tokio::spawn(async move {
+        let first = stop_signal().await;
+        let _ = s.set(first);
+        eprintln!(
+            "\n{}: stopping the load and writing what was measured (signal again to quit now)",
+            first.name()
+        );
+        cancel.cancel();
+        let again = stop_signal().await;
+        std::process::exit(i32::from(again.exit_code()));
+    });
+    seen
+}
 
 /// Loads a plan, printing every problem on stderr.
 pub fn load_plan(path: &Path) -> Result<Plan, ExitCode> {
@@ -80,6 +160,24 @@ pub fn load_plan(path: &Path) -> Result<Plan, ExitCode> {
             );
             ExitCode::from(EXIT_BAD_PLAN)
         })
+}
+
+/// The exit status of a run: a stop signal's, else the worst of failed (1), degraded (3)
+/// and not cold (4), else 0.
+pub fn exit_status(summary: &runner::RunSummary, stopped_by: Option<StopSignal>) -> u8 {
+    if let Some(s) = stopped_by.filter(|_| summary.cancelled) {
+        s.exit_code()
+    } else if summary.cancelled {
+        EXIT_INTERRUPTED
+    } else if summary.failed() > 0 {
+        EXIT_SCENARIO_FAILED
+    } else if summary.degraded() > 0 {
+        EXIT_DEGRADED
+    } else if !summary.not_cold().is_empty() {
+        EXIT_NOT_COLD
+    } else {
+        0
+    }
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -105,9 +203,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(p) => p,
                 Err(code) => return Ok(code),
             };
-            println!("{}: OK, {} scenarios", plan.display(), p.scenarios.len());
+            if let Err(e) = results::check_output_dir(&p.output_dir) {
+                eprintln!("error: {}: output_dir: {e:#}", plan.display());
+                return Ok(ExitCode::from(EXIT_BAD_PLAN));
+            }
+            let mut out = std::io::stdout().lock();
+            let n = p.scenarios.len();
+            let _ = writeln!(
+                out,
+                "{}: OK, {n} scenario{}",
+                plan.display(),
+                if n == 1 { "" } else { "s" }
+            );
             for s in &p.scenarios {
-                println!(
+                let _ = writeln!(
+                    out,
                     "  - {} [{}] {} rounds, concurrency {}, {} requests, endpoint {} ({})",
                     s.name,
                     s.kind,
@@ -128,19 +238,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(dir) = output_dir {
                 p.output_dir = dir;
             }
+            if let Err(e) = results::check_output_dir(&p.output_dir) {
+                eprintln!("error: {}: output_dir: {e:#}", plan.display());
+                eprintln!("kvbench: nothing was run");
+                return Ok(ExitCode::from(EXIT_BAD_PLAN));
+            }
             let cancel = CancellationToken::new();
-            let c = cancel.clone();
-            tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    eprintln!("\nInterrupted: stopping the load and writing what was measured (Ctrl-C again to quit now)");
-                    c.cancel();
-                    if tokio::signal::ctrl_c().await.is_ok() {
-                        std::process::exit(i32::from(EXIT_INTERRUPTED));
-                    }
-                }
-            });
+            let stopped_by = on_stop_signals(cancel.clone());
             let embedded = agents::Embedded::start(&p, SimConfig::default()).await?;
-            let result = runner::run_plan(&p, &embedded.by_endpoint, cancel).await;
+            let mut console = console::Console::stdout();
+            let result = runner::run_plan(&p, &embedded.by_endpoint, cancel, &mut console).await;
             if let Some(sim) = &embedded.sim {
                 let c = sim.engine.counters();
                 tracing::debug!(served = c.requests_received, "embedded sim");
@@ -152,15 +259,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             embedded.stop().await;
             let summary = result?;
             if uses_sim {
-                println!("(engine: the embedded kvbench-sim, a simulated engine; figures show the harness and the cache model, not a GPU)");
+                let _ = writeln!(std::io::stdout(), "(engine: the embedded kvbench-sim, a simulated engine; figures show the harness and the cache model, not a GPU)");
             }
-            Ok(if summary.cancelled {
-                ExitCode::from(EXIT_INTERRUPTED)
-            } else if summary.failed() > 0 {
-                ExitCode::from(EXIT_SCENARIO_FAILED)
-            } else {
-                ExitCode::SUCCESS
-            })
+            Ok(ExitCode::from(exit_status(
+                &summary,
+                stopped_by.get().copied(),
+            )))
         }
     }
 }

@@ -268,7 +268,7 @@ async fn a_failing_scenario_is_recorded_and_the_next_one_runs() {
     let (summary, _) = run(&plan).await;
     assert_eq!(summary.failed(), 1);
     let down = &summary.scenarios[0];
-    assert_eq!(down.stats.status, "failed");
+    assert_eq!(down.stats.status.to_string(), "failed");
     let err = down.stats.error.as_deref().unwrap_or("");
     assert!(
         err.contains("round 1") && err.contains("connect_error"),
@@ -288,6 +288,6 @@ async fn a_failing_scenario_is_recorded_and_the_next_one_runs() {
         "failures never enter latency"
     );
     let up = &summary.scenarios[1];
-    assert_eq!(up.stats.status, "completed");
+    assert_eq!(up.stats.status.to_string(), "completed");
     assert_eq!(up.stats.rounds.len(), 2);
 }

@@ -63,7 +63,7 @@ async fn second_round_one(clear: bool, sim: SimConfig) -> (u32, f64, IsolationIn
 async fn clearing_makes_round_one_cold_and_verified() {
     let (first, ratio, iso) = second_round_one(true, SimConfig::default()).await;
     assert_eq!(
-        (iso.policy.as_str(), iso.status.as_str()),
+        (iso.policy.label(), iso.status.label()),
         ("clear", "cleared")
     );
     assert_eq!(
@@ -74,7 +74,7 @@ async fn clearing_makes_round_one_cold_and_verified() {
         ratio < 0.05,
         "round 1 cache_hit_ratio {ratio} after clearing"
     );
-    assert_eq!(iso.verdict, "verified", "{:?}", iso.evidence);
+    assert_eq!(iso.verdict.to_string(), "verified", "{:?}", iso.evidence);
     let probe = iso.probe.expect("a cold probe ran after the clear");
     assert_eq!(probe.cached_tokens, Some(0));
     assert!(probe.prompt_tokens > 900, "{}", probe.prompt_tokens);
@@ -88,12 +88,16 @@ async fn a_lying_reset_is_caught_with_evidence() {
         ..SimConfig::default()
     };
     let (first, ratio, iso) = second_round_one(true, lying).await;
-    assert_eq!(iso.status, "cleared", "the engine said it cleared");
+    assert_eq!(
+        iso.status.to_string(),
+        "cleared",
+        "the engine said it cleared"
+    );
     assert!(
         first > 900 && ratio > 0.9,
         "but round 1 hit the old cache: {first} {ratio}"
     );
-    assert_eq!(iso.verdict, "failed");
+    assert_eq!(iso.verdict.to_string(), "failed");
     let evidence = iso.evidence.join(" | ");
     assert!(
         evidence.contains("of first-touch prompt tokens were cached"),
@@ -109,7 +113,7 @@ async fn a_lying_reset_is_caught_with_evidence() {
 async fn without_clearing_round_one_hits_the_previous_scenario() {
     let (first, ratio, iso) = second_round_one(false, SimConfig::default()).await;
     assert_eq!(
-        (iso.status.as_str(), iso.verdict.as_str()),
+        (iso.status.label(), iso.verdict.label()),
         ("skipped", "none")
     );
     let evidence = iso.evidence.join(" | ");

@@ -173,9 +173,14 @@ async fn clear_or_restart_on(sim_flag: &str) -> kvbench_coordinator::runner::Sce
         Endpoint::Url(url.clone()),
         AgentClient::connect(&handle.url()).await.expect("agent"),
     );
-    let summary = run_plan(&plan, &agents, CancellationToken::new())
-        .await
-        .expect("runs");
+    let summary = run_plan(
+        &plan,
+        &agents,
+        CancellationToken::new(),
+        &mut kvbench_coordinator::events::Silent,
+    )
+    .await
+    .expect("runs");
     let pid = std::fs::read_to_string(&pidfile).unwrap_or_default();
     let _ = std::process::Command::new("kill").arg(pid.trim()).status();
     handle.stop().await;
@@ -187,10 +192,10 @@ async fn clear_or_restart_on(sim_flag: &str) -> kvbench_coordinator::runner::Sce
 async fn clear_or_restart_restarts_an_engine_whose_reset_lies() {
     let second = clear_or_restart_on("--lying-reset").await;
     let iso = &second.stats.isolation;
-    assert_eq!(iso.policy, "clear_or_restart");
-    assert_eq!(iso.status, "restarted", "{}", iso.detail);
+    assert_eq!(iso.policy.label(), "clear_or_restart");
+    assert_eq!(iso.status.to_string(), "restarted", "{}", iso.detail);
     assert!(iso.detail.contains("then restart"), "{}", iso.detail);
-    assert_eq!(iso.verdict, "verified", "{:?}", iso.evidence);
+    assert_eq!(iso.verdict.to_string(), "verified", "{:?}", iso.evidence);
     assert!(second.stats.rounds[0].cache_hit_ratio.unwrap_or(1.0) < 0.05);
 }
 
@@ -249,7 +254,7 @@ fn clear_or_restart_restarts_an_engine_that_refuses_to_clear() {
     );
     assert!(stdout.contains("restarting instead"), "{stdout}");
     assert!(
-        stdout.contains("| two | long_context_high_reuse | completed | verified |"),
+        stdout.contains("| two | long_context_high_reuse | completed | 0 of 4 | verified |"),
         "{stdout}"
     );
     // Its stats say the same.

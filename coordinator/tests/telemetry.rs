@@ -61,9 +61,14 @@ async fn run_with_telemetry(
     let hello = a.info().clone();
     let mut agents = BTreeMap::new();
     agents.insert(Endpoint::Url(url), a);
-    let summary = run_plan(&plan, &agents, CancellationToken::new())
-        .await
-        .expect("plan runs");
+    let summary = run_plan(
+        &plan,
+        &agents,
+        CancellationToken::new(),
+        &mut kvbench_coordinator::events::Silent,
+    )
+    .await
+    .expect("plan runs");
     agent.stop().await;
     sim.stop().await;
     (summary, hello)

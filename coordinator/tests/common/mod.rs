@@ -62,9 +62,14 @@ pub async fn run_with(plan: &Plan, sim: SimConfig) -> (RunSummary, EngineCounter
     let embedded = Embedded::start(plan, sim)
         .await
         .expect("embedded agent and sim start");
-    let summary = run_plan(plan, &embedded.by_endpoint, CancellationToken::new())
-        .await
-        .expect("plan runs");
+    let summary = run_plan(
+        plan,
+        &embedded.by_endpoint,
+        CancellationToken::new(),
+        &mut kvbench_coordinator::events::Silent,
+    )
+    .await
+    .expect("plan runs");
     let counters = embedded
         .sim
         .as_ref()

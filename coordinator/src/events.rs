@@ -1,0 +1,103 @@
+//! What happens during a run, as events. The runner, the isolation step and the scenario
+//! session emit them; the console reporter ([`crate::console`]) turns them into what people
+//! read, and tests (or a report writer, or a JSON event stream) can listen to the same
+//! events. Nothing in the library prints.
+
+use kvbench_common::agent::{AgentInfo, ClearOutcome, RestartOutcome, RoundEvent};
+use kvbench_common::plan::{IsolationPolicy, Plan, Scenario};
+use kvbench_common::stats::{Comparison, IsolationInfo, RoundStats};
+
+use crate::runner::{RunSummary, ScenarioOutcome};
+
+/// One thing that happened, borrowed from whoever made it happen.
+#[derive(Debug)]
+pub enum RunEvent<'a> {
+    /// The plan is about to run with these agents.
+    RunStarted {
+        plan: &'a Plan,
+        agents: Vec<&'a AgentInfo>,
+    },
+    /// Isolation before the next scenario begins.
+    IsolationStarted {
+        policy: IsolationPolicy,
+    },
+    Clearing {
+        agent: &'a str,
+    },
+    /// The agent answered the clear (successfully or not).
+    Cleared(&'a ClearOutcome),
+    Restarting {
+        agent: &'a str,
+    },
+    /// The agent answered the restart (successfully or not).
+    Restarted(&'a RestartOutcome),
+    /// An agent call that got no answer at all.
+    AgentCallFailed {
+        what: &'static str,
+        error: String,
+    },
+    /// The clear left a warm cache (or failed): restarting instead.
+    FallingBackToRestart,
+    /// The policy does not clear.
+    NotClearing {
+        policy: IsolationPolicy,
+    },
+    Waiting {
+        seconds: f64,
+    },
+    DatasetLoading {
+        path: &'a std::path::Path,
+    },
+    DatasetLoaded {
+        requests: usize,
+    },
+    ScenarioStarted {
+        /// From 1.
+        index: usize,
+        total: usize,
+        scenario: &'a Scenario,
+        agent: &'a AgentInfo,
+    },
+    /// A round's stream, event by event (progress).
+    Round {
+        scenario: &'a Scenario,
+        round: u32,
+        event: &'a RoundEvent,
+    },
+    /// A round's stream ended (whatever came of it).
+    RoundEnded {
+        scenario: &'a Scenario,
+        round: u32,
+    },
+    /// A round's statistics, complete.
+    RoundStats {
+        scenario: &'a Scenario,
+        stats: &'a RoundStats,
+    },
+    /// Round 1 was judged cold or not.
+    Verdict(&'a IsolationInfo),
+    Comparison(&'a Comparison),
+    /// Something went wrong that does not stop the run but must be seen.
+    Problem(String),
+    ScenarioFinished {
+        outcome: &'a ScenarioOutcome,
+        took_s: f64,
+    },
+    RunFinished {
+        plan: &'a Plan,
+        summary: &'a RunSummary,
+    },
+}
+
+/// Whoever listens to a run.
+pub trait Observer {
+    fn on(&mut self, event: &RunEvent<'_>);
+}
+
+/// Listens to nothing (library users that want only the summary).
+#[derive(Debug, Default)]
+pub struct Silent;
+
+impl Observer for Silent {
+    fn on(&mut self, _: &RunEvent<'_>) {}
+}

@@ -1,0 +1,168 @@
+//! Isolation between scenarios: the plan's policy carried out through the scenario's agent
+//! (clear, restart, clear then restart when the cache stayed warm, wait, nothing). What it
+//! did becomes the scenario's [`IsolationInfo`]; whether round 1 was really cold is judged
+//! after round 1 ([`IsolationInfo::judge`]).
+
+use std::time::Duration;
+
+use kvbench_common::agent::{ColdProbe, RestartOutcome};
+use kvbench_common::plan::{IsolationPolicy, Plan};
+use kvbench_common::stats::{IsolationInfo, IsolationStatus, Verdict};
+use tokio_util::sync::CancellationToken;
+
+use crate::agent_client::AgentClient;
+use crate::events::{Observer, RunEvent};
+
+const REASON: &str = "isolation between scenarios";
+
+/// What isolation did for a scenario that had none (the plan's first, unless
+/// `isolate_before_first`).
+pub fn none_before_first(plan: &Plan) -> IsolationInfo {
+    IsolationInfo {
+        policy: plan.isolation,
+        status: IsolationStatus::None,
+        detail: "first scenario of the plan".into(),
+        wait_s: 0.0,
+        verdict: Verdict::None,
+        evidence: Vec::new(),
+        probe: None,
+    }
+}
+
+/// One step's result: what it did, in words, and the cold check where there was one.
+struct Step {
+    status: IsolationStatus,
+    detail: String,
+    probe: Option<ColdProbe>,
+}
+
+/// Runs the plan's isolation policy through the agent, then waits. Never fails the plan:
+/// the result is recorded in the next scenario's stats and judged after its round 1.
+pub async fn isolate(
+    plan: &Plan,
+    agent: &AgentClient,
+    cancel: &CancellationToken,
+    obs: &mut dyn Observer,
+) -> IsolationInfo {
+    obs.on(&RunEvent::IsolationStarted {
+        policy: plan.isolation,
+    });
+    let step = match plan.isolation {
+        IsolationPolicy::Clear => clear(agent, obs).await,
+        IsolationPolicy::Restart => restart(agent, obs).await,
+        IsolationPolicy::ClearOrRestart => clear_or_restart(agent, obs).await,
+        IsolationPolicy::Wait | IsolationPolicy::None => {
+            obs.on(&RunEvent::NotClearing {
+                policy: plan.isolation,
+            });
+            Step {
+                status: IsolationStatus::Skipped,
+                detail: format!("isolation is {}", plan.isolation.label()),
+                probe: None,
+            }
+        }
+    };
+    let wait = if plan.isolation == IsolationPolicy::None {
+        0.0
+    } else {
+        plan.wait_between_scenarios_s
+    };
+    if wait > 0.0 {
+        obs.on(&RunEvent::Waiting { seconds: wait });
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs_f64(wait)) => {}
+            _ = cancel.cancelled() => {}
+        }
+    }
+    IsolationInfo {
+        policy: plan.isolation,
+        status: step.status,
+        detail: step.detail,
+        wait_s: wait,
+        verdict: Verdict::None,
+        evidence: Vec::new(),
+        probe: step.probe,
+    }
+}
+
+async fn clear(agent: &AgentClient, obs: &mut dyn Observer) -> Step {
+    obs.on(&RunEvent::Clearing {
+        agent: agent.name(),
+    });
+    match agent.clear(REASON).await {
+        Ok(r) => {
+            obs.on(&RunEvent::Cleared(&r));
+            Step {
+                status: if r.success {
+                    IsolationStatus::Cleared
+                } else {
+                    IsolationStatus::Failed
+                },
+                detail: r.detail,
+                probe: r.probe,
+            }
+        }
+        Err(e) => {
+            obs.on(&RunEvent::AgentCallFailed {
+                what: "clear",
+                error: e.to_string(),
+            });
+            Step {
+                status: IsolationStatus::Failed,
+                detail: e.to_string(),
+                probe: None,
+            }
+        }
+    }
+}
+
+async fn restart(agent: &AgentClient, obs: &mut dyn Observer) -> Step {
+    obs.on(&RunEvent::Restarting {
+        agent: agent.name(),
+    });
+    let (status, detail) = match agent.restart(REASON).await {
+        Ok(r) => {
+            obs.on(&RunEvent::Restarted(&r));
+            restart_step(&r)
+        }
+        Err(e) => {
+            obs.on(&RunEvent::AgentCallFailed {
+                what: "restart",
+                error: e.to_string(),
+            });
+            (IsolationStatus::Failed, e.to_string())
+        }
+    };
+    Step {
+        status,
+        detail,
+        probe: None,
+    }
+}
+
+fn restart_step(r: &RestartOutcome) -> (IsolationStatus, String) {
+    match r.error {
+        None => (IsolationStatus::Restarted, r.detail.clone()),
+        Some(class) => (IsolationStatus::Failed, format!("{class}: {}", r.detail)),
+    }
+}
+
+/// Clears; restarts when the clear failed or its cold check found a warm cache. The
+/// probe that triggered the restart stays in the detail.
+async fn clear_or_restart(agent: &AgentClient, obs: &mut dyn Observer) -> Step {
+    let cleared = clear(agent, obs).await;
+    let stale = cleared.probe.as_ref().is_some_and(ColdProbe::is_stale);
+    if cleared.status == IsolationStatus::Cleared && !stale {
+        return cleared;
+    }
+    obs.on(&RunEvent::FallingBackToRestart);
+    let restarted = restart(agent, obs).await;
+    Step {
+        status: restarted.status,
+        detail: format!(
+            "clear: {}; then restart: {}",
+            cleared.detail, restarted.detail
+        ),
+        probe: None,
+    }
+}

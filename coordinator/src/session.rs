@@ -1,0 +1,347 @@
+//! One scenario, round by round, through its agent: the rounds' requests, their statistics
+//! (complete, in one place), the isolation verdict after round 1, the comparison of the last
+//! round with round 1, the result files, and how the scenario ended. Everything it does is
+//! told to an [`Observer`]; a failing round or file never loses what was measured before.
+
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime};
+
+use kvbench_common::agent::{RoundRequest, RoundRequests};
+use kvbench_common::dataset::Dataset;
+use kvbench_common::plan::{Plan, Scenario};
+use kvbench_common::record::{Outcome, RequestRecord};
+use kvbench_common::stats::{
+    Comparison, IsolationInfo, RoundInput, RoundStats, ScenarioInfo, ScenarioStats, ScenarioStatus,
+};
+use kvbench_common::util::{rfc3339_utc, timestamp_utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::agent_client::{AgentClient, RoundEnd};
+use crate::events::{Observer, RunEvent};
+use crate::results::{self, ScenarioFiles};
+use crate::runner::ScenarioOutcome;
+
+/// What a scenario runs with.
+#[derive(Debug, Clone, Copy)]
+pub struct Session<'a> {
+    pub plan: &'a Plan,
+    pub scenario: &'a Scenario,
+    pub agent: &'a AgentClient,
+    /// Unique per scenario run (the agent keys round 1's replies by it).
+    pub scenario_id: &'a str,
+    pub dataset: Option<&'a Dataset>,
+    pub tokenizer: Option<&'a [u8]>,
+    pub cancel: &'a CancellationToken,
+}
+
+/// The scenario's records and rounds so far.
+#[derive(Debug, Default)]
+struct Progress {
+    records: Vec<RequestRecord>,
+    rounds: Vec<RoundStats>,
+    /// Rounds that ran to their end (a cancelled or broken round is never compared).
+    complete: Vec<u32>,
+    status: Option<ScenarioStatus>,
+    error: Option<String>,
+    telemetry_written: bool,
+}
+
+impl Session<'_> {
+    /// Runs every round, then writes the result files.
+    pub async fn run(
+        &self,
+        mut isolation: IsolationInfo,
+        obs: &mut dyn Observer,
+    ) -> ScenarioOutcome {
+        let started = Instant::now();
+        let started_at = rfc3339_utc(SystemTime::now());
+        // One timestamp names all of this scenario's files.
+        let files = ScenarioFiles::new(
+            &self.plan.output_dir,
+            &self.scenario.slug,
+            &timestamp_utc(SystemTime::now()),
+        );
+        let mut p = Progress::default();
+        for round in 1..=self.scenario.rounds {
+            let (st, error) = self.round(round, &files, &mut p, obs).await;
+            if round == 1 {
+                isolation = isolation.judge(&p.records);
+                obs.on(&RunEvent::Verdict(&isolation));
+            }
+            if let Some(st) = st {
+                p.rounds.push(st);
+            }
+            if let Some(e) = error {
+                p.status = Some(if self.cancel.is_cancelled() {
+                    ScenarioStatus::Cancelled
+                } else {
+                    ScenarioStatus::Failed
+                });
+                p.error = Some(format!("round {round}: {e}"));
+                break;
+            }
+        }
+        let compared: Vec<RoundStats> = p
+            .rounds
+            .iter()
+            .filter(|r| p.complete.contains(&r.round) && r.completed > 0)
+            .cloned()
+            .collect();
+        let comparison =
+            Comparison::on_common_requests(&compared, &p.records, &self.scenario.config.stats);
+        if let Some(c) = &comparison {
+            obs.on(&RunEvent::Comparison(c));
+        }
+        let status = p
+            .status
+            .unwrap_or_else(|| self.judge_errors(&p.rounds, &mut p.error));
+        let stats = ScenarioStats {
+            kvbench_version: env!("CARGO_PKG_VERSION").into(),
+            scenario: scenario_info(self.scenario),
+            status,
+            error: p.error.clone(),
+            started_at,
+            finished_at: rfc3339_utc(SystemTime::now()),
+            engine: engine_info(self.scenario, self.agent),
+            agent: agent_info(self.agent),
+            isolation,
+            rounds: p.rounds,
+            comparison,
+        };
+        let outcome = finish(stats, &files, &p.records, p.telemetry_written);
+        obs.on(&RunEvent::ScenarioFinished {
+            outcome: &outcome,
+            took_s: started.elapsed().as_secs_f64(),
+        });
+        outcome
+    }
+
+    /// `degraded` when some round failed more requests than the plan allows.
+    fn judge_errors(&self, rounds: &[RoundStats], error: &mut Option<String>) -> ScenarioStatus {
+        let limit = self.plan.max_error_rate;
+        let worst = rounds
+            .iter()
+            .filter(|r| r.completed + r.failed > 0)
+            .map(|r| {
+                (
+                    r.round,
+                    f64::from(r.failed) / f64::from(r.completed + r.failed),
+                )
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        match worst {
+            Some((round, rate)) if rate > limit => {
+                *error = Some(format!(
+                    "round {round}: {:.1} % of requests failed, more than max_error_rate {:.1} %",
+                    rate * 100.0,
+                    limit * 100.0
+                ));
+                ScenarioStatus::Degraded
+            }
+            _ => ScenarioStatus::Completed,
+        }
+    }
+
+    /// Runs one round; its statistics (none when nothing ran) and the error that ends the
+    /// scenario, if any. Records and telemetry are kept whatever happened.
+    async fn round(
+        &self,
+        round: u32,
+        files: &ScenarioFiles,
+        p: &mut Progress,
+        obs: &mut dyn Observer,
+    ) -> (Option<RoundStats>, Option<String>) {
+        let s = self.scenario;
+        let req = self.request(round);
+        let run = self
+            .agent
+            .run_round(&req, self.cancel, |e| {
+                obs.on(&RunEvent::Round {
+                    scenario: s,
+                    round,
+                    event: e,
+                })
+            })
+            .await;
+        obs.on(&RunEvent::RoundEnded { scenario: s, round });
+        let (finished, mut error) = match &run.end {
+            RoundEnd::Finished(f) => (Some(f.clone()), None),
+            RoundEnd::Cancelled => (None, Some("cancelled by the user".to_owned())),
+            RoundEnd::Failed(e) => (None, Some(e.clone())),
+        };
+        let duration_s = finished
+            .as_ref()
+            .map_or_else(|| span_s(&run.records), |f| f.duration_ms / 1000.0);
+        let st = RoundStats::compute(
+            &RoundInput {
+                round,
+                duration_s,
+                records: &run.records,
+                telemetry: &run.telemetry,
+                health: finished.as_ref().and_then(|f| f.health.as_ref()),
+            },
+            &s.config.stats,
+        );
+        obs.on(&RunEvent::RoundStats {
+            scenario: s,
+            stats: &st,
+        });
+        if error.is_none() && st.completed == 0 && st.failed > 0 {
+            error = Some(all_failed(&st, &run.records));
+        }
+        if finished.is_some() {
+            p.complete.push(round);
+        }
+        // Each round's samples are on disk as soon as the round ends.
+        if !run.telemetry.is_empty() {
+            match results::append_jsonl(&files.telemetry, &run.telemetry) {
+                Ok(()) => p.telemetry_written = true,
+                Err(e) => obs.on(&RunEvent::Problem(format!(
+                    "cannot write telemetry samples: {e:#}"
+                ))),
+            }
+        }
+        let ran = !run.records.is_empty() || finished.is_some();
+        p.records.extend(run.records);
+        (ran.then_some(st), error)
+    }
+
+    fn request(&self, round: u32) -> RoundRequest {
+        let s = self.scenario;
+        let c = &s.config;
+        RoundRequest {
+            scenario_id: self.scenario_id.to_owned(),
+            scenario_name: s.name.clone(),
+            round,
+            workload: c.workload.clone(),
+            load: s.load_spec(round),
+            model: c.model.clone(),
+            api: c.api,
+            enforce_output_length: c.enforce_output_length,
+            requests: match self.dataset {
+                Some(Dataset::Conversations(cs)) => RoundRequests::Conversations(cs.clone()),
+                Some(Dataset::Trace(t)) => RoundRequests::Trace {
+                    entries: t.clone(),
+                    use_timestamps: c.dataset.as_ref().is_some_and(|d| d.use_timestamps),
+                    speedup: c.dataset.as_ref().map_or(1.0, |d| d.speedup),
+                },
+                None => RoundRequests::Generated,
+            },
+            tokenizer_json: self.tokenizer.map(<[u8]>::to_vec),
+        }
+    }
+}
+
+/// A scenario that could not start (its dataset unreadable): recorded like any failure.
+pub fn failed_before_start(
+    plan: &Plan,
+    s: &Scenario,
+    agent: &AgentClient,
+    isolation: IsolationInfo,
+    error: String,
+    obs: &mut dyn Observer,
+) -> ScenarioOutcome {
+    let now = rfc3339_utc(SystemTime::now());
+    let stats = ScenarioStats {
+        kvbench_version: env!("CARGO_PKG_VERSION").into(),
+        scenario: scenario_info(s),
+        status: ScenarioStatus::Failed,
+        error: Some(error),
+        started_at: now.clone(),
+        finished_at: now,
+        engine: engine_info(s, agent),
+        agent: agent_info(agent),
+        isolation,
+        rounds: Vec::new(),
+        comparison: None,
+    };
+    let files = ScenarioFiles::new(&plan.output_dir, &s.slug, &timestamp_utc(SystemTime::now()));
+    let outcome = finish(stats, &files, &[], false);
+    obs.on(&RunEvent::ScenarioFinished {
+        outcome: &outcome,
+        took_s: 0.0,
+    });
+    outcome
+}
+
+/// Writes the files; a scenario whose files cannot be written has failed (what was
+/// measured is still in the outcome, for the summary).
+fn finish(
+    mut stats: ScenarioStats,
+    files: &ScenarioFiles,
+    records: &[RequestRecord],
+    telemetry_written: bool,
+) -> ScenarioOutcome {
+    let written = results::write_scenario(files, &stats, records);
+    let write_error = written.as_ref().err().map(|e| format!("{e:#}"));
+    if let Some(e) = &write_error {
+        stats.status = ScenarioStatus::Failed;
+        let before = stats.error.take();
+        stats.error = Some(match before {
+            Some(b) => format!("{b}; cannot write result files: {e}"),
+            None => format!("cannot write result files: {e}"),
+        });
+    }
+    let ok = write_error.is_none();
+    ScenarioOutcome {
+        name: stats.scenario.name.clone(),
+        stats,
+        stats_path: ok.then(|| files.stats.clone()),
+        results_path: ok.then(|| files.results.clone()),
+        telemetry_path: telemetry_written.then(|| files.telemetry.clone()),
+        records: records.len(),
+    }
+}
+
+fn all_failed(st: &RoundStats, records: &[RequestRecord]) -> String {
+    let first = records.iter().find(|r| r.outcome != Outcome::Ok);
+    format!(
+        "all {} requests failed ({}); first error: {}",
+        st.failed,
+        crate::console::failure_counts(st),
+        first.map(|r| r.error.as_str()).unwrap_or("")
+    )
+}
+
+/// Seconds from the first scheduled request to the last end (when the agent could not say).
+fn span_s(records: &[RequestRecord]) -> f64 {
+    let start = records
+        .iter()
+        .map(|r| r.scheduled_ms)
+        .fold(f64::INFINITY, f64::min);
+    let end = records.iter().map(|r| r.end_ms).fold(0.0, f64::max);
+    if start.is_finite() && end > start {
+        (end - start) / 1000.0
+    } else {
+        0.0
+    }
+}
+
+fn scenario_info(s: &Scenario) -> ScenarioInfo {
+    ScenarioInfo {
+        name: s.name.clone(),
+        kind: s.kind.label().into(),
+        config_file: s.config_file.clone(),
+        rounds: s.rounds,
+        concurrency: s.concurrency,
+    }
+}
+
+fn engine_info(s: &Scenario, agent: &AgentClient) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("endpoint".to_owned(), s.config.endpoint.to_string()),
+        ("engine_url".to_owned(), agent.info().engine_display.clone()),
+        ("model".to_owned(), s.config.model.clone()),
+        ("api".to_owned(), s.config.api.label().to_owned()),
+    ])
+}
+
+fn agent_info(agent: &AgentClient) -> BTreeMap<String, String> {
+    let i = agent.info();
+    BTreeMap::from([
+        ("name".to_owned(), i.agent_name.clone()),
+        ("hostname".to_owned(), i.hostname.clone()),
+        ("version".to_owned(), i.agent_version.clone()),
+        ("address".to_owned(), agent.url().to_owned()),
+    ])
+}
