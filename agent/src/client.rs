@@ -300,6 +300,20 @@ impl Reply {
     }
 }
 
+impl Reply {
+    /// A request the run stopped while it was in flight (sent at `sent`).
+    pub fn cancelled(sent: Instant) -> Reply {
+        fail(
+            Reply {
+                sent,
+                ..Reply::new()
+            },
+            Outcome::Cancelled,
+            "the run was stopped while the request was in flight".into(),
+        )
+    }
+}
+
 impl Default for Reply {
     fn default() -> Self {
         Self::new()

@@ -144,16 +144,17 @@ impl Feeder {
     }
 }
 
-/// Runs a round, sending events to `tx`. Stops sending load when `tx`'s receiver is gone
-/// (the coordinator left) or `cancel` fires.
+/// Runs a round, sending events to `tx`: warmup requests (excluded from statistics), then
+/// the measured phase, then `Finished` (with `cancelled` set when `cancel` fired: requests
+/// in flight then end as `cancelled` records). Stops sending load when `tx`'s receiver is
+/// gone (the coordinator left) or `cancel` fires.
 pub async fn run(ctx: RoundContext, spec: RoundSpec, tx: EventTx, cancel: CancellationToken) {
     let t0 = Instant::now();
     let anchor_us = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
         .unwrap_or(0);
-    let load = spec.load.clone();
-    let total = if load.duration_s.is_some() {
+    let total = if spec.load.duration_s.is_some() {
         0
     } else {
         spec.workload.num_requests
@@ -165,58 +166,145 @@ pub async fn run(ctx: RoundContext, spec: RoundSpec, tx: EventTx, cancel: Cancel
     if tx.send(RoundEvent::Started(started)).await.is_err() {
         return;
     }
-    let ctx = Arc::new(ctx);
-
-    let background = cancel.child_token();
     let counts = Arc::new(Counts::default());
-    let ticker = {
-        let (tx, counts, stop) = (tx.clone(), counts.clone(), background.clone());
-        tokio::spawn(async move {
-            let mut iv = tokio::time::interval(Duration::from_millis(250));
-            loop {
-                tokio::select! {
-                    _ = iv.tick() => {}
-                    _ = stop.cancelled() => return,
-                }
-                let p = Progress {
-                    completed: counts.completed.load(Ordering::Relaxed),
-                    failed: counts.failed.load(Ordering::Relaxed),
-                    in_flight: counts.in_flight.load(Ordering::Relaxed),
-                    total,
-                };
-                if tx.send(RoundEvent::Progress(p)).await.is_err() {
-                    return;
-                }
-            }
-        })
-    };
-
-    let spec = Arc::new(spec);
-    let runner = |warmup: bool| Runner {
-        ctx: ctx.clone(),
-        spec: spec.clone(),
+    let background = cancel.child_token();
+    let ticker = progress_ticker(tx.clone(), counts.clone(), total, background.clone());
+    let round = Round {
+        ctx: Arc::new(ctx),
+        spec: Arc::new(spec),
         tx: tx.clone(),
         cancel: cancel.clone(),
         counts: counts.clone(),
         t0,
-        warmup,
     };
+    round.warmup().await;
+    // Connections for the first wave are opened before the clock starts: connection setup
+    // is the client's cost, not the engine's.
+    let width = round.first_wave();
+    if width > 1 {
+        client::prewarm(&round.ctx.client, &round.ctx.base_url, width as usize).await;
+    }
+    let measured = round.measure().await;
+    background.cancel();
+    let _ = ticker.await;
+    let (completed, failed) = (
+        counts.completed.load(Ordering::Relaxed),
+        counts.failed.load(Ordering::Relaxed),
+    );
+    let _ = tx
+        .send(RoundEvent::Progress(Progress {
+            completed,
+            failed,
+            in_flight: 0,
+            total,
+        }))
+        .await;
+    let _ = tx
+        .send(RoundEvent::Finished(RoundFinished {
+            duration_ms: measured.duration_s * 1000.0,
+            sent: completed + failed,
+            health: Some(measured.health),
+            cancelled: cancel.is_cancelled(),
+        }))
+        .await;
+}
 
-    // Warmups first, closed loop, excluded from statistics.
-    if load.warmup_requests > 0 {
-        let width = match load.arrivals {
+/// Sends the round's counts every 250 ms until `stop`.
+fn progress_ticker(
+    tx: EventTx,
+    counts: Arc<Counts>,
+    total: u32,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut iv = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = iv.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            let p = Progress {
+                completed: counts.completed.load(Ordering::Relaxed),
+                failed: counts.failed.load(Ordering::Relaxed),
+                in_flight: counts.in_flight.load(Ordering::Relaxed),
+                total,
+            };
+            if tx.send(RoundEvent::Progress(p)).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// What the measured phase gives besides its records.
+struct Measured {
+    duration_s: f64,
+    health: kvbench_common::stats::AgentHealth,
+}
+
+/// One round's shared state, from which its workers are made.
+struct Round {
+    ctx: Arc<RoundContext>,
+    spec: Arc<RoundSpec>,
+    tx: EventTx,
+    cancel: CancellationToken,
+    counts: Arc<Counts>,
+    t0: Instant,
+}
+
+impl Round {
+    fn runner(&self, warmup: bool) -> Runner {
+        Runner {
+            ctx: self.ctx.clone(),
+            spec: self.spec.clone(),
+            tx: self.tx.clone(),
+            cancel: self.cancel.clone(),
+            counts: self.counts.clone(),
+            t0: self.t0,
+            warmup,
+        }
+    }
+
+    /// Workers of a closed loop: never more than there are requests to send (a round
+    /// limited by duration sends as many as its concurrency allows).
+    fn closed_workers(&self, concurrency: u32) -> u32 {
+        let c = concurrency.max(1);
+        if self.spec.load.duration_s.is_some() {
+            c
+        } else {
+            c.min(self.spec.workload.num_requests.max(1))
+        }
+    }
+
+    /// Requests the first wave sends at once.
+    fn first_wave(&self) -> u32 {
+        match self.spec.load.arrivals {
+            Arrivals::Closed { concurrency } => self.closed_workers(concurrency),
+            Arrivals::Open {
+                max_concurrency, ..
+            } => max_concurrency.unwrap_or(0),
+        }
+    }
+
+    /// Warmup requests, closed loop, excluded from statistics.
+    async fn warmup(&self) {
+        let n = self.spec.load.warmup_requests;
+        if n == 0 {
+            return;
+        }
+        let width = match self.spec.load.arrivals {
             Arrivals::Closed { concurrency } => concurrency,
             Arrivals::Open {
                 max_concurrency, ..
             } => max_concurrency.unwrap_or(8),
         };
-        let w = warmup(&spec.workload, load.warmup_requests);
+        let w = warmup(&self.spec.workload, n);
         let queue = Arc::new(Mutex::new(
             w.conversations.into_iter().collect::<VecDeque<_>>(),
         ));
         let mut set = JoinSet::new();
-        for _ in 0..width.clamp(1, load.warmup_requests) {
-            let (r, queue) = (runner(true), queue.clone());
+        for _ in 0..width.clamp(1, n) {
+            let (r, queue) = (self.runner(true), queue.clone());
             set.spawn(async move {
                 loop {
                     let next = queue.lock().ok().and_then(|mut q| q.pop_front());
@@ -230,158 +318,163 @@ pub async fn run(ctx: RoundContext, spec: RoundSpec, tx: EventTx, cancel: Cancel
         while set.join_next().await.is_some() {}
     }
 
-    // Connections for the first wave are opened before the clock starts: connection setup
-    // is the client's cost, not the engine's.
-    let width = match load.arrivals {
-        Arrivals::Closed { concurrency } => concurrency.min(spec.workload.num_requests.max(1)),
-        Arrivals::Open {
-            max_concurrency, ..
-        } => max_concurrency.unwrap_or(0),
-    };
-    if width > 1 {
-        client::prewarm(&ctx.client, &ctx.base_url, width as usize).await;
+    /// The measured phase. Telemetry starts and ends with it (a sample of every source at
+    /// each end), so that per-round deltas of counters cover exactly the measured requests.
+    async fn measure(&self) -> Measured {
+        let sampling = self.ctx.telemetry.start(self.tx.clone(), self.t0).await;
+        let lag_stop = self.cancel.child_token();
+        let lag_probe = health::lag_probe(lag_stop.clone());
+        let cpu_before = health::cpu_seconds();
+        let host_before = health::host_cpu_jiffies();
+        let start = Instant::now();
+        let feeder = self.feeder();
+        let trace = self
+            .spec
+            .dataset
+            .as_ref()
+            .is_some_and(|d| d.iter().any(|c| c.due_ms.is_some()));
+        let mut set = JoinSet::new();
+        let dispatch_lags = match self.spec.load.arrivals {
+            Arrivals::Closed { concurrency } if !trace => {
+                self.closed_loop(concurrency, start, feeder, &mut set);
+                Vec::new()
+            }
+            Arrivals::Closed { .. } => self.release(None, None, start, feeder, &mut set).await,
+            Arrivals::Open {
+                rate,
+                burstiness,
+                max_concurrency,
+            } => {
+                let load = &self.spec.load;
+                let count = load
+                    .duration_s
+                    .is_none()
+                    .then_some(self.spec.workload.num_requests);
+                let schedule = (!trace).then(|| {
+                    Schedule::new(
+                        self.spec.workload.seed,
+                        rate,
+                        burstiness,
+                        count,
+                        load.duration_s,
+                    )
+                });
+                self.release(schedule, max_concurrency, start, feeder, &mut set)
+                    .await
+            }
+        };
+        while set.join_next().await.is_some() {}
+        let duration_s = start.elapsed().as_secs_f64();
+        let cpu = match (cpu_before, health::cpu_seconds()) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        };
+        lag_stop.cancel();
+        let lags = lag_probe.await.unwrap_or_default();
+        sampling.stop().await;
+        let host = health::host_cpu_share(host_before, health::host_cpu_jiffies());
+        let (gaps, coalesced) = (
+            self.counts.gaps.load(Ordering::Relaxed),
+            self.counts.coalesced_gaps.load(Ordering::Relaxed),
+        );
+        let coalesced_share =
+            (gaps >= health::COALESCE_MIN_GAPS).then(|| coalesced as f64 / gaps as f64);
+        let health = health::assess(
+            &lags,
+            &dispatch_lags,
+            cpu,
+            host,
+            coalesced_share,
+            duration_s,
+        );
+        if health.generator_saturated {
+            tracing::info!(scenario = %self.spec.scenario_name, round = self.spec.round, reason = %health.saturation_reason, "generator saturated");
+        }
+        Measured { duration_s, health }
     }
 
-    // The measured phase. Telemetry starts and ends with it (a sample of every source at
-    // each end), so that per-round deltas of counters cover exactly the measured requests.
-    let sampling = ctx.telemetry.start(tx.clone(), t0).await;
-    let lag_stop = background.child_token();
-    let lag_probe = health::lag_probe(lag_stop.clone());
-    let cpu_before = health::cpu_seconds();
-    let host_before = health::host_cpu_jiffies();
-    let measure_start = Instant::now();
-    let deadline = load
-        .duration_s
-        .map(|d| measure_start + Duration::from_secs_f64(d));
-    let trace = spec
-        .dataset
-        .as_ref()
-        .is_some_and(|d| d.iter().any(|c| c.due_ms.is_some()));
-    let feeder = Arc::new(Mutex::new(Feeder {
-        workload: spec.workload.clone(),
-        counter: spec.counter.clone(),
-        round: spec.round,
-        endless: load.duration_s.is_some() && spec.dataset.is_none(),
-        // A dataset is the whole request set: no generated pool follows it.
-        pool: u32::from(spec.dataset.is_some()),
-        next_id: 0,
-        next_conv: 0,
-        queue: spec.dataset.clone().unwrap_or_default().into(),
-    }));
-    let next_conv = move || feeder.lock().ok().and_then(|mut f| f.next());
-    let mut dispatch_lags = Vec::new();
-    let mut set = JoinSet::new();
-    // Open loops and traces release each conversation at an offset from the start: the
-    // schedule's, or the trace's own timestamps.
-    let open = match load.arrivals {
-        Arrivals::Closed { concurrency } if !trace => {
-            for _ in 0..concurrency.max(1) {
-                let (r, next_conv) = (runner(false), next_conv.clone());
-                set.spawn(async move {
-                    while deadline.is_none_or(|d| Instant::now() < d) {
-                        let Some(conv) = next_conv() else { return };
-                        if !r.conversation(conv, None, None).await {
-                            return;
-                        }
+    /// Hands out the round's conversations.
+    fn feeder(&self) -> Arc<Mutex<Feeder>> {
+        let spec = &self.spec;
+        Arc::new(Mutex::new(Feeder {
+            workload: spec.workload.clone(),
+            counter: spec.counter.clone(),
+            round: spec.round,
+            endless: spec.load.duration_s.is_some() && spec.dataset.is_none(),
+            // A dataset is the whole request set: no generated pool follows it.
+            pool: u32::from(spec.dataset.is_some()),
+            next_id: 0,
+            next_conv: 0,
+            queue: spec.dataset.clone().unwrap_or_default().into(),
+        }))
+    }
+
+    /// A closed loop: each worker sends its next conversation when the last one ended.
+    fn closed_loop(
+        &self,
+        concurrency: u32,
+        start: Instant,
+        feeder: Arc<Mutex<Feeder>>,
+        set: &mut JoinSet<()>,
+    ) {
+        let deadline = self
+            .spec
+            .load
+            .duration_s
+            .map(|d| start + Duration::from_secs_f64(d));
+        for _ in 0..self.closed_workers(concurrency) {
+            let (r, feeder) = (self.runner(false), feeder.clone());
+            set.spawn(async move {
+                while deadline.is_none_or(|d| Instant::now() < d) {
+                    let next = feeder.lock().ok().and_then(|mut f| f.next());
+                    let Some(conv) = next else { return };
+                    if !r.conversation(conv, None, None).await {
+                        return;
                     }
-                });
-            }
-            None
-        }
-        Arrivals::Closed { .. } => Some((None, None)),
-        Arrivals::Open {
-            rate,
-            burstiness,
-            max_concurrency,
-        } => {
-            let count = load
-                .duration_s
-                .is_none()
-                .then_some(spec.workload.num_requests);
-            let schedule = (!trace).then(|| {
-                Schedule::new(spec.workload.seed, rate, burstiness, count, load.duration_s)
+                }
             });
-            Some((schedule, max_concurrency))
         }
-    };
-    if let Some((mut schedule, max_concurrency)) = open {
+    }
+
+    /// Releases each conversation at its offset from `start`: the schedule's, or (none)
+    /// the trace's own timestamps; at most `max_concurrency` in flight. Returns how late
+    /// each release was, in ms.
+    async fn release(
+        &self,
+        mut schedule: Option<Schedule>,
+        max_concurrency: Option<u32>,
+        start: Instant,
+        feeder: Arc<Mutex<Feeder>>,
+        set: &mut JoinSet<()>,
+    ) -> Vec<f64> {
         let cap = max_concurrency.map(|m| Arc::new(Semaphore::new(m as usize)));
+        let mut lags = Vec::new();
         loop {
+            let next = feeder.lock().ok().and_then(|mut f| f.next());
             let release = match schedule.as_mut() {
                 Some(s) => {
                     let offset = s.next_offset();
-                    next_conv().map(|c| (offset, c))
+                    next.map(|c| (offset, c))
                 }
-                None => next_conv().map(|c| (c.due_ms.unwrap_or(0.0).max(0.0) / 1000.0, c)),
+                None => next.map(|c| (c.due_ms.unwrap_or(0.0).max(0.0) / 1000.0, c)),
             };
             let Some((offset, conv)) = release else { break };
-            if load.duration_s.is_some_and(|d| offset >= d) {
+            if self.spec.load.duration_s.is_some_and(|d| offset >= d) {
                 break;
             }
-            let at = measure_start + Duration::from_secs_f64(offset);
+            let at = start + Duration::from_secs_f64(offset);
             tokio::select! {
                 _ = tokio::time::sleep_until(at) => {}
-                _ = cancel.cancelled() => break,
+                _ = self.cancel.cancelled() => break,
             }
-            dispatch_lags.push(Instant::now().saturating_duration_since(at).as_secs_f64() * 1000.0);
-            let (r, cap) = (runner(false), cap.clone());
+            lags.push(ms_since(at, Instant::now()));
+            let (r, cap) = (self.runner(false), cap.clone());
             set.spawn(async move {
                 r.conversation(conv, Some(at), cap).await;
             });
         }
+        lags
     }
-    while set.join_next().await.is_some() {}
-    let duration_s = measure_start.elapsed().as_secs_f64();
-    let cpu = match (cpu_before, health::cpu_seconds()) {
-        (Some(a), Some(b)) => Some(b - a),
-        _ => None,
-    };
-    lag_stop.cancel();
-    let lags = lag_probe.await.unwrap_or_default();
-    background.cancel();
-    let _ = ticker.await;
-    if cancel.is_cancelled() {
-        return;
-    }
-    sampling.stop().await;
-    let host = health::host_cpu_share(host_before, health::host_cpu_jiffies());
-    let (gaps, coalesced) = (
-        counts.gaps.load(Ordering::Relaxed),
-        counts.coalesced_gaps.load(Ordering::Relaxed),
-    );
-    let coalesced_share =
-        (gaps >= health::COALESCE_MIN_GAPS).then(|| coalesced as f64 / gaps as f64);
-    let health = health::assess(
-        &lags,
-        &dispatch_lags,
-        cpu,
-        host,
-        coalesced_share,
-        duration_s,
-    );
-    if health.generator_saturated {
-        tracing::warn!(scenario = %spec.scenario_name, round = spec.round, reason = %health.saturation_reason, "generator saturated");
-    }
-    let c = &counts;
-    let (completed, failed) = (
-        c.completed.load(Ordering::Relaxed),
-        c.failed.load(Ordering::Relaxed),
-    );
-    let _ = tx
-        .send(RoundEvent::Progress(Progress {
-            completed,
-            failed,
-            in_flight: 0,
-            total,
-        }))
-        .await;
-    let _ = tx
-        .send(RoundEvent::Finished(RoundFinished {
-            duration_ms: duration_s * 1000.0,
-            sent: completed + failed,
-            health: Some(health),
-        }))
-        .await;
 }
 
 /// Runs conversations and streams their records.
@@ -395,12 +488,76 @@ struct Runner {
     warmup: bool,
 }
 
-impl Runner {
-    fn ms(&self, t: Instant) -> f64 {
-        // Instants before the round's zero (none, in practice) clamp to 0.
-        t.saturating_duration_since(self.t0).as_secs_f64() * 1000.0
-    }
+/// What a record says besides the engine's reply.
+#[derive(Debug, Clone)]
+struct RecordContext<'a> {
+    scenario: &'a str,
+    round: u32,
+    agent: &'a str,
+    request_id: u32,
+    conversation_id: u32,
+    turn: u32,
+    warmup: bool,
+    first_touch: bool,
+    /// The round's zero: every time in the record is relative to it.
+    t0: Instant,
+    /// When the load shape meant the request to go out.
+    scheduled: Instant,
+    queue_ms: f64,
+    prompt_tokens_client: u32,
+}
 
+/// Milliseconds from `zero` to `t` (instants before the zero, none in practice, clamp to 0).
+fn ms_since(zero: Instant, t: Instant) -> f64 {
+    t.saturating_duration_since(zero).as_secs_f64() * 1000.0
+}
+
+/// One request's record: the reply's times on the round's clock, its counts and outcome.
+fn build_record(c: &RecordContext<'_>, reply: &client::Reply) -> RequestRecord {
+    RequestRecord {
+        scenario: c.scenario.to_owned(),
+        round: c.round,
+        agent: c.agent.to_owned(),
+        request_id: c.request_id,
+        conversation_id: c.conversation_id,
+        turn: c.turn,
+        warmup: c.warmup,
+        scheduled_ms: ms_since(c.t0, c.scheduled),
+        queue_ms: c.queue_ms,
+        sent_ms: ms_since(c.t0, reply.sent),
+        first_byte_ms: reply.first_byte.map(|t| ms_since(c.t0, t)),
+        first_token_ms: reply.first_token.map(|t| ms_since(c.t0, t)),
+        chunk_offsets_ms: reply
+            .chunks
+            .iter()
+            .map(|t| ms_since(reply.sent, *t))
+            .collect(),
+        end_ms: ms_since(c.t0, reply.end),
+        prompt_tokens_client: c.prompt_tokens_client,
+        prompt_tokens: reply.prompt_tokens,
+        output_tokens: reply.output_tokens,
+        output_chunks: reply.chunks.len() as u32,
+        cached_tokens: reply.cached_tokens,
+        finish_reason: reply.finish_reason.clone(),
+        engine_ttft_ms: reply.engine_ttft_us.map(|us| us as f64 / 1000.0),
+        first_touch: c.first_touch,
+        outcome: reply.outcome,
+        error: reply.error.clone(),
+        http_status: reply.http_status,
+    }
+}
+
+/// The messages a conversation starts with: its system prompt and earlier messages.
+fn opening_messages(conv: &Conversation) -> Vec<(String, String)> {
+    let mut messages = Vec::new();
+    if let Some(s) = &conv.system {
+        messages.push(("system".into(), s.clone()));
+    }
+    messages.extend(conv.prefix.iter().cloned());
+    messages
+}
+
+impl Runner {
     /// Runs one conversation's turns in order; false when the round is cancelled. The
     /// first turn was due at `first_due` (open loop); every turn waits for a slot of `cap`.
     async fn conversation(
@@ -409,154 +566,289 @@ impl Runner {
         first_due: Option<Instant>,
         cap: Option<Arc<Semaphore>>,
     ) -> bool {
-        let spec = &*self.spec;
-        let mut messages: Vec<(String, String)> = Vec::new();
-        if let Some(s) = &conv.system {
-            messages.push(("system".into(), s.clone()));
-        }
-        messages.extend(conv.prefix.iter().cloned());
+        let mut messages = opening_messages(&conv);
         for (t, user) in conv.user_turns.iter().enumerate() {
-            let turn = t as u32;
             messages.push(("user".into(), user.clone()));
-            if t > 0 && conv.think_time_ms > 0 {
-                let think = Duration::from_millis(u64::from(conv.think_time_ms));
-                tokio::select! {
-                    _ = tokio::time::sleep(think) => {}
-                    _ = self.cancel.cancelled() => return false,
-                }
+            if t > 0 && !self.think(conv.think_time_ms).await {
+                return false;
             }
             let scheduled = match first_due {
                 Some(due) if t == 0 => due,
                 _ => Instant::now(),
             };
-            let _permit = match &cap {
-                Some(sem) => tokio::select! {
-                    p = sem.clone().acquire_owned() => p.ok(),
-                    _ = self.cancel.cancelled() => return false,
+            let Some(_permit) = self.slot(cap.as_ref()).await else {
+                return false;
+            };
+            let queue_ms = ms_since(scheduled, Instant::now());
+            let (reply, first_touch) = self.send(&messages, &conv, t).await;
+            let cancelled = reply.outcome == Outcome::Cancelled;
+            let record = build_record(
+                &RecordContext {
+                    scenario: &self.spec.scenario_name,
+                    round: self.spec.round,
+                    agent: &self.ctx.agent_name,
+                    request_id: conv.first_request_id + t as u32,
+                    conversation_id: conv.id,
+                    turn: t as u32,
+                    warmup: self.warmup,
+                    first_touch,
+                    t0: self.t0,
+                    scheduled,
+                    queue_ms,
+                    prompt_tokens_client: messages
+                        .iter()
+                        .map(|(_, c)| self.spec.counter.count(c) as u32)
+                        .sum(),
                 },
-                None => None,
-            };
-            let queue_ms = Instant::now()
-                .saturating_duration_since(scheduled)
-                .as_secs_f64()
-                * 1000.0;
-            let call = Call {
-                base_url: &self.ctx.base_url,
-                api: spec.api,
-                model: &spec.model,
-                messages: &messages,
-                max_tokens: conv
-                    .max_tokens
-                    .get(t)
-                    .copied()
-                    .unwrap_or(spec.workload.output_tokens),
-                enforce_output_length: spec.enforce_output_length,
-                ttft_timeout: Duration::from_secs_f64(spec.load.ttft_timeout_s),
-                idle_timeout: Duration::from_secs_f64(spec.load.idle_timeout_s),
-            };
-            let mut first_touch = false;
-            if !self.warmup {
-                self.counts.in_flight.fetch_add(1, Ordering::Relaxed);
-                let head: String = messages
-                    .iter()
-                    .flat_map(|(_, c)| c.chars())
-                    .take(HEAD_CHARS)
-                    .collect();
-                first_touch = self
-                    .counts
-                    .seen_heads
-                    .lock()
-                    .map(|mut s| s.insert(head))
-                    .unwrap_or(false);
-                if !self.counts.probe_taken.swap(true, Ordering::Relaxed) {
-                    if let Ok(mut p) = self.ctx.probe.lock() {
-                        *p = Some(Probe {
-                            messages: messages.clone(),
-                            api: spec.api,
-                            model: spec.model.clone(),
-                        });
-                    }
-                }
-            }
-            let reply = tokio::select! {
-                r = client::send(&self.ctx.client, &call) => r,
-                _ = self.cancel.cancelled() => return false,
-            };
-            if !self.warmup {
-                self.counts.in_flight.fetch_sub(1, Ordering::Relaxed);
-                let counter = if reply.outcome == Outcome::Ok {
-                    &self.counts.completed
-                } else {
-                    &self.counts.failed
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-                let gaps = reply.chunks.len().saturating_sub(1) as u64;
-                let coalesced = reply
-                    .chunks
-                    .windows(2)
-                    .filter(|w| w[1].saturating_duration_since(w[0]) < health::COALESCED_GAP)
-                    .count() as u64;
-                self.counts.gaps.fetch_add(gaps, Ordering::Relaxed);
-                self.counts
-                    .coalesced_gaps
-                    .fetch_add(coalesced, Ordering::Relaxed);
-            }
-            let record = RequestRecord {
-                scenario: spec.scenario_name.clone(),
-                round: spec.round,
-                agent: self.ctx.agent_name.to_string(),
-                request_id: conv.first_request_id + turn,
-                conversation_id: conv.id,
-                turn,
-                warmup: self.warmup,
-                scheduled_ms: self.ms(scheduled),
-                queue_ms,
-                sent_ms: self.ms(reply.sent),
-                first_byte_ms: reply.first_byte.map(|t| self.ms(t)),
-                first_token_ms: reply.first_token.map(|t| self.ms(t)),
-                chunk_offsets_ms: reply
-                    .chunks
-                    .iter()
-                    .map(|c| c.saturating_duration_since(reply.sent).as_secs_f64() * 1000.0)
-                    .collect(),
-                end_ms: self.ms(reply.end),
-                prompt_tokens_client: messages
-                    .iter()
-                    .map(|(_, c)| spec.counter.count(c) as u32)
-                    .sum(),
-                prompt_tokens: reply.prompt_tokens,
-                output_tokens: reply.output_tokens,
-                output_chunks: reply.chunks.len() as u32,
-                cached_tokens: reply.cached_tokens,
-                finish_reason: reply.finish_reason.clone(),
-                engine_ttft_ms: reply.engine_ttft_us.map(|us| us as f64 / 1000.0),
-                first_touch,
-                outcome: reply.outcome,
-                error: reply.error.clone(),
-                http_status: reply.http_status,
-            };
+                &reply,
+            );
             if self.tx.send(RoundEvent::Record(record)).await.is_err() {
                 self.cancel.cancel();
                 return false;
             }
+            if cancelled {
+                return false;
+            }
             if t + 1 < conv.user_turns.len() {
-                // The history carries the engine's actual reply; later rounds resend round
-                // 1's, so every round sends identical prompts.
-                let key = (conv.id, turn);
-                let text = if spec.round == 1 {
-                    self.ctx
-                        .replies
-                        .put(&spec.scenario_id, key, reply.text.clone());
-                    reply.text
-                } else {
-                    self.ctx
-                        .replies
-                        .get(&spec.scenario_id, key)
-                        .unwrap_or(reply.text)
-                };
+                let text = self.history_reply(conv.id, t as u32, reply.text);
                 messages.push(("assistant".into(), text));
             }
         }
         true
+    }
+
+    /// Waits between turns; false when the round is cancelled meanwhile.
+    async fn think(&self, think_time_ms: u32) -> bool {
+        if think_time_ms == 0 {
+            return true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(u64::from(think_time_ms))) => true,
+            _ = self.cancel.cancelled() => false,
+        }
+    }
+
+    /// A slot of `cap` (no cap: at once); None when the round is cancelled meanwhile.
+    async fn slot(
+        &self,
+        cap: Option<&Arc<Semaphore>>,
+    ) -> Option<Option<tokio::sync::OwnedSemaphorePermit>> {
+        match cap {
+            None => Some(None),
+            Some(sem) => tokio::select! {
+                p = sem.clone().acquire_owned() => Some(p.ok()),
+                _ = self.cancel.cancelled() => None,
+            },
+        }
+    }
+
+    /// Sends one turn and counts it; the reply, and whether the request was the first of
+    /// the round to begin like this. A request the run stops while it is in flight gets a
+    /// reply with outcome `cancelled`, so that it is recorded, not lost.
+    async fn send(
+        &self,
+        messages: &[(String, String)],
+        conv: &Conversation,
+        t: usize,
+    ) -> (client::Reply, bool) {
+        let spec = &*self.spec;
+        let call = Call {
+            base_url: &self.ctx.base_url,
+            api: spec.api,
+            model: &spec.model,
+            messages,
+            max_tokens: conv
+                .max_tokens
+                .get(t)
+                .copied()
+                .unwrap_or(spec.workload.output_tokens),
+            enforce_output_length: spec.enforce_output_length,
+            ttft_timeout: Duration::from_secs_f64(spec.load.ttft_timeout_s),
+            idle_timeout: Duration::from_secs_f64(spec.load.idle_timeout_s),
+        };
+        let first_touch = !self.warmup && self.before_send(messages);
+        let sent = Instant::now();
+        let reply = tokio::select! {
+            r = client::send(&self.ctx.client, &call) => r,
+            _ = self.cancel.cancelled() => client::Reply::cancelled(sent),
+        };
+        if !self.warmup {
+            self.after_send(&reply);
+        }
+        (reply, first_touch)
+    }
+
+    /// Counts a measured request in flight, keeps the round's first prompt for the next
+    /// cold check, and says whether it is a first touch.
+    fn before_send(&self, messages: &[(String, String)]) -> bool {
+        let spec = &*self.spec;
+        self.counts.in_flight.fetch_add(1, Ordering::Relaxed);
+        let head: String = messages
+            .iter()
+            .flat_map(|(_, c)| c.chars())
+            .take(HEAD_CHARS)
+            .collect();
+        let first_touch = self
+            .counts
+            .seen_heads
+            .lock()
+            .map(|mut s| s.insert(head))
+            .unwrap_or(false);
+        if !self.counts.probe_taken.swap(true, Ordering::Relaxed) {
+            if let Ok(mut p) = self.ctx.probe.lock() {
+                *p = Some(Probe {
+                    messages: messages.to_vec(),
+                    api: spec.api,
+                    model: spec.model.clone(),
+                });
+            }
+        }
+        first_touch
+    }
+
+    fn after_send(&self, reply: &client::Reply) {
+        self.counts.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let counter = if reply.outcome == Outcome::Ok {
+            &self.counts.completed
+        } else {
+            &self.counts.failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let gaps = reply.chunks.len().saturating_sub(1) as u64;
+        let coalesced = reply
+            .chunks
+            .windows(2)
+            .filter(|w| w[1].saturating_duration_since(w[0]) < health::COALESCED_GAP)
+            .count() as u64;
+        self.counts.gaps.fetch_add(gaps, Ordering::Relaxed);
+        self.counts
+            .coalesced_gaps
+            .fetch_add(coalesced, Ordering::Relaxed);
+    }
+
+    /// The text that goes into the history after turn `turn`: the engine's reply in round
+    /// 1; round 1's reply in later rounds, so that every round sends identical prompts.
+    fn history_reply(&self, conv: u32, turn: u32, text: String) -> String {
+        let key = (conv, turn);
+        if self.spec.round == 1 {
+            self.ctx
+                .replies
+                .put(&self.spec.scenario_id, key, text.clone());
+            text
+        } else {
+            self.ctx
+                .replies
+                .get(&self.spec.scenario_id, key)
+                .unwrap_or(text)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_puts_the_reply_on_the_rounds_clock() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let reply = client::Reply {
+            sent: at(100),
+            first_byte: Some(at(140)),
+            first_token: Some(at(150)),
+            chunks: vec![at(150), at(160), at(175)],
+            end: at(180),
+            prompt_tokens: Some(40),
+            output_tokens: Some(3),
+            cached_tokens: Some(16),
+            finish_reason: "length".into(),
+            outcome: Outcome::Ok,
+            error: String::new(),
+            http_status: Some(200),
+            text: "a b c".into(),
+            engine_ttft_us: Some(45_500),
+        };
+        let ctx = RecordContext {
+            scenario: "s",
+            round: 2,
+            agent: "a",
+            request_id: 7,
+            conversation_id: 3,
+            turn: 1,
+            warmup: false,
+            first_touch: true,
+            t0,
+            scheduled: at(90),
+            queue_ms: 10.0,
+            prompt_tokens_client: 38,
+        };
+        let r = build_record(&ctx, &reply);
+        assert_eq!(
+            (r.scenario.as_str(), r.round, r.agent.as_str()),
+            ("s", 2, "a")
+        );
+        assert_eq!((r.request_id, r.conversation_id, r.turn), (7, 3, 1));
+        assert_eq!(r.scheduled_ms, 90.0);
+        assert_eq!(r.sent_ms, 100.0);
+        assert_eq!(r.first_byte_ms, Some(140.0));
+        assert_eq!(r.first_token_ms, Some(150.0));
+        assert_eq!(
+            r.chunk_offsets_ms,
+            vec![50.0, 60.0, 75.0],
+            "relative to sent"
+        );
+        assert_eq!(r.end_ms, 180.0);
+        assert_eq!(r.output_chunks, 3);
+        assert_eq!(r.engine_ttft_ms, Some(45.5));
+        assert_eq!(r.ttft_ms(), Some(50.0));
+        assert!(r.first_touch);
+        assert_eq!(r.http_status, Some(200));
+    }
+
+    #[test]
+    fn a_request_stopped_in_flight_is_a_cancelled_record() {
+        // The request went out 5 ms after the round's zero, 50 ms ago.
+        let t0 = Instant::now() - Duration::from_millis(55);
+        let reply = client::Reply::cancelled(t0 + Duration::from_millis(5));
+        let ctx = RecordContext {
+            scenario: "s",
+            round: 1,
+            agent: "a",
+            request_id: 0,
+            conversation_id: 0,
+            turn: 0,
+            warmup: false,
+            first_touch: false,
+            t0,
+            scheduled: t0,
+            queue_ms: 0.0,
+            prompt_tokens_client: 10,
+        };
+        let r = build_record(&ctx, &reply);
+        assert_eq!(r.outcome, Outcome::Cancelled);
+        assert_eq!(r.sent_ms, 5.0);
+        assert!(r.end_ms >= r.sent_ms);
+        assert!(r.first_token_ms.is_none());
+    }
+
+    #[test]
+    fn opening_messages_are_the_system_prompt_then_the_prefix() {
+        let conv = Conversation {
+            id: 0,
+            first_request_id: 0,
+            system: Some("sys".into()),
+            user_turns: vec!["u".into()],
+            max_tokens: vec![1],
+            think_time_ms: 0,
+            prefix: vec![("assistant".into(), "earlier".into())],
+            due_ms: None,
+        };
+        assert_eq!(
+            opening_messages(&conv),
+            vec![
+                ("system".to_owned(), "sys".to_owned()),
+                ("assistant".to_owned(), "earlier".to_owned())
+            ]
+        );
     }
 }

@@ -44,6 +44,8 @@ pub struct AgentService {
     probe: Arc<std::sync::Mutex<Option<round::Probe>>>,
     tokenizers: crate::tokenizer::TokenizerCache,
     active: Arc<(AtomicUsize, Notify)>,
+    /// Rounds running now, by (scenario id, round): StopRound cancels them.
+    running: Arc<std::sync::Mutex<std::collections::HashMap<(String, u32), CancellationToken>>>,
     shutdown: CancellationToken,
 }
 
@@ -75,6 +77,7 @@ impl AgentService {
             probe: Arc::default(),
             tokenizers: Default::default(),
             active: Arc::new((AtomicUsize::new(0), Notify::new())),
+            running: Arc::default(),
             shutdown,
         }
     }
@@ -360,6 +363,11 @@ impl AgentService {
         self.active.0.fetch_add(1, Ordering::SeqCst);
         let guard = ActiveGuard(self.active.clone());
         let cancel = self.shutdown.child_token();
+        let key = (spec.scenario_id.clone(), spec.round);
+        if let Ok(mut r) = self.running.lock() {
+            r.insert(key.clone(), cancel.clone());
+        }
+        let running = self.running.clone();
         let ctx = round::RoundContext {
             probe: self.probe.clone(),
             client: self.client.clone(),
@@ -381,8 +389,22 @@ impl AgentService {
             };
             round::run(ctx, spec, tx, cancel.clone()).await;
             watch.abort();
+            if let Ok(mut r) = running.lock() {
+                r.remove(&key);
+            }
         });
         rx
+    }
+
+    /// Stops a running round; false when it was not running.
+    fn stop_round(&self, scenario_id: &str, round: u32) -> bool {
+        let token = self
+            .running
+            .lock()
+            .ok()
+            .and_then(|r| r.get(&(scenario_id.to_owned(), round)).cloned());
+        tracing::info!(scenario_id, round, running = token.is_some(), "stop_round");
+        token.map(|t| t.cancel()).is_some()
     }
 }
 
@@ -424,6 +446,16 @@ impl Agent for AgentService {
         let events =
             ReceiverStream::new(self.start_round(spec)).map(|e| Ok(v1::RoundEvent::from(&e)));
         Ok(Response::new(Box::pin(events)))
+    }
+
+    async fn stop_round(
+        &self,
+        req: GrpcRequest<v1::StopRoundRequest>,
+    ) -> Result<Response<v1::StopRoundResponse>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(v1::StopRoundResponse {
+            stopped: self.stop_round(&r.scenario_id, r.round),
+        }))
     }
 
     async fn clear_cache(

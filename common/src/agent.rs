@@ -90,6 +90,8 @@ pub struct RoundFinished {
     /// Measured requests sent.
     pub sent: u32,
     pub health: Option<AgentHealth>,
+    /// The round was stopped before it sent all its requests.
+    pub cancelled: bool,
 }
 
 /// One GPU of the agent's host.

@@ -20,6 +20,10 @@ use tonic::transport::Channel;
 /// An agent that sends nothing at all (no record, no progress) for this long is lost.
 pub const AGENT_SILENCE_LIMIT: Duration = Duration::from_secs(30);
 
+/// After a stop, how long the rest of a round's stream (the requests that were in flight,
+/// as `cancelled` records) may take to arrive.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// A call to an agent that did not give an answer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AgentError {
@@ -158,10 +162,27 @@ impl AgentClient {
         })
     }
 
+    /// Asks the agent to stop a running round (its stream then ends with the requests that
+    /// were in flight as `cancelled` records). False when the round was not running.
+    pub async fn stop_round(&self, scenario_id: &str, round: u32) -> Result<bool, AgentError> {
+        let r = self
+            .wire
+            .clone()
+            .stop_round(v1::StopRoundRequest {
+                scenario_id: scenario_id.to_owned(),
+                round,
+            })
+            .await
+            .map_err(|s| self.call_err("StopRound", &s))?;
+        Ok(r.into_inner().stopped)
+    }
+
     /// Runs one round and collects its stream: every record and telemetry sample (stamped
     /// with the scenario, round and agent), and how it ended. `observe` sees each event as
-    /// it arrives (progress bars). Stops reading when `cancel` fires or the agent sends
-    /// nothing for [`AGENT_SILENCE_LIMIT`]; what arrived before is kept either way.
+    /// it arrives (progress bars). When `cancel` fires, the agent is asked to stop the round
+    /// and the rest of the stream is still read for up to [`STOP_GRACE`], so that requests
+    /// in flight arrive as `cancelled` records. Stops reading when the agent sends nothing
+    /// for [`AGENT_SILENCE_LIMIT`]; what arrived before is kept either way.
     pub async fn run_round(
         &self,
         req: &RoundRequest,
@@ -187,10 +208,22 @@ impl AgentClient {
                 return run;
             }
         };
+        let mut stop_deadline: Option<tokio::time::Instant> = None;
         run.end = loop {
+            let limit = match stop_deadline {
+                Some(d) => d.saturating_duration_since(tokio::time::Instant::now()),
+                None => AGENT_SILENCE_LIMIT,
+            };
             let next = tokio::select! {
-                m = tokio::time::timeout(AGENT_SILENCE_LIMIT, stream.message()) => m,
-                _ = cancel.cancelled() => break RoundEnd::Cancelled,
+                m = tokio::time::timeout(limit, stream.message()) => m,
+                _ = cancel.cancelled(), if stop_deadline.is_none() => {
+                    stop_deadline = Some(tokio::time::Instant::now() + STOP_GRACE);
+                    if let Err(e) = self.stop_round(&req.scenario_id, req.round).await {
+                        tracing::warn!(error = %e, "the agent did not take the stop; its in-flight requests are lost");
+                        break RoundEnd::Cancelled;
+                    }
+                    continue;
+                }
             };
             let wire = match next {
                 Err(_) => {
@@ -222,10 +255,15 @@ impl AgentClient {
             match event {
                 RoundEvent::Record(r) => run.records.push(r),
                 RoundEvent::Telemetry(t) => run.telemetry.push(t),
+                RoundEvent::Finished(f) if f.cancelled => break RoundEnd::Cancelled,
                 RoundEvent::Finished(f) => break RoundEnd::Finished(f),
                 RoundEvent::Started(_) | RoundEvent::Progress(_) => {}
             }
         };
+        if stop_deadline.is_some() {
+            // However the stream ended after the stop, the round was cancelled.
+            run.end = RoundEnd::Cancelled;
+        }
         run
     }
 }

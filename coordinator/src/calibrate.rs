@@ -185,7 +185,7 @@ pub async fn run(args: &CalibrateArgs) -> anyhow::Result<CalibrationReport> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    println!(
+    crate::outln!(
         "kvbench calibrate: sim TTFT {} ms, ITL {} ms, {} output tokens; sim and agent as separate processes on this machine ({cores} cores)",
         args.ttft_ms, args.itl_ms, args.output_tokens
     );
@@ -198,7 +198,7 @@ pub async fn run(args: &CalibrateArgs) -> anyhow::Result<CalibrationReport> {
     for &c in &args.concurrency {
         let n = args.requests.unwrap_or_else(|| default_requests(c));
         for &telemetry in modes {
-            println!(
+            crate::outln!(
                 "  concurrency {c}: {n} requests, telemetry {} ...",
                 if telemetry { "on" } else { "off" }
             );
@@ -220,7 +220,7 @@ pub async fn run(args: &CalibrateArgs) -> anyhow::Result<CalibrationReport> {
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
-        println!("JSON: {}", path.display());
+        crate::outln!("JSON: {}", path.display());
     }
     Ok(report)
 }
@@ -367,11 +367,11 @@ async fn measure(
 
 fn print_table(r: &CalibrationReport) {
     let f = |v: Option<f64>, d: usize| v.map_or("n/a".to_owned(), |v| format!("{v:.d$}"));
-    println!();
-    println!("| concurrency | telemetry | requests | failed | TTFT overhead p50 / p99 ms | first wave p50 / p99 ms | ITL p50 / p99 ms | max concurrent (sim) | req/s | output tok/s | agent CPU s / 1k req | agent peak RSS MiB | RSS / stream KiB | loop lag p99 ms | host CPU | saturated |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    crate::outln!();
+    crate::outln!("| concurrency | telemetry | requests | failed | TTFT overhead p50 / p99 ms | first wave p50 / p99 ms | ITL p50 / p99 ms | max concurrent (sim) | req/s | output tok/s | agent CPU s / 1k req | agent peak RSS MiB | RSS / stream KiB | loop lag p99 ms | host CPU | saturated |");
+    crate::outln!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for x in &r.runs {
-        println!(
+        crate::outln!(
             "| {} | {} | {} | {} | {} / {} | {} / {} | {} / {} | {} | {:.1} | {:.0} | {} | {:.1} | {} | {:.2} | {:.0} % | {} |",
             x.concurrency,
             if x.telemetry { "on" } else { "off" },

@@ -253,7 +253,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<Vec<Inspection>> {
         )?]
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&found)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&found)?);
     } else {
         for i in &found {
             print_one(i);
@@ -271,18 +271,22 @@ fn print_one(i: &Inspection) {
             )
         })
     };
-    println!("{} [{}]", i.name, i.kind);
-    println!(
+    crate::outln!("{} [{}]", i.name, i.kind);
+    crate::outln!(
         "  requests per round:   {} ({} conversations)",
-        i.requests, i.conversations
+        i.requests,
+        i.conversations
     );
-    println!("  input tokens:         {}", l(&i.input_tokens));
-    println!("  output tokens:        {}", l(&i.output_tokens));
-    println!(
+    crate::outln!("  input tokens:         {}", l(&i.input_tokens));
+    crate::outln!("  output tokens:        {}", l(&i.output_tokens));
+    crate::outln!(
         "  distinct prefixes:    {} after a common head of {} tokens (distinct KV blocks {} of {})",
-        i.distinct_prefixes, i.common_prefix_tokens, i.distinct_blocks, i.total_blocks
+        i.distinct_prefixes,
+        i.common_prefix_tokens,
+        i.distinct_blocks,
+        i.total_blocks
     );
-    println!(
+    crate::outln!(
         "  perfect-cache hit ratio ({}-token blocks, capacity {}): round 1 {:.1} %, round 2 {:.1} %",
         i.block_size,
         i.capacity_blocks.map_or("unbounded".to_owned(), |c| format!("{c} blocks")),

@@ -1,6 +1,20 @@
 //! `kvbench`, the coordinator: loads a plan, connects to agents (or starts the embedded
 //! default), runs scenarios in order with isolation between them, and writes the results.
 
+/// `println!` for the CLI's own commands that never panics: a closed stdout
+/// (`kvbench workload inspect --json | head`) is not an error.
+macro_rules! outln {
+    () => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout());
+    }};
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+pub(crate) use outln;
+
 pub mod agent_client;
 pub mod agents;
 pub mod calibrate;

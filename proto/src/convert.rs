@@ -637,6 +637,7 @@ impl From<&RoundEvent> for v1::RoundEvent {
                 duration_ms: f.duration_ms,
                 sent: f.sent,
                 health: f.health.as_ref().map(health_to_wire),
+                cancelled: f.cancelled,
             }),
         };
         v1::RoundEvent { event: Some(event) }
@@ -664,6 +665,7 @@ impl TryFrom<v1::RoundEvent> for RoundEvent {
                 duration_ms: f.duration_ms,
                 sent: f.sent,
                 health: f.health.as_ref().map(health_from_wire),
+                cancelled: f.cancelled,
             }),
         })
     }
@@ -1036,13 +1038,16 @@ mod tests {
                 })
             }),
             sample().prop_map(RoundEvent::Telemetry),
-            (ms(), any::<u32>(), option::of(health())).prop_map(|(d, sent, health)| {
-                RoundEvent::Finished(RoundFinished {
-                    duration_ms: d,
-                    sent,
-                    health,
-                })
-            }),
+            (ms(), any::<u32>(), option::of(health()), any::<bool>()).prop_map(
+                |(d, sent, health, cancelled)| {
+                    RoundEvent::Finished(RoundFinished {
+                        duration_ms: d,
+                        sent,
+                        health,
+                        cancelled,
+                    })
+                }
+            ),
         ]
     }
 
