@@ -53,9 +53,45 @@ fn quickstart_plan_writes_stats_and_results_for_every_scenario() {
         !files.iter().any(|f| f.ends_with(".tmp")),
         "no half-written files"
     );
+    let mut keys = std::collections::BTreeSet::new();
     for f in stats {
         let v = read_json(&out.path().join(f));
         assert_eq!(v["status"], "completed", "{f}");
         assert_eq!(v["rounds"].as_array().map(Vec::len), Some(2), "{f}");
+        key_paths(&v, "", &mut keys);
+    }
+    let pinned: std::collections::BTreeSet<String> = include_str!("data/quickstart_stats_keys.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let added: Vec<&String> = keys.difference(&pinned).collect();
+    let lost: Vec<&String> = pinned.difference(&keys).collect();
+    assert!(
+        added.is_empty() && lost.is_empty(),
+        "the stats files' key set changed: added {added:?}, lost {lost:?}"
+    );
+}
+
+/// Every key path of a JSON value (`rounds[].histograms.ttft_ms`).
+fn key_paths(v: &serde_json::Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                out.insert(p.clone());
+                key_paths(x, &p, out);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for x in a {
+                key_paths(x, &format!("{prefix}[]"), out);
+            }
+        }
+        _ => {}
     }
 }

@@ -309,6 +309,16 @@ fn degraded_and_not_cold_runs_have_their_own_exit_status() {
         "{stdout}"
     );
     assert!(!stdout.contains("ok: "), "ok is not a failure: {stdout}");
+    let stats = files_with(&dir.path().join("out"), "_stats_");
+    let stats = read_json(&stats[0]);
+    assert_eq!(stats["status"], "degraded");
+    common::assert_stats_schema(&stats);
+    let common_requests = stats["comparison"]["common_requests"].as_u64();
+    assert!(
+        common_requests.is_some_and(|n| n < 20),
+        "rounds compare the requests that succeeded in both: {}",
+        stats["comparison"]
+    );
     drop(sim);
 
     // A reset that lies: the second scenario's round 1 hits the first one's cache (exit 4).
