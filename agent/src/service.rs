@@ -325,6 +325,40 @@ impl AgentService {
         if r.round == 0 {
             return Err(Status::invalid_argument("rounds are numbered from 1"));
         }
+        // The trust boundary: nothing is generated or allocated for a request out of range.
+        let mut refused = r.workload.validate().err().unwrap_or_default();
+        refused.extend(r.load.validate().err().unwrap_or_default());
+        match &r.requests {
+            RoundRequests::Trace { entries, .. } => refused.extend(
+                kvbench_common::limits::check_trace(entries)
+                    .err()
+                    .unwrap_or_default(),
+            ),
+            RoundRequests::Conversations(cs)
+                if cs.len() > kvbench_common::limits::MAX_REQUESTS as usize =>
+            {
+                refused.push(kvbench_common::limits::LimitError {
+                    field: "conversations".into(),
+                    message: format!(
+                        "{} is over the limit of {}",
+                        cs.len(),
+                        kvbench_common::limits::MAX_REQUESTS
+                    ),
+                })
+            }
+            _ => {}
+        }
+        if !refused.is_empty() {
+            let msg = refused
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            tracing::warn!(scenario = %r.scenario_name, round = r.round, refused = %msg, "round refused");
+            return Err(Status::invalid_argument(format!(
+                "out of range: {msg} (see kvbench's limits)"
+            )));
+        }
         let dataset = match r.requests {
             RoundRequests::Generated => None,
             RoundRequests::Conversations(cs) => Some(cs),

@@ -168,3 +168,59 @@ async fn clear_cache_resets_the_engine_and_reports_engines_without_reset() {
     handle.stop().await;
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn out_of_range_rounds_are_refused_before_anything_is_allocated() {
+    let sim = kvbench_sim::spawn(SimConfig::default()).await.expect("sim");
+    let (handle, mut client) = agent(sim.base_url()).await;
+    let mut huge = round(1);
+    if let Some(w) = huge.workload.as_mut() {
+        w.kind = v1::WorkloadKind::LongContextHighReuse as i32;
+        w.params = Some(v1::WorkloadParams {
+            document_tokens: Some(2_000_000_000),
+            ..Default::default()
+        });
+    }
+    // 2 billion tokens of documents would be ~14 GB of text: the call must fail at once.
+    let started = std::time::Instant::now();
+    let err = client.run_round(huge).await.expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("workload.document_tokens") && err.message().contains("2097152"),
+        "names the field and the limit: {}",
+        err.message()
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "refused without generating anything"
+    );
+    let mut timed = round(1);
+    if let Some(l) = timed.load.as_mut() {
+        l.concurrency = 100_000_000;
+        l.duration_s = Some(1.0);
+        l.ttft_timeout_s = 1e9;
+    }
+    let err = client.run_round(timed).await.expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("concurrency") && err.message().contains("ttft_timeout_s"),
+        "{}",
+        err.message()
+    );
+
+    // The agent then serves the next round normally.
+    let mut stream = client
+        .run_round(round(1))
+        .await
+        .expect("round starts")
+        .into_inner();
+    let mut ok = 0;
+    while let Some(ev) = stream.message().await.expect("stream") {
+        if let Some(Event::Record(r)) = ev.event {
+            ok += usize::from(r.outcome == v1::Outcome::Ok as i32);
+        }
+    }
+    assert_eq!(ok, 6);
+    handle.stop().await;
+    sim.stop().await;
+}

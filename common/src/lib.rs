@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod dataset;
+pub mod limits;
 pub mod load;
 pub mod plan;
 pub mod record;

@@ -233,6 +233,20 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// What breaks the limits of [`crate::limits`] in this scenario's workload and in the
+    /// load of any of its rounds (each problem once).
+    pub fn load_limits(&self) -> Vec<crate::limits::LimitError> {
+        let mut errors = self.config.workload.validate().err().unwrap_or_default();
+        for round in 1..=self.rounds.min(2) {
+            for e in self.load_spec(round).validate().err().unwrap_or_default() {
+                if !errors.contains(&e) {
+                    errors.push(e);
+                }
+            }
+        }
+        errors
+    }
+
     /// The load of round `round` (warmups only in round 1 when the config asks).
     pub fn load_spec(&self, round: u32) -> LoadSpec {
         let c = &self.config;
@@ -490,6 +504,18 @@ pub fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(String,
     Ok((text, value))
 }
 
+/// A limit error of a scenario config file, at the line of its top-level key.
+fn config_error(path: &Path, e: &crate::limits::LimitError) -> PlanError {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let top = e.field.split(['.', '[']).next().unwrap_or(&e.field);
+    PlanError {
+        file: path.to_owned(),
+        line: find_line(&text, None, top),
+        key: e.field.clone(),
+        message: e.message.clone(),
+    }
+}
+
 /// Loads and validates a plan and every config file it names. Relative paths in the plan
 /// resolve against the plan file's folder.
 pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
@@ -615,16 +641,27 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
                     ),
                 ));
             }
-            Ok(config) => scenarios.push(Scenario {
-                name,
-                slug: sl,
-                config_file: s.config_file,
-                config_path,
-                kind: s.scenario,
-                rounds,
-                concurrency,
-                config,
-            }),
+            Ok(config) => {
+                let scenario = Scenario {
+                    name,
+                    slug: sl,
+                    config_file: s.config_file,
+                    config_path,
+                    kind: s.scenario,
+                    rounds,
+                    concurrency,
+                    config,
+                };
+                // The trust boundary: the same check an agent makes before it allocates.
+                for e in scenario.load_limits() {
+                    if e.field == "concurrency" {
+                        errors.push(err(key("concurrency"), at("concurrency"), e.message));
+                    } else {
+                        errors.push(config_error(&scenario.config_path, &e));
+                    }
+                }
+                scenarios.push(scenario);
+            }
             Err(mut e) => errors.append(&mut e.0),
         }
     }

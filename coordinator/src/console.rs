@@ -164,10 +164,6 @@ impl<W: Write> Observer for Console<W> {
                 say!(w, "  Not clearing (isolation: {})", policy.label())
             }
             RunEvent::Waiting { seconds } => say!(w, "  Waiting {seconds} s to settle"),
-            RunEvent::DatasetLoading { path } => {
-                say!(w, "Reading dataset {} ...", path.display())
-            }
-            RunEvent::DatasetLoaded { requests } => say!(w, "  {requests} requests"),
             RunEvent::ScenarioStarted {
                 index,
                 total,

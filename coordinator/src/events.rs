@@ -45,12 +45,6 @@ pub enum RunEvent<'a> {
     Waiting {
         seconds: f64,
     },
-    DatasetLoading {
-        path: &'a std::path::Path,
-    },
-    DatasetLoaded {
-        requests: usize,
-    },
     ScenarioStarted {
         /// From 1.
         index: usize,

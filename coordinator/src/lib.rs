@@ -20,6 +20,7 @@ pub mod agents;
 pub mod calibrate;
 pub mod console;
 pub mod events;
+pub mod inputs;
 pub mod inspect;
 pub mod isolation;
 pub mod results;
@@ -159,10 +160,12 @@ fn on_stop_signals(cancel: CancellationToken) -> std::sync::Arc<std::sync::OnceL
     seen
 }
 
-/// Loads a plan, printing every problem on stderr.
-pub fn load_plan(path: &Path) -> Result<Plan, ExitCode> {
+/// Loads a plan and everything it reads (agent config, datasets, tokenizers), printing
+/// every problem on stderr.
+pub fn load_plan(path: &Path) -> Result<(Plan, inputs::Inputs), ExitCode> {
     plan::load(path)
         .and_then(|p| agents::agent_file(&p).map(|_| p))
+        .and_then(|p| inputs::Inputs::load(&p).map(|i| (p, i)))
         .map_err(|errs| {
             for e in &errs.0 {
                 eprintln!("error: {e}");
@@ -213,7 +216,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { plan } => {
-            let p = match load_plan(&plan) {
+            let (p, _) = match load_plan(&plan) {
                 Ok(p) => p,
                 Err(code) => return Ok(code),
             };
@@ -245,7 +248,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { plan, output_dir } => {
-            let mut p = match load_plan(&plan) {
+            let (mut p, inputs) = match load_plan(&plan) {
                 Ok(p) => p,
                 Err(code) => return Ok(code),
             };
@@ -261,7 +264,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let stopped_by = on_stop_signals(cancel.clone());
             let embedded = agents::Embedded::start(&p, SimConfig::default()).await?;
             let mut console = console::Console::stdout();
-            let result = runner::run_plan(&p, &embedded.by_endpoint, cancel, &mut console).await;
+            let result =
+                runner::run_plan(&p, &inputs, &embedded.by_endpoint, cancel, &mut console).await;
             if let Some(sim) = &embedded.sim {
                 let c = sim.engine.counters();
                 tracing::debug!(served = c.requests_received, "embedded sim");

@@ -4,20 +4,19 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use kvbench_common::dataset::{self, Dataset, DatasetSpec};
-use kvbench_common::plan::{Endpoint, Plan, Scenario};
+use kvbench_common::plan::{Endpoint, Plan};
 use kvbench_common::stats::{ScenarioStats, ScenarioStatus, Verdict};
 use kvbench_common::util::timestamp_utc;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent_client::AgentClient;
 use crate::events::{Observer, RunEvent};
+use crate::inputs::Inputs;
 use crate::isolation;
-use crate::session::{self, Session};
+use crate::session::Session;
 
 /// How one scenario ended.
 #[derive(Debug, Clone)]
@@ -82,6 +81,7 @@ impl RunSummary {
 /// Runs every scenario of `plan` with the agent serving its endpoint.
 pub async fn run_plan(
     plan: &Plan,
+    inputs: &Inputs,
     agents: &BTreeMap<Endpoint, AgentClient>,
     cancel: CancellationToken,
     obs: &mut dyn Observer,
@@ -94,7 +94,6 @@ pub async fn run_plan(
         plan,
         agents: agents.values().map(AgentClient::info).collect(),
     });
-    let mut datasets = DatasetCache::default();
     let mut outcomes = Vec::new();
     let mut cancelled = false;
     for (i, scenario) in plan.scenarios.iter().enumerate() {
@@ -122,22 +121,17 @@ pub async fn run_plan(
             agent: agent.info(),
         });
         let scenario_id = format!("{}-{}-{}", scenario.slug, run_ts, i);
-        let outcome = match inputs(scenario, &mut datasets, obs) {
-            Ok((dataset, tokenizer)) => {
-                Session {
-                    plan,
-                    scenario,
-                    agent,
-                    scenario_id: &scenario_id,
-                    dataset: dataset.as_deref(),
-                    tokenizer: tokenizer.as_deref(),
-                    cancel: &cancel,
-                }
-                .run(isolation, obs)
-                .await
-            }
-            Err(e) => session::failed_before_start(plan, scenario, agent, isolation, e, obs),
-        };
+        let outcome = Session {
+            plan,
+            scenario,
+            agent,
+            scenario_id: &scenario_id,
+            dataset: inputs.dataset(i),
+            tokenizer: inputs.tokenizer(i),
+            cancel: &cancel,
+        }
+        .run(isolation, obs)
+        .await;
         cancelled |= outcome.stats.status == ScenarioStatus::Cancelled;
         outcomes.push(outcome);
         if cancelled {
@@ -154,50 +148,4 @@ pub async fn run_plan(
         summary: &summary,
     });
     Ok(summary)
-}
-
-type Inputs = (Option<Arc<Dataset>>, Option<Vec<u8>>);
-
-/// The scenario's dataset and tokenizer, read before its first round.
-fn inputs(
-    s: &Scenario,
-    datasets: &mut DatasetCache,
-    obs: &mut dyn Observer,
-) -> Result<Inputs, String> {
-    let dataset = match &s.config.dataset {
-        None => None,
-        Some(spec) => Some(datasets.get(spec, s.config.workload.num_requests as usize, obs)?),
-    };
-    let tokenizer = match &s.config.tokenizer {
-        None => None,
-        Some(p) => Some(
-            std::fs::read(p).map_err(|e| format!("cannot read tokenizer {}: {e}", p.display()))?,
-        ),
-    };
-    Ok((dataset, tokenizer))
-}
-
-/// Datasets read once per run, whatever the number of scenarios and rounds using them.
-#[derive(Default)]
-struct DatasetCache(BTreeMap<(PathBuf, String, usize), Arc<Dataset>>);
-
-impl DatasetCache {
-    fn get(
-        &mut self,
-        spec: &DatasetSpec,
-        limit: usize,
-        obs: &mut dyn Observer,
-    ) -> Result<Arc<Dataset>, String> {
-        let key = (spec.path.clone(), format!("{:?}", spec.format), limit);
-        if let Some(d) = self.0.get(&key) {
-            return Ok(d.clone());
-        }
-        obs.on(&RunEvent::DatasetLoading { path: &spec.path });
-        let d = Arc::new(dataset::load(spec, limit)?);
-        obs.on(&RunEvent::DatasetLoaded {
-            requests: d.requests(),
-        });
-        self.0.insert(key, d.clone());
-        Ok(d)
-    }
 }

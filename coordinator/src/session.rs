@@ -232,38 +232,6 @@ impl Session<'_> {
     }
 }
 
-/// A scenario that could not start (its dataset unreadable): recorded like any failure.
-pub fn failed_before_start(
-    plan: &Plan,
-    s: &Scenario,
-    agent: &AgentClient,
-    isolation: IsolationInfo,
-    error: String,
-    obs: &mut dyn Observer,
-) -> ScenarioOutcome {
-    let now = rfc3339_utc(SystemTime::now());
-    let stats = ScenarioStats {
-        kvbench_version: env!("CARGO_PKG_VERSION").into(),
-        scenario: scenario_info(s),
-        status: ScenarioStatus::Failed,
-        error: Some(error),
-        started_at: now.clone(),
-        finished_at: now,
-        engine: engine_info(s, agent),
-        agent: agent_info(agent),
-        isolation,
-        rounds: Vec::new(),
-        comparison: None,
-    };
-    let files = ScenarioFiles::new(&plan.output_dir, &s.slug, &timestamp_utc(SystemTime::now()));
-    let outcome = finish(stats, &files, &[], false);
-    obs.on(&RunEvent::ScenarioFinished {
-        outcome: &outcome,
-        took_s: 0.0,
-    });
-    outcome
-}
-
 /// Writes the files; a scenario whose files cannot be written has failed (what was
 /// measured is still in the outcome, for the summary).
 fn finish(

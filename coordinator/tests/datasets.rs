@@ -159,3 +159,44 @@ async fn sharegpt_turns_carry_real_replies_and_jsonl_runs() {
     assert_eq!(jl.completed, 3);
     assert_eq!(jl.total_output_tokens, 3 + 128 + 128);
 }
+
+#[test]
+fn validate_reads_datasets_and_tokenizers_and_names_the_broken_file_and_line() {
+    let dir = TempDir::new("broken-inputs");
+    // Record 2 (line 4) is broken: a turn without its `value`.
+    dir.write(
+        "sg.json",
+        "[\n{\"conversations\": [{\"from\": \"human\", \"value\": \"hi\"}]},\n{\"conversations\": [\n  {\"from\": \"human\"}]}\n]\n",
+    );
+    dir.write(
+        "sg.yaml",
+        "endpoint: sim\nnum_requests: 2\ndataset:\n  format: sharegpt\n  path: sg.json\n",
+    );
+    dir.write("tok.json", "{\"this is\": \"not a tokenizer\"}");
+    dir.write(
+        "tok.yaml",
+        "endpoint: sim\nnum_requests: 2\ntokenizer: tok.json\nworkload:\n  prompt_tokens: 8\n",
+    );
+    let plan = dir.write(
+        "plan.yaml",
+        "output_dir: out\ntest_scenarios:\n  - {name: sg, config_file: sg.yaml, scenario: multi_turn_conversation}\n  - {name: tok, config_file: tok.yaml, scenario: cold_start}\n",
+    );
+    for cmd in ["validate", "run"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kvbench"))
+            .arg(cmd)
+            .arg(&plan)
+            .output()
+            .expect("kvbench");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {stderr}");
+        assert!(
+            stderr.contains("sg.json:4"),
+            "{cmd} names the dataset file and line: {stderr}"
+        );
+        assert!(
+            stderr.contains("tok.json") && stderr.contains("not a usable tokenizer.json"),
+            "{cmd} names the tokenizer file: {stderr}"
+        );
+        assert!(!dir.path().join("out").exists() || cmd == "validate");
+    }
+}

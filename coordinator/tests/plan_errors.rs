@@ -272,3 +272,26 @@ fn agent_config_must_exist_check_and_serve_a_scenario() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn sizes_beyond_the_limits_are_plan_errors_naming_the_key_and_the_limit() {
+    let dir = TempDir::new("limits");
+    dir.write(
+        "a.yaml",
+        "endpoint: sim\nnum_requests: 4\nworkload:\n  prompt_tokens: 2000000000\n",
+    );
+    let e = &errors(&dir, &plan_with(""))[0];
+    assert!(e.file.ends_with("a.yaml"));
+    assert_eq!(
+        (e.line, e.key.as_str()),
+        (Some(3), "workload.prompt_tokens")
+    );
+    assert!(e.message.contains("2097152"), "{}", e.message);
+
+    // A huge concurrency is fine for a counted round, not for a timed one.
+    dir.write("a.yaml", "endpoint: sim\nnum_requests: 4\nduration_s: 5\n");
+    let e = &errors(&dir, &plan_with("    concurrency: 100000000\n"))[0];
+    assert!(e.file.ends_with("plan.yaml"));
+    assert_eq!(e.key, "test_scenarios[0].concurrency");
+    assert!(e.message.contains("65536"), "{}", e.message);
+}

@@ -175,6 +175,7 @@ async fn clear_or_restart_on(sim_flag: &str) -> kvbench_coordinator::runner::Sce
     );
     let summary = run_plan(
         &plan,
+        &kvbench_coordinator::inputs::Inputs::load(&plan).expect("inputs load"),
         &agents,
         CancellationToken::new(),
         &mut kvbench_coordinator::events::Silent,

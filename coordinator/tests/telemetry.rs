@@ -63,6 +63,7 @@ async fn run_with_telemetry(
     agents.insert(Endpoint::Url(url), a);
     let summary = run_plan(
         &plan,
+        &kvbench_coordinator::inputs::Inputs::load(&plan).expect("inputs load"),
         &agents,
         CancellationToken::new(),
         &mut kvbench_coordinator::events::Silent,

@@ -64,6 +64,7 @@ pub async fn run_with(plan: &Plan, sim: SimConfig) -> (RunSummary, EngineCounter
         .expect("embedded agent and sim start");
     let summary = run_plan(
         plan,
+        &kvbench_coordinator::inputs::Inputs::load(plan).expect("inputs load"),
         &embedded.by_endpoint,
         CancellationToken::new(),
         &mut kvbench_coordinator::events::Silent,
