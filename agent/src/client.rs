@@ -156,12 +156,7 @@ pub async fn send(client: &HttpClient, call: &Call<'_>) -> Reply {
             .await
             .ok()
             .and_then(Result::ok)
-            .map(|b| {
-                String::from_utf8_lossy(&b.to_bytes())
-                    .chars()
-                    .take(500)
-                    .collect::<String>()
-            })
+            .map(|b| one_line(&String::from_utf8_lossy(&b.to_bytes())))
             .unwrap_or_default();
         return fail(
             reply,
@@ -420,6 +415,31 @@ fn absorb(reply: &mut Reply, c: &Chunk<'_>, at: Instant) {
     }
 }
 
+/// An error body as one short line: HTML tags dropped, whitespace collapsed, at most 200
+/// characters (a 501 page must not fill the console).
+pub fn one_line(body: &str) -> String {
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in body.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                text.push(' ');
+            }
+            _ if in_tag => {}
+            c => text.push(c),
+        }
+    }
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let joined = words.join(" ");
+    if joined.chars().count() > 200 {
+        format!("{}...", joined.chars().take(200).collect::<String>())
+    } else {
+        joined
+    }
+}
+
 fn fail(mut reply: Reply, outcome: Outcome, error: String) -> Reply {
     reply.end = Instant::now();
     reply.outcome = outcome;
@@ -441,6 +461,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_page_is_one_short_line() {
+        let html = "<!DOCTYPE html>\n<html><head><title>501 Not Implemented</title></head>\n<body>\n<h1>Not Implemented</h1>\n<p>no route</p>\n</body></html>\n";
+        assert_eq!(
+            one_line(html),
+            "501 Not Implemented Not Implemented no route"
+        );
+        let long = "x ".repeat(500);
+        let l = one_line(&long);
+        assert!(l.len() <= 203 && l.ends_with("..."), "{l}");
+        assert!(!one_line("a\nb\n\nc").contains('\n'));
+    }
 
     fn call(api: ApiFlavor, enforce: bool, messages: &[(String, String)]) -> Value {
         body_json(&Call {

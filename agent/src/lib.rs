@@ -104,8 +104,9 @@ pub fn hostname() -> String {
 /// `kvbench-agent`'s command line.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
-    /// Address to listen on for the coordinator (gRPC; port 0: any free port, printed).
-    #[arg(long, default_value = "127.0.0.1:50051")]
+    /// Address to listen on for the coordinator, IP:PORT or HOST:PORT (gRPC; port 0: any
+    /// free port, printed).
+    #[arg(long, default_value = "127.0.0.1:50051", value_parser = kvbench_common::util::parse_listen)]
     pub listen: SocketAddr,
     /// The engine's base URL (OpenAI-compatible, without /v1).
     #[arg(long, default_value = "http://127.0.0.1:8000")]

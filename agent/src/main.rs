@@ -18,6 +18,8 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal, never in a redirected log.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match kvbench_agent::serve_until_signal(Cli::parse().args).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -425,6 +425,22 @@ pub fn yaml_error(file: &Path, text: &str, e: &serde_yaml::Error) -> PlanError {
     if key.is_empty() && text.trim().is_empty() {
         message = "the file is empty".into();
     }
+    // Not a mapping at the top (a list, a bare value): say what the file must hold, not
+    // the name of a Rust type.
+    for (raw, what) in [
+        (
+            "struct RawPlan",
+            "a plan: keys such as output_dir and test_scenarios, one per line",
+        ),
+        (
+            "struct RawConfig",
+            "a scenario config: keys such as endpoint and num_requests, one per line",
+        ),
+    ] {
+        if let Some(pos) = message.find(raw) {
+            message = format!("{}{what}", &message[..pos]);
+        }
+    }
     PlanError {
         file: file.to_owned(),
         line,
@@ -618,6 +634,19 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
             ));
         }
         let config_path = resolve(&base, &s.config_file);
+        if config_path.is_dir() {
+            errors.push(err(
+                key("config_file"),
+                at("config_file"),
+                format!(
+                    "{} is a folder, not a config file",
+                    std::path::absolute(&config_path)
+                        .unwrap_or(config_path.clone())
+                        .display()
+                ),
+            ));
+            continue;
+        }
         if !config_path.is_file() {
             errors.push(err(
                 key("config_file"),
@@ -708,6 +737,13 @@ pub fn load_config(path: &Path, kind: WorkloadKind) -> Result<ScenarioConfig, Pl
     };
     let endpoint = match raw.endpoint.trim() {
         "sim" => Endpoint::Sim,
+        u if u.starts_with("http://") && u.trim_end_matches('/').ends_with("/v1") => {
+            errors.push(err(
+                "endpoint",
+                format!("{u:?} ends in /v1, but kvbench adds /v1/chat/completions (or /v1/completions) itself: give the server's base URL, {:?}", u.trim_end_matches('/').trim_end_matches("/v1")),
+            ));
+            Endpoint::Sim
+        }
         u if u.starts_with("http://") => Endpoint::Url(u.trim_end_matches('/').to_owned()),
         u => {
             errors.push(err(

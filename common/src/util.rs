@@ -2,6 +2,25 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// A listen address: `IP:PORT`, or `HOST:PORT` resolved here (`localhost:9000`); an IPv4
+/// address is preferred where the name has both.
+pub fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let addrs: Vec<std::net::SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("{s:?} is not HOST:PORT or IP:PORT ({e})"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
+}
+
 /// Longest slug in bytes: `<slug>_telemetry_<ts>.jsonl` and `<slug>_results_<ts>.json.tmp`
 /// then stay well within the 255 bytes a file name may have on common file systems.
 pub const MAX_SLUG_BYTES: usize = 200;

@@ -23,8 +23,12 @@ struct SimProcess {
 
 impl SimProcess {
     fn start(flags: &[&str]) -> SimProcess {
+        Self::start_listening("127.0.0.1:0", flags)
+    }
+
+    fn start_listening(listen: &str, flags: &[&str]) -> SimProcess {
         let mut child = kvbench()
-            .args(["internal-sim", "--listen", "127.0.0.1:0"])
+            .args(["internal-sim", "--listen", listen])
             .args(flags)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -368,4 +372,10 @@ fn workload_inspect_into_a_closed_pipe_does_not_panic() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn listen_addresses_may_name_a_host() {
+    let sim = SimProcess::start_listening("localhost:0", &[]);
+    assert!(sim.url.starts_with("http://127.0.0.1:"), "{}", sim.url);
 }

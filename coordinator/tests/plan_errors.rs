@@ -295,3 +295,33 @@ fn sizes_beyond_the_limits_are_plan_errors_naming_the_key_and_the_limit() {
     assert_eq!(e.key, "test_scenarios[0].concurrency");
     assert!(e.message.contains("65536"), "{}", e.message);
 }
+
+#[test]
+fn common_mistakes_get_errors_that_say_what_is_wrong() {
+    let dir = TempDir::new("mistakes");
+    // A base URL with /v1: kvbench would call /v1/v1/chat/completions.
+    dir.write(
+        "a.yaml",
+        "endpoint: http://127.0.0.1:8000/v1\nnum_requests: 2\n",
+    );
+    let e = &errors(&dir, &plan_with(""))[0];
+    assert_eq!(e.key, "endpoint");
+    assert!(
+        e.message.contains("ends in /v1") && e.message.contains("\"http://127.0.0.1:8000\""),
+        "{}",
+        e.message
+    );
+    // A config file that is a folder.
+    std::fs::create_dir_all(dir.path().join("folder.yaml")).expect("mkdir");
+    let text = "output_dir: out\ntest_scenarios:\n  - {name: a, config_file: folder.yaml, scenario: cold_start}\n";
+    let e = &errors(&dir, text)[0];
+    assert!(e.message.contains("is a folder"), "{}", e.message);
+    // A plan that is a list.
+    let e = &errors(&dir, "- output_dir: out\n")[0];
+    assert!(
+        !e.message.contains("Raw"),
+        "no Rust type names: {}",
+        e.message
+    );
+    assert!(e.message.contains("test_scenarios"), "{}", e.message);
+}

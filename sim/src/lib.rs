@@ -178,8 +178,9 @@ impl Default for SimConfig {
 /// `kvbench-sim`'s command line.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
-    /// Address to listen on (port 0: any free port; the address is printed).
-    #[arg(long, default_value = "127.0.0.1:8000")]
+    /// Address to listen on, IP:PORT or HOST:PORT (port 0: any free port; the address is
+    /// printed).
+    #[arg(long, default_value = "127.0.0.1:8000", value_parser = kvbench_common::util::parse_listen)]
     pub listen: SocketAddr,
     #[command(flatten)]
     pub sim: SimConfig,
