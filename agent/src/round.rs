@@ -125,7 +125,15 @@ struct Feeder {
 }
 
 impl Feeder {
-    fn next(&mut self) -> Option<Conversation> {
+    /// Conversations and requests of the first request set (generating it if needed).
+    fn request_set(&mut self) -> (u32, u32) {
+        self.fill();
+        let requests = self.queue.iter().map(|c| c.user_turns.len() as u32).sum();
+        (self.queue.len() as u32, requests)
+    }
+
+    /// Generates the next pool when the queue is empty and one is due.
+    fn fill(&mut self) {
         if self.queue.is_empty() && (self.pool == 0 || self.endless) {
             let w = generate_pool(
                 &self.workload,
@@ -140,6 +148,10 @@ impl Feeder {
             self.next_conv += w.conversations.len() as u32;
             self.queue.extend(w.conversations);
         }
+    }
+
+    fn next(&mut self) -> Option<Conversation> {
+        self.fill();
         self.queue.pop_front()
     }
 }
@@ -345,15 +357,18 @@ impl Round {
                 burstiness,
                 max_concurrency,
             } => {
+                // The rate counts requests; conversations (whose later turns follow their
+                // replies) are released at rate x conversations / requests, and a ramp
+                // follows the share of conversations released.
+                let (conversations, requests) =
+                    feeder.lock().map(|mut f| f.request_set()).unwrap_or((1, 1));
+                let per_request = f64::from(conversations.max(1)) / f64::from(requests.max(1));
                 let load = &self.spec.load;
-                let count = load
-                    .duration_s
-                    .is_none()
-                    .then_some(self.spec.workload.num_requests);
+                let count = load.duration_s.is_none().then_some(conversations);
                 let schedule = (!trace).then(|| {
                     Schedule::new(
                         self.spec.workload.seed,
-                        rate,
+                        rate.scaled(per_request),
                         burstiness,
                         count,
                         load.duration_s,
@@ -576,10 +591,13 @@ impl Runner {
                 Some(due) if t == 0 => due,
                 _ => Instant::now(),
             };
+            // queue_ms is the wait for a slot alone; a release that came late shows as
+            // sent_ms - scheduled_ms - queue_ms, never as queueing.
+            let waiting = Instant::now();
             let Some(_permit) = self.slot(cap.as_ref()).await else {
                 return false;
             };
-            let queue_ms = ms_since(scheduled, Instant::now());
+            let queue_ms = ms_since(waiting, Instant::now());
             let (reply, first_touch) = self.send(&messages, &conv, t).await;
             let cancelled = reply.outcome == Outcome::Cancelled;
             let record = build_record(

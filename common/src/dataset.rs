@@ -357,8 +357,11 @@ pub fn trace_conversations(
         .iter()
         .map(|e| e.timestamp)
         .fold(f64::INFINITY, f64::min);
-    entries
-        .iter()
+    // Released in timestamp order (a file need not be sorted); ties keep file order.
+    let mut order: Vec<&TraceEntry> = entries.iter().collect();
+    order.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
+    order
+        .into_iter()
         .enumerate()
         .map(|(i, e)| {
             let n = e.input_length.max(1) as usize;
@@ -392,6 +395,23 @@ pub fn trace_conversations(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trace_is_released_in_timestamp_order_relative_to_its_first() {
+        let e = |ts: f64, len: u32| TraceEntry {
+            timestamp: ts,
+            input_length: len,
+            output_length: 1,
+            hash_ids: vec![],
+        };
+        // Two lines swapped in the file.
+        let c = trace_conversations(&[e(1000.0, 3), e(500.0, 5), e(1500.0, 4)], true, 2.0);
+        let due: Vec<f64> = c.iter().filter_map(|c| c.due_ms).collect();
+        assert_eq!(due, vec![0.0, 250.0, 500.0]);
+        let ids: Vec<u32> = c.iter().map(|c| c.first_request_id).collect();
+        assert_eq!(ids, vec![0, 1, 2], "ids follow the release order");
+        assert_eq!(c[0].user_turns[0].split_whitespace().count(), 5);
+    }
 
     fn spec(format: DatasetFormat, path: PathBuf) -> DatasetSpec {
         DatasetSpec {

@@ -39,6 +39,22 @@ pub enum Rate {
 }
 
 impl Rate {
+    /// The same shape at `factor` times the rate (infinity stays infinity).
+    pub fn scaled(self, factor: f64) -> Rate {
+        match self {
+            Rate::Fixed(r) => Rate::Fixed(r * factor),
+            Rate::Ramp {
+                strategy,
+                start,
+                end,
+            } => Rate::Ramp {
+                strategy,
+                start: start * factor,
+                end: end * factor,
+            },
+        }
+    }
+
     /// The rate at `progress` (0..=1) through the round.
     pub fn at(&self, progress: f64) -> f64 {
         let p = progress.clamp(0.0, 1.0);
@@ -137,6 +153,22 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scaled_rate_keeps_its_shape() {
+        assert_eq!(Rate::Fixed(20.0).scaled(0.2), Rate::Fixed(4.0));
+        assert_eq!(
+            Rate::Fixed(f64::INFINITY).scaled(0.2),
+            Rate::Fixed(f64::INFINITY)
+        );
+        let ramp = Rate::Ramp {
+            strategy: RampStrategy::Linear,
+            start: 10.0,
+            end: 50.0,
+        }
+        .scaled(0.5);
+        assert_eq!((ramp.at(0.0), ramp.at(1.0)), (5.0, 25.0));
+    }
 
     fn offsets(rate: Rate, k: f64, n: u32) -> Vec<f64> {
         let mut s = Schedule::new(5, rate, k, Some(n), None);

@@ -275,9 +275,23 @@ impl Scenario {
     /// A short description of the load shape, for people.
     pub fn load_description(&self) -> String {
         let c = &self.config;
-        let mut s = match c.open_loop {
-            None => format!("closed loop, concurrency {}", self.concurrency),
-            Some(o) => {
+        let replay = c
+            .dataset
+            .as_ref()
+            .filter(|d| d.format == crate::dataset::DatasetFormat::Mooncake && d.use_timestamps);
+        let mut s = match (replay, c.open_loop) {
+            (Some(d), o) => {
+                let mut s = format!(
+                    "trace replay at the trace's timestamps (relative to its first, speedup {})",
+                    d.speedup
+                );
+                if let Some(m) = o.and_then(|o| o.max_concurrency) {
+                    s.push_str(&format!(", at most {m} in flight"));
+                }
+                s
+            }
+            (None, None) => format!("closed loop, concurrency {}", self.concurrency),
+            (None, Some(o)) => {
                 let rate = match o.rate {
                     Rate::Fixed(r) if r.is_infinite() => "all at once".to_owned(),
                     Rate::Fixed(r) => format!("{r} req/s"),
@@ -727,7 +741,17 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
 
 /// Loads and validates one per-scenario config file for a workload type.
 pub fn load_config(path: &Path, kind: WorkloadKind) -> Result<ScenarioConfig, PlanErrors> {
-    let (text, raw): (String, RawConfig) = read_yaml(path)?;
+    let (text, raw): (String, RawConfig) = read_yaml(path).map_err(|mut e| {
+        // One struct holds every type's workload keys: name only this type's.
+        if e.key.starts_with("workload.") && e.message.contains("valid keys here are") {
+            e.message = format!(
+                "`{kind}` does not use `{}`; its keys are: {}",
+                e.key.trim_start_matches("workload."),
+                WorkloadParams::accepted(kind).join(", ")
+            );
+        }
+        e
+    })?;
     let mut errors = Vec::new();
     let err = |key: &str, message: String| PlanError {
         file: path.to_owned(),

@@ -146,6 +146,10 @@ pub enum OutputDist {
 /// Output lengths are capped here whatever the distribution draws.
 pub const MAX_OUTPUT_TOKENS: u32 = 1 << 20;
 
+/// Request (and conversation) ids of warmup requests start here: measured requests count
+/// from 0 and stay far below it (at most `limits::MAX_REQUESTS` per request set).
+pub const WARMUP_REQUEST_ID_BASE: u32 = 1 << 31;
+
 impl OutputDist {
     /// `max_tokens` of request `request_id`: a function of the seed and the id only.
     pub fn draw(&self, seed: u64, request_id: u32, fixed: u32) -> u32 {
@@ -408,7 +412,8 @@ pub fn generate_with(spec: &WorkloadSpec, round: u32, counter: &dyn TokenCounter
 
 /// `n` warmup requests: unique prompts (their first token is unique to the seed and the
 /// request) of at most 256 tokens, so that they share no KV block with the workload or each
-/// other and cannot warm the cache the round measures.
+/// other and cannot warm the cache the round measures. Their request ids start at
+/// [`WARMUP_REQUEST_ID_BASE`], so that (round, request id) stays unique in the records.
 pub fn warmup(spec: &WorkloadSpec, n: u32) -> RoundWorkload {
     let tokens = 256usize;
     let conversations = (0..n)
@@ -416,8 +421,8 @@ pub fn warmup(spec: &WorkloadSpec, n: u32) -> RoundWorkload {
             let mut r = Rng::derive(spec.seed, &[0x7761_726d, u64::from(i)]);
             let nonce = format!("[warmup-{:016x}]", r.next_u64());
             Conversation {
-                id: i,
-                first_request_id: i,
+                id: WARMUP_REQUEST_ID_BASE + i,
+                first_request_id: WARMUP_REQUEST_ID_BASE + i,
                 system: None,
                 user_turns: vec![format!("{nonce} {}", prose(&mut r, tokens - 1))],
                 max_tokens: vec![spec.output_tokens.clamp(1, 16)],

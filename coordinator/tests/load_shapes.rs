@@ -106,6 +106,25 @@ async fn duration_rounds_draw_fresh_prompts_and_warmups_stay_out() {
     );
     let warm = recs.iter().filter(|r| r["warmup"] == true).count();
     assert_eq!(warm, 3);
+    // (round, request id) is a key: warmups have ids of their own.
+    let mut keys: Vec<(u64, u64)> = recs
+        .iter()
+        .filter_map(|r| Some((r["round"].as_u64()?, r["request_id"].as_u64()?)))
+        .collect();
+    let all = keys.len();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(
+        keys.len(),
+        all,
+        "(round, request_id) is unique, warmups included"
+    );
+    // No concurrency cap: no request waited for a slot (a late release is not queueing).
+    let queued = recs
+        .iter()
+        .filter_map(|r| r["queue_ms"].as_f64())
+        .fold(0.0, f64::max);
+    assert!(queued < 1.0, "queue_ms without a cap: {queued}");
     assert_eq!(
         sim.requests_received as usize,
         recs.len(),
@@ -185,4 +204,34 @@ async fn think_time_separates_turns() {
             "conversation {conv}: next turn {gap} ms after the reply"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_turn_rate_counts_requests_not_conversations() {
+    let dir = TempDir::new("multi-turn-rate");
+    // 40 requests in 8 conversations of 5 turns, at 20 requests/s: about 2 s of releases.
+    dir.write(
+        "mt.yaml",
+        "endpoint: sim\nnum_requests: 40\noutput_tokens: 2\nrequest_rate: 20\nworkload:\n  conversations: 8\n  turns: 5\n  system_tokens: 16\n  user_tokens: 8\n",
+    );
+    let p = load(&dir.write(
+        "plan.yaml",
+        "output_dir: out\nwait_between_scenarios: 0\ntest_scenarios:\n  - {name: mt, config_file: mt.yaml, scenario: multi_turn_conversation, rounds: 1}\n",
+    ));
+    let (summary, _) = run(&p).await;
+    assert_eq!(summary.failed(), 0);
+    let res = read_json(summary.scenarios[0].results_path.as_ref().expect("results"));
+    let sent: Vec<f64> = res["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter_map(|r| r["sent_ms"].as_f64())
+        .collect();
+    assert_eq!(sent.len(), 40);
+    let span_s = (sent.iter().copied().fold(0.0, f64::max)
+        - sent.iter().copied().fold(f64::INFINITY, f64::min))
+        / 1000.0;
+    let rate = 39.0 / span_s;
+    // Conversations counted as requests would give 5 x 20 = 100 requests/s.
+    assert!((10.0..35.0).contains(&rate), "{rate:.1} requests/s");
 }

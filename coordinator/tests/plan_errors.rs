@@ -325,3 +325,17 @@ fn common_mistakes_get_errors_that_say_what_is_wrong() {
     );
     assert!(e.message.contains("test_scenarios"), "{}", e.message);
 }
+
+#[test]
+fn an_unknown_workload_key_lists_only_this_types_keys() {
+    let dir = TempDir::new("workload-key");
+    dir.write("a.yaml", "endpoint: sim\nworkload:\n  prompt_tokenz: 10\n");
+    let e = &errors(&dir, &plan_with(""))[0];
+    assert_eq!(e.key, "workload.prompt_tokenz");
+    assert!(e.message.contains("prompt_tokens"), "{}", e.message);
+    assert!(
+        !e.message.contains("document_tokens"),
+        "cold_start's keys only: {}",
+        e.message
+    );
+}
