@@ -66,12 +66,13 @@ def main():
             f"{crate:12} longest fn {longest[2]} ({longest[1]}:{longest[3]}) {longest[0]} lines; "
             f"fns over 100 lines: {over}; largest file {largest[1]} {largest[0]} non-test lines"
         )
-    named = 0
+    adapters = {"agent/src/service.rs", "coordinator/src/agent_client.rs"}
+    named = {True: 0, False: 0}
     for crate in ["common", "sim", "agent", "coordinator"]:
         for p in pathlib.Path(crate, "src").rglob("*.rs"):
-            for t in p.read_text().splitlines():
-                named += len(re.findall(r"\bv1::|kvbench_proto::v1\b", t))
-    print(f"generated-type names in src/ outside proto/: {named}")
+            n = sum(len(re.findall(r"\bv1::|kvbench_proto::v1\b", t)) for t in p.read_text().splitlines())
+            named[str(p) in adapters] += n
+    print(f"generated-type names in src/ outside proto/: {named[False]} outside the two adapters, {named[True]} in them")
 
 
 if __name__ == "__main__":
