@@ -102,30 +102,10 @@ fn body_json(call: &Call<'_>) -> Value {
 
 /// Sends one streaming request and reads it to the end (or to its first failure).
 pub async fn send(client: &HttpClient, call: &Call<'_>) -> Reply {
-    let path = match call.api {
-        ApiFlavor::Chat => "/v1/chat/completions",
-        ApiFlavor::Completions => "/v1/completions",
-    };
-    let body = Bytes::from(body_json(call).to_string());
     let mut reply = Reply::new();
-    let uri: Uri = match format!("{}{}", call.base_url, path).parse() {
-        Ok(u) => u,
-        Err(e) => return fail(reply, Outcome::ConnectError, format!("bad engine URL: {e}")),
-    };
-    let req = Request::builder()
-        .method(Method::POST)
-        .uri(uri)
-        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-        .body(Full::new(body));
-    let req = match req {
+    let req = match request(call) {
         Ok(r) => r,
-        Err(e) => {
-            return fail(
-                reply,
-                Outcome::ConnectError,
-                format!("cannot build request: {e}"),
-            )
-        }
+        Err(e) => return fail(reply, Outcome::ConnectError, e),
     };
     reply.sent = Instant::now();
     let ttft_deadline = reply.sent + call.ttft_timeout;
@@ -150,7 +130,7 @@ pub async fn send(client: &HttpClient, call: &Call<'_>) -> Reply {
     reply.first_byte = Some(Instant::now());
     let status = resp.status();
     reply.http_status = Some(status.as_u16());
-    let mut body = resp.into_body();
+    let body = resp.into_body();
     if !status.is_success() {
         let text = tokio::time::timeout(call.idle_timeout, body.collect())
             .await
@@ -164,7 +144,34 @@ pub async fn send(client: &HttpClient, call: &Call<'_>) -> Reply {
             format!("HTTP {status}: {text}"),
         );
     }
+    read_stream(reply, body, call, ttft_deadline).await
+}
 
+/// The request of a call: POST to the API's path with the JSON body.
+fn request(call: &Call<'_>) -> Result<Request<Full<Bytes>>, String> {
+    let path = match call.api {
+        ApiFlavor::Chat => "/v1/chat/completions",
+        ApiFlavor::Completions => "/v1/completions",
+    };
+    let uri: Uri = format!("{}{}", call.base_url, path)
+        .parse()
+        .map_err(|e| format!("bad engine URL: {e}"))?;
+    Request::builder()
+        .method(Method::POST)
+        .uri(uri)
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .body(Full::new(Bytes::from(body_json(call).to_string())))
+        .map_err(|e| format!("cannot build request: {e}"))
+}
+
+/// Reads an SSE stream to `data: [DONE]`, stamping each frame as it arrives (before
+/// parsing it), within the TTFT deadline and then the idle timeout.
+async fn read_stream(
+    mut reply: Reply,
+    mut body: hyper::body::Incoming,
+    call: &Call<'_>,
+    ttft_deadline: Instant,
+) -> Reply {
     let mut parser = SseParser::new();
     let mut done = false;
     let mut last_frame = Instant::now();
