@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use kvbench_common::plan::{self, Plan};
 use kvbench_coordinator::agents::Embedded;
@@ -13,35 +12,25 @@ use kvbench_sim::{EngineCounters, SimConfig};
 use tokio_util::sync::CancellationToken;
 
 /// A fresh folder under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "kvbench-test-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("kvbench-test-{tag}-"))
+            .tempdir()
+            .expect("create temp dir");
+        TempDir(dir)
     }
 
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
+        let p = self.0.path().join(name);
         std::fs::write(&p, text).expect("write file");
         p
     }
 
     pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path()
     }
 }
 
