@@ -9,28 +9,16 @@ use hyper::{Method, Request};
 
 use crate::client::HttpClient;
 
-/// Metric families read from the engine, summed over their label sets. vLLM's counters
-/// carry `_total`; `vllm:gpu_cache_usage_perc` is the older name of `kv_cache_usage_perc`.
-pub const ENGINE_METRICS: &[&str] = &[
-    "vllm:prefix_cache_queries_total",
-    "vllm:prefix_cache_hits_total",
-    "vllm:external_prefix_cache_queries_total",
-    "vllm:external_prefix_cache_hits_total",
-    "vllm:kv_cache_usage_perc",
-    "vllm:gpu_cache_usage_perc",
-    "vllm:num_requests_running",
-    "vllm:num_requests_waiting",
-    "vllm:num_preemptions_total",
-    "vllm:prompt_tokens_total",
-    "vllm:generation_tokens_total",
-    "sglang:cache_hit_rate",
-    "sglang:token_usage",
-    "sglang:num_running_reqs",
-    "sglang:num_queue_reqs",
-    "llamacpp:kv_cache_usage_ratio",
-    "llamacpp:requests_processing",
-    "llamacpp:prompt_tokens_total",
-];
+/// Metric families read from the engine besides those the summaries read
+/// (`kvbench_common::telemetry::engine_metric`): kept in the samples for people.
+const EXTRA_METRICS: &[&str] = &["sglang:cache_hit_rate", "llamacpp:prompt_tokens_total"];
+
+/// Every family a scrape keeps, summed over its label sets.
+pub fn engine_metrics() -> Vec<&'static str> {
+    let mut names = kvbench_common::telemetry::engine_metric::names();
+    names.extend_from_slice(EXTRA_METRICS);
+    names
+}
 
 /// Parses Prometheus text exposition, keeping the families in `wanted` (summed over label
 /// sets). Lines it cannot read are skipped: a scrape never fails a round.
@@ -72,7 +60,7 @@ pub fn parse(text: &str, wanted: &[&str]) -> BTreeMap<String, f64> {
 /// `GET url` (the engine's `/metrics`), parsed. `None` when the engine has no metrics
 /// endpoint or does not answer within a second.
 pub async fn scrape(client: &HttpClient, url: &str) -> Option<BTreeMap<String, f64>> {
-    scrape_names(client, url, ENGINE_METRICS).await
+    scrape_names(client, url, &engine_metrics()).await
 }
 
 /// `GET url`, keeping the families in `wanted`.
@@ -117,7 +105,7 @@ vllm:kv_cache_usage_perc 0.25
 garbage line
 vllm:num_requests_waiting{broken 4
 "#;
-        let m = parse(text, ENGINE_METRICS);
+        let m = parse(text, &engine_metrics());
         assert_eq!(m.get("vllm:prefix_cache_hits_total"), Some(&120.0));
         assert_eq!(m.get("vllm:num_requests_running"), Some(&3.0));
         assert_eq!(m.get("vllm:kv_cache_usage_perc"), Some(&0.25));

@@ -12,6 +12,7 @@ use kvbench_common::agent::{
     RoundRequests,
 };
 use kvbench_common::dataset::trace_conversations;
+use kvbench_common::telemetry::engine_metric;
 use kvbench_common::tokenizer::Whitespace;
 use kvbench_common::PROTOCOL_VERSION;
 use kvbench_proto::v1::{self, agent_server::Agent, agent_server::AgentServer};
@@ -227,8 +228,8 @@ impl AgentService {
         Some(ColdProbe {
             prompt_tokens: reply.prompt_tokens.unwrap_or(0),
             cached_tokens: reply.cached_tokens,
-            counter_hits: delta("vllm:prefix_cache_hits_total"),
-            counter_queries: delta("vllm:prefix_cache_queries_total"),
+            counter_hits: delta(engine_metric::PREFIX_CACHE_HITS[0]),
+            counter_queries: delta(engine_metric::PREFIX_CACHE_QUERIES[0]),
             error,
         })
     }

@@ -7,7 +7,7 @@
 //! `.mem_total_bytes`, `.power_w`, `.energy_mj`, `.temp_c`, `.sm_clock_mhz`, `.processes`,
 //! `.pid{pid}.mem_bytes`), `host` (`cpu_pct`, `mem_used_bytes`, `mem_total_bytes`,
 //! `net_rx_bytes`, `net_tx_bytes`: counters over the interfaces other than loopback) and
-//! `engine_metrics` (the families in [`crate::metrics::ENGINE_METRICS`]). A read that fails
+//! `engine_metrics` (the families in [`crate::metrics::engine_metrics`]). A read that fails
 //! leaves its key out and says why once per round in the sample's `notes`.
 
 use std::collections::HashSet;

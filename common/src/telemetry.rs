@@ -4,6 +4,84 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// The engine metric families kvbench reads, by what they mean: the one table that the
+/// agent's scraper keeps ([`engine_metric::ALL`]) and the summaries read. Where engines
+/// name a meaning differently, the first name a sample carries counts.
+pub mod engine_metric {
+    pub const PREFIX_CACHE_QUERIES: &[&str] = &["vllm:prefix_cache_queries_total"];
+    pub const PREFIX_CACHE_HITS: &[&str] = &["vllm:prefix_cache_hits_total"];
+    pub const EXTERNAL_PREFIX_CACHE_QUERIES: &[&str] =
+        &["vllm:external_prefix_cache_queries_total"];
+    pub const EXTERNAL_PREFIX_CACHE_HITS: &[&str] = &["vllm:external_prefix_cache_hits_total"];
+    pub const PROMPT_TOKENS: &[&str] = &["vllm:prompt_tokens_total"];
+    pub const GENERATION_TOKENS: &[&str] = &["vllm:generation_tokens_total"];
+    pub const PREEMPTIONS: &[&str] = &["vllm:num_preemptions_total"];
+    pub const REQUESTS_RUNNING: &[&str] = &[
+        "vllm:num_requests_running",
+        "sglang:num_running_reqs",
+        "llamacpp:requests_processing",
+    ];
+    pub const REQUESTS_WAITING: &[&str] = &["vllm:num_requests_waiting", "sglang:num_queue_reqs"];
+    /// `vllm:gpu_cache_usage_perc` is the older name of `kv_cache_usage_perc`.
+    pub const KV_CACHE_USAGE: &[&str] = &[
+        "vllm:kv_cache_usage_perc",
+        "vllm:gpu_cache_usage_perc",
+        "sglang:token_usage",
+        "llamacpp:kv_cache_usage_ratio",
+    ];
+
+    /// Every family above: what the agent keeps of a scrape (summed over label sets).
+    pub const ALL: [&[&str]; 10] = [
+        PREFIX_CACHE_QUERIES,
+        PREFIX_CACHE_HITS,
+        EXTERNAL_PREFIX_CACHE_QUERIES,
+        EXTERNAL_PREFIX_CACHE_HITS,
+        PROMPT_TOKENS,
+        GENERATION_TOKENS,
+        PREEMPTIONS,
+        REQUESTS_RUNNING,
+        REQUESTS_WAITING,
+        KV_CACHE_USAGE,
+    ];
+
+    /// Every name of [`ALL`], flat.
+    pub fn names() -> Vec<&'static str> {
+        ALL.iter().flat_map(|n| n.iter().copied()).collect()
+    }
+}
+
+/// The sum over agents of each agent's counter delta, from its first sample to its last
+/// (samples in arrival order, one source); `None` when no agent exports the counter, or a
+/// counter went backwards (the engine restarted). The one rule for every counter.
+pub fn counter_delta(samples: &[&TelemetrySample], names: &[&str]) -> Option<f64> {
+    let mut agents: Vec<&str> = samples.iter().map(|s| s.agent.as_str()).collect();
+    agents.sort_unstable();
+    agents.dedup();
+    let mut total = None;
+    for agent in agents {
+        let mine: Vec<&&TelemetrySample> = samples.iter().filter(|s| s.agent == agent).collect();
+        let value = |s: &TelemetrySample| names.iter().find_map(|n| s.values.get(*n).copied());
+        let (Some(first), Some(last)) = (mine.first(), mine.last()) else {
+            continue;
+        };
+        if let (Some(a), Some(b)) = (value(first), value(last)) {
+            if b < a {
+                return None;
+            }
+            total = Some(total.unwrap_or(0.0) + b - a);
+        }
+    }
+    total
+}
+
+/// `hits / queries` when both are known and something was queried.
+fn ratio(hits: Option<f64>, queries: Option<f64>) -> Option<f64> {
+    match (hits, queries) {
+        (Some(h), Some(q)) if q > 0.0 => Some(h / q),
+        _ => None,
+    }
+}
+
 /// One sample from one source (`engine_metrics`: the engine's `/metrics`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TelemetrySample {
@@ -45,47 +123,33 @@ impl EngineMetricsSummary {
             .into_iter()
             .filter(|s| s.source == "engine_metrics")
             .collect();
-        let (first, last) = (s.first()?, s.last()?);
-        let delta = |k: &str| {
-            let d = last.values.get(k)? - first.values.get(k)?;
-            (d >= 0.0).then_some(d)
-        };
-        let max = |keys: &[&str]| {
+        if s.is_empty() {
+            return None;
+        }
+        let delta = |names: &[&str]| counter_delta(&s, names);
+        let max = |names: &[&str]| {
             s.iter()
-                .flat_map(|x| keys.iter().filter_map(|k| x.values.get(*k)))
-                .copied()
+                .filter_map(|x| names.iter().find_map(|n| x.values.get(*n).copied()))
                 .reduce(f64::max)
         };
-        let rate = |hits: Option<f64>, queries: Option<f64>| match (hits, queries) {
-            (Some(h), Some(q)) if q > 0.0 => Some(h / q),
-            _ => None,
-        };
-        let queries = delta("vllm:prefix_cache_queries_total");
-        let hits = delta("vllm:prefix_cache_hits_total");
+        use engine_metric as m;
+        let queries = delta(m::PREFIX_CACHE_QUERIES);
+        let hits = delta(m::PREFIX_CACHE_HITS);
         Some(EngineMetricsSummary {
             samples: s.len() as u32,
             prefix_cache_queries: queries,
             prefix_cache_hits: hits,
-            prefix_cache_hit_rate: rate(hits, queries),
-            external_prefix_cache_hit_rate: rate(
-                delta("vllm:external_prefix_cache_hits_total"),
-                delta("vllm:external_prefix_cache_queries_total"),
+            prefix_cache_hit_rate: ratio(hits, queries),
+            external_prefix_cache_hit_rate: ratio(
+                delta(m::EXTERNAL_PREFIX_CACHE_HITS),
+                delta(m::EXTERNAL_PREFIX_CACHE_QUERIES),
             ),
-            prompt_tokens: delta("vllm:prompt_tokens_total"),
-            generation_tokens: delta("vllm:generation_tokens_total"),
-            preemptions: delta("vllm:num_preemptions_total"),
-            max_num_requests_running: max(&[
-                "vllm:num_requests_running",
-                "sglang:num_running_reqs",
-                "llamacpp:requests_processing",
-            ]),
-            max_num_requests_waiting: max(&["vllm:num_requests_waiting", "sglang:num_queue_reqs"]),
-            max_kv_cache_usage_perc: max(&[
-                "vllm:kv_cache_usage_perc",
-                "vllm:gpu_cache_usage_perc",
-                "sglang:token_usage",
-                "llamacpp:kv_cache_usage_ratio",
-            ]),
+            prompt_tokens: delta(m::PROMPT_TOKENS),
+            generation_tokens: delta(m::GENERATION_TOKENS),
+            preemptions: delta(m::PREEMPTIONS),
+            max_num_requests_running: max(m::REQUESTS_RUNNING),
+            max_num_requests_waiting: max(m::REQUESTS_WAITING),
+            max_kv_cache_usage_perc: max(m::KV_CACHE_USAGE),
         })
     }
 }
@@ -358,17 +422,14 @@ impl TelemetrySummary {
 
         // Engines: counters summed over agents, gauges averaged over samples.
         let mut engine = EngineLoad::default();
-        let (mut hits, mut queries, mut running, mut waiting) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut running, mut waiting) = (Vec::new(), Vec::new());
+        let all_engine: Vec<&TelemetrySample> = samples
+            .iter()
+            .filter(|s| s.source == "engine_metrics")
+            .collect();
         for agent in &agents {
             let s = of_source(agent, "engine_metrics");
             engine.samples += s.len() as u32;
-            let delta = |k: &str| {
-                let d = s.last()?.values.get(k)? - s.first()?.values.get(k)?;
-                (d >= 0.0).then_some(d)
-            };
-            hits.push(delta("vllm:prefix_cache_hits_total"));
-            queries.push(delta("vllm:prefix_cache_queries_total"));
             // The first and last samples bracket the round (taken before its first
             // request and after its last): gauges there show nothing of it.
             let inner = if s.len() > 2 {
@@ -382,20 +443,14 @@ impl TelemetrySummary {
                     .filter_map(|x| names.iter().find_map(|n| x.values.get(*n).copied()))
                     .collect()
             };
-            running.extend(gauge(&[
-                "vllm:num_requests_running",
-                "sglang:num_running_reqs",
-                "llamacpp:requests_processing",
-            ]));
-            waiting.extend(gauge(&[
-                "vllm:num_requests_waiting",
-                "sglang:num_queue_reqs",
-            ]));
+            running.extend(gauge(engine_metric::REQUESTS_RUNNING));
+            waiting.extend(gauge(engine_metric::REQUESTS_WAITING));
         }
-        engine.prefix_cache_hit_ratio = match (sum_some(hits), sum_some(queries)) {
-            (Some(h), Some(q)) if q > 0.0 => Some(h / q),
-            _ => None,
-        };
+        // The same counters and rule as `engine_metrics.prefix_cache_hit_rate`.
+        engine.prefix_cache_hit_ratio = ratio(
+            counter_delta(&all_engine, engine_metric::PREFIX_CACHE_HITS),
+            counter_delta(&all_engine, engine_metric::PREFIX_CACHE_QUERIES),
+        );
         engine.requests_running_mean = mean(&running);
         engine.requests_waiting_mean = mean(&waiting);
         let engine = (engine.samples > 0).then_some(engine);
@@ -483,6 +538,38 @@ mod tests {
             values: kv.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
             notes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn both_engine_summaries_take_each_agents_counter_delta_and_agree() {
+        let q = "vllm:prefix_cache_queries_total";
+        let h = "vllm:prefix_cache_hits_total";
+        // Two agents whose counters stand far apart: deltas are per agent, then summed.
+        let samples = vec![
+            src("a", "engine_metrics", 0.0, &[(q, 1000.0), (h, 100.0)]),
+            src("b", "engine_metrics", 1.0, &[(q, 50.0), (h, 0.0)]),
+            src("a", "engine_metrics", 2.0, &[(q, 1100.0), (h, 190.0)]),
+            src("b", "engine_metrics", 3.0, &[(q, 150.0), (h, 10.0)]),
+        ];
+        let e = EngineMetricsSummary::of(&samples).expect("engine samples");
+        assert_eq!(e.prefix_cache_queries, Some(200.0));
+        assert_eq!(e.prefix_cache_hits, Some(100.0));
+        assert_eq!(e.prefix_cache_hit_rate, Some(0.5));
+        let t = TelemetrySummary::of(&samples, 0).expect("summary");
+        assert_eq!(
+            t.engine.and_then(|e| e.prefix_cache_hit_ratio),
+            e.prefix_cache_hit_rate
+        );
+        // A counter that went backwards (a restart) is unknown, not negative.
+        let restarted = [
+            src("a", "engine_metrics", 0.0, &[(q, 1000.0)]),
+            src("a", "engine_metrics", 1.0, &[(q, 10.0)]),
+        ];
+        let refs: Vec<&TelemetrySample> = restarted.iter().collect();
+        assert_eq!(
+            counter_delta(&refs, engine_metric::PREFIX_CACHE_QUERIES),
+            None
+        );
     }
 
     #[test]
