@@ -22,7 +22,7 @@ use crate::client::HttpClient;
 use crate::gpu::GpuSource;
 use crate::EventTx;
 use kvbench_common::agent::RoundEvent;
-use kvbench_common::telemetry::TelemetrySample;
+use kvbench_common::telemetry::{TelemetrySample, TelemetrySource};
 
 /// Which GPUs an agent samples.
 #[derive(Debug, Clone, Default)]
@@ -91,7 +91,7 @@ pub struct Telemetry {
 /// client, which knows them; the sampler does not.
 fn sample_event(
     t_ms: f64,
-    source: &str,
+    source: TelemetrySource,
     values: Vec<(String, f64)>,
     notes: Vec<String>,
 ) -> RoundEvent {
@@ -99,7 +99,7 @@ fn sample_event(
         round: 0,
         agent: String::new(),
         t_ms,
-        source: source.to_owned(),
+        source,
         values: values.into_iter().collect(),
         notes,
     })
@@ -204,7 +204,7 @@ async fn scrape_engine(client: &HttpClient, url: &str, tx: &EventTx, t0: Instant
         let _ = tx
             .send(sample_event(
                 t_ms,
-                "engine_metrics",
+                TelemetrySource::EngineMetrics,
                 values.into_iter().collect(),
                 Vec::new(),
             ))
@@ -290,10 +290,11 @@ fn sample_thread(
                 }
             }
         }
-        Some(sample_event(t, "nvml", values, notes))
+        Some(sample_event(t, TelemetrySource::Nvml, values, notes))
     };
     let send = |e| tx.blocking_send(e).is_ok();
-    let host_sample = |h: &mut Host| sample_event(t_ms(), "host", h.sample(), Vec::new());
+    let host_sample =
+        |h: &mut Host| sample_event(t_ms(), TelemetrySource::Host, h.sample(), Vec::new());
     // The next due time of each enabled source; a source that falls behind (a slow driver
     // call) skips its missed ticks.
     let now = std::time::Instant::now();

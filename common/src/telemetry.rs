@@ -82,6 +82,60 @@ fn ratio(hits: Option<f64>, queries: Option<f64>) -> Option<f64> {
     }
 }
 
+/// Where a telemetry sample comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TelemetrySource {
+    /// The host's GPUs, through NVML.
+    Nvml,
+    /// The host's CPU, memory and network, through sysinfo.
+    Host,
+    /// The engine's Prometheus `/metrics`.
+    EngineMetrics,
+}
+
+impl TelemetrySource {
+    pub const ALL: [TelemetrySource; 3] = [
+        TelemetrySource::Nvml,
+        TelemetrySource::Host,
+        TelemetrySource::EngineMetrics,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            TelemetrySource::Nvml => "nvml",
+            TelemetrySource::Host => "host",
+            TelemetrySource::EngineMetrics => "engine_metrics",
+        }
+    }
+
+    pub fn from_label(s: &str) -> Option<TelemetrySource> {
+        Self::ALL.into_iter().find(|x| x.label() == s)
+    }
+}
+
+/// How a round's GPU energy was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnergyMethod {
+    /// The driver's total-energy counter (deltas).
+    Counter,
+    /// Power samples integrated (trapezoids), where a GPU has no counter.
+    PowerIntegral,
+    /// Some GPUs one way, some the other.
+    Mixed,
+}
+
+impl EnergyMethod {
+    pub fn label(self) -> &'static str {
+        match self {
+            EnergyMethod::Counter => "counter",
+            EnergyMethod::PowerIntegral => "power_integral",
+            EnergyMethod::Mixed => "mixed",
+        }
+    }
+}
+
 /// One sample from one source (`engine_metrics`: the engine's `/metrics`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TelemetrySample {
@@ -89,7 +143,7 @@ pub struct TelemetrySample {
     pub agent: String,
     /// Milliseconds since the round's start on the agent's clock.
     pub t_ms: f64,
-    pub source: String,
+    pub source: TelemetrySource,
     pub values: BTreeMap<String, f64>,
     /// Reads that failed, each said once per round.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -121,7 +175,7 @@ impl EngineMetricsSummary {
     pub fn of<'a>(samples: impl IntoIterator<Item = &'a TelemetrySample>) -> Option<Self> {
         let s: Vec<&TelemetrySample> = samples
             .into_iter()
-            .filter(|s| s.source == "engine_metrics")
+            .filter(|s| s.source == TelemetrySource::EngineMetrics)
             .collect();
         if s.is_empty() {
             return None;
@@ -187,7 +241,7 @@ pub struct GpuSummary {
     pub energy_j: Option<f64>,
     /// `counter` (the driver's energy counter), `power_integral` (power samples
     /// integrated over time, for GPUs without the counter), or `mixed`.
-    pub energy_method: Option<String>,
+    pub energy_method: Option<EnergyMethod>,
     /// `energy_j` over the round's output tokens.
     pub j_per_output_token: Option<f64>,
     pub temp_max_c: Option<f64>,
@@ -252,10 +306,10 @@ fn sum_some(v: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
 /// Energy from a series of `(t_ms, counter_mj)` and `(t_ms, power_w)`: the counter's
 /// delta when it has two readings and did not go backwards, else the power integrated
 /// (trapezoids). Joules, and which way it was found.
-fn energy(counter: &[(f64, f64)], power: &[(f64, f64)]) -> Option<(f64, &'static str)> {
+fn energy(counter: &[(f64, f64)], power: &[(f64, f64)]) -> Option<(f64, EnergyMethod)> {
     if let (Some(a), Some(b)) = (counter.first(), counter.last()) {
         if counter.len() >= 2 && b.1 >= a.1 {
-            return Some(((b.1 - a.1) / 1000.0, "counter"));
+            return Some(((b.1 - a.1) / 1000.0, EnergyMethod::Counter));
         }
     }
     if power.len() < 2 {
@@ -265,7 +319,7 @@ fn energy(counter: &[(f64, f64)], power: &[(f64, f64)]) -> Option<(f64, &'static
         .windows(2)
         .map(|w| (w[1].0 - w[0].0).max(0.0) / 1000.0 * (w[0].1 + w[1].1) / 2.0)
         .sum();
-    Some((j, "power_integral"))
+    Some((j, EnergyMethod::PowerIntegral))
 }
 
 /// Splits `gpu3.util_pct` into `(3, "util_pct")`.
@@ -284,7 +338,7 @@ impl TelemetrySummary {
         let mut agents: Vec<&str> = samples.iter().map(|s| s.agent.as_str()).collect();
         agents.sort_unstable();
         agents.dedup();
-        let of_source = |agent: &str, source: &str| -> Vec<&TelemetrySample> {
+        let of_source = |agent: &str, source: TelemetrySource| -> Vec<&TelemetrySample> {
             samples
                 .iter()
                 .filter(|s| s.agent == agent && s.source == source)
@@ -303,7 +357,7 @@ impl TelemetrySummary {
         let (mut energies, mut methods, mut temps) = (Vec::new(), Vec::new(), Vec::new());
         let mut gpu_samples = 0;
         for agent in &agents {
-            let s = of_source(agent, "nvml");
+            let s = of_source(agent, TelemetrySource::Nvml);
             if s.is_empty() {
                 continue;
             }
@@ -378,8 +432,8 @@ impl TelemetrySummary {
                 power_mean_w: sum_some(power_means.iter().map(|p| Some(*p))),
                 power_max_w: sum_some(power_maxes.iter().map(|p| Some(*p))),
                 energy_method: energy_j.map(|_| match methods.as_slice() {
-                    [one] => (*one).to_owned(),
-                    _ => "mixed".to_owned(),
+                    [one] => *one,
+                    _ => EnergyMethod::Mixed,
                 }),
                 j_per_output_token: energy_j
                     .filter(|_| output_tokens > 0)
@@ -396,7 +450,7 @@ impl TelemetrySummary {
         let (mut cpu, mut mem_peaks, mut mem_totals, mut rx, mut tx) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for agent in &agents {
-            let s = of_source(agent, "host");
+            let s = of_source(agent, TelemetrySource::Host);
             host.samples += s.len() as u32;
             let series = |k: &str| -> Vec<f64> {
                 s.iter().filter_map(|x| x.values.get(k).copied()).collect()
@@ -425,10 +479,10 @@ impl TelemetrySummary {
         let (mut running, mut waiting) = (Vec::new(), Vec::new());
         let all_engine: Vec<&TelemetrySample> = samples
             .iter()
-            .filter(|s| s.source == "engine_metrics")
+            .filter(|s| s.source == TelemetrySource::EngineMetrics)
             .collect();
         for agent in &agents {
-            let s = of_source(agent, "engine_metrics");
+            let s = of_source(agent, TelemetrySource::EngineMetrics);
             engine.samples += s.len() as u32;
             // The first and last samples bracket the round (taken before its first
             // request and after its last): gauges there show nothing of it.
@@ -473,7 +527,7 @@ mod tests {
             round: 1,
             agent: "a".into(),
             t_ms: t,
-            source: "engine_metrics".into(),
+            source: TelemetrySource::EngineMetrics,
             values: kv.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
             notes: Vec::new(),
         }
@@ -534,7 +588,7 @@ mod tests {
             round: 1,
             agent: agent.into(),
             t_ms: t,
-            source: source.into(),
+            source: TelemetrySource::from_label(source).expect("a source"),
             values: kv.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
             notes: Vec::new(),
         }
@@ -621,7 +675,7 @@ mod tests {
         assert_eq!(g.per_gpu[0].energy_j, Some(500.0));
         assert_eq!(g.per_gpu[1].energy_j, Some(600.0));
         assert_eq!(g.energy_j, Some(1100.0));
-        assert_eq!(g.energy_method.as_deref(), Some("mixed"));
+        assert_eq!(g.energy_method, Some(EnergyMethod::Mixed));
         assert_eq!(g.j_per_output_token, Some(1.0));
         assert!(t.host.is_none() && t.engine.is_none());
     }
@@ -751,7 +805,7 @@ mod tests {
             let power: Vec<(f64, f64)> = times.iter().map(|t| (*t, watts)).collect();
             let (j, how) = energy(&[], &power).expect("two samples");
             let span_s = (times[times.len() - 1] - times[0]) / 1000.0;
-            proptest::prop_assert_eq!(how, "power_integral");
+            proptest::prop_assert_eq!(how, EnergyMethod::PowerIntegral);
             proptest::prop_assert!((j - watts * span_s).abs() <= 1e-6 * (1.0 + j.abs()));
         }
     }

@@ -383,7 +383,7 @@ fn telemetry_lines(w: &mut impl Write, t: &TelemetrySummary) {
             num(g.power_mean_w, " W", 0),
             num(g.energy_j, " J", 1),
             num(g.j_per_output_token, " J", 3),
-            g.energy_method.as_deref().unwrap_or("no energy reading"),
+            g.energy_method.map_or("no energy reading", |m| m.label()),
         );
     }
     let mut parts = Vec::new();

@@ -17,7 +17,7 @@ use kvbench_common::load::{Arrivals, LoadSpec, RampStrategy, Rate};
 use kvbench_common::plan::ApiFlavor;
 use kvbench_common::record::{Outcome, RequestRecord};
 use kvbench_common::stats::AgentHealth;
-use kvbench_common::telemetry::TelemetrySample;
+use kvbench_common::telemetry::{TelemetrySample, TelemetrySource};
 use kvbench_common::workload::Conversation;
 use kvbench_common::workload::{
     DocumentOrder, OutputDist, WorkloadKind, WorkloadParams, WorkloadSpec,
@@ -596,7 +596,7 @@ impl From<&TelemetrySample> for v1::TelemetrySample {
     fn from(t: &TelemetrySample) -> Self {
         v1::TelemetrySample {
             t_ms: t.t_ms,
-            source: t.source.clone(),
+            source: t.source.label().to_owned(),
             values: t.values.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             notes: t.notes.clone(),
         }
@@ -604,16 +604,21 @@ impl From<&TelemetrySample> for v1::TelemetrySample {
 }
 
 /// A telemetry sample from the wire; round and agent empty (see the module's doc).
-impl From<v1::TelemetrySample> for TelemetrySample {
-    fn from(t: v1::TelemetrySample) -> Self {
-        TelemetrySample {
+impl TryFrom<v1::TelemetrySample> for TelemetrySample {
+    type Error = InvalidWire;
+    fn try_from(t: v1::TelemetrySample) -> Result<Self, InvalidWire> {
+        let source = TelemetrySource::from_label(&t.source).ok_or_else(|| InvalidWire {
+            field: "telemetry source",
+            reason: format!("unknown source {:?}", t.source),
+        })?;
+        Ok(TelemetrySample {
             round: 0,
             agent: String::new(),
             t_ms: t.t_ms,
-            source: t.source,
+            source,
             values: t.values.into_iter().collect(),
             notes: t.notes,
-        }
+        })
     }
 }
 
@@ -660,7 +665,7 @@ impl TryFrom<v1::RoundEvent> for RoundEvent {
                 in_flight: p.in_flight,
                 total: p.total,
             }),
-            Event::Telemetry(t) => RoundEvent::Telemetry(t.into()),
+            Event::Telemetry(t) => RoundEvent::Telemetry(t.try_into()?),
             Event::Finished(f) => RoundEvent::Finished(RoundFinished {
                 duration_ms: f.duration_ms,
                 sent: f.sent,
@@ -1008,7 +1013,7 @@ mod tests {
     fn sample() -> impl Strategy<Value = TelemetrySample> {
         (
             ms(),
-            text(),
+            prop::sample::select(TelemetrySource::ALL.to_vec()),
             prop::collection::btree_map(text(), ms(), 0..4),
             vec(text(), 0..3),
         )
