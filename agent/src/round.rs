@@ -181,14 +181,14 @@ pub async fn run(ctx: RoundContext, spec: RoundSpec, tx: EventTx, cancel: Cancel
     let counts = Arc::new(Counts::default());
     let background = cancel.child_token();
     let ticker = progress_ticker(tx.clone(), counts.clone(), total, background.clone());
-    let round = Round {
+    let round = Arc::new(Round {
         ctx: Arc::new(ctx),
         spec: Arc::new(spec),
         tx: tx.clone(),
         cancel: cancel.clone(),
         counts: counts.clone(),
         t0,
-    };
+    });
     round.warmup().await;
     // Connections for the first wave are opened before the clock starts: connection setup
     // is the client's cost, not the engine's.
@@ -265,14 +265,9 @@ struct Round {
 }
 
 impl Round {
-    fn runner(&self, warmup: bool) -> Runner {
+    fn runner(self: &Arc<Self>, warmup: bool) -> Runner {
         Runner {
-            ctx: self.ctx.clone(),
-            spec: self.spec.clone(),
-            tx: self.tx.clone(),
-            cancel: self.cancel.clone(),
-            counts: self.counts.clone(),
-            t0: self.t0,
+            round: self.clone(),
             warmup,
         }
     }
@@ -299,7 +294,7 @@ impl Round {
     }
 
     /// Warmup requests, closed loop, excluded from statistics.
-    async fn warmup(&self) {
+    async fn warmup(self: &Arc<Self>) {
         let n = self.spec.load.warmup_requests;
         if n == 0 {
             return;
@@ -332,7 +327,7 @@ impl Round {
 
     /// The measured phase. Telemetry starts and ends with it (a sample of every source at
     /// each end), so that per-round deltas of counters cover exactly the measured requests.
-    async fn measure(&self) -> Measured {
+    async fn measure(self: &Arc<Self>) -> Measured {
         let sampling = self.ctx.telemetry.start(self.tx.clone(), self.t0).await;
         let lag_stop = self.cancel.child_token();
         let lag_probe = health::lag_probe(lag_stop.clone());
@@ -426,7 +421,7 @@ impl Round {
 
     /// A closed loop: each worker sends its next conversation when the last one ended.
     fn closed_loop(
-        &self,
+        self: &Arc<Self>,
         concurrency: u32,
         start: Instant,
         feeder: Arc<Mutex<Feeder>>,
@@ -455,7 +450,7 @@ impl Round {
     /// the trace's own timestamps; at most `max_concurrency` in flight. Returns how late
     /// each release was, in ms.
     async fn release(
-        &self,
+        self: &Arc<Self>,
         mut schedule: Option<Schedule>,
         max_concurrency: Option<u32>,
         start: Instant,
@@ -492,14 +487,9 @@ impl Round {
     }
 }
 
-/// Runs conversations and streams their records.
+/// Runs conversations of its round and streams their records.
 struct Runner {
-    ctx: Arc<RoundContext>,
-    spec: Arc<RoundSpec>,
-    tx: EventTx,
-    cancel: CancellationToken,
-    counts: Arc<Counts>,
-    t0: Instant,
+    round: Arc<Round>,
     warmup: bool,
 }
 
@@ -602,26 +592,32 @@ impl Runner {
             let cancelled = reply.outcome == Outcome::Cancelled;
             let record = build_record(
                 &RecordContext {
-                    scenario: &self.spec.scenario_name,
-                    round: self.spec.round,
-                    agent: &self.ctx.agent_name,
+                    scenario: &self.round.spec.scenario_name,
+                    round: self.round.spec.round,
+                    agent: &self.round.ctx.agent_name,
                     request_id: conv.first_request_id + t as u32,
                     conversation_id: conv.id,
                     turn: t as u32,
                     warmup: self.warmup,
                     first_touch,
-                    t0: self.t0,
+                    t0: self.round.t0,
                     scheduled,
                     queue_ms,
                     prompt_tokens_client: messages
                         .iter()
-                        .map(|(_, c)| self.spec.counter.count(c) as u32)
+                        .map(|(_, c)| self.round.spec.counter.count(c) as u32)
                         .sum(),
                 },
                 &reply,
             );
-            if self.tx.send(RoundEvent::Record(record)).await.is_err() {
-                self.cancel.cancel();
+            if self
+                .round
+                .tx
+                .send(RoundEvent::Record(record))
+                .await
+                .is_err()
+            {
+                self.round.cancel.cancel();
                 return false;
             }
             if cancelled {
@@ -642,7 +638,7 @@ impl Runner {
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(u64::from(think_time_ms))) => true,
-            _ = self.cancel.cancelled() => false,
+            _ = self.round.cancel.cancelled() => false,
         }
     }
 
@@ -655,7 +651,7 @@ impl Runner {
             None => Some(None),
             Some(sem) => tokio::select! {
                 p = sem.clone().acquire_owned() => Some(p.ok()),
-                _ = self.cancel.cancelled() => None,
+                _ = self.round.cancel.cancelled() => None,
             },
         }
     }
@@ -669,9 +665,9 @@ impl Runner {
         conv: &Conversation,
         t: usize,
     ) -> (client::Reply, bool) {
-        let spec = &*self.spec;
+        let spec = &*self.round.spec;
         let call = Call {
-            base_url: &self.ctx.base_url,
+            base_url: &self.round.ctx.base_url,
             api: spec.api,
             model: &spec.model,
             messages,
@@ -687,8 +683,8 @@ impl Runner {
         let first_touch = !self.warmup && self.before_send(messages);
         let sent = Instant::now();
         let reply = tokio::select! {
-            r = client::send(&self.ctx.client, &call) => r,
-            _ = self.cancel.cancelled() => client::Reply::cancelled(sent),
+            r = client::send(&self.round.ctx.client, &call) => r,
+            _ = self.round.cancel.cancelled() => client::Reply::cancelled(sent),
         };
         if !self.warmup {
             self.after_send(&reply);
@@ -699,21 +695,22 @@ impl Runner {
     /// Counts a measured request in flight, keeps the round's first prompt for the next
     /// cold check, and says whether it is a first touch.
     fn before_send(&self, messages: &[(String, String)]) -> bool {
-        let spec = &*self.spec;
-        self.counts.in_flight.fetch_add(1, Ordering::Relaxed);
+        let spec = &*self.round.spec;
+        self.round.counts.in_flight.fetch_add(1, Ordering::Relaxed);
         let head: String = messages
             .iter()
             .flat_map(|(_, c)| c.chars())
             .take(HEAD_CHARS)
             .collect();
         let first_touch = self
+            .round
             .counts
             .seen_heads
             .lock()
             .map(|mut s| s.insert(head))
             .unwrap_or(false);
-        if !self.counts.probe_taken.swap(true, Ordering::Relaxed) {
-            if let Ok(mut p) = self.ctx.probe.lock() {
+        if !self.round.counts.probe_taken.swap(true, Ordering::Relaxed) {
+            if let Ok(mut p) = self.round.ctx.probe.lock() {
                 *p = Some(Probe {
                     messages: messages.to_vec(),
                     api: spec.api,
@@ -725,11 +722,11 @@ impl Runner {
     }
 
     fn after_send(&self, reply: &client::Reply) {
-        self.counts.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.round.counts.in_flight.fetch_sub(1, Ordering::Relaxed);
         let counter = if reply.outcome == Outcome::Ok {
-            &self.counts.completed
+            &self.round.counts.completed
         } else {
-            &self.counts.failed
+            &self.round.counts.failed
         };
         counter.fetch_add(1, Ordering::Relaxed);
         let gaps = reply.chunks.len().saturating_sub(1) as u64;
@@ -738,8 +735,9 @@ impl Runner {
             .windows(2)
             .filter(|w| w[1].saturating_duration_since(w[0]) < health::COALESCED_GAP)
             .count() as u64;
-        self.counts.gaps.fetch_add(gaps, Ordering::Relaxed);
-        self.counts
+        self.round.counts.gaps.fetch_add(gaps, Ordering::Relaxed);
+        self.round
+            .counts
             .coalesced_gaps
             .fetch_add(coalesced, Ordering::Relaxed);
     }
@@ -748,15 +746,17 @@ impl Runner {
     /// 1; round 1's reply in later rounds, so that every round sends identical prompts.
     fn history_reply(&self, conv: u32, turn: u32, text: String) -> String {
         let key = (conv, turn);
-        if self.spec.round == 1 {
-            self.ctx
+        if self.round.spec.round == 1 {
+            self.round
+                .ctx
                 .replies
-                .put(&self.spec.scenario_id, key, text.clone());
+                .put(&self.round.spec.scenario_id, key, text.clone());
             text
         } else {
-            self.ctx
+            self.round
+                .ctx
                 .replies
-                .get(&self.spec.scenario_id, key)
+                .get(&self.round.spec.scenario_id, key)
                 .unwrap_or(text)
         }
     }

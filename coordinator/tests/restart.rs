@@ -121,8 +121,6 @@ async fn clear_or_restart_on(sim_flag: &str) -> kvbench_coordinator::runner::Sce
 
     use kvbench_common::plan::Endpoint;
     use kvbench_coordinator::agent_client::AgentClient;
-    use kvbench_coordinator::runner::run_plan;
-    use tokio_util::sync::CancellationToken;
 
     let dir = common::TempDir::new("clear-or-restart");
     let pidfile = dir.path().join("sim.pid");
@@ -173,15 +171,7 @@ async fn clear_or_restart_on(sim_flag: &str) -> kvbench_coordinator::runner::Sce
         Endpoint::Url(url.clone()),
         AgentClient::connect(&handle.url()).await.expect("agent"),
     );
-    let summary = run_plan(
-        &plan,
-        &kvbench_coordinator::inputs::Inputs::load(&plan).expect("inputs load"),
-        &agents,
-        CancellationToken::new(),
-        &mut kvbench_coordinator::events::Silent,
-    )
-    .await
-    .expect("runs");
+    let summary = common::run_with_agents(&plan, &agents).await;
     let pid = std::fs::read_to_string(&pidfile).unwrap_or_default();
     let _ = std::process::Command::new("kill").arg(pid.trim()).status();
     handle.stop().await;

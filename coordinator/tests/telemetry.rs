@@ -14,9 +14,8 @@ use kvbench_agent::telemetry::GpuChoice;
 use kvbench_agent::AgentConfig;
 use kvbench_common::plan::Endpoint;
 use kvbench_coordinator::agent_client::AgentClient;
-use kvbench_coordinator::runner::{run_plan, RunSummary};
+use kvbench_coordinator::runner::RunSummary;
 use kvbench_sim::SimConfig;
-use tokio_util::sync::CancellationToken;
 
 /// Runs `plan` (whose scenarios name `endpoint: URL` of a sim started here) with an agent
 /// sampling `gpu`.
@@ -61,15 +60,7 @@ async fn run_with_telemetry(
     let hello = a.info().clone();
     let mut agents = BTreeMap::new();
     agents.insert(Endpoint::Url(url), a);
-    let summary = run_plan(
-        &plan,
-        &kvbench_coordinator::inputs::Inputs::load(&plan).expect("inputs load"),
-        &agents,
-        CancellationToken::new(),
-        &mut kvbench_coordinator::events::Silent,
-    )
-    .await
-    .expect("plan runs");
+    let summary = common::run_with_agents(&plan, &agents).await;
     agent.stop().await;
     sim.stop().await;
     (summary, hello)

@@ -41,6 +41,25 @@ pub fn load(path: &Path) -> Plan {
     }
 }
 
+/// Runs a plan with the given agents (one per endpoint), quietly.
+pub async fn run_with_agents(
+    plan: &Plan,
+    agents: &std::collections::BTreeMap<
+        kvbench_common::plan::Endpoint,
+        kvbench_coordinator::agent_client::AgentClient,
+    >,
+) -> RunSummary {
+    run_plan(
+        plan,
+        &kvbench_coordinator::inputs::Inputs::load(plan).expect("inputs load"),
+        agents,
+        CancellationToken::new(),
+        &mut kvbench_coordinator::events::Silent,
+    )
+    .await
+    .expect("plan runs")
+}
+
 /// Runs a plan with the embedded default; returns the summary and the sim's counters.
 pub async fn run(plan: &Plan) -> (RunSummary, EngineCounters) {
     run_with(plan, SimConfig::default()).await
@@ -51,15 +70,7 @@ pub async fn run_with(plan: &Plan, sim: SimConfig) -> (RunSummary, EngineCounter
     let embedded = Embedded::start(plan, sim)
         .await
         .expect("embedded agent and sim start");
-    let summary = run_plan(
-        plan,
-        &kvbench_coordinator::inputs::Inputs::load(plan).expect("inputs load"),
-        &embedded.by_endpoint,
-        CancellationToken::new(),
-        &mut kvbench_coordinator::events::Silent,
-    )
-    .await
-    .expect("plan runs");
+    let summary = run_with_agents(plan, &embedded.by_endpoint).await;
     let counters = embedded
         .sim
         .as_ref()
