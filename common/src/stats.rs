@@ -120,7 +120,7 @@ pub struct RoundStats {
     pub completed: u32,
     pub failed: u32,
     /// Count per outcome label, failures included; `ok` equals `completed`.
-    pub outcomes: BTreeMap<String, u32>,
+    pub outcomes: BTreeMap<Outcome, u32>,
     /// Seconds from the round's start to its last response.
     pub duration: f64,
     /// Completed requests per second.
@@ -167,10 +167,10 @@ pub struct RoundStats {
     #[serde(default)]
     pub telemetry: Option<crate::telemetry::TelemetrySummary>,
     /// `mean_`, `median_`, `std_`, `min_`, `max_` and `p<q>_` of `ttft_ms`, `tpot_ms`,
-    /// `itl_ms`, `e2el_ms` and `queue_ms` (client queue time); null when no completed
-    /// request gave a sample.
+    /// `itl_ms`, `e2el_ms` and `queue_ms` (client queue time), flat in the round object
+    /// under vLLM's key names; null when no completed request gave a sample.
     #[serde(flatten)]
-    pub latency: BTreeMap<String, Option<f64>>,
+    pub latency: LatencyStats,
 }
 
 /// Everything a round's statistics are computed from.
@@ -226,7 +226,7 @@ impl RoundStats {
             .collect();
         let mut outcomes = BTreeMap::new();
         for r in &measured {
-            *outcomes.entry(r.outcome.label().to_owned()).or_insert(0) += 1;
+            *outcomes.entry(r.outcome).or_insert(0) += 1;
         }
         let total_input_tokens: u64 = ok.iter().map(|r| u64::from(r.input_tokens())).sum();
         let total_output_tokens: u64 = ok.iter().map(|r| u64::from(r.generated_tokens())).sum();
@@ -249,29 +249,25 @@ impl RoundStats {
             .goodput
             .map(|g| ok.iter().filter(|r| g.is_good(r)).count() as u32);
 
-        let mut latency = BTreeMap::new();
+        let mut latency = LatencyStats::default();
         let mut histograms = BTreeMap::new();
-        let metrics: [(&str, Vec<f64>); 5] = [
-            ("ttft_ms", ok.iter().filter_map(|r| r.ttft_ms()).collect()),
-            ("tpot_ms", ok.iter().filter_map(|r| r.tpot_ms()).collect()),
-            ("itl_ms", ok.iter().flat_map(|r| r.itls_ms()).collect()),
-            ("e2el_ms", ok.iter().map(|r| r.e2el_ms()).collect()),
-            ("queue_ms", ok.iter().map(|r| r.queue_ms).collect()),
-        ];
-        for (name, samples) in metrics {
+        for metric in LatencyMetric::ALL {
+            let samples: Vec<f64> = match metric {
+                LatencyMetric::Ttft => ok.iter().filter_map(|r| r.ttft_ms()).collect(),
+                LatencyMetric::Tpot => ok.iter().filter_map(|r| r.tpot_ms()).collect(),
+                LatencyMetric::Itl => ok.iter().flat_map(|r| r.itls_ms()).collect(),
+                LatencyMetric::E2el => ok.iter().map(|r| r.e2el_ms()).collect(),
+                LatencyMetric::Queue => ok.iter().map(|r| r.queue_ms).collect(),
+            };
             let mut h = LatencyHistogram::new();
             for v in &samples {
                 h.record_ms(*v);
             }
             if let Some(enc) = h.to_base64() {
-                histograms.insert(name.to_owned(), enc);
+                histograms.insert(metric.key().to_owned(), enc);
             }
-            insert_summary(
-                &mut latency,
-                name,
-                Summary::of(samples).as_ref(),
-                &opts.percentiles,
-            );
+            *latency.metric_mut(metric) =
+                MetricStats::of(Summary::of(samples).as_ref(), &opts.percentiles);
         }
 
         RoundStats {
@@ -301,30 +297,215 @@ impl RoundStats {
             latency,
         }
     }
+}
 
-    /// A latency figure by key (`mean_ttft_ms`, `p99_itl_ms`, ...).
-    pub fn get(&self, key: &str) -> Option<f64> {
-        self.latency.get(key).copied().flatten()
+/// The latency metrics of a round, by their stats-file names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LatencyMetric {
+    /// Time to first token.
+    Ttft,
+    /// Time per output token after the first.
+    Tpot,
+    /// Inter-token latency (every gap between content chunks).
+    Itl,
+    /// End-to-end latency.
+    E2el,
+    /// Client queue time: waiting for a concurrency slot.
+    Queue,
+}
+
+impl LatencyMetric {
+    pub const ALL: [LatencyMetric; 5] = [
+        LatencyMetric::Ttft,
+        LatencyMetric::Tpot,
+        LatencyMetric::Itl,
+        LatencyMetric::E2el,
+        LatencyMetric::Queue,
+    ];
+
+    /// The suffix of its keys (`ttft_ms` in `mean_ttft_ms`) and its histogram's name.
+    pub fn key(self) -> &'static str {
+        match self {
+            LatencyMetric::Ttft => "ttft_ms",
+            LatencyMetric::Tpot => "tpot_ms",
+            LatencyMetric::Itl => "itl_ms",
+            LatencyMetric::E2el => "e2el_ms",
+            LatencyMetric::Queue => "queue_ms",
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<LatencyMetric> {
+        Self::ALL.into_iter().find(|m| m.key() == key)
     }
 }
 
-fn insert_summary(
-    map: &mut BTreeMap<String, Option<f64>>,
-    name: &str,
-    s: Option<&Summary>,
-    percentiles: &[f64],
-) {
-    map.insert(format!("mean_{name}"), s.map(|s| s.mean));
-    map.insert(format!("median_{name}"), s.map(Summary::median));
-    map.insert(format!("std_{name}"), s.map(|s| s.std));
-    map.insert(format!("min_{name}"), s.map(|s| s.min));
-    map.insert(format!("max_{name}"), s.map(|s| s.max));
-    // p99 is always reported (the stats file's contract); the configured ones come on top.
-    for &q in percentiles.iter().chain(std::iter::once(&99.0)) {
-        map.insert(
-            format!("p{}_{name}", pct_label(q)),
-            s.map(|s| s.percentile(q)),
-        );
+/// One metric's figures over a round; `None` when no completed request gave a sample.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MetricStats {
+    pub mean: Option<f64>,
+    pub median: Option<f64>,
+    pub std: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// `(q, value)` for each reported percentile, ascending; p99 is always among them.
+    pub percentiles: Vec<(f64, Option<f64>)>,
+}
+
+impl MetricStats {
+    /// Figures of a sample summary, with the configured percentiles and p99 (always
+    /// reported: the stats file's contract).
+    pub fn of(s: Option<&Summary>, percentiles: &[f64]) -> MetricStats {
+        let mut qs: Vec<f64> = percentiles.iter().copied().chain([99.0]).collect();
+        qs.sort_by(f64::total_cmp);
+        qs.dedup();
+        MetricStats {
+            mean: s.map(|s| s.mean),
+            median: s.map(Summary::median),
+            std: s.map(|s| s.std),
+            min: s.map(|s| s.min),
+            max: s.map(|s| s.max),
+            percentiles: qs
+                .into_iter()
+                .map(|q| (q, s.map(|s| s.percentile(q))))
+                .collect(),
+        }
+    }
+
+    /// The `q`-th percentile when it was reported and had samples.
+    pub fn percentile(&self, q: f64) -> Option<f64> {
+        self.percentiles
+            .iter()
+            .find(|(p, _)| *p == q)
+            .and_then(|(_, v)| *v)
+    }
+
+    pub fn p99(&self) -> Option<f64> {
+        self.percentile(99.0)
+    }
+
+    /// Sets one figure by its key prefix (`mean`, `p99.9`, ...); false for an unknown one.
+    fn set(&mut self, stat: &str, v: Option<f64>) -> bool {
+        match stat {
+            "mean" => self.mean = v,
+            "median" => self.median = v,
+            "std" => self.std = v,
+            "min" => self.min = v,
+            "max" => self.max = v,
+            p => {
+                let Some(q) = p.strip_prefix('p').and_then(|q| q.parse::<f64>().ok()) else {
+                    return false;
+                };
+                match self.percentiles.iter_mut().find(|(x, _)| *x == q) {
+                    Some(slot) => slot.1 = v,
+                    None => {
+                        self.percentiles.push((q, v));
+                        self.percentiles.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    }
+                }
+            }
+        }
+        true
+    }
+}
+
+/// A round's latency statistics, typed; in the stats file they are flat keys
+/// `<stat>_<metric>` (`mean_ttft_ms`, `p99.9_itl_ms`), vLLM's names.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LatencyStats {
+    pub ttft: MetricStats,
+    pub tpot: MetricStats,
+    pub itl: MetricStats,
+    pub e2el: MetricStats,
+    pub queue: MetricStats,
+}
+
+impl LatencyStats {
+    pub fn metric(&self, m: LatencyMetric) -> &MetricStats {
+        match m {
+            LatencyMetric::Ttft => &self.ttft,
+            LatencyMetric::Tpot => &self.tpot,
+            LatencyMetric::Itl => &self.itl,
+            LatencyMetric::E2el => &self.e2el,
+            LatencyMetric::Queue => &self.queue,
+        }
+    }
+
+    pub fn metric_mut(&mut self, m: LatencyMetric) -> &mut MetricStats {
+        match m {
+            LatencyMetric::Ttft => &mut self.ttft,
+            LatencyMetric::Tpot => &mut self.tpot,
+            LatencyMetric::Itl => &mut self.itl,
+            LatencyMetric::E2el => &mut self.e2el,
+            LatencyMetric::Queue => &mut self.queue,
+        }
+    }
+
+    /// The flat keys and their values, sorted by key (the stats file's order).
+    pub fn flat(&self) -> BTreeMap<String, Option<f64>> {
+        let mut out = BTreeMap::new();
+        for m in LatencyMetric::ALL {
+            let s = self.metric(m);
+            let k = m.key();
+            out.insert(format!("mean_{k}"), s.mean);
+            out.insert(format!("median_{k}"), s.median);
+            out.insert(format!("std_{k}"), s.std);
+            out.insert(format!("min_{k}"), s.min);
+            out.insert(format!("max_{k}"), s.max);
+            for &(q, v) in &s.percentiles {
+                out.insert(format!("p{}_{k}", pct_label(q)), v);
+            }
+        }
+        out
+    }
+
+    /// Splits a flat key into its metric and stat prefix: `p99.9_ttft_ms` ->
+    /// `(Ttft, "p99.9")`.
+    fn parse_key(key: &str) -> Option<(LatencyMetric, &str)> {
+        let (stat, metric) = key.split_once('_')?;
+        Some((LatencyMetric::from_key(metric)?, stat))
+    }
+}
+
+impl Serialize for LatencyStats {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.flat().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for LatencyStats {
+    /// Reads the latency keys of a round object (others are ignored: in the stats file
+    /// the figures sit flat beside the round's other fields).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = LatencyStats;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("latency figures such as mean_ttft_ms")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<LatencyStats, A::Error> {
+                let mut out = LatencyStats::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    match LatencyStats::parse_key(&key) {
+                        Some((m, stat)) => {
+                            let v: Option<f64> = map.next_value()?;
+                            if !out.metric_mut(m).set(stat, v) {
+                                return Err(serde::de::Error::custom(format!(
+                                    "unknown latency figure `{key}`"
+                                )));
+                            }
+                        }
+                        None => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_map(Visit)
     }
 }
 
@@ -480,16 +661,16 @@ impl Comparison {
             .iter()
             .filter(|r| r.round > 1)
             .max_by_key(|r| r.round)?;
-        let reduction = |key: &str| {
-            let (a, b) = (first.get(key)?, last.get(key)?);
+        let reduction = |figure: fn(&MetricStats) -> Option<f64>| {
+            let (a, b) = (figure(&first.latency.ttft)?, figure(&last.latency.ttft)?);
             (a > 0.0).then(|| (a - b) / a * 100.0)
         };
         let increase = |a: f64, b: f64| (a > 0.0).then(|| (b - a) / a * 100.0);
         Some(Comparison {
             baseline_round: first.round,
             compared_round: last.round,
-            ttft_reduction_pct: reduction("mean_ttft_ms"),
-            median_ttft_reduction_pct: reduction("median_ttft_ms"),
+            ttft_reduction_pct: reduction(|m| m.mean),
+            median_ttft_reduction_pct: reduction(|m| m.median),
             throughput_increase_pct: increase(first.output_throughput, last.output_throughput),
             request_throughput_increase_pct: increase(
                 first.request_throughput,
@@ -832,13 +1013,13 @@ mod tests {
         bad.first_token_ms = Some(1.0);
         let s = RoundStats::from_records(1, 1.0, &[good.clone(), bad], &StatsOptions::default());
         assert_eq!((s.completed, s.failed), (1, 1));
-        assert_eq!(s.outcomes.get("http_5xx"), Some(&1));
-        assert_eq!(s.get("mean_ttft_ms"), Some(10.0));
-        assert_eq!(s.get("max_e2el_ms"), Some(100.0));
+        assert_eq!(s.outcomes.get(&Outcome::Http5xx), Some(&1));
+        assert_eq!(s.latency.ttft.mean, Some(10.0));
+        assert_eq!(s.latency.e2el.max, Some(100.0));
         assert_eq!(s.total_output_tokens, 10);
         assert_eq!(s.cache_hit_ratio, Some(0.8));
-        assert!((s.get("mean_tpot_ms").unwrap_or(0.0) - 10.0).abs() < 1e-9);
-        assert!((s.get("mean_itl_ms").unwrap_or(0.0) - 10.0).abs() < 1e-9);
+        assert!((s.latency.tpot.mean.unwrap_or(0.0) - 10.0).abs() < 1e-9);
+        assert!((s.latency.itl.mean.unwrap_or(0.0) - 10.0).abs() < 1e-9);
         assert_eq!(s.max_concurrent_requests, 2);
     }
 
@@ -934,14 +1115,50 @@ mod tests {
         assert_eq!((s.completed, s.warmup_requests), (2, 1));
         assert_eq!(s.good_requests, Some(1));
         assert_eq!(s.request_goodput, Some(0.5));
-        assert!(s.get("p99.9_ttft_ms").is_some() && s.get("p10_ttft_ms").is_some());
-        assert!(s.latency.contains_key("p99_ttft_ms"), "p99 is always there");
-        assert!(!s.latency.contains_key("p90_ttft_ms"));
-        assert_eq!(s.get("mean_queue_ms"), Some(0.0));
+        assert!(
+            s.latency.ttft.percentile(99.9).is_some() && s.latency.ttft.percentile(10.0).is_some()
+        );
+        assert!(
+            s.latency.flat().contains_key("p99_ttft_ms"),
+            "p99 is always there"
+        );
+        assert!(!s.latency.flat().contains_key("p90_ttft_ms"));
+        assert_eq!(s.latency.queue.mean, Some(0.0));
         // Both requests' 20 tokens arrive within the first second.
         assert_eq!(s.max_output_tokens_per_s, 20.0);
         let h = LatencyHistogram::from_base64(&s.histograms["ttft_ms"]).expect("decodes");
         assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn latency_figures_keep_vllm_flat_keys_and_read_back() {
+        let recs: Vec<RequestRecord> = (0..10)
+            .map(|i| rec(0.0, 10.0 + f64::from(i), 100.0, 10, Outcome::Ok))
+            .collect();
+        let opts = StatsOptions {
+            percentiles: vec![50.0, 99.9],
+            goodput: None,
+        };
+        let s = RoundStats::from_records(1, 1.0, &recs, &opts);
+        let v = serde_json::to_value(&s).expect("json");
+        assert_eq!(v["mean_ttft_ms"], 14.5);
+        assert_eq!(
+            v["p99.9_ttft_ms"],
+            s.latency.ttft.percentile(99.9).expect("p99.9")
+        );
+        assert!(v["p99_e2el_ms"].is_number() && v["median_queue_ms"].is_number());
+        assert_eq!(v["outcomes"]["ok"], 10);
+        let keys = s.latency.flat().len();
+        assert_eq!(
+            keys,
+            5 * (5 + 3),
+            "five figures and three percentiles per metric"
+        );
+        let back: RoundStats = serde_json::from_value(v).expect("reads back");
+        assert_eq!(back.latency, s.latency);
+        assert_eq!(back.outcomes, s.outcomes);
+        // Fields that merely look like latency keys are not taken for them.
+        assert_eq!(back.max_concurrent_requests, s.max_concurrent_requests);
     }
 
     #[test]

@@ -300,8 +300,8 @@ fn round_label(s: &Scenario, round: u32) -> &'static str {
 pub fn failure_counts(st: &RoundStats) -> String {
     st.outcomes
         .iter()
-        .filter(|(k, _)| k.as_str() != Outcome::Ok.label())
-        .map(|(k, v)| format!("{k}: {v}"))
+        .filter(|(k, _)| **k != Outcome::Ok)
+        .map(|(k, v)| format!("{}: {v}", k.label()))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -340,9 +340,9 @@ fn round_lines(w: &mut impl Write, s: &Scenario, st: &RoundStats) {
         st.completed,
         st.failed,
         st.duration,
-        ms(st.get("mean_ttft_ms")),
-        ms(st.get("p99_ttft_ms")),
-        ms(st.get("mean_tpot_ms")),
+        ms(st.latency.ttft.mean),
+        ms(st.latency.ttft.p99()),
+        ms(st.latency.tpot.mean),
         st.cache_hit_ratio.map_or("n/a".to_owned(), |r| format!("{:.1}%", r * 100.0)),
         st.engine_metrics
             .as_ref()
@@ -509,8 +509,8 @@ fn summary_row(w: &mut impl Write, o: &ScenarioOutcome) {
         o.failed_requests(),
         sent,
         st.isolation.verdict,
-        ms(first.and_then(|r| r.get("mean_ttft_ms"))),
-        ms(last.and_then(|r| r.get("mean_ttft_ms"))),
+        ms(first.and_then(|r| r.latency.ttft.mean)),
+        ms(last.and_then(|r| r.latency.ttft.mean)),
         pct(c.and_then(|c| c.ttft_reduction_pct)),
         pct(c.and_then(|c| c.throughput_increase_pct)),
         hit(first),

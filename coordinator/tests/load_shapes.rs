@@ -32,20 +32,20 @@ async fn open_loop_with_a_cap_reports_queue_time_goodput_and_percentiles() {
     );
     // All 16 were due at once; with 2 slots, most waited for one, and that wait is queue
     // time, not TTFT.
-    let queue = r.get("mean_queue_ms").expect("queue time");
+    let queue = r.latency.queue.mean.expect("queue time");
     assert!(queue > 50.0, "mean queue {queue} ms");
-    let ttft = r.get("mean_ttft_ms").expect("ttft");
+    let ttft = r.latency.ttft.mean.expect("ttft");
     assert!(
         ttft < queue,
         "TTFT {ttft} ms excludes the queue ({queue} ms)"
     );
-    assert!(r.get("p99.9_ttft_ms").is_some() && r.get("p50_ttft_ms").is_some());
+    assert!(r.latency.ttft.percentile(99.9).is_some() && r.latency.ttft.percentile(50.0).is_some());
     assert!(
-        r.latency.contains_key("p99_ttft_ms"),
+        r.latency.flat().contains_key("p99_ttft_ms"),
         "p99 is always reported"
     );
     assert!(
-        !r.latency.contains_key("p90_ttft_ms"),
+        !r.latency.flat().contains_key("p90_ttft_ms"),
         "only the configured percentiles otherwise"
     );
     let good = r.good_requests.expect("goodput configured");
