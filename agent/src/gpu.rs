@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use kvbench_common::agent::GpuInfo;
+use kvbench_common::telemetry::{GpuField, GpuKey};
 use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
 use nvml_wrapper::enums::device::UsedGpuMemory;
 
@@ -34,36 +35,38 @@ pub struct GpuReading {
 }
 
 impl GpuReading {
-    /// The reading as `gpu{index}.{field}` values, and `(field, error)` for each failed read.
+    /// The reading as [`GpuKey`]-named values, and `(field, error)` for each failed read.
     pub fn flatten(&self, index: u32) -> (Vec<(String, f64)>, Vec<FailedRead>) {
         let mut values = Vec::new();
         let mut errors = Vec::new();
-        let scalars: [(&'static str, &Read<f64>); 8] = [
-            ("util_pct", &self.util_pct),
-            ("mem_util_pct", &self.mem_util_pct),
-            ("mem_used_bytes", &self.mem_used_bytes),
-            ("mem_total_bytes", &self.mem_total_bytes),
-            ("power_w", &self.power_w),
-            ("energy_mj", &self.energy_mj),
-            ("temp_c", &self.temp_c),
-            ("sm_clock_mhz", &self.sm_clock_mhz),
+        let scalars: [(GpuField, &Read<f64>); 8] = [
+            (GpuField::UtilPct, &self.util_pct),
+            (GpuField::MemUtilPct, &self.mem_util_pct),
+            (GpuField::MemUsedBytes, &self.mem_used_bytes),
+            (GpuField::MemTotalBytes, &self.mem_total_bytes),
+            (GpuField::PowerW, &self.power_w),
+            (GpuField::EnergyMj, &self.energy_mj),
+            (GpuField::TempC, &self.temp_c),
+            (GpuField::SmClockMhz, &self.sm_clock_mhz),
         ];
+        let key = |field| GpuKey::Field { index, field }.to_string();
         for (field, read) in scalars {
             match read {
-                Ok(v) => values.push((format!("gpu{index}.{field}"), *v)),
-                Err(e) => errors.push((field, e.clone())),
+                Ok(v) => values.push((key(field), *v)),
+                Err(e) => errors.push((field.name(), e.clone())),
             }
         }
         match &self.processes {
             Ok(list) => {
-                values.push((format!("gpu{index}.processes"), list.len() as f64));
+                values.push((key(GpuField::Processes), list.len() as f64));
                 for (pid, mem) in list {
                     if let Some(m) = mem {
-                        values.push((format!("gpu{index}.pid{pid}.mem_bytes"), *m as f64));
+                        let k = GpuKey::ProcessMem { index, pid: *pid };
+                        values.push((k.to_string(), *m as f64));
                     }
                 }
             }
-            Err(e) => errors.push(("processes", e.clone())),
+            Err(e) => errors.push((GpuField::Processes.name(), e.clone())),
         }
         (values, errors)
     }

@@ -322,10 +322,143 @@ fn energy(counter: &[(f64, f64)], power: &[(f64, f64)]) -> Option<(f64, EnergyMe
     Some((j, EnergyMethod::PowerIntegral))
 }
 
-/// Splits `gpu3.util_pct` into `(3, "util_pct")`.
-fn gpu_key(k: &str) -> Option<(u32, &str)> {
-    let (g, field) = k.strip_prefix("gpu")?.split_once('.')?;
-    Some((g.parse().ok()?, field))
+/// A GPU reading's field, as NVML samples carry it (`gpu0.util_pct`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GpuField {
+    UtilPct,
+    MemUtilPct,
+    MemUsedBytes,
+    MemTotalBytes,
+    PowerW,
+    EnergyMj,
+    TempC,
+    SmClockMhz,
+    /// Number of compute processes.
+    Processes,
+}
+
+impl GpuField {
+    pub const ALL: [GpuField; 9] = [
+        GpuField::UtilPct,
+        GpuField::MemUtilPct,
+        GpuField::MemUsedBytes,
+        GpuField::MemTotalBytes,
+        GpuField::PowerW,
+        GpuField::EnergyMj,
+        GpuField::TempC,
+        GpuField::SmClockMhz,
+        GpuField::Processes,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GpuField::UtilPct => "util_pct",
+            GpuField::MemUtilPct => "mem_util_pct",
+            GpuField::MemUsedBytes => "mem_used_bytes",
+            GpuField::MemTotalBytes => "mem_total_bytes",
+            GpuField::PowerW => "power_w",
+            GpuField::EnergyMj => "energy_mj",
+            GpuField::TempC => "temp_c",
+            GpuField::SmClockMhz => "sm_clock_mhz",
+            GpuField::Processes => "processes",
+        }
+    }
+}
+
+/// The key of a value in an NVML sample: `gpu{index}.{field}`, or
+/// `gpu{index}.pid{pid}.mem_bytes` for one process's GPU memory. The telemetry file keeps
+/// these strings; code reads and writes them through this type only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GpuKey {
+    Field { index: u32, field: GpuField },
+    ProcessMem { index: u32, pid: u32 },
+}
+
+impl GpuKey {
+    pub fn parse(key: &str) -> Option<GpuKey> {
+        let (g, rest) = key.strip_prefix("gpu")?.split_once('.')?;
+        let index = g.parse().ok()?;
+        if let Some(pid) = rest
+            .strip_prefix("pid")
+            .and_then(|r| r.strip_suffix(".mem_bytes"))
+        {
+            return Some(GpuKey::ProcessMem {
+                index,
+                pid: pid.parse().ok()?,
+            });
+        }
+        let field = GpuField::ALL.into_iter().find(|f| f.name() == rest)?;
+        Some(GpuKey::Field { index, field })
+    }
+
+    pub fn index(self) -> u32 {
+        match self {
+            GpuKey::Field { index, .. } | GpuKey::ProcessMem { index, .. } => index,
+        }
+    }
+}
+
+impl std::fmt::Display for GpuKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GpuKey::Field { index, field } => write!(f, "gpu{index}.{}", field.name()),
+            GpuKey::ProcessMem { index, pid } => write!(f, "gpu{index}.pid{pid}.mem_bytes"),
+        }
+    }
+}
+
+/// One NVML sample with its keys parsed: `(gpu index, field) -> value`.
+struct GpuSample {
+    t_ms: f64,
+    fields: BTreeMap<(u32, GpuField), f64>,
+}
+
+impl GpuSample {
+    fn of(s: &TelemetrySample) -> GpuSample {
+        let fields = s
+            .values
+            .iter()
+            .filter_map(|(k, v)| match GpuKey::parse(k)? {
+                GpuKey::Field { index, field } => Some(((index, field), *v)),
+                GpuKey::ProcessMem { .. } => None,
+            })
+            .collect();
+        GpuSample {
+            t_ms: s.t_ms,
+            fields,
+        }
+    }
+
+    /// The sum of `field` over this sample's GPUs; `None` when no GPU has it.
+    fn summed(&self, field: GpuField) -> Option<f64> {
+        sum_some(
+            self.fields
+                .iter()
+                .map(|(&(_, f), v)| (f == field).then_some(*v)),
+        )
+    }
+}
+
+/// A round's samples, split by agent (sorted by name) and source, in arrival order.
+struct BySource<'a> {
+    samples: &'a [TelemetrySample],
+    agents: Vec<&'a str>,
+}
+
+impl<'a> BySource<'a> {
+    fn new(samples: &'a [TelemetrySample]) -> Self {
+        let mut agents: Vec<&str> = samples.iter().map(|s| s.agent.as_str()).collect();
+        agents.sort_unstable();
+        agents.dedup();
+        BySource { samples, agents }
+    }
+
+    fn of(&self, agent: &str, source: TelemetrySource) -> Vec<&'a TelemetrySample> {
+        self.samples
+            .iter()
+            .filter(|s| s.agent == agent && s.source == source)
+            .collect()
+    }
 }
 
 impl TelemetrySummary {
@@ -335,122 +468,147 @@ impl TelemetrySummary {
         if samples.is_empty() {
             return None;
         }
-        let mut agents: Vec<&str> = samples.iter().map(|s| s.agent.as_str()).collect();
-        agents.sort_unstable();
-        agents.dedup();
-        let of_source = |agent: &str, source: TelemetrySource| -> Vec<&TelemetrySample> {
-            samples
-                .iter()
-                .filter(|s| s.agent == agent && s.source == source)
-                .collect()
-        };
+        let by = BySource::new(samples);
         let notes = samples
             .iter()
             .flat_map(|s| s.notes.iter().map(move |n| format!("{}: {n}", s.agent)))
             .collect();
+        Some(TelemetrySummary {
+            gpu: GpuSummary::of(&by, output_tokens),
+            host: HostSummary::of(&by),
+            engine: EngineLoad::of(&by),
+            notes,
+        })
+    }
+}
 
-        // GPUs.
-        let mut per_gpu = Vec::new();
-        let (mut utils, mut mem_utils, mut clocks) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut peaks, mut totals, mut power_means, mut power_maxes) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut energies, mut methods, mut temps) = (Vec::new(), Vec::new(), Vec::new());
-        let mut gpu_samples = 0;
-        for agent in &agents {
-            let s = of_source(agent, TelemetrySource::Nvml);
-            if s.is_empty() {
-                continue;
+/// Per-GPU series and per-agent sums, gathered before they are summarised.
+#[derive(Default)]
+struct GpuSeries {
+    per_gpu: Vec<PerGpu>,
+    utils: Vec<f64>,
+    mem_utils: Vec<f64>,
+    clocks: Vec<f64>,
+    temps: Vec<f64>,
+    energies: Vec<f64>,
+    methods: Vec<EnergyMethod>,
+    /// Per agent: peak of the summed memory, largest summed total, mean and peak of the
+    /// summed power.
+    mem_peaks: Vec<f64>,
+    mem_totals: Vec<f64>,
+    power_means: Vec<f64>,
+    power_maxes: Vec<f64>,
+}
+
+impl GpuSeries {
+    fn add_agent(&mut self, agent: &str, samples: &[GpuSample]) {
+        let summed =
+            |f: GpuField| -> Vec<f64> { samples.iter().filter_map(|x| x.summed(f)).collect() };
+        self.mem_peaks.extend(max(&summed(GpuField::MemUsedBytes)));
+        self.mem_totals
+            .extend(max(&summed(GpuField::MemTotalBytes)));
+        let power = summed(GpuField::PowerW);
+        self.power_means.extend(mean(&power));
+        self.power_maxes.extend(max(&power));
+
+        let mut indices: Vec<u32> = samples
+            .iter()
+            .flat_map(|x| x.fields.keys().map(|k| k.0))
+            .collect();
+        indices.sort_unstable();
+        indices.dedup();
+        for i in indices {
+            let series = |f: GpuField| -> Vec<(f64, f64)> {
+                samples
+                    .iter()
+                    .filter_map(|x| Some((x.t_ms, *x.fields.get(&(i, f))?)))
+                    .collect()
+            };
+            let values = |f: GpuField| series(f).into_iter().map(|p| p.1).collect::<Vec<_>>();
+            let util = values(GpuField::UtilPct);
+            let temp = values(GpuField::TempC);
+            let power = series(GpuField::PowerW);
+            let e = energy(&series(GpuField::EnergyMj), &power);
+            self.utils.extend(&util);
+            self.mem_utils.extend(values(GpuField::MemUtilPct));
+            self.clocks.extend(values(GpuField::SmClockMhz));
+            self.temps.extend(&temp);
+            if let Some((j, how)) = e {
+                self.energies.push(j);
+                self.methods.push(how);
             }
-            gpu_samples += s.len() as u32;
-            let mut indices: Vec<u32> = s
-                .iter()
-                .flat_map(|x| x.values.keys().filter_map(|k| gpu_key(k).map(|g| g.0)))
+            self.per_gpu.push(PerGpu {
+                agent: agent.to_owned(),
+                index: i,
+                util_mean_pct: mean(&util),
+                util_max_pct: max(&util),
+                mem_used_peak_bytes: max(&values(GpuField::MemUsedBytes)),
+                power_mean_w: mean(&power.iter().map(|p| p.1).collect::<Vec<_>>()),
+                energy_j: e.map(|x| x.0),
+                temp_max_c: max(&temp),
+            });
+        }
+    }
+}
+
+impl GpuSummary {
+    /// The GPUs of every agent over the round; `None` when no agent sent NVML samples.
+    fn of(by: &BySource<'_>, output_tokens: u64) -> Option<GpuSummary> {
+        let mut g = GpuSeries::default();
+        let mut samples = 0;
+        for agent in &by.agents {
+            let s: Vec<GpuSample> = by
+                .of(agent, TelemetrySource::Nvml)
+                .into_iter()
+                .map(GpuSample::of)
                 .collect();
-            indices.sort_unstable();
-            indices.dedup();
-            let field = |i: u32, f: &str| -> Vec<(f64, f64)> {
-                let key = format!("gpu{i}.{f}");
-                s.iter()
-                    .filter_map(|x| Some((x.t_ms, *x.values.get(&key)?)))
-                    .collect()
-            };
-            let values = |v: Vec<(f64, f64)>| v.into_iter().map(|p| p.1).collect::<Vec<_>>();
-            // Per-sample sums over this agent's GPUs.
-            let summed = |f: &str| -> Vec<f64> {
-                s.iter()
-                    .filter_map(|x| {
-                        sum_some(x.values.iter().filter_map(|(k, v)| {
-                            let (_, name) = gpu_key(k)?;
-                            Some((name == f).then_some(*v))
-                        }))
-                    })
-                    .collect()
-            };
-            let mem = summed("mem_used_bytes");
-            peaks.extend(max(&mem));
-            totals.extend(max(&summed("mem_total_bytes")));
-            let power = summed("power_w");
-            power_means.extend(mean(&power));
-            power_maxes.extend(max(&power));
-            for i in indices {
-                let util = values(field(i, "util_pct"));
-                let power = field(i, "power_w");
-                let temp = values(field(i, "temp_c"));
-                let e = energy(&field(i, "energy_mj"), &power);
-                utils.extend(&util);
-                mem_utils.extend(values(field(i, "mem_util_pct")));
-                clocks.extend(values(field(i, "sm_clock_mhz")));
-                temps.extend(&temp);
-                if let Some((j, how)) = e {
-                    energies.push(j);
-                    methods.push(how);
-                }
-                per_gpu.push(PerGpu {
-                    agent: (*agent).to_owned(),
-                    index: i,
-                    util_mean_pct: mean(&util),
-                    util_max_pct: max(&util),
-                    mem_used_peak_bytes: max(&values(field(i, "mem_used_bytes"))),
-                    power_mean_w: mean(&values(power)),
-                    energy_j: e.map(|x| x.0),
-                    temp_max_c: max(&temp),
-                });
+            samples += s.len() as u32;
+            if !s.is_empty() {
+                g.add_agent(agent, &s);
             }
         }
-        let gpu = (gpu_samples > 0).then(|| {
-            // Energy is only whole when every GPU has it.
-            let energy_j = (energies.len() == per_gpu.len()).then(|| energies.iter().sum::<f64>());
-            methods.dedup();
-            GpuSummary {
-                samples: gpu_samples,
-                gpus: per_gpu.len() as u32,
-                util_mean_pct: mean(&utils),
-                util_max_pct: max(&utils),
-                mem_util_mean_pct: mean(&mem_utils),
-                mem_used_peak_bytes: sum_some(peaks.iter().map(|p| Some(*p))),
-                mem_total_bytes: sum_some(totals.iter().map(|p| Some(*p))),
-                power_mean_w: sum_some(power_means.iter().map(|p| Some(*p))),
-                power_max_w: sum_some(power_maxes.iter().map(|p| Some(*p))),
-                energy_method: energy_j.map(|_| match methods.as_slice() {
-                    [one] => *one,
-                    _ => EnergyMethod::Mixed,
-                }),
-                j_per_output_token: energy_j
-                    .filter(|_| output_tokens > 0)
-                    .map(|j| j / output_tokens as f64),
-                energy_j,
-                temp_max_c: max(&temps),
-                sm_clock_mean_mhz: mean(&clocks),
-                per_gpu,
-            }
-        });
+        if samples == 0 {
+            return None;
+        }
+        let all = |v: &[f64]| sum_some(v.iter().map(|p| Some(*p)));
+        // Energy is only whole when every GPU has it.
+        let energy_j =
+            (g.energies.len() == g.per_gpu.len()).then(|| g.energies.iter().sum::<f64>());
+        g.methods.dedup();
+        Some(GpuSummary {
+            samples,
+            gpus: g.per_gpu.len() as u32,
+            util_mean_pct: mean(&g.utils),
+            util_max_pct: max(&g.utils),
+            mem_util_mean_pct: mean(&g.mem_utils),
+            mem_used_peak_bytes: all(&g.mem_peaks),
+            mem_total_bytes: all(&g.mem_totals),
+            power_mean_w: all(&g.power_means),
+            power_max_w: all(&g.power_maxes),
+            energy_method: energy_j.map(|_| match g.methods.as_slice() {
+                [one] => *one,
+                _ => EnergyMethod::Mixed,
+            }),
+            j_per_output_token: energy_j
+                .filter(|_| output_tokens > 0)
+                .map(|j| j / output_tokens as f64),
+            energy_j,
+            temp_max_c: max(&g.temps),
+            sm_clock_mean_mhz: mean(&g.clocks),
+            per_gpu: g.per_gpu,
+        })
+    }
+}
 
-        // Hosts.
+impl HostSummary {
+    /// Every agent's host over the round: CPU over all samples, memory and network summed
+    /// over hosts; `None` when no agent sent host samples.
+    fn of(by: &BySource<'_>) -> Option<HostSummary> {
         let mut host = HostSummary::default();
         let (mut cpu, mut mem_peaks, mut mem_totals, mut rx, mut tx) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for agent in &agents {
-            let s = of_source(agent, TelemetrySource::Host);
+        for agent in &by.agents {
+            let s = by.of(agent, TelemetrySource::Host);
             host.samples += s.len() as u32;
             let series = |k: &str| -> Vec<f64> {
                 s.iter().filter_map(|x| x.values.get(k).copied()).collect()
@@ -472,17 +630,23 @@ impl TelemetrySummary {
         host.mem_total_bytes = sum_some(mem_totals.into_iter().map(Some));
         host.net_rx_bytes = sum_some(rx);
         host.net_tx_bytes = sum_some(tx);
-        let host = (host.samples > 0).then_some(host);
+        (host.samples > 0).then_some(host)
+    }
+}
 
-        // Engines: counters summed over agents, gauges averaged over samples.
+impl EngineLoad {
+    /// Engine counters summed over agents, gauges averaged over samples; `None` when no
+    /// agent scraped its engine.
+    fn of(by: &BySource<'_>) -> Option<EngineLoad> {
         let mut engine = EngineLoad::default();
         let (mut running, mut waiting) = (Vec::new(), Vec::new());
-        let all_engine: Vec<&TelemetrySample> = samples
+        let all_engine: Vec<&TelemetrySample> = by
+            .samples
             .iter()
             .filter(|s| s.source == TelemetrySource::EngineMetrics)
             .collect();
-        for agent in &agents {
-            let s = of_source(agent, TelemetrySource::EngineMetrics);
+        for agent in &by.agents {
+            let s = by.of(agent, TelemetrySource::EngineMetrics);
             engine.samples += s.len() as u32;
             // The first and last samples bracket the round (taken before its first
             // request and after its last): gauges there show nothing of it.
@@ -507,14 +671,7 @@ impl TelemetrySummary {
         );
         engine.requests_running_mean = mean(&running);
         engine.requests_waiting_mean = mean(&waiting);
-        let engine = (engine.samples > 0).then_some(engine);
-
-        Some(TelemetrySummary {
-            gpu,
-            host,
-            engine,
-            notes,
-        })
+        (engine.samples > 0).then_some(engine)
     }
 }
 
