@@ -61,25 +61,33 @@ pub fn cpu_seconds() -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-/// Share of the host's CPU busy (cumulative jiffies: busy, total), from /proc/stat.
-pub fn host_cpu_jiffies() -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest time is inside user).
-    let total: u64 = v.iter().take(8).sum();
-    let idle = v.get(3)? + v.get(4).unwrap_or(&0);
-    Some((total - idle, total))
+/// The host's CPU busy share over an interval, through sysinfo (the same source as the
+/// `host` telemetry's `cpu_pct`): started at the interval's beginning, read at its end.
+pub struct HostCpu {
+    system: sysinfo::System,
+    started: std::time::Instant,
 }
 
-/// Busy share of the host's CPU between two readings.
-pub fn host_cpu_share(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
-    let ((b0, t0), (b1, t1)) = (before?, after?);
-    (t1 > t0).then(|| (b1.saturating_sub(b0)) as f64 / (t1 - t0) as f64)
+impl HostCpu {
+    pub fn start() -> HostCpu {
+        let mut system = sysinfo::System::new();
+        system.refresh_cpu_usage();
+        HostCpu {
+            system,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Busy share (0..=1) of all CPUs since [`HostCpu::start`]; `None` for an interval
+    /// shorter than sysinfo can measure.
+    pub fn share(mut self) -> Option<f64> {
+        if self.started.elapsed() < sysinfo::MINIMUM_CPU_UPDATE_INTERVAL {
+            return None;
+        }
+        self.system.refresh_cpu_usage();
+        let pct = f64::from(self.system.global_cpu_usage());
+        pct.is_finite().then(|| (pct / 100.0).clamp(0.0, 1.0))
+    }
 }
 
 /// Peak resident memory of this process (VmHWM), from /proc; `None` elsewhere.
@@ -157,8 +165,9 @@ mod tests {
     fn proc_readings_exist_on_linux() {
         if cfg!(target_os = "linux") {
             assert!(cpu_seconds().is_some());
-            let (busy, total) = host_cpu_jiffies().expect("/proc/stat");
-            assert!(busy <= total && total > 0);
+            let cpu = HostCpu::start();
+            std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
+            assert!(cpu.share().is_some_and(|s| (0.0..=1.0).contains(&s)));
             assert!(peak_rss_bytes().is_some_and(|b| b > 0));
         }
     }

@@ -332,7 +332,7 @@ impl Round {
         let lag_stop = self.cancel.child_token();
         let lag_probe = health::lag_probe(lag_stop.clone());
         let cpu_before = health::cpu_seconds();
-        let host_before = health::host_cpu_jiffies();
+        let host_cpu = health::HostCpu::start();
         let start = Instant::now();
         let feeder = self.feeder();
         let trace = self
@@ -382,7 +382,7 @@ impl Round {
         lag_stop.cancel();
         let lags = lag_probe.await.unwrap_or_default();
         sampling.stop().await;
-        let host = health::host_cpu_share(host_before, health::host_cpu_jiffies());
+        let host = host_cpu.share();
         let (gaps, coalesced) = (
             self.counts.gaps.load(Ordering::Relaxed),
             self.counts.coalesced_gaps.load(Ordering::Relaxed),
