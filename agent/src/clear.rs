@@ -3,14 +3,12 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::client::HttpClient;
+use crate::http::{call, Answer};
 
 /// How long a step is retried while the engine refuses because requests still run.
 pub const RETRY_FOR: Duration = Duration::from_secs(10);
@@ -131,24 +129,14 @@ pub async fn run_step(client: &HttpClient, s: &ClearStep) -> Result<String, Stri
     let deadline = Instant::now() + RETRY_FOR;
     let what = format!("{} {}", s.method, s.url);
     loop {
-        let mut req = Request::builder().method(method.clone()).uri(&s.url);
-        if s.body.is_some() {
-            req = req.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        }
-        let req = req
-            .body(Full::new(Bytes::from(s.body.clone().unwrap_or_default())))
-            .map_err(|e| format!("{what}: {e}"))?;
-        let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
-            .await
-            .map_err(|_| format!("{what}: no answer within 30 s"))?
-            .map_err(|e| format!("{what}: {e}"))?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-            .unwrap_or_default();
+        let Answer { status, body } = call(
+            client,
+            method.clone(),
+            &s.url,
+            s.body.as_deref(),
+            Duration::from_secs(30),
+        )
+        .await?;
         let brief: String = body.trim().chars().take(300).collect();
         if matches!(status, StatusCode::NOT_FOUND | StatusCode::NOT_IMPLEMENTED) {
             let hint = s

@@ -251,24 +251,15 @@ async fn read_stream(
 /// so that the round's first requests do not pay for connection setup. Returns how many
 /// answered.
 pub async fn prewarm(client: &HttpClient, base_url: &str, n: usize) -> usize {
-    let Ok(uri) = format!("{base_url}/health").parse::<Uri>() else {
-        return 0;
-    };
+    let uri = format!("{base_url}/health");
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..n {
         let (client, uri) = (client.clone(), uri.clone());
         set.spawn(async move {
-            let req = Request::builder()
-                .method(Method::GET)
-                .uri(uri)
-                .body(Full::new(Bytes::new()))
-                .ok()?;
-            let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+            crate::http::call(&client, Method::GET, &uri, None, Duration::from_secs(10))
                 .await
-                .ok()?
-                .ok()?;
-            let _ = resp.into_body().collect().await;
-            Some(())
+                .ok()
+                .map(|_| ())
         });
     }
     let mut ok = 0;

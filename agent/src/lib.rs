@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod gpu;
 pub mod health;
+pub mod http;
 pub mod metrics;
 mod round;
 mod service;

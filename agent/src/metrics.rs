@@ -3,10 +3,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request};
-
 use crate::client::HttpClient;
 
 /// Metric families read from the engine besides those the summaries read
@@ -69,23 +65,10 @@ pub async fn scrape_names(
     url: &str,
     wanted: &[&str],
 ) -> Option<BTreeMap<String, f64>> {
-    let req = Request::builder()
-        .method(Method::GET)
-        .uri(url)
-        .body(Full::new(Bytes::new()))
-        .ok()?;
-    let fetch = async {
-        let resp = client.request(req).await.ok()?;
-        if !resp.status().is_success() {
-            return None;
-        }
-        let body = resp.into_body().collect().await.ok()?.to_bytes();
-        Some(parse(&String::from_utf8_lossy(&body), wanted))
-    };
-    tokio::time::timeout(Duration::from_secs(1), fetch)
+    let body = crate::http::get(client, url, Duration::from_secs(1))
         .await
-        .ok()
-        .flatten()
+        .ok()?;
+    Some(parse(&body, wanted))
 }
 
 #[cfg(test)]

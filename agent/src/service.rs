@@ -162,27 +162,9 @@ impl AgentService {
     }
 
     async fn ready(&self, model: Option<&str>) -> Result<(), String> {
-        let get = |uri: String| {
+        let get = |url: String| {
             let client = self.client.clone();
-            async move {
-                let req = hyper::Request::get(&uri)
-                    .body(http_body_util::Full::new(bytes::Bytes::new()))
-                    .map_err(|e| e.to_string())?;
-                let resp = tokio::time::timeout(Duration::from_secs(5), client.request(req))
-                    .await
-                    .map_err(|_| format!("GET {uri}: no answer"))?
-                    .map_err(|e| format!("GET {uri}: {e}"))?;
-                let status = resp.status();
-                let body = http_body_util::BodyExt::collect(resp.into_body())
-                    .await
-                    .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-                    .unwrap_or_default();
-                if status.is_success() {
-                    Ok(body)
-                } else {
-                    Err(format!("GET {uri}: HTTP {status}"))
-                }
-            }
+            async move { crate::http::get(&client, &url, Duration::from_secs(5)).await }
         };
         get(self.config.health_url.clone()).await?;
         let models = get(format!("{}/v1/models", self.base_url)).await?;
