@@ -42,6 +42,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use kvbench_common::plan::{read_yaml, PlanError, PlanErrors};
+use kvbench_common::yaml_index::YamlIndex;
 use serde::Deserialize;
 
 use crate::clear::{preset, ClearStep, PRESETS};
@@ -170,95 +171,29 @@ pub struct AgentFile {
     pub telemetry: TelemetryConfig,
 }
 
-/// The 1-based line where `key:` first appears (indented or not), for errors.
-fn key_line(text: &str, key: &str) -> Option<usize> {
-    let pat = format!("{key}:");
-    text.lines()
-        .position(|l| l.trim_start().trim_start_matches("- ").starts_with(&pat))
-        .map(|i| i + 1)
-}
-
-/// The line of the `i`-th item of `clear_cache` (block style), for errors.
-fn clear_item_line(text: &str, i: usize) -> Option<usize> {
-    let start = text.lines().position(|l| l.starts_with("clear_cache:"))?;
-    text.lines()
-        .enumerate()
-        .skip(start + 1)
-        .filter(|(_, l)| l.trim_start().starts_with("- "))
-        .nth(i)
-        .map(|(n, _)| n + 1)
-}
-
 /// Loads and checks an agent config file; errors name the file, the line and the key.
 pub fn load(path: &Path) -> Result<AgentFile, PlanErrors> {
-    let (text, raw): (String, RawFile) = read_yaml(path)?;
-    let mut errors = Vec::new();
-    let err = |key: String, line: Option<usize>, message: String| PlanError {
-        file: path.to_owned(),
-        line,
-        key,
-        message,
+    let (index, raw): (YamlIndex, RawFile) = read_yaml(path)?;
+    let mut c = FileCheck {
+        path,
+        index: &index,
+        errors: Vec::new(),
     };
     let base = raw.engine.base_url.trim_end_matches('/').to_owned();
-    let mut url = |key: &str, value: Option<String>, default: String| {
-        let v = value.unwrap_or(default);
-        if !v.starts_with("http://") {
-            errors.push(err(
-                format!("engine.{key}"),
-                key_line(&text, key),
-                format!("must be an http:// URL, got {v:?}"),
-            ));
-        }
-        v
-    };
-    url("base_url", Some(base.clone()), String::new());
-    let metrics_url = url(
+    c.url("base_url", Some(base.clone()), String::new());
+    let metrics_url = c.url(
         "metrics_url",
         raw.engine.metrics_url,
         format!("{base}/metrics"),
     );
-    let health_url = url(
+    let health_url = c.url(
         "health_url",
         raw.engine.health_url,
         format!("{base}/health"),
     );
-    let mut telemetry = TelemetryConfig::default();
-    if let Some(t) = raw.telemetry {
-        if t.gpu == Some(false) {
-            telemetry.gpu = GpuChoice::Off;
-        }
-        telemetry.host = t.host.unwrap_or(true);
-        telemetry.engine_metrics = t.engine_metrics.unwrap_or(true);
-        let mut period = |key: &str, value: Option<f64>, into: &mut Duration| {
-            let Some(ms) = value else { return };
-            if ms.is_finite() && (10.0..=3_600_000.0).contains(&ms) {
-                *into = Duration::from_secs_f64(ms / 1000.0);
-            } else {
-                errors.push(err(
-                    format!("telemetry.{key}"),
-                    key_line(&text, key),
-                    format!("must be a number of milliseconds from 10 to 3600000, got {ms}"),
-                ));
-            }
-        };
-        period(
-            "gpu_interval_ms",
-            t.gpu_interval_ms,
-            &mut telemetry.gpu_interval,
-        );
-        period(
-            "host_interval_ms",
-            t.host_interval_ms,
-            &mut telemetry.host_interval,
-        );
-        period(
-            "engine_metrics_interval_ms",
-            t.engine_metrics_interval_ms,
-            &mut telemetry.engine_metrics_interval,
-        );
-    }
+    let telemetry = raw.telemetry.map(|t| c.telemetry(t)).unwrap_or_default();
     let slot = raw.engine.slot.unwrap_or(0);
-    let steps = match raw.clear_cache {
+    let clear_steps = match raw.clear_cache {
         None => {
             let name = match raw.engine.kind {
                 EngineKind::Vllm => Some("vllm"),
@@ -271,79 +206,17 @@ pub fn load(path: &Path) -> Result<AgentFile, PlanErrors> {
                 .into_iter()
                 .collect()
         }
-        Some(items) => {
-            let mut steps = Vec::new();
-            for (i, c) in items.into_iter().enumerate() {
-                let key = |k: &str| format!("clear_cache[{i}].{k}");
-                let line = clear_item_line(&text, i);
-                match (&c.preset, &c.method, &c.url) {
-                    (Some(p), None, url) => {
-                        let service = matches!(p.as_str(), "lmcache" | "mooncake_master");
-                        let target = match (service, url) {
-                            (true, Some(u)) => u.clone(),
-                            (true, None) => {
-                                errors.push(err(key("url"), line, format!("the `{p}` preset needs the service's url (LMCache controller :9000, Mooncake master :9003)")));
-                                continue;
-                            }
-                            (false, Some(_)) => {
-                                errors.push(err(key("url"), line, format!("the `{p}` preset clears the engine at engine.base_url; drop `url`")));
-                                continue;
-                            }
-                            (false, None) => base.clone(),
-                        };
-                        match preset(p, &target, slot) {
-                            Some(mut s) => {
-                                if let Some(b) = c.body {
-                                    s.body = Some(b);
-                                }
-                                steps.push(s)
-                            }
-                            None => errors.push(err(key("preset"), line, format!("unknown preset {p:?}; valid presets: {}", PRESETS.join(", ")))),
-                        }
-                    }
-                    (None, Some(m), Some(u)) => steps.push(ClearStep {
-                        name: c.name.unwrap_or_else(|| format!("{m} {u}")),
-                        method: m.to_ascii_uppercase(),
-                        url: u.clone(),
-                        body: c.body,
-                        success_field: c.success_field,
-                        retry_statuses: c.retry_statuses.unwrap_or_default(),
-                        missing_hint: None,
-                        advisory: false,
-                    }),
-                    _ => errors.push(err(
-                        format!("clear_cache[{i}]"),
-                        line,
-                        "give either `preset` (with `url` for lmcache and mooncake_master) or `method` and `url`".into(),
-                    )),
-                }
-            }
-            steps
-        }
+        Some(items) => items
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, item)| c.clear_step(i, item, &base, slot))
+            .collect(),
     };
     if let Some(r) = &raw.restart_engine {
-        let line = text
-            .lines()
-            .position(|l| l.starts_with("restart_engine:"))
-            .map(|i| i + 1);
-        let n = usize::from(r.systemd_unit.is_some()) + usize::from(r.argv.is_some());
-        if n != 1 || r.argv.as_ref().is_some_and(Vec::is_empty) {
-            errors.push(err(
-                "restart_engine".into(),
-                line,
-                "give exactly one of `systemd_unit` and a non-empty `argv`".into(),
-            ));
-        }
-        if r.timeout_s.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
-            errors.push(err(
-                "restart_engine.timeout_s".into(),
-                line,
-                "must be a number of seconds > 0".into(),
-            ));
-        }
+        c.restart(r);
     }
-    if !errors.is_empty() {
-        return Err(PlanErrors(errors));
+    if !c.errors.is_empty() {
+        return Err(PlanErrors(c.errors));
     }
     Ok(AgentFile {
         restart: raw.restart_engine,
@@ -355,7 +228,160 @@ pub fn load(path: &Path) -> Result<AgentFile, PlanErrors> {
         metrics_url,
         health_url,
         model: raw.engine.model,
-        clear_steps: steps,
+        clear_steps,
         telemetry,
     })
+}
+
+/// The checks of an agent config file, each error collected with the file, the line of its
+/// key and what would be valid.
+struct FileCheck<'a> {
+    path: &'a Path,
+    index: &'a YamlIndex,
+    errors: Vec<PlanError>,
+}
+
+impl FileCheck<'_> {
+    /// An error named `key`, at the line of `at` (a path, or its nearest ancestor).
+    fn err_at(&mut self, key: String, at: &str, message: String) {
+        self.errors.push(PlanError {
+            file: self.path.to_owned(),
+            line: self.index.line(at),
+            key,
+            message,
+        });
+    }
+
+    fn err(&mut self, key: String, message: String) {
+        let at = key.clone();
+        self.err_at(key, &at, message);
+    }
+
+    /// `engine.<key>`, or its default; it must be an http:// URL.
+    fn url(&mut self, key: &str, value: Option<String>, default: String) -> String {
+        let v = value.unwrap_or(default);
+        if !v.starts_with("http://") {
+            self.err(
+                format!("engine.{key}"),
+                format!("must be an http:// URL, got {v:?}"),
+            );
+        }
+        v
+    }
+
+    fn telemetry(&mut self, t: RawTelemetry) -> TelemetryConfig {
+        let mut telemetry = TelemetryConfig::default();
+        if t.gpu == Some(false) {
+            telemetry.gpu = GpuChoice::Off;
+        }
+        telemetry.host = t.host.unwrap_or(true);
+        telemetry.engine_metrics = t.engine_metrics.unwrap_or(true);
+        let periods = [
+            (
+                "gpu_interval_ms",
+                t.gpu_interval_ms,
+                &mut telemetry.gpu_interval,
+            ),
+            (
+                "host_interval_ms",
+                t.host_interval_ms,
+                &mut telemetry.host_interval,
+            ),
+            (
+                "engine_metrics_interval_ms",
+                t.engine_metrics_interval_ms,
+                &mut telemetry.engine_metrics_interval,
+            ),
+        ];
+        for (key, value, into) in periods {
+            let Some(ms) = value else { continue };
+            if ms.is_finite() && (10.0..=3_600_000.0).contains(&ms) {
+                *into = Duration::from_secs_f64(ms / 1000.0);
+            } else {
+                self.err(
+                    format!("telemetry.{key}"),
+                    format!("must be a number of milliseconds from 10 to 3600000, got {ms}"),
+                );
+            }
+        }
+        telemetry
+    }
+
+    /// Item `i` of `clear_cache`: a preset (against the engine, or a store at its `url`) or
+    /// a request of the user's own.
+    fn clear_step(&mut self, i: usize, c: RawClear, base: &str, slot: u32) -> Option<ClearStep> {
+        let item = format!("clear_cache[{i}]");
+        let key = |k: &str| format!("clear_cache[{i}].{k}");
+        match (&c.preset, &c.method, &c.url) {
+            (Some(p), None, url) => {
+                let service = matches!(p.as_str(), "lmcache" | "mooncake_master");
+                let target = match (service, url) {
+                    (true, Some(u)) => u.clone(),
+                    (true, None) => {
+                        self.err_at(key("url"), &item, format!("the `{p}` preset needs the service's url (LMCache controller :9000, Mooncake master :9003)"));
+                        return None;
+                    }
+                    (false, Some(_)) => {
+                        self.err_at(
+                            key("url"),
+                            &item,
+                            format!(
+                                "the `{p}` preset clears the engine at engine.base_url; drop `url`"
+                            ),
+                        );
+                        return None;
+                    }
+                    (false, None) => base.to_owned(),
+                };
+                let Some(mut s) = preset(p, &target, slot) else {
+                    self.err_at(
+                        key("preset"),
+                        &item,
+                        format!(
+                            "unknown preset {p:?}; valid presets: {}",
+                            PRESETS.join(", ")
+                        ),
+                    );
+                    return None;
+                };
+                if let Some(b) = c.body {
+                    s.body = Some(b);
+                }
+                Some(s)
+            }
+            (None, Some(m), Some(u)) => Some(ClearStep {
+                name: c.name.unwrap_or_else(|| format!("{m} {u}")),
+                method: m.to_ascii_uppercase(),
+                url: u.clone(),
+                body: c.body,
+                success_field: c.success_field,
+                retry_statuses: c.retry_statuses.unwrap_or_default(),
+                missing_hint: None,
+                advisory: false,
+            }),
+            _ => {
+                self.err(
+                    item,
+                    "give either `preset` (with `url` for lmcache and mooncake_master) or `method` and `url`".into(),
+                );
+                None
+            }
+        }
+    }
+
+    fn restart(&mut self, r: &Restart) {
+        let n = usize::from(r.systemd_unit.is_some()) + usize::from(r.argv.is_some());
+        if n != 1 || r.argv.as_ref().is_some_and(Vec::is_empty) {
+            self.err(
+                "restart_engine".into(),
+                "give exactly one of `systemd_unit` and a non-empty `argv`".into(),
+            );
+        }
+        if r.timeout_s.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
+            self.err(
+                "restart_engine.timeout_s".into(),
+                "must be a number of seconds > 0".into(),
+            );
+        }
+    }
 }

@@ -36,6 +36,7 @@ pub async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 pub mod workload;
+pub mod yaml_index;
 
 /// Version of the agent protocol (`proto/kvbench/v1`). Agents and coordinators refuse peers
 /// that speak another version.

@@ -13,6 +13,7 @@ use crate::load::{Arrivals, LoadSpec, RampStrategy, Rate};
 use crate::stats::{Goodput, StatsOptions, DEFAULT_PERCENTILES};
 use crate::util::slug;
 use crate::workload::{OutputDist, WorkloadKind, WorkloadParams, WorkloadSpec, MAX_OUTPUT_TOKENS};
+use crate::yaml_index::YamlIndex;
 
 // ---------------------------------------------------------------------------------------
 // Raw files, as written.
@@ -476,54 +477,20 @@ fn join_key(parent: &str, field: &str) -> String {
     }
 }
 
-/// Finds the 1-based line of a key in block-style YAML: `key` at the top level, or `key`
-/// inside item `item` of the top-level sequence `list`. Falls back to the list's line.
-pub fn find_line(text: &str, list: Option<(&str, usize)>, key: &str) -> Option<usize> {
-    let lines: Vec<&str> = text.lines().collect();
-    let is_key = |l: &str, k: &str| {
-        let t = l.trim_start().trim_start_matches("- ").trim_start();
-        t.strip_prefix(k)
-            .is_some_and(|r| r.trim_start().starts_with(':'))
-    };
-    let Some((list, item)) = list else {
-        return lines
-            .iter()
-            .position(|l| !l.starts_with([' ', '\t']) && is_key(l, key))
-            .map(|i| i + 1);
-    };
-    let start = lines
-        .iter()
-        .position(|l| !l.starts_with([' ', '\t']) && is_key(l, list))?;
-    let mut items = Vec::new();
-    let mut indent = None;
-    for (i, l) in lines.iter().enumerate().skip(start + 1) {
-        let trimmed = l.trim_start();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let ind = l.len() - trimmed.len();
-        if ind == 0 && !trimmed.starts_with('-') {
-            break;
-        }
-        if trimmed.starts_with('-') && indent.is_none_or(|x| x == ind) {
-            indent = Some(ind);
-            items.push(i);
-        }
-    }
-    let Some(&from) = items.get(item) else {
-        return Some(start + 1);
-    };
-    let to = items.get(item + 1).copied().unwrap_or(lines.len());
-    let found = (from..to).find(|&i| is_key(lines[i], key));
-    Some(found.unwrap_or(from) + 1)
+/// The line of `key` (a path such as `workload.document_tokens`, or its nearest ancestor)
+/// in the YAML file at `path`, from the parser's positions; `None` when the file cannot be
+/// read or lacks it.
+pub fn line_of(path: &Path, key: &str) -> Option<usize> {
+    let text = std::fs::read_to_string(path).ok()?;
+    YamlIndex::of(&text).line(key)
 }
 
 // ---------------------------------------------------------------------------------------
 // Loading.
 
-/// Reads a YAML file into a raw type: its text (for locating keys) and its value, or an
+/// Reads a YAML file into a raw type: the positions of its keys and its value, or an
 /// error naming the file, the line and the key. Every YAML file kvbench reads comes in here.
-pub fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(String, T), PlanError> {
+pub fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(YamlIndex, T), PlanError> {
     let text = std::fs::read_to_string(path).map_err(|e| PlanError {
         file: path.to_owned(),
         line: None,
@@ -531,16 +498,14 @@ pub fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(String,
         message: format!("cannot read the file: {e}"),
     })?;
     let value = serde_yaml::from_str(&text).map_err(|e| yaml_error(path, &text, &e))?;
-    Ok((text, value))
+    Ok((YamlIndex::of(&text), value))
 }
 
-/// A limit error of a scenario config file, at the line of its top-level key.
+/// A limit error of a scenario config file, at the line of its key.
 fn config_error(path: &Path, e: &crate::limits::LimitError) -> PlanError {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let top = e.field.split(['.', '[']).next().unwrap_or(&e.field);
     PlanError {
         file: path.to_owned(),
-        line: find_line(&text, None, top),
+        line: line_of(path, &e.field),
         key: e.field.clone(),
         message: e.message.clone(),
     }
@@ -549,167 +514,40 @@ fn config_error(path: &Path, e: &crate::limits::LimitError) -> PlanError {
 /// Loads and validates a plan and every config file it names. Relative paths in the plan
 /// resolve against the plan file's folder.
 pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
-    let (text, raw): (String, RawPlan) = read_yaml(path)?;
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut errors = Vec::new();
-    let err = |key: String, line: Option<usize>, message: String| PlanError {
-        file: path.to_owned(),
-        line,
-        key,
-        message,
+    let (index, raw): (YamlIndex, RawPlan) = read_yaml(path)?;
+    let mut c = PlanCheck {
+        path,
+        base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        index: &index,
+        errors: Vec::new(),
     };
-
-    let wait = raw.wait_between_scenarios.unwrap_or(DEFAULT_WAIT_S);
-    if !(wait.is_finite() && wait >= 0.0) {
-        errors.push(err(
-            "wait_between_scenarios".into(),
-            find_line(&text, None, "wait_between_scenarios"),
-            format!("must be a number of seconds >= 0, got {wait}"),
-        ));
-    }
-    let max_error_rate = raw.max_error_rate.unwrap_or(DEFAULT_MAX_ERROR_RATE);
-    if !(0.0..=1.0).contains(&max_error_rate) {
-        errors.push(err(
-            "max_error_rate".into(),
-            find_line(&text, None, "max_error_rate"),
-            format!(
-                "must be a share of requests between 0 and 1 (0.05 = 5 %), got {max_error_rate}"
-            ),
-        ));
-    }
+    let wait = c.wait(raw.wait_between_scenarios);
+    let max_error_rate = c.max_error_rate(raw.max_error_rate);
     if raw.test_scenarios.is_empty() {
-        errors.push(err(
-            "test_scenarios".into(),
-            find_line(&text, None, "test_scenarios"),
-            "must list at least one scenario".into(),
-        ));
+        c.err("test_scenarios", "must list at least one scenario".into());
     }
     let output_dir = resolve(
-        &base,
+        &c.base,
         raw.output_dir.as_deref().unwrap_or(DEFAULT_OUTPUT_DIR),
     );
     let mooncake_metadata_server_url = raw.mooncake.and_then(|m| m.metadata_server_url);
     if let Some(url) = &mooncake_metadata_server_url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            errors.push(err(
-                "mooncake.metadata_server_url".into(),
-                find_line(&text, None, "mooncake"),
+            c.err(
+                "mooncake.metadata_server_url",
                 format!("must be an http:// or https:// URL, got {url:?}"),
-            ));
+            );
         }
     }
-
-    let agent_config = raw.agent_config.as_deref().map(|p| resolve(&base, p));
-    if let Some(p) = &agent_config {
-        if !p.is_file() {
-            errors.push(err(
-                "agent_config".into(),
-                find_line(&text, None, "agent_config"),
-                format!(
-                    "no such file: {} (an agent config file, as in deploy/agent/; relative to the plan's folder)",
-                    p.display()
-                ),
-            ));
-        }
-    }
+    let agent_config = c.agent_config(raw.agent_config.as_deref());
 
     let mut scenarios = Vec::new();
     let mut slugs = BTreeSet::new();
     for (i, s) in raw.test_scenarios.into_iter().enumerate() {
-        let at = |k: &str| find_line(&text, Some(("test_scenarios", i)), k);
-        let key = |k: &str| format!("test_scenarios[{i}].{k}");
-        let name = s.name.trim().to_owned();
-        if name.is_empty() {
-            errors.push(err(key("name"), at("name"), "must not be empty".into()));
-        }
-        let sl = slug(&name);
-        if !name.is_empty() && !slugs.insert(sl.clone()) {
-            errors.push(err(
-                key("name"),
-                at("name"),
-                format!("{name:?} gives the same file names as an earlier scenario ({sl}); give each scenario a distinct name"),
-            ));
-        }
-        let rounds = s.rounds.unwrap_or(DEFAULT_ROUNDS);
-        if rounds == 0 {
-            errors.push(err(
-                key("rounds"),
-                at("rounds"),
-                "must be at least 1 (2 = cold start, then cache hit)".into(),
-            ));
-        }
-        let concurrency_set = s.concurrency.is_some();
-        let concurrency = s.concurrency.unwrap_or(1);
-        if concurrency == 0 {
-            errors.push(err(
-                key("concurrency"),
-                at("concurrency"),
-                "must be at least 1 (absent = 1, serial)".into(),
-            ));
-        }
-        let config_path = resolve(&base, &s.config_file);
-        if config_path.is_dir() {
-            errors.push(err(
-                key("config_file"),
-                at("config_file"),
-                format!(
-                    "{} is a folder, not a config file",
-                    std::path::absolute(&config_path)
-                        .unwrap_or(config_path.clone())
-                        .display()
-                ),
-            ));
-            continue;
-        }
-        if !config_path.is_file() {
-            errors.push(err(
-                key("config_file"),
-                at("config_file"),
-                format!(
-                    "config file {:?} not found (looked for {}); paths resolve against the plan's folder",
-                    s.config_file,
-                    std::path::absolute(&config_path).unwrap_or(config_path.clone()).display()
-                ),
-            ));
-            continue;
-        }
-        match load_config(&config_path, s.scenario) {
-            Ok(config) if concurrency_set && config.open_loop.is_some() => {
-                errors.push(err(
-                    key("concurrency"),
-                    at("concurrency"),
-                    format!(
-                        "`concurrency` asks for a closed loop, but {} sets `request_rate`/`ramp_up` (an open loop); cap an open loop with `max_concurrency` in the config file instead",
-                        s.config_file
-                    ),
-                ));
-            }
-            Ok(config) => {
-                let scenario = Scenario {
-                    name,
-                    slug: sl,
-                    config_file: s.config_file,
-                    config_path,
-                    kind: s.scenario,
-                    rounds,
-                    concurrency,
-                    config,
-                };
-                // The trust boundary: the same check an agent makes before it allocates.
-                for e in scenario.load_limits() {
-                    if e.field == "concurrency" {
-                        errors.push(err(key("concurrency"), at("concurrency"), e.message));
-                    } else {
-                        errors.push(config_error(&scenario.config_path, &e));
-                    }
-                }
-                scenarios.push(scenario);
-            }
-            Err(mut e) => errors.append(&mut e.0),
-        }
+        scenarios.extend(c.scenario(i, s, &mut slugs));
     }
-    if !errors.is_empty() {
-        return Err(PlanErrors(errors));
+    if !c.errors.is_empty() {
+        return Err(PlanErrors(c.errors));
     }
     Ok(Plan {
         path: path.to_owned(),
@@ -730,6 +568,161 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
     })
 }
 
+/// The checks of a plan file, each error collected with the file, the line of its key and
+/// what would be valid.
+struct PlanCheck<'a> {
+    path: &'a Path,
+    /// The plan's folder: relative paths resolve against it.
+    base: PathBuf,
+    index: &'a YamlIndex,
+    errors: Vec<PlanError>,
+}
+
+impl PlanCheck<'_> {
+    /// An error at the line of `key` (a path such as `test_scenarios[2].rounds`).
+    fn err(&mut self, key: &str, message: String) {
+        self.errors.push(PlanError {
+            file: self.path.to_owned(),
+            line: self.index.line(key),
+            key: key.to_owned(),
+            message,
+        });
+    }
+
+    fn wait(&mut self, raw: Option<f64>) -> f64 {
+        let wait = raw.unwrap_or(DEFAULT_WAIT_S);
+        if !(wait.is_finite() && wait >= 0.0) {
+            self.err(
+                "wait_between_scenarios",
+                format!("must be a number of seconds >= 0, got {wait}"),
+            );
+        }
+        wait
+    }
+
+    fn max_error_rate(&mut self, raw: Option<f64>) -> f64 {
+        let rate = raw.unwrap_or(DEFAULT_MAX_ERROR_RATE);
+        if !(0.0..=1.0).contains(&rate) {
+            self.err(
+                "max_error_rate",
+                format!("must be a share of requests between 0 and 1 (0.05 = 5 %), got {rate}"),
+            );
+        }
+        rate
+    }
+
+    fn agent_config(&mut self, raw: Option<&str>) -> Option<PathBuf> {
+        let p = resolve(&self.base, raw?);
+        if !p.is_file() {
+            self.err(
+                "agent_config",
+                format!(
+                    "no such file: {} (an agent config file, as in deploy/agent/; relative to the plan's folder)",
+                    p.display()
+                ),
+            );
+        }
+        Some(p)
+    }
+
+    /// Scenario `i` with its config file loaded and checked; `None` when it has errors
+    /// that leave nothing to build.
+    fn scenario(
+        &mut self,
+        i: usize,
+        s: RawScenario,
+        slugs: &mut BTreeSet<String>,
+    ) -> Option<Scenario> {
+        let key = |k: &str| format!("test_scenarios[{i}].{k}");
+        let name = s.name.trim().to_owned();
+        if name.is_empty() {
+            self.err(&key("name"), "must not be empty".into());
+        }
+        let sl = slug(&name);
+        if !name.is_empty() && !slugs.insert(sl.clone()) {
+            self.err(
+                &key("name"),
+                format!("{name:?} gives the same file names as an earlier scenario ({sl}); give each scenario a distinct name"),
+            );
+        }
+        let rounds = s.rounds.unwrap_or(DEFAULT_ROUNDS);
+        if rounds == 0 {
+            self.err(
+                &key("rounds"),
+                "must be at least 1 (2 = cold start, then cache hit)".into(),
+            );
+        }
+        let concurrency = s.concurrency.unwrap_or(1);
+        if concurrency == 0 {
+            self.err(
+                &key("concurrency"),
+                "must be at least 1 (absent = 1, serial)".into(),
+            );
+        }
+        let config_path = self.config_file(&key("config_file"), &s.config_file)?;
+        let config = match load_config(&config_path, s.scenario) {
+            Ok(config) => config,
+            Err(mut e) => {
+                self.errors.append(&mut e.0);
+                return None;
+            }
+        };
+        if s.concurrency.is_some() && config.open_loop.is_some() {
+            self.err(
+                &key("concurrency"),
+                format!(
+                    "`concurrency` asks for a closed loop, but {} sets `request_rate`/`ramp_up` (an open loop); cap an open loop with `max_concurrency` in the config file instead",
+                    s.config_file
+                ),
+            );
+            return None;
+        }
+        let scenario = Scenario {
+            name,
+            slug: sl,
+            config_file: s.config_file,
+            config_path,
+            kind: s.scenario,
+            rounds,
+            concurrency,
+            config,
+        };
+        // The trust boundary: the same check an agent makes before it allocates.
+        for e in scenario.load_limits() {
+            if e.field == "concurrency" {
+                self.err(&key("concurrency"), e.message);
+            } else {
+                self.errors.push(config_error(&scenario.config_path, &e));
+            }
+        }
+        Some(scenario)
+    }
+
+    /// The scenario's config file, resolved, when it is a file.
+    fn config_file(&mut self, key: &str, raw: &str) -> Option<PathBuf> {
+        let config_path = resolve(&self.base, raw);
+        let shown = std::path::absolute(&config_path).unwrap_or(config_path.clone());
+        if config_path.is_dir() {
+            self.err(
+                key,
+                format!("{} is a folder, not a config file", shown.display()),
+            );
+            return None;
+        }
+        if !config_path.is_file() {
+            self.err(
+                key,
+                format!(
+                    "config file {raw:?} not found (looked for {}); paths resolve against the plan's folder",
+                    shown.display()
+                ),
+            );
+            return None;
+        }
+        Some(config_path)
+    }
+}
+
 fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
@@ -741,7 +734,7 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
 
 /// Loads and validates one per-scenario config file for a workload type.
 pub fn load_config(path: &Path, kind: WorkloadKind) -> Result<ScenarioConfig, PlanErrors> {
-    let (text, raw): (String, RawConfig) = read_yaml(path).map_err(|mut e| {
+    let (index, raw): (YamlIndex, RawConfig) = read_yaml(path).map_err(|mut e| {
         // One struct holds every type's workload keys: name only this type's.
         if e.key.starts_with("workload.") && e.message.contains("valid keys here are") {
             e.message = format!(
@@ -754,7 +747,7 @@ pub fn load_config(path: &Path, kind: WorkloadKind) -> Result<ScenarioConfig, Pl
     })?;
     let mut c = ConfigCheck {
         path,
-        text: &text,
+        index: &index,
         errors: Vec::new(),
     };
     let endpoint = c.endpoint(&raw.endpoint);
@@ -815,7 +808,7 @@ pub fn load_config(path: &Path, kind: WorkloadKind) -> Result<ScenarioConfig, Pl
 /// collected with the file, the line of its key and what would be valid.
 struct ConfigCheck<'a> {
     path: &'a Path,
-    text: &'a str,
+    index: &'a YamlIndex,
     errors: Vec<PlanError>,
 }
 
@@ -824,13 +817,9 @@ fn positive(v: f64) -> bool {
 }
 
 impl ConfigCheck<'_> {
-    /// An error at the line of `key`'s top-level key.
+    /// An error at the line of `key` (or of its nearest ancestor in the file).
     fn err(&mut self, key: &str, message: String) {
-        self.err_at(
-            key,
-            find_line(self.text, None, key.split('.').next().unwrap_or(key)),
-            message,
-        );
+        self.err_at(key, self.index.line(key), message);
     }
 
     fn err_at(&mut self, key: &str, line: Option<usize>, message: String) {
@@ -842,15 +831,9 @@ impl ConfigCheck<'_> {
         });
     }
 
-    /// The line of `key` in the block that starts at top-level `block:`.
+    /// The line of `key` in the block `block:` (or of the block).
     fn line_in_block(&self, block: &str, key: &str) -> Option<usize> {
-        let start = find_line(self.text, None, block)?;
-        self.text
-            .lines()
-            .enumerate()
-            .skip(start)
-            .find(|(_, l)| l.trim_start().starts_with(&format!("{key}:")))
-            .map_or(Some(start), |(i, _)| Some(i + 1))
+        self.index.line(&format!("{block}.{key}"))
     }
 
     fn endpoint(&mut self, raw: &str) -> Endpoint {
@@ -1146,22 +1129,11 @@ mod tests {
     #[test]
     fn finds_keys_inside_list_items() {
         let text = "output_dir: x\ntest_scenarios:\n  - name: a\n    config_file: a.yaml\n  - name: b\n    # c\n    rounds: 3\n    config_file: b.yaml\nwait_between_scenarios: 1\n";
-        assert_eq!(
-            find_line(text, Some(("test_scenarios", 0)), "config_file"),
-            Some(4)
-        );
-        assert_eq!(
-            find_line(text, Some(("test_scenarios", 1)), "config_file"),
-            Some(8)
-        );
-        assert_eq!(
-            find_line(text, Some(("test_scenarios", 1)), "name"),
-            Some(5)
-        );
-        assert_eq!(
-            find_line(text, Some(("test_scenarios", 1)), "rounds"),
-            Some(7)
-        );
-        assert_eq!(find_line(text, None, "wait_between_scenarios"), Some(9));
+        let ix = YamlIndex::of(text);
+        assert_eq!(ix.line("test_scenarios[0].config_file"), Some(4));
+        assert_eq!(ix.line("test_scenarios[1].config_file"), Some(8));
+        assert_eq!(ix.line("test_scenarios[1].name"), Some(5));
+        assert_eq!(ix.line("test_scenarios[1].rounds"), Some(7));
+        assert_eq!(ix.line("wait_between_scenarios"), Some(9));
     }
 }

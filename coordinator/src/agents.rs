@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use kvbench_agent::config::AgentFile;
-use kvbench_common::plan::{find_line, Endpoint, Plan, PlanError, PlanErrors};
+use kvbench_common::plan::{line_of, Endpoint, Plan, PlanError, PlanErrors};
 use kvbench_sim::{SimConfig, SimHandle};
 
 use crate::agent_client::AgentClient;
@@ -28,10 +28,9 @@ pub fn agent_file(plan: &Plan) -> Result<Option<AgentFile>, PlanErrors> {
     {
         let mut shown = endpoints.clone();
         shown.dedup();
-        let text = std::fs::read_to_string(&plan.path).unwrap_or_default();
         return Err(PlanErrors(vec![PlanError {
             file: plan.path.clone(),
-            line: find_line(&text, None, "agent_config"),
+            line: line_of(&plan.path, "agent_config"),
             key: "agent_config".into(),
             message: format!(
                 "{} serves {}, which is no scenario's endpoint (the scenarios use: {}); it configures the agent of the scenarios whose endpoint is its engine.base_url",

@@ -95,10 +95,9 @@ fn read_tokenizer(path: &std::path::Path) -> Result<Vec<u8>, String> {
 }
 
 fn error(s: &Scenario, key: &str, message: String) -> PlanError {
-    let text = std::fs::read_to_string(&s.config_path).unwrap_or_default();
     PlanError {
         file: s.config_path.clone(),
-        line: kvbench_common::plan::find_line(&text, None, key.split('.').next().unwrap_or(key)),
+        line: kvbench_common::plan::line_of(&s.config_path, key),
         key: key.to_owned(),
         message,
     }

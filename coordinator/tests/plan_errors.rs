@@ -284,7 +284,8 @@ fn sizes_beyond_the_limits_are_plan_errors_naming_the_key_and_the_limit() {
     assert!(e.file.ends_with("a.yaml"));
     assert_eq!(
         (e.line, e.key.as_str()),
-        (Some(3), "workload.prompt_tokens")
+        (Some(4), "workload.prompt_tokens"),
+        "the line of the key itself"
     );
     assert!(e.message.contains("2097152"), "{}", e.message);
 
