@@ -280,134 +280,165 @@ pub fn generate(spec: &WorkloadSpec, round: u32) -> RoundWorkload {
 /// Generates `round`'s requests with every text segment fitted to its requested length in
 /// `counter`'s tokens (a real tokenizer's, for exact prompt lengths).
 pub fn generate_with(spec: &WorkloadSpec, round: u32, counter: &dyn TokenCounter) -> RoundWorkload {
-    let prose = |rng: &mut Rng, n: usize| fit(rng, n, WORDS, true, counter);
-    let code = |rng: &mut Rng, n: usize| fit(rng, n, CODE_WORDS, false, counter);
-    let kind = spec.kind;
-    let p = &spec.params;
-    let n = spec.num_requests;
-    let seed = spec.seed;
-    let k = kind.stream_id();
-    let mut conversations = Vec::new();
-    let mut single = |system: Option<String>, user: String| {
-        let id = conversations.len() as u32;
-        conversations.push(Conversation {
-            id,
-            first_request_id: id,
+    let g = Generator { spec, counter };
+    let mut conversations = match spec.kind {
+        WorkloadKind::LongContextHighReuse => g.long_context(),
+        WorkloadKind::MultiTurnConversation => g.multi_turn(),
+        WorkloadKind::CodeGeneration => g.code_generation(),
+        WorkloadKind::BatchProcessing => g.batch(),
+        WorkloadKind::ColdStart => g.cold_start(round),
+    };
+    for c in &mut conversations {
+        c.max_tokens = (0..c.user_turns.len() as u32)
+            .map(|t| {
+                spec.output
+                    .draw(spec.seed, c.first_request_id + t, spec.output_tokens)
+            })
+            .collect();
+    }
+    RoundWorkload { conversations }
+}
+
+/// One-request conversations, request `i` being conversation `i`: `(system, user)` each.
+fn singles(requests: impl IntoIterator<Item = (Option<String>, String)>) -> Vec<Conversation> {
+    requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, (system, user))| Conversation {
+            id: i as u32,
+            first_request_id: i as u32,
             system,
             user_turns: vec![user],
             max_tokens: Vec::new(),
             think_time_ms: 0,
             prefix: Vec::new(),
             due_ms: None,
-        });
-    };
-    match kind {
-        WorkloadKind::LongContextHighReuse => {
-            let documents = p.documents.unwrap_or(n.div_ceil(5)).clamp(1, n.max(1));
-            let doc_tokens = p.document_tokens.unwrap_or(4000) as usize;
-            let q_tokens = p.question_tokens.unwrap_or(24) as usize;
-            let sys_tokens = p.system_tokens.unwrap_or(32) as usize;
-            let system = prose(&mut Rng::derive(seed, &[k, 0]), sys_tokens);
-            let docs: Vec<String> = (0..documents)
-                .map(|d| prose(&mut Rng::derive(seed, &[k, 1, u64::from(d)]), doc_tokens))
-                .collect();
-            let per_doc = n.div_ceil(documents);
-            // Document of each request: grouped (all questions on a document in a row),
-            // interleaved (documents in turn) or random (a seeded shuffle of grouped).
-            let mut doc_of: Vec<u32> = (0..n).map(|i| (i / per_doc).min(documents - 1)).collect();
-            match p.order.unwrap_or(DocumentOrder::Grouped) {
-                DocumentOrder::Grouped => {}
-                DocumentOrder::Interleaved => doc_of = (0..n).map(|i| i % documents).collect(),
-                DocumentOrder::Random => {
-                    let mut r = Rng::derive(seed, &[k, 5]);
-                    for i in (1..doc_of.len()).rev() {
-                        doc_of.swap(i, r.below(i as u64 + 1) as usize);
-                    }
-                }
-            }
-            for i in 0..n {
-                let d = doc_of[i as usize];
-                let q = prose(&mut Rng::derive(seed, &[k, 2, u64::from(i)]), q_tokens);
-                single(
-                    Some(system.clone()),
-                    format!("{}\n\n{}", docs[d as usize], q),
-                );
-            }
-        }
-        WorkloadKind::MultiTurnConversation => {
-            let turns = p.turns.unwrap_or(5).max(1);
-            let convs = p.conversations.unwrap_or(n.div_ceil(turns)).max(1);
-            let sys_tokens = p.system_tokens.unwrap_or(400) as usize;
-            let user_tokens = p.user_tokens.unwrap_or(80) as usize;
-            let system = prose(&mut Rng::derive(seed, &[k, 0]), sys_tokens);
-            // Spread exactly n requests over the conversations, turns-at-most each.
-            let mut left = n;
-            let mut next_id = 0;
-            for c in 0..convs {
-                let remaining_convs = convs - c;
-                let t = left.div_ceil(remaining_convs).min(turns);
-                if t == 0 {
-                    break;
-                }
-                let user_turns = (0..t)
-                    .map(|j| {
-                        let mut r = Rng::derive(seed, &[k, 3, u64::from(c), u64::from(j)]);
-                        prose(&mut r, user_tokens)
-                    })
-                    .collect();
-                conversations.push(Conversation {
-                    id: c,
-                    first_request_id: next_id,
-                    system: Some(system.clone()),
-                    user_turns,
-                    max_tokens: Vec::new(),
-                    think_time_ms: p.think_time_ms.unwrap_or(0),
-                    prefix: Vec::new(),
-                    due_ms: None,
-                });
-                next_id += t;
-                left -= t;
-            }
-        }
-        WorkloadKind::CodeGeneration => {
-            let ctx_tokens = p.context_tokens.unwrap_or(2000) as usize;
-            let instr_tokens = p.instruction_tokens.unwrap_or(32) as usize;
-            let context = code(&mut Rng::derive(seed, &[k, 0]), ctx_tokens);
-            for i in 0..n {
-                let instr = prose(&mut Rng::derive(seed, &[k, 2, u64::from(i)]), instr_tokens);
-                single(Some(context.clone()), instr);
-            }
-        }
-        WorkloadKind::BatchProcessing => {
-            let instr_tokens = p.instruction_tokens.unwrap_or(200) as usize;
-            let doc_tokens = p.document_tokens.unwrap_or(600) as usize;
-            let instruction = prose(&mut Rng::derive(seed, &[k, 0]), instr_tokens);
-            for i in 0..n {
-                let doc = prose(&mut Rng::derive(seed, &[k, 1, u64::from(i)]), doc_tokens);
-                single(Some(instruction.clone()), doc);
-            }
-        }
-        WorkloadKind::ColdStart => {
-            let tokens = p.prompt_tokens.unwrap_or(1000).max(1) as usize;
-            for i in 0..n {
-                // The first token is unique to (seed, round, request), so no two prompts, in
-                // this round or any other, share even their first KV block.
-                let mut r = Rng::derive(seed, &[k, 4, u64::from(round), u64::from(i)]);
-                let nonce = format!("[{:016x}]", r.next_u64());
-                let body = prose(&mut r, tokens.saturating_sub(counter.count(&nonce)).max(1));
-                single(None, format!("{nonce} {body}"));
-            }
-        }
+        })
+        .collect()
+}
+
+/// The text of one workload type: every piece drawn from its own seeded stream
+/// (`[type, part, index...]`), so that a piece never depends on the others.
+struct Generator<'a> {
+    spec: &'a WorkloadSpec,
+    counter: &'a dyn TokenCounter,
+}
+
+impl Generator<'_> {
+    fn rng(&self, path: &[u64]) -> Rng {
+        let mut full = vec![self.spec.kind.stream_id()];
+        full.extend_from_slice(path);
+        Rng::derive(self.spec.seed, &full)
     }
-    for c in &mut conversations {
-        c.max_tokens = (0..c.user_turns.len() as u32)
-            .map(|t| {
-                spec.output
-                    .draw(seed, c.first_request_id + t, spec.output_tokens)
-            })
+
+    fn prose(&self, path: &[u64], tokens: usize) -> String {
+        fit(&mut self.rng(path), tokens, WORDS, true, self.counter)
+    }
+
+    fn long_context(&self) -> Vec<Conversation> {
+        let (p, n) = (&self.spec.params, self.spec.num_requests);
+        let documents = p.documents.unwrap_or(n.div_ceil(5)).clamp(1, n.max(1));
+        let doc_tokens = p.document_tokens.unwrap_or(4000) as usize;
+        let q_tokens = p.question_tokens.unwrap_or(24) as usize;
+        let system = self.prose(&[0], p.system_tokens.unwrap_or(32) as usize);
+        let docs: Vec<String> = (0..documents)
+            .map(|d| self.prose(&[1, u64::from(d)], doc_tokens))
             .collect();
+        let per_doc = n.div_ceil(documents);
+        // Document of each request: grouped (all questions on a document in a row),
+        // interleaved (documents in turn) or random (a seeded shuffle of grouped).
+        let mut doc_of: Vec<u32> = (0..n).map(|i| (i / per_doc).min(documents - 1)).collect();
+        match p.order.unwrap_or(DocumentOrder::Grouped) {
+            DocumentOrder::Grouped => {}
+            DocumentOrder::Interleaved => doc_of = (0..n).map(|i| i % documents).collect(),
+            DocumentOrder::Random => {
+                let mut r = self.rng(&[5]);
+                for i in (1..doc_of.len()).rev() {
+                    doc_of.swap(i, r.below(i as u64 + 1) as usize);
+                }
+            }
+        }
+        singles((0..n).map(|i| {
+            let q = self.prose(&[2, u64::from(i)], q_tokens);
+            let doc = &docs[doc_of[i as usize] as usize];
+            (Some(system.clone()), format!("{doc}\n\n{q}"))
+        }))
     }
-    RoundWorkload { conversations }
+
+    fn multi_turn(&self) -> Vec<Conversation> {
+        let (p, n) = (&self.spec.params, self.spec.num_requests);
+        let turns = p.turns.unwrap_or(5).max(1);
+        let convs = p.conversations.unwrap_or(n.div_ceil(turns)).max(1);
+        let user_tokens = p.user_tokens.unwrap_or(80) as usize;
+        let system = self.prose(&[0], p.system_tokens.unwrap_or(400) as usize);
+        // Spread exactly n requests over the conversations, turns-at-most each.
+        let mut conversations = Vec::new();
+        let mut left = n;
+        let mut next_id = 0;
+        for c in 0..convs {
+            let t = left.div_ceil(convs - c).min(turns);
+            if t == 0 {
+                break;
+            }
+            let user_turns = (0..t)
+                .map(|j| self.prose(&[3, u64::from(c), u64::from(j)], user_tokens))
+                .collect();
+            conversations.push(Conversation {
+                id: c,
+                first_request_id: next_id,
+                system: Some(system.clone()),
+                user_turns,
+                max_tokens: Vec::new(),
+                think_time_ms: p.think_time_ms.unwrap_or(0),
+                prefix: Vec::new(),
+                due_ms: None,
+            });
+            next_id += t;
+            left -= t;
+        }
+        conversations
+    }
+
+    fn code_generation(&self) -> Vec<Conversation> {
+        let (p, n) = (&self.spec.params, self.spec.num_requests);
+        let ctx_tokens = p.context_tokens.unwrap_or(2000) as usize;
+        let instr_tokens = p.instruction_tokens.unwrap_or(32) as usize;
+        let context = fit(
+            &mut self.rng(&[0]),
+            ctx_tokens,
+            CODE_WORDS,
+            false,
+            self.counter,
+        );
+        singles((0..n).map(|i| {
+            let instr = self.prose(&[2, u64::from(i)], instr_tokens);
+            (Some(context.clone()), instr)
+        }))
+    }
+
+    fn batch(&self) -> Vec<Conversation> {
+        let (p, n) = (&self.spec.params, self.spec.num_requests);
+        let doc_tokens = p.document_tokens.unwrap_or(600) as usize;
+        let instruction = self.prose(&[0], p.instruction_tokens.unwrap_or(200) as usize);
+        singles((0..n).map(|i| {
+            let doc = self.prose(&[1, u64::from(i)], doc_tokens);
+            (Some(instruction.clone()), doc)
+        }))
+    }
+
+    fn cold_start(&self, round: u32) -> Vec<Conversation> {
+        let (p, n) = (&self.spec.params, self.spec.num_requests);
+        let tokens = p.prompt_tokens.unwrap_or(1000).max(1) as usize;
+        singles((0..n).map(|i| {
+            // The first token is unique to (seed, round, request), so no two prompts, in
+            // this round or any other, share even their first KV block.
+            let mut r = self.rng(&[4, u64::from(round), u64::from(i)]);
+            let nonce = format!("[{:016x}]", r.next_u64());
+            let left = tokens.saturating_sub(self.counter.count(&nonce)).max(1);
+            let body = fit(&mut r, left, WORDS, true, self.counter);
+            (None, format!("{nonce} {body}"))
+        }))
+    }
 }
 
 /// `n` warmup requests: unique prompts (their first token is unique to the seed and the

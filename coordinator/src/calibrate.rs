@@ -263,17 +263,9 @@ async fn one(
     result
 }
 
-async fn measure(
-    args: &CalibrateArgs,
-    c: u32,
-    n: u32,
-    sim_url: &str,
-    agent: &Service,
-    telemetry: bool,
-) -> anyhow::Result<CalibrationRun> {
-    let a = AgentClient::connect(&format!("http://{}", agent.addr)).await?;
-    let baseline_rss = agent.pid().and_then(rss_bytes);
-    let req = RoundRequest {
+/// The round calibration sends: `n` tiny unique prompts at concurrency `c`, closed loop.
+fn calibration_round(c: u32, n: u32, output_tokens: u32) -> RoundRequest {
+    RoundRequest {
         scenario_id: format!("calibrate-{c}"),
         scenario_name: "calibrate".into(),
         round: 1,
@@ -281,7 +273,7 @@ async fn measure(
             kind: WorkloadKind::ColdStart,
             seed: u64::from(c),
             num_requests: n,
-            output_tokens: args.output_tokens,
+            output_tokens,
             output: OutputDist::Fixed,
             params: WorkloadParams {
                 prompt_tokens: Some(16),
@@ -300,7 +292,20 @@ async fn measure(
         enforce_output_length: true,
         requests: RoundRequests::Generated,
         tokenizer_json: None,
-    };
+    }
+}
+
+async fn measure(
+    args: &CalibrateArgs,
+    c: u32,
+    n: u32,
+    sim_url: &str,
+    agent: &Service,
+    telemetry: bool,
+) -> anyhow::Result<CalibrationRun> {
+    let a = AgentClient::connect(&format!("http://{}", agent.addr)).await?;
+    let baseline_rss = agent.pid().and_then(rss_bytes);
+    let req = calibration_round(c, n, args.output_tokens);
     let run = a.run_round(&req, &CancellationToken::new(), |_| {}).await;
     let records = run.records;
     let f = match run.end {
