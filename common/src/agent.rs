@@ -54,7 +54,8 @@ pub enum RoundRequests {
 /// What an agent streams while it runs a round, in order: `Started`, then records,
 /// progress and telemetry interleaved, then `Finished` (absent when the round was cut
 /// short: the coordinator left, or the agent shut down).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum RoundEvent {
     Started(RoundStarted),
     /// One request, as it ended. The agent fills `scenario`, `round` and `agent`; on the
@@ -66,7 +67,7 @@ pub enum RoundEvent {
     Finished(RoundFinished),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 pub struct RoundStarted {
     /// Requests the round will send (0: limited by duration, no total known).
     pub total_requests: u32,
@@ -74,7 +75,7 @@ pub struct RoundStarted {
     pub wall_clock_anchor_us: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct Progress {
     pub completed: u32,
     pub failed: u32,
@@ -83,7 +84,7 @@ pub struct Progress {
     pub total: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct RoundFinished {
     /// The measured phase, from its start to the last response.
     pub duration_ms: f64,
@@ -104,7 +105,7 @@ pub struct GpuInfo {
 }
 
 /// What an agent says of itself in the handshake.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct AgentInfo {
     pub protocol_version: u32,
     pub agent_version: String,
@@ -166,7 +167,7 @@ pub fn is_stale(cached: f64, total: f64) -> bool {
 }
 
 /// What the agent's ClearCache did.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct ClearOutcome {
     pub success: bool,
     /// What was cleared, or why not.
@@ -216,7 +217,7 @@ impl std::fmt::Display for RestartError {
 }
 
 /// What the agent's RestartEngine did.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RestartOutcome {
     /// None: the engine restarted and is healthy.
     pub error: Option<RestartError>,

@@ -23,6 +23,7 @@ pub mod events;
 pub mod inputs;
 pub mod inspect;
 pub mod isolation;
+pub mod json_events;
 pub mod results;
 pub mod runner;
 pub mod session;
@@ -53,6 +54,10 @@ pub enum Command {
         /// Write results here instead of the plan's output_dir.
         #[arg(long)]
         output_dir: Option<PathBuf>,
+        /// Stream the run's events to stdout as JSON Lines (one object per event, with an
+        /// `event` field); the console's text goes to stderr instead.
+        #[arg(long)]
+        json: bool,
     },
     /// Check a plan and every config file it names, without running anything.
     Validate {
@@ -247,7 +252,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { plan, output_dir } => {
+        Command::Run {
+            plan,
+            output_dir,
+            json,
+        } => {
             let (mut p, inputs) = match load_plan(&plan) {
                 Ok(p) => p,
                 Err(code) => return Ok(code),
@@ -263,9 +272,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cancel = CancellationToken::new();
             let stopped_by = on_stop_signals(cancel.clone());
             let embedded = agents::Embedded::start(&p, SimConfig::default()).await?;
-            let mut console = console::Console::stdout();
-            let result =
-                runner::run_plan(&p, &inputs, &embedded.by_endpoint, cancel, &mut console).await;
+            let result = if json {
+                let mut both = json_events::Both(
+                    console::Console::new(std::io::stderr(), false),
+                    json_events::JsonEvents::new(std::io::stdout()),
+                );
+                runner::run_plan(&p, &inputs, &embedded.by_endpoint, cancel, &mut both).await
+            } else {
+                let mut console = console::Console::stdout();
+                runner::run_plan(&p, &inputs, &embedded.by_endpoint, cancel, &mut console).await
+            };
             if let Some(sim) = &embedded.sim {
                 let c = sim.engine.counters();
                 tracing::debug!(served = c.requests_received, "embedded sim");
@@ -276,7 +292,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .any(|s| s.config.endpoint == Endpoint::Sim);
             embedded.stop().await;
             let summary = result?;
-            if uses_sim {
+            if uses_sim && !json {
                 let _ = writeln!(std::io::stdout(), "(engine: the embedded kvbench-sim, a simulated engine; figures show the harness and the cache model, not a GPU)");
             }
             Ok(ExitCode::from(exit_status(

@@ -95,3 +95,65 @@ fn key_paths(v: &serde_json::Value, prefix: &str, out: &mut std::collections::BT
         _ => {}
     }
 }
+
+/// `kvbench run --json`: every event one JSON object on stdout, the console on stderr, and
+/// the records streamed are the records in the results files.
+#[test]
+fn json_event_stream_carries_the_run() {
+    let out = TempDir::new("json-events");
+    let cfg = out.write(
+        "c.yaml",
+        "endpoint: sim\nnum_requests: 6\noutput_tokens: 4\nworkload:\n  prompt_tokens: 64\n",
+    );
+    let plan = out.write(
+        "plan.yaml",
+        &format!(
+            "output_dir: {}\nwait_between_scenarios: 0\ntest_scenarios:\n  - name: a\n    config_file: {}\n    scenario: cold_start\n  - name: b\n    config_file: {}\n    scenario: cold_start\n",
+            out.path().join("results").display(),
+            cfg.display(),
+            cfg.display()
+        ),
+    );
+    let run = Command::new(env!("CARGO_BIN_EXE_kvbench"))
+        .args(["run", "--json"])
+        .arg(&plan)
+        .output()
+        .expect("kvbench runs");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Scenario done: a"),
+        "console on stderr: {stderr}"
+    );
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(kinds.len(), events.len(), "every line has an `event`");
+    assert_eq!(kinds.first(), Some(&"run_started"));
+    assert_eq!(kinds.last(), Some(&"run_finished"));
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "scenario_finished").count(),
+        2
+    );
+    assert_eq!(kinds.iter().filter(|k| **k == "round_stats").count(), 4);
+    let records: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "round" && e["data"]["type"] == "record")
+        .collect();
+    assert_eq!(records.len(), 2 * 2 * 6, "every request of every round");
+    let finished: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "scenario_finished")
+        .collect();
+    for f in finished {
+        assert_eq!(f["status"], "completed");
+        let results = read_json(std::path::Path::new(
+            f["results_file"].as_str().expect("results file"),
+        ));
+        let n = results["records"].as_array().map_or(0, Vec::len);
+        assert_eq!(f["records"], n as u64, "{f}");
+    }
+    assert_eq!(events.last().expect("last")["failed"], 0);
+}
