@@ -55,8 +55,8 @@ fn every_example_agent_config_checks() {
 
 #[test]
 fn broken_agent_configs_name_the_key() {
-    let dir = std::env::temp_dir().join(format!("kvbench-agent-cfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
     let cases = [
         ("engine:\n  kind: vllm\n  base_url: http://x:1\n  moddel: m\n", ":4: key `engine.moddel`"),
         ("engine:\n  kind: triton\n  base_url: http://x:1\n", "key `engine.kind`"),
@@ -75,7 +75,6 @@ fn broken_agent_configs_name_the_key() {
         assert!(!out.status.success(), "{text}");
         assert!(stderr.contains(want), "{text}: {stderr}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

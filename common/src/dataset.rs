@@ -422,10 +422,15 @@ mod tests {
         }
     }
 
-    fn write(name: &str, text: &str) -> PathBuf {
-        let p = std::env::temp_dir().join(format!("kvbench-dataset-{}-{name}", std::process::id()));
-        std::fs::write(&p, text).expect("write");
-        p
+    /// A file holding `text`, removed when dropped.
+    fn write(name: &str, text: &str) -> tempfile::TempPath {
+        let f = tempfile::Builder::new()
+            .prefix("kvbench-dataset-")
+            .suffix(name)
+            .tempfile()
+            .expect("temp file");
+        std::fs::write(f.path(), text).expect("write");
+        f.into_temp_path()
     }
 
     #[test]
@@ -437,7 +442,8 @@ mod tests {
                {"id": "c", "conversations": [{"from": "human", "value": "x"}, {"from": "gpt", "value": "y"}, {"from": "human", "value": "z"}]},
                {"id": "d", "conversations": [{"from": "human", "value": "never read"}]}]"#,
         );
-        let Ok(Dataset::Conversations(c)) = load(&spec(DatasetFormat::Sharegpt, p.clone()), 3)
+        let Ok(Dataset::Conversations(c)) =
+            load(&spec(DatasetFormat::Sharegpt, p.to_path_buf()), 3)
         else {
             panic!("loads")
         };
@@ -450,7 +456,6 @@ mod tests {
         assert_eq!(c[0].user_turns, vec!["hi", "more"]);
         assert_eq!(c[0].max_tokens, vec![3, 1]);
         assert_eq!((c[1].first_request_id, c[1].user_turns.len()), (2, 1));
-        let _ = std::fs::remove_file(p);
     }
 
     #[test]
@@ -459,7 +464,7 @@ mod tests {
             "d.jsonl",
             "{\"prompt\": \"one\", \"max_tokens\": 5}\n{\"conversation_id\": 7, \"turn\": 2, \"prompt\": \"second\"}\n{\"conversation_id\": 7, \"turn\": 1, \"prompt\": \"first\"}\n\n{\"messages\": [{\"role\": \"system\", \"content\": \"s\"}, {\"role\": \"user\", \"content\": \"u\"}]}\n",
         );
-        let Ok(Dataset::Conversations(c)) = load(&spec(DatasetFormat::Jsonl, p.clone()), 100)
+        let Ok(Dataset::Conversations(c)) = load(&spec(DatasetFormat::Jsonl, p.to_path_buf()), 100)
         else {
             panic!("loads")
         };
@@ -476,10 +481,8 @@ mod tests {
             "bad.jsonl",
             "{\"prompt\": \"a\"}\n{\"prompt\": \"b\", \"messages\": []}\n",
         );
-        let e = load(&spec(DatasetFormat::Jsonl, bad.clone()), 10).expect_err("both keys");
+        let e = load(&spec(DatasetFormat::Jsonl, bad.to_path_buf()), 10).expect_err("both keys");
         assert!(e.contains(":2:") && e.contains("exactly one"), "{e}");
-        let _ = std::fs::remove_file(p);
-        let _ = std::fs::remove_file(bad);
     }
 
     #[test]
