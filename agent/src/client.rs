@@ -70,6 +70,9 @@ pub struct Reply {
     pub text: String,
     /// Server-side TTFT in microseconds, when the engine reports one.
     pub engine_ttft_us: Option<u64>,
+    /// The first attempt died on a reused connection before any byte of its answer, and
+    /// the request was sent again on a fresh connection.
+    pub retried: bool,
 }
 
 fn body_json(call: &Call<'_>) -> Value {
@@ -100,7 +103,53 @@ fn body_json(call: &Call<'_>) -> Value {
     v
 }
 
-/// Sends one streaming request and reads it to the end (or to its first failure).
+/// A client that never reuses a connection: where a request goes again after its pooled
+/// connection turned out to be closed.
+fn fresh_client() -> &'static HttpClient {
+    static FRESH: std::sync::OnceLock<HttpClient> = std::sync::OnceLock::new();
+    FRESH.get_or_init(|| {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(connector)
+    })
+}
+
+/// The connection died before any byte of the answer came back, in the way of a server
+/// that closed an idle keep-alive connection while the request was on its way (llama.cpp's
+/// server closes after every streamed response yet advertises keep-alive): the request
+/// never reached a handler, so sending it again cannot run it twice.
+fn died_before_answer(e: &hyper_util::client::legacy::Error) -> bool {
+    if e.is_connect() {
+        return false;
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        if let Some(h) = c.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_canceled() {
+                return true;
+            }
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            if matches!(
+                io.kind(),
+                K::ConnectionReset | K::BrokenPipe | K::ConnectionAborted | K::UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        src = c.source();
+    }
+    false
+}
+
+/// Sends one streaming request and reads it to the end (or to its first failure). A
+/// request whose pooled connection died before any byte of the answer is sent once more on
+/// a fresh connection (its TTFT still counts from the first send); any other failure is
+/// recorded as it is, never retried.
 pub async fn send(client: &HttpClient, call: &Call<'_>) -> Reply {
     let mut reply = Reply::new();
     let req = match request(call) {
@@ -109,7 +158,17 @@ pub async fn send(client: &HttpClient, call: &Call<'_>) -> Reply {
     };
     reply.sent = Instant::now();
     let ttft_deadline = reply.sent + call.ttft_timeout;
-    let resp = match tokio::time::timeout_at(ttft_deadline, client.request(req)).await {
+    let mut attempt = tokio::time::timeout_at(ttft_deadline, client.request(req)).await;
+    if let Ok(Err(e)) = &attempt {
+        if died_before_answer(e) {
+            if let Ok(again) = request(call) {
+                reply.retried = true;
+                attempt =
+                    tokio::time::timeout_at(ttft_deadline, fresh_client().request(again)).await;
+            }
+        }
+    }
+    let resp = match attempt {
         Err(_) => {
             return fail(
                 reply,
@@ -289,6 +348,7 @@ impl Reply {
             http_status: None,
             text: String::new(),
             engine_ttft_us: None,
+            retried: false,
         }
     }
 }

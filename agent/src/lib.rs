@@ -12,6 +12,7 @@ pub mod gpu;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod prefix;
 mod round;
 mod service;
 pub mod sse;

@@ -83,14 +83,10 @@ struct Counts {
     /// two engine steps (both chunks came out of one read).
     gaps: std::sync::atomic::AtomicU64,
     coalesced_gaps: std::sync::atomic::AtomicU64,
-    /// The beginnings of this round's prompts so far (see `first_touch`).
-    seen_heads: Mutex<std::collections::HashSet<String>>,
+    /// This round's prompts (and histories) so far: what a cold engine may share.
+    prefixes: Mutex<crate::prefix::PrefixTracker>,
     probe_taken: std::sync::atomic::AtomicBool,
 }
-
-/// Characters of a prompt's content that decide `first_touch`: two prompts that differ
-/// here differ within any engine's first KV block, so they cannot share a cached prefix.
-const HEAD_CHARS: usize = 24;
 
 /// A prompt the agent can send again after a clear, to check the cache is cold.
 #[derive(Debug, Clone)]
@@ -493,6 +489,15 @@ struct Runner {
     warmup: bool,
 }
 
+/// What a measured prompt shares with the prompts sent before it in the round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shared {
+    /// It shares not even its first chunk: a cold engine can have none of it cached.
+    first_touch: bool,
+    /// Tokens (the client's count) of the shared prefix.
+    tokens: u32,
+}
+
 /// What a record says besides the engine's reply.
 #[derive(Debug, Clone)]
 struct RecordContext<'a> {
@@ -503,7 +508,8 @@ struct RecordContext<'a> {
     conversation_id: u32,
     turn: u32,
     warmup: bool,
-    first_touch: bool,
+    /// What this prompt shares with those sent before it in the round (None: warmup).
+    shared: Option<Shared>,
     /// The round's zero: every time in the record is relative to it.
     t0: Instant,
     /// When the load shape meant the request to go out.
@@ -545,7 +551,9 @@ fn build_record(c: &RecordContext<'_>, reply: &client::Reply) -> RequestRecord {
         cached_tokens: reply.cached_tokens,
         finish_reason: reply.finish_reason.clone(),
         engine_ttft_ms: reply.engine_ttft_us.map(|us| us as f64 / 1000.0),
-        first_touch: c.first_touch,
+        first_touch: c.shared.is_some_and(|s| s.first_touch),
+        shared_prefix_tokens: c.shared.map(|s| s.tokens),
+        retried: reply.retried,
         outcome: reply.outcome,
         error: reply.error.clone(),
         http_status: reply.http_status,
@@ -588,7 +596,7 @@ impl Runner {
                 return false;
             };
             let queue_ms = ms_since(waiting, Instant::now());
-            let (reply, first_touch) = self.send(&messages, &conv, t).await;
+            let (reply, shared) = self.send(&messages, &conv, t).await;
             let cancelled = reply.outcome == Outcome::Cancelled;
             let record = build_record(
                 &RecordContext {
@@ -599,7 +607,7 @@ impl Runner {
                     conversation_id: conv.id,
                     turn: t as u32,
                     warmup: self.warmup,
-                    first_touch,
+                    shared,
                     t0: self.round.t0,
                     scheduled,
                     queue_ms,
@@ -626,6 +634,12 @@ impl Runner {
             if t + 1 < conv.user_turns.len() {
                 let text = self.history_reply(conv.id, t as u32, reply.text);
                 messages.push(("assistant".into(), text));
+                if !self.warmup {
+                    // The engine has processed the reply too: the next turn may reuse it.
+                    if let Ok(mut p) = self.round.counts.prefixes.lock() {
+                        p.insert(&crate::prefix::render(&messages));
+                    }
+                }
             }
         }
         true
@@ -656,15 +670,15 @@ impl Runner {
         }
     }
 
-    /// Sends one turn and counts it; the reply, and whether the request was the first of
-    /// the round to begin like this. A request the run stops while it is in flight gets a
+    /// Sends one turn and counts it; the reply, and what its prompt shares with those sent
+    /// before it (None for warmups). A request the run stops while it is in flight gets a
     /// reply with outcome `cancelled`, so that it is recorded, not lost.
     async fn send(
         &self,
         messages: &[(String, String)],
         conv: &Conversation,
         t: usize,
-    ) -> (client::Reply, bool) {
+    ) -> (client::Reply, Option<Shared>) {
         let spec = &*self.round.spec;
         let call = Call {
             base_url: &self.round.ctx.base_url,
@@ -680,7 +694,7 @@ impl Runner {
             ttft_timeout: Duration::from_secs_f64(spec.load.ttft_timeout_s),
             idle_timeout: Duration::from_secs_f64(spec.load.idle_timeout_s),
         };
-        let first_touch = !self.warmup && self.before_send(messages);
+        let shared = (!self.warmup).then(|| self.before_send(messages));
         let sent = Instant::now();
         let reply = tokio::select! {
             r = client::send(&self.round.ctx.client, &call) => r,
@@ -689,26 +703,34 @@ impl Runner {
         if !self.warmup {
             self.after_send(&reply);
         }
-        (reply, first_touch)
+        (reply, shared)
     }
 
     /// Counts a measured request in flight, keeps the round's first prompt for the next
-    /// cold check, and says whether it is a first touch.
-    fn before_send(&self, messages: &[(String, String)]) -> bool {
+    /// cold check, and says what its prompt shares with those sent before it.
+    fn before_send(&self, messages: &[(String, String)]) -> Shared {
         let spec = &*self.round.spec;
         self.round.counts.in_flight.fetch_add(1, Ordering::Relaxed);
-        let head: String = messages
-            .iter()
-            .flat_map(|(_, c)| c.chars())
-            .take(HEAD_CHARS)
-            .collect();
-        let first_touch = self
+        let text = crate::prefix::render(messages);
+        let shared_bytes = self
             .round
             .counts
-            .seen_heads
+            .prefixes
             .lock()
-            .map(|mut s| s.insert(head))
-            .unwrap_or(false);
+            .map(|mut p| {
+                let n = p.shared_bytes(&text);
+                p.insert(&text);
+                n
+            })
+            .unwrap_or(0);
+        let shared = Shared {
+            first_touch: shared_bytes == 0,
+            tokens: if shared_bytes == 0 {
+                0
+            } else {
+                spec.counter.count(crate::prefix::head(&text, shared_bytes)) as u32
+            },
+        };
         if !self.round.counts.probe_taken.swap(true, Ordering::Relaxed) {
             if let Ok(mut p) = self.round.ctx.probe.lock() {
                 *p = Some(Probe {
@@ -718,7 +740,7 @@ impl Runner {
                 });
             }
         }
-        first_touch
+        shared
     }
 
     fn after_send(&self, reply: &client::Reply) {
@@ -785,6 +807,7 @@ mod tests {
             http_status: Some(200),
             text: "a b c".into(),
             engine_ttft_us: Some(45_500),
+            retried: true,
         };
         let ctx = RecordContext {
             scenario: "s",
@@ -794,7 +817,10 @@ mod tests {
             conversation_id: 3,
             turn: 1,
             warmup: false,
-            first_touch: true,
+            shared: Some(Shared {
+                first_touch: true,
+                tokens: 0,
+            }),
             t0,
             scheduled: at(90),
             queue_ms: 10.0,
@@ -819,7 +845,8 @@ mod tests {
         assert_eq!(r.output_chunks, 3);
         assert_eq!(r.engine_ttft_ms, Some(45.5));
         assert_eq!(r.ttft_ms(), Some(50.0));
-        assert!(r.first_touch);
+        assert!(r.first_touch && r.retried);
+        assert_eq!(r.shared_prefix_tokens, Some(0));
         assert_eq!(r.http_status, Some(200));
     }
 
@@ -836,7 +863,7 @@ mod tests {
             conversation_id: 0,
             turn: 0,
             warmup: false,
-            first_touch: false,
+            shared: None,
             t0,
             scheduled: t0,
             queue_ms: 0.0,

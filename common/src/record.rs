@@ -114,6 +114,15 @@ pub struct RequestRecord {
     /// of its prefix can be cached.
     #[serde(default)]
     pub first_touch: bool,
+    /// Tokens (the client's estimate) of the longest prefix this prompt shares with a
+    /// prompt, or a prompt and its reply, sent before it in the same round: as much as an
+    /// engine that was cold when the round began may have cached of it. Null for warmups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_prefix_tokens: Option<u32>,
+    /// The first attempt died on a reused connection before any byte of its answer (a
+    /// server that closed an idle keep-alive connection) and was sent again on a fresh one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retried: bool,
     pub outcome: Outcome,
     pub error: String,
     pub http_status: Option<u16>,

@@ -844,79 +844,95 @@ pub struct IsolationInfo {
     pub evidence: Vec<String>,
     /// The cold check after the clear: the previous round's first prompt sent again.
     pub probe: Option<ColdProbe>,
+    /// Round-1 requests with more cached tokens than they could share (see [`judge`]).
+    ///
+    /// [`judge`]: IsolationInfo::judge
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excess: Vec<ExcessCached>,
+    /// With `clear_or_restart`: the clear's cold check that found a warm cache, so that the
+    /// engine was restarted instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_probe: Option<ColdProbe>,
+    /// With `clear_or_restart`: the scenario's first attempt, whose round 1 found a cache
+    /// that was not cold; the engine was restarted and the scenario ran again (once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_after: Option<Box<DiscardedAttempt>>,
+}
+
+/// A scenario attempt set aside because its round 1 was not a cold start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiscardedAttempt {
+    /// Its isolation and verdict, with the evidence.
+    pub isolation: IsolationInfo,
+    /// Its round 1 (its records are the results file's `discarded_records`).
+    pub round1: Option<RoundStats>,
 }
 
 impl IsolationInfo {
-    /// Judges whether round 1 was cold from the probe after the clear and from round 1's
-    /// first-touch requests (whose prefix no earlier request of the round shared).
+    /// Judges whether round 1 was cold: from the probe after the clear, and from every
+    /// round-1 request's excess cached tokens (cached beyond what its prompt shared with
+    /// prompts sent before it in the round: see [`excess_cached_tokens`]). Excess is
+    /// evidence in every scenario, the first one and those without isolation included.
     pub fn judge(mut self, round1: &[RequestRecord]) -> IsolationInfo {
         let mut failed = Vec::new();
         let mut fine = Vec::new();
-        let ft: Vec<&RequestRecord> = round1
+        let checked: Vec<&RequestRecord> = round1
             .iter()
-            .filter(|r| {
-                r.first_touch && !r.warmup && r.outcome == Outcome::Ok && r.cached_tokens.is_some()
-            })
+            .filter(|r| !r.warmup && r.outcome == Outcome::Ok && r.cached_tokens.is_some())
             .collect();
         let mut reported = false;
-        if !ft.is_empty() {
+        self.excess = checked
+            .iter()
+            .filter_map(|r| {
+                let excess = excess_cached_tokens(r)?;
+                (excess > 0).then(|| ExcessCached {
+                    request_id: r.request_id,
+                    cached_tokens: r.cached_tokens.unwrap_or(0),
+                    shareable_tokens: shareable_tokens(r).unwrap_or(0),
+                    prompt_tokens: r.input_tokens(),
+                    ttft_ms: r.ttft_ms(),
+                })
+            })
+            .collect();
+        let judged = checked
+            .iter()
+            .filter(|r| r.shared_prefix_tokens.is_some())
+            .count();
+        if judged > 0 {
             reported = true;
-            let cached: u64 = ft
-                .iter()
-                .filter_map(|r| r.cached_tokens)
-                .map(u64::from)
-                .sum();
-            let prompt: u64 = ft.iter().map(|r| u64::from(r.input_tokens())).sum();
-            let hit = ft
-                .iter()
-                .filter(|r| r.cached_tokens.unwrap_or(0) > 0)
-                .count();
-            let share = if prompt > 0 {
-                cached as f64 / prompt as f64
+            if self.excess.is_empty() {
+                let cached: u64 = checked
+                    .iter()
+                    .filter_map(|r| r.cached_tokens)
+                    .map(u64::from)
+                    .sum();
+                fine.push(format!(
+                    "round 1: no request had more cached tokens than it shared with prompts sent before it ({judged} requests, {cached} cached tokens in all)"
+                ));
             } else {
-                0.0
-            };
-            let stale = is_stale(cached as f64, prompt as f64);
-            let line = format!(
-                "round 1: {:.0} % of first-touch prompt tokens were cached ({hit} of {} first-touch requests hit)",
-                share * 100.0,
-                ft.len()
-            );
-            if stale {
-                failed.push(line);
-            } else {
-                fine.push(line);
+                failed.push(excess_line(&self.excess, judged));
             }
         }
         if let Some(p) = &self.probe {
-            if let Some(c) = p.cached_tokens {
-                reported = true;
-                let line = format!(
-                    "probe after the clear: the engine reused {c} of {} tokens of the previous round's first prompt",
-                    p.prompt_tokens
-                );
-                if is_stale(f64::from(c), f64::from(p.prompt_tokens)) {
-                    failed.push(line);
-                } else {
-                    fine.push(line);
-                }
-            }
-            if let (Some(h), Some(q)) = (p.counter_hits, p.counter_queries) {
-                reported = true;
-                let line = format!(
-                    "prefix-cache counters over the probe: {h:.0} hits of {q:.0} queried tokens"
-                );
-                if is_stale(h, q) {
-                    failed.push(line);
-                } else {
-                    fine.push(line);
-                }
-            }
-            if !p.error.is_empty() {
-                fine.push(p.error.clone());
-            }
+            reported |= probe_lines(p, &mut failed, &mut fine);
+        }
+        if let Some(p) = &self.fallback_probe {
+            fine.push(format!(
+                "the clear's cold check found a warm cache ({} of {} tokens reused), so the engine was restarted instead",
+                p.cached_tokens.unwrap_or(0),
+                p.prompt_tokens
+            ));
+        }
+        if let Some(a) = &self.rerun_after {
+            fine.push(format!(
+                "ran again after an engine restart: the first attempt's round 1 was not cold ({} requests with excess cached tokens)",
+                a.isolation.excess.len()
+            ));
         }
         let (verdict, mut evidence) = match self.status {
+            IsolationStatus::None | IsolationStatus::Skipped if !self.excess.is_empty() => {
+                (Verdict::Failed, failed)
+            }
             IsolationStatus::None | IsolationStatus::Skipped => {
                 (Verdict::None, [failed, fine].concat())
             }
@@ -938,6 +954,107 @@ impl IsolationInfo {
         self.evidence = evidence;
         self
     }
+}
+
+/// The probe's evidence, as lines; true when it reported anything.
+fn probe_lines(p: &ColdProbe, failed: &mut Vec<String>, fine: &mut Vec<String>) -> bool {
+    let mut reported = false;
+    if let Some(c) = p.cached_tokens {
+        reported = true;
+        let line = format!(
+            "probe after the clear: the engine reused {c} of {} tokens of the previous round's first prompt",
+            p.prompt_tokens
+        );
+        if is_stale(f64::from(c), f64::from(p.prompt_tokens)) {
+            failed.push(line);
+        } else {
+            fine.push(line);
+        }
+    }
+    if let (Some(h), Some(q)) = (p.counter_hits, p.counter_queries) {
+        reported = true;
+        let line =
+            format!("prefix-cache counters over the probe: {h:.0} hits of {q:.0} queried tokens");
+        if is_stale(h, q) {
+            failed.push(line);
+        } else {
+            fine.push(line);
+        }
+    }
+    if !p.error.is_empty() {
+        fine.push(p.error.clone());
+    }
+    reported
+}
+
+/// "round 1: 3 of 40 requests had ... : request 12 (2810 cached of 2871, at most 61
+/// shareable, TTFT 75 ms), ..." (the five largest).
+fn excess_line(excess: &[ExcessCached], judged: usize) -> String {
+    let mut worst: Vec<&ExcessCached> = excess.iter().collect();
+    worst.sort_by_key(|e| std::cmp::Reverse(e.cached_tokens.saturating_sub(e.shareable_tokens)));
+    let shown: Vec<String> = worst
+        .iter()
+        .take(5)
+        .map(|e| {
+            format!(
+                "request {} ({} of {} tokens cached, at most {} shareable, TTFT {})",
+                e.request_id,
+                e.cached_tokens,
+                e.prompt_tokens,
+                e.shareable_tokens,
+                e.ttft_ms.map_or("n/a".to_owned(), |t| format!("{t:.0} ms"))
+            )
+        })
+        .collect();
+    let more = if excess.len() > 5 {
+        format!(", and {} more", excess.len() - 5)
+    } else {
+        String::new()
+    };
+    format!(
+        "round 1: {} of {judged} requests had cached tokens beyond what they shared with prompts sent before them, so the cache was not cold: {}{more}",
+        excess.len(),
+        shown.join(", ")
+    )
+}
+
+/// Tokens per block assumed when rounding what a prompt could share (vLLM's default; an
+/// engine that caches per token shares no more).
+pub const SHARE_BLOCK_TOKENS: u32 = 16;
+
+/// How many of a round-1 request's prompt tokens an engine that was cold when the round
+/// began could have cached: the prefix it shared with prompts sent before it (the agent's
+/// count, scaled to the engine's tokenizer by the ratio of the two prompt counts), plus
+/// the chat template's tokens and the estimate's slack (one block and 5 % of the prompt),
+/// rounded up to a block. `None` when the agent did not say what it shared.
+pub fn shareable_tokens(r: &RequestRecord) -> Option<u32> {
+    let shared = f64::from(r.shared_prefix_tokens?);
+    let prompt = f64::from(r.input_tokens());
+    let scale = if r.prompt_tokens_client > 0 {
+        (prompt / f64::from(r.prompt_tokens_client)).clamp(0.25, 4.0)
+    } else {
+        1.0
+    };
+    let bound = shared * scale + f64::from(SHARE_BLOCK_TOKENS) + 0.05 * prompt;
+    let block = f64::from(SHARE_BLOCK_TOKENS);
+    Some(((bound / block).ceil() * block) as u32)
+}
+
+/// Cached tokens of a round-1 request beyond [`shareable_tokens`]: evidence of a cache
+/// that was not cold. `None` when the engine or the agent did not report what it takes.
+pub fn excess_cached_tokens(r: &RequestRecord) -> Option<u32> {
+    Some(r.cached_tokens?.saturating_sub(shareable_tokens(r)?))
+}
+
+/// A round-1 request that found more of its prompt cached than it could have shared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExcessCached {
+    pub request_id: u32,
+    pub cached_tokens: u32,
+    /// At most this much could have been cached on a cold engine.
+    pub shareable_tokens: u32,
+    pub prompt_tokens: u32,
+    pub ttft_ms: Option<f64>,
 }
 
 /// The whole `<slug>_stats_<ts>.json` file.
@@ -987,6 +1104,8 @@ mod tests {
             finish_reason: "length".into(),
             engine_ttft_ms: None,
             first_touch: false,
+            shared_prefix_tokens: None,
+            retried: false,
             outcome,
             error: String::new(),
             http_status: Some(200),

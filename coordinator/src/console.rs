@@ -186,6 +186,14 @@ impl<W: Write> Observer for Console<W> {
             }
             RunEvent::RoundStats { scenario, stats } => round_lines(w, scenario, stats),
             RunEvent::Verdict(i) => verdict(w, i),
+            RunEvent::Rerunning {
+                scenario,
+                excess_requests,
+            } => say!(
+                w,
+                "  Round 1 of {} was not a cold start ({excess_requests} requests found more cached than they could share): restarting the engine and running the scenario again",
+                scenario.name
+            ),
             RunEvent::Comparison(c) => {
                 say!(
                     w,

@@ -70,6 +70,13 @@ pub enum RunEvent<'a> {
     },
     /// Round 1 was judged cold or not.
     Verdict(&'a IsolationInfo),
+    /// Round 1 was not cold under `clear_or_restart`: the engine is restarted and the
+    /// scenario runs again from round 1 (once).
+    Rerunning {
+        scenario: &'a Scenario,
+        /// Round-1 requests that found more cached than they could share.
+        excess_requests: usize,
+    },
     Comparison(&'a Comparison),
     /// Something went wrong that does not stop the run but must be seen.
     Problem(String),

@@ -26,6 +26,9 @@ pub fn none_before_first(plan: &Plan) -> IsolationInfo {
         verdict: Verdict::None,
         evidence: Vec::new(),
         probe: None,
+        excess: Vec::new(),
+        fallback_probe: None,
+        rerun_after: None,
     }
 }
 
@@ -34,6 +37,8 @@ struct Step {
     status: IsolationStatus,
     detail: String,
     probe: Option<ColdProbe>,
+    /// The clear's cold check that made `clear_or_restart` restart instead.
+    fallback_probe: Option<ColdProbe>,
 }
 
 /// Runs the plan's isolation policy through the agent, then waits. Never fails the plan:
@@ -59,6 +64,7 @@ pub async fn isolate(
                 status: IsolationStatus::Skipped,
                 detail: format!("isolation is {}", plan.isolation.label()),
                 probe: None,
+                fallback_probe: None,
             }
         }
     };
@@ -82,6 +88,31 @@ pub async fn isolate(
         verdict: Verdict::None,
         evidence: Vec::new(),
         probe: step.probe,
+        excess: Vec::new(),
+        fallback_probe: step.fallback_probe,
+        rerun_after: None,
+    }
+}
+
+/// Restarts the engine so that a scenario whose round 1 was not cold can run again
+/// (`clear_or_restart`); what it did, to be judged after the new round 1.
+pub async fn restart_for_rerun(
+    plan: &Plan,
+    agent: &AgentClient,
+    obs: &mut dyn Observer,
+) -> IsolationInfo {
+    let step = restart(agent, obs).await;
+    IsolationInfo {
+        policy: plan.isolation,
+        status: step.status,
+        detail: step.detail,
+        wait_s: 0.0,
+        verdict: Verdict::None,
+        evidence: Vec::new(),
+        probe: None,
+        excess: Vec::new(),
+        fallback_probe: None,
+        rerun_after: None,
     }
 }
 
@@ -100,6 +131,7 @@ async fn clear(agent: &AgentClient, obs: &mut dyn Observer) -> Step {
                 },
                 detail: r.detail,
                 probe: r.probe,
+                fallback_probe: None,
             }
         }
         Err(e) => {
@@ -111,6 +143,7 @@ async fn clear(agent: &AgentClient, obs: &mut dyn Observer) -> Step {
                 status: IsolationStatus::Failed,
                 detail: e.to_string(),
                 probe: None,
+                fallback_probe: None,
             }
         }
     }
@@ -137,6 +170,7 @@ async fn restart(agent: &AgentClient, obs: &mut dyn Observer) -> Step {
         status,
         detail,
         probe: None,
+        fallback_probe: None,
     }
 }
 
@@ -148,7 +182,7 @@ fn restart_step(r: &RestartOutcome) -> (IsolationStatus, String) {
 }
 
 /// Clears; restarts when the clear failed or its cold check found a warm cache. The
-/// probe that triggered the restart stays in the detail.
+/// probe that triggered the restart is kept (`fallback_probe`).
 async fn clear_or_restart(agent: &AgentClient, obs: &mut dyn Observer) -> Step {
     let cleared = clear(agent, obs).await;
     let stale = cleared.probe.as_ref().is_some_and(ColdProbe::is_stale);
@@ -164,5 +198,6 @@ async fn clear_or_restart(agent: &AgentClient, obs: &mut dyn Observer) -> Step {
             cleared.detail, restarted.detail
         ),
         probe: None,
+        fallback_probe: cleared.probe,
     }
 }

@@ -91,6 +91,14 @@ pub fn to_json(event: &RunEvent<'_>) -> Value {
             json!({"event": "round_stats", "scenario": scenario.name, "stats": stats})
         }
         RunEvent::Verdict(i) => json!({"event": "verdict", "isolation": i}),
+        RunEvent::Rerunning {
+            scenario,
+            excess_requests,
+        } => json!({
+            "event": "rerunning",
+            "scenario": scenario.name,
+            "excess_requests": excess_requests,
+        }),
         RunEvent::Comparison(c) => json!({"event": "comparison", "comparison": c}),
         RunEvent::Problem(p) => json!({"event": "problem", "message": p}),
         RunEvent::ScenarioFinished { outcome, took_s } => json!({

@@ -36,6 +36,10 @@ struct ResultsFile<'a> {
     kvbench_version: &'a str,
     scenario: &'a ScenarioInfo,
     records: &'a [RequestRecord],
+    /// Round 1 of an attempt set aside because it was not cold (see the stats'
+    /// `isolation.rerun_after`).
+    #[serde(skip_serializing_if = "<[RequestRecord]>::is_empty")]
+    discarded_records: &'a [RequestRecord],
 }
 
 /// Writes the stats and results files.
@@ -43,6 +47,7 @@ pub fn write_scenario(
     files: &ScenarioFiles,
     stats: &ScenarioStats,
     records: &[RequestRecord],
+    discarded_records: &[RequestRecord],
 ) -> anyhow::Result<()> {
     write_json(&files.stats, stats)?;
     write_json(
@@ -51,6 +56,7 @@ pub fn write_scenario(
             kvbench_version: env!("CARGO_PKG_VERSION"),
             scenario: &stats.scenario,
             records,
+            discarded_records,
         },
     )
 }

@@ -8,10 +8,11 @@ use std::time::{Instant, SystemTime};
 
 use kvbench_common::agent::{RoundRequest, RoundRequests};
 use kvbench_common::dataset::Dataset;
-use kvbench_common::plan::{Plan, Scenario};
+use kvbench_common::plan::{IsolationPolicy, Plan, Scenario};
 use kvbench_common::record::{Outcome, RequestRecord};
 use kvbench_common::stats::{
-    Comparison, IsolationInfo, RoundInput, RoundStats, ScenarioInfo, ScenarioStats, ScenarioStatus,
+    Comparison, DiscardedAttempt, IsolationInfo, RoundInput, RoundStats, ScenarioInfo,
+    ScenarioStats, ScenarioStatus,
 };
 use kvbench_common::util::{rfc3339_utc, timestamp_utc};
 use tokio_util::sync::CancellationToken;
@@ -44,6 +45,8 @@ struct Progress {
     status: Option<ScenarioStatus>,
     error: Option<String>,
     telemetry_written: bool,
+    /// Round 1 of an attempt that was not cold (`clear_or_restart` ran the scenario again).
+    discarded: Vec<RequestRecord>,
 }
 
 impl Session<'_> {
@@ -62,11 +65,18 @@ impl Session<'_> {
             &timestamp_utc(SystemTime::now()),
         );
         let mut p = Progress::default();
-        for round in 1..=self.scenario.rounds {
+        let mut round = 0;
+        while round < self.scenario.rounds {
+            round += 1;
             let (st, error) = self.round(round, &files, &mut p, obs).await;
             if round == 1 {
                 isolation = isolation.judge(&p.records);
                 obs.on(&RunEvent::Verdict(&isolation));
+                if error.is_none() && self.should_rerun(&isolation) {
+                    isolation = self.rerun(isolation, st, &mut p, obs).await;
+                    round = 0;
+                    continue;
+                }
             }
             if let Some(st) = st {
                 p.rounds.push(st);
@@ -105,15 +115,47 @@ impl Session<'_> {
             engine: engine_info(self.scenario, self.agent),
             agent: agent_info(self.agent),
             isolation,
-            rounds: p.rounds,
+            rounds: std::mem::take(&mut p.rounds),
             comparison,
         };
-        let outcome = finish(stats, &files, &p.records, p.telemetry_written);
+        let outcome = finish(stats, &files, &p, p.telemetry_written);
         obs.on(&RunEvent::ScenarioFinished {
             outcome: &outcome,
             took_s: started.elapsed().as_secs_f64(),
         });
         outcome
+    }
+
+    /// `clear_or_restart`, round 1 found more cached than it could share, the run goes on
+    /// and this is the first attempt.
+    fn should_rerun(&self, isolation: &IsolationInfo) -> bool {
+        self.plan.isolation == IsolationPolicy::ClearOrRestart
+            && !isolation.excess.is_empty()
+            && isolation.rerun_after.is_none()
+            && !self.cancel.is_cancelled()
+    }
+
+    /// Sets the attempt aside (its round 1 and records are kept), restarts the engine and
+    /// returns the new attempt's isolation.
+    async fn rerun(
+        &self,
+        failed: IsolationInfo,
+        round1: Option<RoundStats>,
+        p: &mut Progress,
+        obs: &mut dyn Observer,
+    ) -> IsolationInfo {
+        obs.on(&RunEvent::Rerunning {
+            scenario: self.scenario,
+            excess_requests: failed.excess.len(),
+        });
+        let mut fresh = crate::isolation::restart_for_rerun(self.plan, self.agent, obs).await;
+        fresh.rerun_after = Some(Box::new(DiscardedAttempt {
+            isolation: failed,
+            round1,
+        }));
+        p.discarded = std::mem::take(&mut p.records);
+        p.complete.clear();
+        fresh
     }
 
     /// `degraded` when some round failed more requests than the plan allows.
@@ -237,10 +279,11 @@ impl Session<'_> {
 fn finish(
     mut stats: ScenarioStats,
     files: &ScenarioFiles,
-    records: &[RequestRecord],
+    p: &Progress,
     telemetry_written: bool,
 ) -> ScenarioOutcome {
-    let written = results::write_scenario(files, &stats, records);
+    let records = &p.records;
+    let written = results::write_scenario(files, &stats, records, &p.discarded);
     let write_error = written.as_ref().err().map(|e| format!("{e:#}"));
     if let Some(e) = &write_error {
         stats.status = ScenarioStatus::Failed;

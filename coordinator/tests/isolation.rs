@@ -100,7 +100,7 @@ async fn a_lying_reset_is_caught_with_evidence() {
     assert_eq!(iso.verdict.to_string(), "failed");
     let evidence = iso.evidence.join(" | ");
     assert!(
-        evidence.contains("of first-touch prompt tokens were cached"),
+        evidence.contains("4 of 4 requests had cached tokens beyond what they shared"),
         "{evidence}"
     );
     assert!(
@@ -114,11 +114,12 @@ async fn without_clearing_round_one_hits_the_previous_scenario() {
     let (first, ratio, iso) = second_round_one(false, SimConfig::default()).await;
     assert_eq!(
         (iso.status.label(), iso.verdict.label()),
-        ("skipped", "none")
+        ("skipped", "failed"),
+        "nothing cleared, and round 1 shows it"
     );
     let evidence = iso.evidence.join(" | ");
     assert!(
-        evidence.contains("of first-touch prompt tokens were cached"),
+        evidence.contains("4 of 4 requests had cached tokens beyond what they shared"),
         "{evidence}"
     );
     assert!(

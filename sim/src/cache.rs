@@ -37,6 +37,8 @@ pub struct PrefixCache {
     block_size: usize,
     capacity: usize,
     blocks: HashMap<u64, Block>,
+    /// Evicted since the last `take_evicted` (a host tier may keep them).
+    evicted: Vec<u64>,
     /// Blocks held by no request, oldest first: the eviction order.
     free: BTreeMap<u64, u64>,
     tick: u64,
@@ -49,6 +51,7 @@ impl PrefixCache {
             block_size: block_size.max(1),
             capacity,
             blocks: HashMap::new(),
+            evicted: Vec::new(),
             free: BTreeMap::new(),
             tick: 0,
             held: 0,
@@ -129,6 +132,7 @@ impl PrefixCache {
                     break;
                 };
                 self.blocks.remove(&victim);
+                self.evicted.push(victim);
             }
             self.blocks.insert(*h, Block { refs: 1, tick: 0 });
             self.held += 1;
@@ -154,6 +158,11 @@ impl PrefixCache {
                 }
             }
         }
+    }
+
+    /// The blocks evicted since the last call, oldest first.
+    pub fn take_evicted(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.evicted)
     }
 
     /// Drops every cached block, as vLLM's `/reset_prefix_cache` does. Refused (returns

@@ -86,6 +86,9 @@ pub struct EngineCounters {
 #[derive(Debug)]
 struct State {
     cache: PrefixCache,
+    /// `--host-prompt-cache`: hashes of blocks evicted from the cache into host memory,
+    /// which a reset does not clear.
+    host: std::collections::HashSet<u64>,
     counters: EngineCounters,
 }
 
@@ -107,6 +110,7 @@ impl Engine {
             config,
             state: Mutex::new(State {
                 cache,
+                host: std::collections::HashSet::new(),
                 counters: EngineCounters::default(),
             }),
             slots,
@@ -201,7 +205,19 @@ impl Engine {
         } else {
             s.cache.lookup_and_hold(&hashes, tokens.len())
         };
-        let cached_tokens = (hits * self.config.block_size) as u32;
+        // The host tier keeps whole prompts: a block found there (its hash covers every
+        // block before it) restores the prompt up to it, counted as cached though not held.
+        let restored = if self.config.host_prompt_cache {
+            let max = tokens.len().saturating_sub(1) / self.config.block_size;
+            hashes
+                .iter()
+                .take(max)
+                .rposition(|h| s.host.contains(h))
+                .map_or(0, |i| (i + 1).saturating_sub(hits))
+        } else {
+            0
+        };
+        let cached_tokens = ((hits + restored) * self.config.block_size) as u32;
         s.counters.prefix_cache_queries += tokens.len() as u64;
         s.counters.prefix_cache_hits += u64::from(cached_tokens);
         s.counters.prompt_tokens += tokens.len() as u64;
@@ -282,6 +298,10 @@ impl Running {
             let mut s = self.engine.lock();
             let n = s.cache.insert_and_hold(&self.hashes[self.held..]);
             self.held += n;
+            let evicted = s.cache.take_evicted();
+            if self.engine.config.host_prompt_cache {
+                s.host.extend(evicted);
+            }
         }
     }
 

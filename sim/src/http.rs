@@ -55,10 +55,33 @@ pub async fn serve(
         let engine = engine.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(engine.clone(), req));
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+            // `--close-after-stream`: set when a streamed response's body has ended.
+            let ended = engine
+                .config
+                .close_after_stream
+                .then(|| Arc::new(StreamEnded::default()));
+            let io = Gate {
+                inner: stream,
+                ended: ended.clone(),
+            };
+            let on_end = ended.clone();
+            let svc = service_fn(move |req| handle(engine.clone(), req, on_end.clone()));
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(io), svc);
+            tokio::pin!(conn);
+            let ended = async {
+                match &ended {
+                    Some(e) => e.notify.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                r = conn => if let Err(e) = r { tracing::debug!(error = %e, "connection ended") },
+                r = conn.as_mut() => if let Err(e) = r { tracing::debug!(error = %e, "connection ended") },
+                // The response's last bytes go out; no new request is read; then the
+                // connection closes, though its headers promised keep-alive (a request the
+                // client wrote meanwhile dies unanswered, as with llama.cpp's server).
+                _ = ended => {
+                    let _ = tokio::time::timeout(CLOSE_DELAY, conn.as_mut()).await;
+                }
                 _ = shutdown.cancelled() => {}
             }
         });
@@ -88,7 +111,81 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
     )
 }
 
-async fn handle(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+/// How long a `--close-after-stream` connection lingers after its response, reading nothing.
+const CLOSE_DELAY: Duration = Duration::from_millis(20);
+
+/// A connection's streamed response ended (`--close-after-stream`).
+#[derive(Debug, Default)]
+struct StreamEnded {
+    ended: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+/// The connection's socket, which stops reading once a streamed response ended.
+struct Gate {
+    inner: tokio::net::TcpStream,
+    ended: Option<Arc<StreamEnded>>,
+}
+
+impl tokio::io::AsyncRead for Gate {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self
+            .ended
+            .as_ref()
+            .is_some_and(|e| e.ended.load(Ordering::Acquire))
+        {
+            // Never woken: the connection is dropped after CLOSE_DELAY.
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Gate {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+async fn handle(
+    engine: Arc<Engine>,
+    req: Request<Incoming>,
+    close: Option<Arc<StreamEnded>>,
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     Ok(match (req.method().clone(), path.as_str()) {
         (Method::GET, "/health") => full(StatusCode::OK, "text/plain", ""),
@@ -108,8 +205,8 @@ async fn handle(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Response<
             let ok = engine.reset_prefix_cache();
             json_response(StatusCode::OK, &json!({"success": ok}))
         }
-        (Method::POST, "/v1/chat/completions") => generate(engine, req, true).await,
-        (Method::POST, "/v1/completions") => generate(engine, req, false).await,
+        (Method::POST, "/v1/chat/completions") => generate(engine, req, true, close).await,
+        (Method::POST, "/v1/completions") => generate(engine, req, false, close).await,
         (_, p) => error(StatusCode::NOT_FOUND, &format!("no route {p}")),
     })
 }
@@ -209,7 +306,12 @@ fn now_s() -> u64 {
         .unwrap_or(0)
 }
 
-async fn generate(engine: Arc<Engine>, req: Request<Incoming>, chat: bool) -> Response<Body> {
+async fn generate(
+    engine: Arc<Engine>,
+    req: Request<Incoming>,
+    chat: bool,
+    close: Option<Arc<StreamEnded>>,
+) -> Response<Body> {
     let received = tokio::time::Instant::now();
     let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
         .collect()
@@ -249,7 +351,24 @@ async fn generate(engine: Arc<Engine>, req: Request<Incoming>, chat: bool) -> Re
     if g.stream {
         let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BodyError>>(16);
         tokio::spawn(stream_tokens(engine, g, id, tx, received, fault));
-        let mut r = Response::new(StreamBody::new(ReceiverStream::new(rx)).boxed());
+        let frames = ReceiverStream::new(rx);
+        let mut r = match close {
+            None => Response::new(StreamBody::new(frames).boxed()),
+            Some(close) => {
+                // Past the last frame: the connection stops reading and closes.
+                let at_end = tokio_stream::iter(std::iter::from_fn(move || {
+                    close.ended.store(true, Ordering::Release);
+                    close.notify.notify_one();
+                    None
+                }));
+                let mut r = Response::new(
+                    StreamBody::new(tokio_stream::StreamExt::chain(frames, at_end)).boxed(),
+                );
+                r.headers_mut()
+                    .insert("keep-alive", HeaderValue::from_static("timeout=5, max=100"));
+                r
+            }
+        };
         r.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         r

@@ -96,6 +96,16 @@ pub struct SimConfig {
     /// engine that refuses to clear, to test that kvbench restarts it).
     #[arg(long)]
     pub refusing_reset: bool,
+    /// Keep blocks evicted from the cache in host memory, restored when a prompt needs them
+    /// again, and not cleared by `/reset_prefix_cache`, as llama.cpp's `--cache-ram` keeps
+    /// prompts pushed out of a slot: a reset then gives a cache that is cold for the latest
+    /// prompts (the cold check's probe) but not for older ones.
+    #[arg(long)]
+    pub host_prompt_cache: bool,
+    /// Close the connection after each streamed response while advertising keep-alive
+    /// (`Keep-Alive: timeout=5, max=100`), as llama.cpp's server does.
+    #[arg(long)]
+    pub close_after_stream: bool,
     /// Seed of the fault draw (which request gets which fault is a function of the seed and
     /// the request's arrival order).
     #[arg(long, default_value_t = 0)]
@@ -171,6 +181,8 @@ impl Default for SimConfig {
             fault_seed: 0,
             lying_reset: false,
             refusing_reset: false,
+            host_prompt_cache: false,
+            close_after_stream: false,
         }
     }
 }
