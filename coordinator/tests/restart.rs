@@ -117,64 +117,17 @@ async fn an_engine_that_never_comes_back_is_a_restart_timeout() {
 /// Two scenarios under `isolation: clear_or_restart` on a kvbench-sim process started with
 /// `sim_flag`, whose agent restarts it through a configured argv; the second scenario.
 async fn clear_or_restart_on(sim_flag: &str) -> kvbench_coordinator::runner::ScenarioOutcome {
-    use std::collections::BTreeMap;
-
-    use kvbench_common::plan::Endpoint;
-    use kvbench_coordinator::agent_client::AgentClient;
-
-    let dir = common::TempDir::new("clear-or-restart");
-    let pidfile = dir.path().join("sim.pid");
-    let port = free_port();
-    let (start, restart_cmd) = sim_scripts(port, sim_flag, &pidfile);
-    let (handle, _) = agent_with(
-        port,
-        Restart {
-            systemd_unit: None,
-            argv: Some(vec!["sh".into(), "-c".into(), restart_cmd]),
-            model: None,
-            timeout_s: Some(30.0),
-        },
-    )
-    .await;
-    // The engine's first start.
-    let started = std::process::Command::new("sh")
-        .args(["-c", &start])
-        .status()
-        .expect("sh");
-    assert!(started.success());
-    let url = format!("http://127.0.0.1:{port}");
-    dir.write(
+    let sim = SimProcess::start(sim_flag).await;
+    sim.dir.write(
         "docs.yaml",
-        &format!("endpoint: {url}\nnum_requests: 4\noutput_tokens: 4\nworkload:\n  documents: 4\n  document_tokens: 600\n"),
+        &format!("endpoint: {}\nnum_requests: 4\noutput_tokens: 4\nworkload:\n  documents: 4\n  document_tokens: 600\n", sim.url),
     );
-    let plan = common::load(&dir.write(
+    let plan = common::load(&sim.dir.write(
         "plan.yaml",
         "output_dir: out\nisolation: clear_or_restart\nwait_between_scenarios: 0\ntest_scenarios:\n  - {name: one, config_file: docs.yaml, scenario: long_context_high_reuse, rounds: 1}\n  - {name: two, config_file: docs.yaml, scenario: long_context_high_reuse, rounds: 1}\n",
     ));
-    let mut agents = BTreeMap::new();
-    let mut ready = false;
-    for _ in 0..100 {
-        if kvbench_agent::metrics::scrape(
-            &kvbench_agent::client::http_client(),
-            &format!("{url}/metrics"),
-        )
-        .await
-        .is_some()
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(ready, "the sim came up");
-    agents.insert(
-        Endpoint::Url(url.clone()),
-        AgentClient::connect(&handle.url()).await.expect("agent"),
-    );
-    let summary = common::run_with_agents(&plan, &agents).await;
-    let pid = std::fs::read_to_string(&pidfile).unwrap_or_default();
-    let _ = std::process::Command::new("kill").arg(pid.trim()).status();
-    handle.stop().await;
+    let summary = common::run_with_agents(&plan, &sim.agents().await).await;
+    sim.stop().await;
     assert_eq!(summary.failed(), 0);
     summary.scenarios.into_iter().nth(1).expect("two scenarios")
 }
@@ -262,4 +215,130 @@ fn clear_or_restart_restarts_an_engine_that_refuses_to_clear() {
     let v = common::read_json(&stats);
     assert_eq!(v["isolation"]["status"], "restarted", "{}", v["isolation"]);
     assert_eq!(v["isolation"]["verdict"], "verified");
+}
+
+/// A kvbench-sim process started with `flags`, and an agent that restarts it through a
+/// configured argv; stopped on drop.
+struct SimProcess {
+    dir: common::TempDir,
+    pidfile: std::path::PathBuf,
+    url: String,
+    agent: Option<kvbench_agent::AgentHandle>,
+}
+
+impl SimProcess {
+    async fn start(flags: &str) -> SimProcess {
+        let dir = common::TempDir::new("sim-process");
+        let pidfile = dir.path().join("sim.pid");
+        let port = free_port();
+        let (start, restart_cmd) = sim_scripts(port, flags, &pidfile);
+        let (handle, _) = agent_with(
+            port,
+            Restart {
+                systemd_unit: None,
+                argv: Some(vec!["sh".into(), "-c".into(), restart_cmd]),
+                model: None,
+                timeout_s: Some(30.0),
+            },
+        )
+        .await;
+        let started = std::process::Command::new("sh")
+            .args(["-c", &start])
+            .status()
+            .expect("sh");
+        assert!(started.success());
+        let url = format!("http://127.0.0.1:{port}");
+        let client = kvbench_agent::client::http_client();
+        let mut ready = false;
+        for _ in 0..100 {
+            if kvbench_agent::metrics::scrape(&client, &format!("{url}/metrics"))
+                .await
+                .is_some()
+            {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(ready, "the sim came up");
+        SimProcess {
+            dir,
+            pidfile,
+            url,
+            agent: Some(handle),
+        }
+    }
+
+    async fn agents(
+        &self,
+    ) -> std::collections::BTreeMap<
+        kvbench_common::plan::Endpoint,
+        kvbench_coordinator::agent_client::AgentClient,
+    > {
+        let url = self.agent.as_ref().expect("agent").url();
+        std::collections::BTreeMap::from([(
+            kvbench_common::plan::Endpoint::Url(self.url.clone()),
+            kvbench_coordinator::agent_client::AgentClient::connect(&url)
+                .await
+                .expect("agent"),
+        )])
+    }
+
+    async fn stop(mut self) {
+        if let Some(a) = self.agent.take() {
+            a.stop().await;
+        }
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let pid = std::fs::read_to_string(&self.pidfile).unwrap_or_default();
+        let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+    }
+}
+
+/// Under `clear_or_restart`, a round 1 that finds more cached than it could share (here:
+/// the plan run a second time against the same engine, whose first scenario has no
+/// isolation step) makes the agent restart the engine and the scenario run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_or_restart_reruns_a_scenario_whose_round_1_was_not_cold() {
+    let sim = SimProcess::start("").await;
+    sim.dir.write(
+        "docs.yaml",
+        &format!("endpoint: {}\nnum_requests: 4\noutput_tokens: 4\nworkload:\n  documents: 4\n  document_tokens: 600\n", sim.url),
+    );
+    let plan = common::load(&sim.dir.write(
+        "plan.yaml",
+        "output_dir: out\nisolation: clear_or_restart\nwait_between_scenarios: 0\ntest_scenarios:\n  - {name: docs, config_file: docs.yaml, scenario: long_context_high_reuse, rounds: 2}\n",
+    ));
+    let agents = sim.agents().await;
+    let first = common::run_with_agents(&plan, &agents).await;
+    let second = common::run_with_agents(&plan, &agents).await;
+    assert!(first.scenarios[0].stats.isolation.rerun_after.is_none());
+    let s = &second.scenarios[0];
+    let iso = &s.stats.isolation;
+    let before = iso.rerun_after.as_ref().expect("the first attempt is kept");
+    assert_eq!(before.isolation.verdict.label(), "failed");
+    assert_eq!(before.isolation.excess.len(), 4, "{:?}", before.isolation);
+    assert!(before
+        .round1
+        .as_ref()
+        .is_some_and(|r| r.cache_hit_ratio > Some(0.9)));
+    assert_eq!(iso.status.label(), "restarted", "{}", iso.detail);
+    assert_eq!(iso.verdict.label(), "verified", "{:?}", iso.evidence);
+    assert!(
+        iso.evidence
+            .iter()
+            .any(|e| e.contains("ran again after an engine restart")),
+        "{:?}",
+        iso.evidence
+    );
+    assert_eq!(s.stats.rounds.len(), 2);
+    assert!(s.stats.rounds[0].cache_hit_ratio < Some(0.1));
+    let res = common::read_json(s.results_path.as_ref().expect("results"));
+    assert_eq!(res["discarded_records"].as_array().map(Vec::len), Some(4));
+    assert_eq!(res["records"].as_array().map(Vec::len), Some(8));
+    common::assert_stats_schema(&common::read_json(s.stats_path.as_ref().expect("stats")));
+    sim.stop().await;
 }
