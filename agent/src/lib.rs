@@ -11,6 +11,7 @@ pub mod config;
 pub mod gpu;
 pub mod health;
 pub mod http;
+pub mod identity;
 pub mod metrics;
 pub mod prefix;
 mod round;

@@ -108,8 +108,47 @@ impl AgentService {
 
 impl AgentService {
     /// Runs the configured restart command, then waits until `/health` is 200 and
-    /// `/v1/models` answers (listing the configured model, if one is named).
+    /// `/v1/models` answers (listing the configured model, if one is named), then checks
+    /// that the engine really restarted (see [`crate::identity`]).
     async fn restart(&self) -> Result<String, (RestartError, String)> {
+        let before = self.identity().await;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let health = crate::identity::watch_health(
+            self.client.clone(),
+            self.config.health_url.clone(),
+            stop.clone(),
+        );
+        let result = self.restart_and_wait(&health).await;
+        stop.cancel();
+        let done = result?;
+        let mut evidence = Vec::new();
+        if health.went_down.load(std::sync::atomic::Ordering::Relaxed) {
+            evidence.push("its health went down".to_owned());
+        }
+        evidence.extend(before.changes(&self.identity().await));
+        if evidence.is_empty() {
+            let pid = before.pid.map_or(String::new(), |p| {
+                format!(", the same process (pid {p}) listens on its port")
+            });
+            return Err((
+                RestartError::RestartUnverified,
+                format!("{done}, but nothing shows the engine restarted: its health never failed{pid}, its counters did not reset; the old engine may still be serving"),
+            ));
+        }
+        Ok(format!("{done}; restart verified: {}", evidence.join(", ")))
+    }
+
+    async fn identity(&self) -> crate::identity::Identity {
+        crate::identity::Identity::of(&self.client, &self.base_url, &self.config.metrics_url).await
+    }
+
+    /// The restart command, then the wait for health: `/v1/models` answers and `/health`
+    /// has been steady for 300 ms after the command (an engine still going down when it
+    /// first answers is not back).
+    async fn restart_and_wait(
+        &self,
+        health: &crate::identity::HealthWatch,
+    ) -> Result<String, (RestartError, String)> {
         let Some(r) = &self.config.restart else {
             return Err((
                 RestartError::NotConfigured,
@@ -138,6 +177,9 @@ impl AgentService {
                 format!("{} exited with {status}", cmd.join(" ")),
             ));
         }
+        health
+            .up_streak
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         let timeout = Duration::from_secs_f64(r.timeout_s.unwrap_or(600.0));
         let deadline = Instant::now() + timeout;
         let mut last = String::from("no answer yet");
@@ -146,10 +188,13 @@ impl AgentService {
                 .ready(r.model.as_deref().or(self.config.model.as_deref()))
                 .await
             {
-                Ok(()) => return Ok(format!("{} done; the engine is healthy", cmd.join(" "))),
+                Ok(()) if health.steady(3) => {
+                    return Ok(format!("{} done; the engine is healthy", cmd.join(" ")))
+                }
+                Ok(()) => last = "healthy, not yet for 300 ms".into(),
                 Err(e) => last = e,
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Err((
             RestartError::RestartTimeout,

@@ -188,13 +188,17 @@ pub enum RestartError {
     CommandFailed,
     /// The engine was not healthy within the configured time.
     RestartTimeout,
+    /// The command ran and the engine is healthy, but nothing shows it restarted: its
+    /// health never failed, the same process listens on its port, its counters went on.
+    RestartUnverified,
 }
 
 impl RestartError {
-    pub const ALL: [RestartError; 3] = [
+    pub const ALL: [RestartError; 4] = [
         RestartError::NotConfigured,
         RestartError::CommandFailed,
         RestartError::RestartTimeout,
+        RestartError::RestartUnverified,
     ];
 
     pub fn label(self) -> &'static str {
@@ -202,11 +206,20 @@ impl RestartError {
             RestartError::NotConfigured => "not_configured",
             RestartError::CommandFailed => "command_failed",
             RestartError::RestartTimeout => "restart_timeout",
+            RestartError::RestartUnverified => "restart_unverified",
         }
     }
 
     pub fn from_label(s: &str) -> Option<RestartError> {
         Self::ALL.into_iter().find(|e| e.label() == s)
+    }
+
+    /// The engine may be down after it: nothing should be sent to it.
+    pub fn engine_may_be_down(self) -> bool {
+        matches!(
+            self,
+            RestartError::CommandFailed | RestartError::RestartTimeout
+        )
     }
 }
 

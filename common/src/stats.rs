@@ -849,6 +849,9 @@ pub struct IsolationInfo {
     /// [`judge`]: IsolationInfo::judge
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excess: Vec<ExcessCached>,
+    /// Why the restart failed, when this isolation restarted the engine and it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_error: Option<crate::agent::RestartError>,
     /// With `clear_or_restart`: the clear's cold check that found a warm cache, so that the
     /// engine was restarted instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -936,10 +939,13 @@ impl IsolationInfo {
             IsolationStatus::None | IsolationStatus::Skipped => {
                 (Verdict::None, [failed, fine].concat())
             }
-            IsolationStatus::Failed => (
-                Verdict::Failed,
-                [vec![format!("the clear failed: {}", self.detail)], failed].concat(),
-            ),
+            IsolationStatus::Failed => {
+                let what = match self.restart_error {
+                    Some(e) => format!("the restart failed ({e}): {}", self.detail),
+                    None => format!("the clear failed: {}", self.detail),
+                };
+                (Verdict::Failed, [vec![what], failed].concat())
+            }
             _ if !failed.is_empty() => (Verdict::Failed, failed),
             _ if !reported => (
                 Verdict::Unverified,

@@ -8,45 +8,66 @@ use serde::{Deserialize, Serialize};
 /// agent's scraper keeps ([`engine_metric::ALL`]) and the summaries read. Where engines
 /// name a meaning differently, the first name a sample carries counts.
 pub mod engine_metric {
+    /// Prompt tokens looked up in the prefix cache. llama.cpp has no such counter: there
+    /// it is cached + processed ([`PROMPT_TOKENS_PROCESSED`]).
     pub const PREFIX_CACHE_QUERIES: &[&str] = &["vllm:prefix_cache_queries_total"];
-    pub const PREFIX_CACHE_HITS: &[&str] = &["vllm:prefix_cache_hits_total"];
+    /// Prompt tokens found in the prefix cache.
+    pub const PREFIX_CACHE_HITS: &[&str] = &[
+        "vllm:prefix_cache_hits_total",
+        "llamacpp:prompt_tokens_cached_total",
+    ];
     pub const EXTERNAL_PREFIX_CACHE_QUERIES: &[&str] =
         &["vllm:external_prefix_cache_queries_total"];
     pub const EXTERNAL_PREFIX_CACHE_HITS: &[&str] = &["vllm:external_prefix_cache_hits_total"];
+    /// Every prompt token of the requests (cached or not).
     pub const PROMPT_TOKENS: &[&str] = &["vllm:prompt_tokens_total"];
-    pub const GENERATION_TOKENS: &[&str] = &["vllm:generation_tokens_total"];
+    /// Prompt tokens computed, cached ones excluded (llama.cpp's `prompt_tokens_total`).
+    pub const PROMPT_TOKENS_PROCESSED: &[&str] = &["llamacpp:prompt_tokens_total"];
+    pub const GENERATION_TOKENS: &[&str] = &[
+        "vllm:generation_tokens_total",
+        "llamacpp:tokens_predicted_total",
+    ];
     pub const PREEMPTIONS: &[&str] = &["vllm:num_preemptions_total"];
     pub const REQUESTS_RUNNING: &[&str] = &[
         "vllm:num_requests_running",
         "sglang:num_running_reqs",
         "llamacpp:requests_processing",
     ];
-    pub const REQUESTS_WAITING: &[&str] = &["vllm:num_requests_waiting", "sglang:num_queue_reqs"];
-    /// `vllm:gpu_cache_usage_perc` is the older name of `kv_cache_usage_perc`.
+    pub const REQUESTS_WAITING: &[&str] = &[
+        "vllm:num_requests_waiting",
+        "sglang:num_queue_reqs",
+        "llamacpp:requests_deferred",
+    ];
+    /// `vllm:gpu_cache_usage_perc` is the older name of `kv_cache_usage_perc`; llama.cpp
+    /// exports no KV usage.
     pub const KV_CACHE_USAGE: &[&str] = &[
         "vllm:kv_cache_usage_perc",
         "vllm:gpu_cache_usage_perc",
         "sglang:token_usage",
-        "llamacpp:kv_cache_usage_ratio",
     ];
 
-    /// Every family above: what the agent keeps of a scrape (summed over label sets).
-    pub const ALL: [&[&str]; 10] = [
-        PREFIX_CACHE_QUERIES,
-        PREFIX_CACHE_HITS,
-        EXTERNAL_PREFIX_CACHE_QUERIES,
-        EXTERNAL_PREFIX_CACHE_HITS,
-        PROMPT_TOKENS,
-        GENERATION_TOKENS,
-        PREEMPTIONS,
-        REQUESTS_RUNNING,
-        REQUESTS_WAITING,
-        KV_CACHE_USAGE,
+    /// Every family above, with what it means (the README's table is checked against
+    /// it): what the agent keeps of a scrape (summed over label sets).
+    pub const ALL: [(&str, &[&str]); 11] = [
+        ("prefix_cache_queries", PREFIX_CACHE_QUERIES),
+        ("prefix_cache_hits", PREFIX_CACHE_HITS),
+        (
+            "external_prefix_cache_queries",
+            EXTERNAL_PREFIX_CACHE_QUERIES,
+        ),
+        ("external_prefix_cache_hits", EXTERNAL_PREFIX_CACHE_HITS),
+        ("prompt_tokens", PROMPT_TOKENS),
+        ("prompt_tokens_processed", PROMPT_TOKENS_PROCESSED),
+        ("generation_tokens", GENERATION_TOKENS),
+        ("preemptions", PREEMPTIONS),
+        ("requests_running", REQUESTS_RUNNING),
+        ("requests_waiting", REQUESTS_WAITING),
+        ("kv_cache_usage", KV_CACHE_USAGE),
     ];
 
     /// Every name of [`ALL`], flat.
     pub fn names() -> Vec<&'static str> {
-        ALL.iter().flat_map(|n| n.iter().copied()).collect()
+        ALL.iter().flat_map(|(_, n)| n.iter().copied()).collect()
     }
 }
 
@@ -72,6 +93,19 @@ pub fn counter_delta(samples: &[&TelemetrySample], names: &[&str]) -> Option<f64
         }
     }
     total
+}
+
+/// Prompt tokens found in and looked up in the prefix cache over a round, each agent's
+/// delta summed: vLLM counts both; llama.cpp counts cached and processed tokens, whose sum
+/// is what was looked up. The one rule for both engine summaries.
+pub fn prefix_cache_counts(samples: &[&TelemetrySample]) -> (Option<f64>, Option<f64>) {
+    use engine_metric as m;
+    let hits = counter_delta(samples, m::PREFIX_CACHE_HITS);
+    let queries = counter_delta(samples, m::PREFIX_CACHE_QUERIES).or_else(|| {
+        let processed = counter_delta(samples, m::PROMPT_TOKENS_PROCESSED)?;
+        Some(processed + hits?)
+    });
+    (hits, queries)
 }
 
 /// `hits / queries` when both are known and something was queried.
@@ -187,8 +221,15 @@ impl EngineMetricsSummary {
                 .reduce(f64::max)
         };
         use engine_metric as m;
-        let queries = delta(m::PREFIX_CACHE_QUERIES);
-        let hits = delta(m::PREFIX_CACHE_HITS);
+        let (hits, queries) = prefix_cache_counts(&s);
+        // vLLM counts every prompt token; llama.cpp the processed ones, plus the cached.
+        let prompt_tokens = delta(m::PROMPT_TOKENS).or(queries.filter(|_| {
+            s.iter().any(|x| {
+                m::PROMPT_TOKENS_PROCESSED
+                    .iter()
+                    .any(|n| x.values.contains_key(*n))
+            })
+        }));
         Some(EngineMetricsSummary {
             samples: s.len() as u32,
             prefix_cache_queries: queries,
@@ -198,7 +239,7 @@ impl EngineMetricsSummary {
                 delta(m::EXTERNAL_PREFIX_CACHE_HITS),
                 delta(m::EXTERNAL_PREFIX_CACHE_QUERIES),
             ),
-            prompt_tokens: delta(m::PROMPT_TOKENS),
+            prompt_tokens,
             generation_tokens: delta(m::GENERATION_TOKENS),
             preemptions: delta(m::PREEMPTIONS),
             max_num_requests_running: max(m::REQUESTS_RUNNING),
@@ -665,10 +706,8 @@ impl EngineLoad {
             waiting.extend(gauge(engine_metric::REQUESTS_WAITING));
         }
         // The same counters and rule as `engine_metrics.prefix_cache_hit_rate`.
-        engine.prefix_cache_hit_ratio = ratio(
-            counter_delta(&all_engine, engine_metric::PREFIX_CACHE_HITS),
-            counter_delta(&all_engine, engine_metric::PREFIX_CACHE_QUERIES),
-        );
+        let (hits, queries) = prefix_cache_counts(&all_engine);
+        engine.prefix_cache_hit_ratio = ratio(hits, queries);
         engine.requests_running_mean = mean(&running);
         engine.requests_waiting_mean = mean(&waiting);
         (engine.samples > 0).then_some(engine)
@@ -749,6 +788,41 @@ mod tests {
             values: kv.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
             notes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn llama_cpp_counters_give_the_hit_ratio_waiting_and_predicted_tokens() {
+        let e = |t: f64, cached: f64, processed: f64, predicted: f64, deferred: f64| {
+            src(
+                "a",
+                "engine_metrics",
+                t,
+                &[
+                    ("llamacpp:prompt_tokens_cached_total", cached),
+                    ("llamacpp:prompt_tokens_total", processed),
+                    ("llamacpp:tokens_predicted_total", predicted),
+                    ("llamacpp:requests_processing", 1.0),
+                    ("llamacpp:requests_deferred", deferred),
+                ],
+            )
+        };
+        // Over the round: 2,700 tokens reused, 300 computed, 64 predicted.
+        let samples = [
+            e(0.0, 100.0, 1000.0, 10.0, 0.0),
+            e(500.0, 1500.0, 1200.0, 40.0, 2.0),
+            e(1000.0, 2800.0, 1300.0, 74.0, 0.0),
+        ];
+        let m = EngineMetricsSummary::of(&samples).expect("summary");
+        assert_eq!(m.prefix_cache_hits, Some(2700.0));
+        assert_eq!(m.prefix_cache_queries, Some(3000.0));
+        assert_eq!(m.prefix_cache_hit_rate, Some(0.9));
+        assert_eq!(m.prompt_tokens, Some(3000.0), "cached + processed");
+        assert_eq!(m.generation_tokens, Some(64.0));
+        assert_eq!(m.max_num_requests_waiting, Some(2.0));
+        let t = TelemetrySummary::of(&samples, 64).and_then(|t| t.engine);
+        let engine = t.expect("engine load");
+        assert_eq!(engine.prefix_cache_hit_ratio, Some(0.9));
+        assert_eq!(engine.requests_waiting_mean, Some(2.0));
     }
 
     #[test]

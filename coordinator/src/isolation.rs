@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use kvbench_common::agent::{ColdProbe, RestartOutcome};
+use kvbench_common::agent::{ColdProbe, RestartError, RestartOutcome};
 use kvbench_common::plan::{IsolationPolicy, Plan};
 use kvbench_common::stats::{IsolationInfo, IsolationStatus, Verdict};
 use tokio_util::sync::CancellationToken;
@@ -28,6 +28,7 @@ pub fn none_before_first(plan: &Plan) -> IsolationInfo {
         probe: None,
         excess: Vec::new(),
         fallback_probe: None,
+        restart_error: None,
         rerun_after: None,
     }
 }
@@ -39,6 +40,7 @@ struct Step {
     probe: Option<ColdProbe>,
     /// The clear's cold check that made `clear_or_restart` restart instead.
     fallback_probe: Option<ColdProbe>,
+    restart_error: Option<RestartError>,
 }
 
 /// Runs the plan's isolation policy through the agent, then waits. Never fails the plan:
@@ -65,6 +67,7 @@ pub async fn isolate(
                 detail: format!("isolation is {}", plan.isolation.label()),
                 probe: None,
                 fallback_probe: None,
+                restart_error: None,
             }
         }
     };
@@ -90,6 +93,7 @@ pub async fn isolate(
         probe: step.probe,
         excess: Vec::new(),
         fallback_probe: step.fallback_probe,
+        restart_error: step.restart_error,
         rerun_after: None,
     }
 }
@@ -112,6 +116,7 @@ pub async fn restart_for_rerun(
         probe: None,
         excess: Vec::new(),
         fallback_probe: None,
+        restart_error: step.restart_error,
         rerun_after: None,
     }
 }
@@ -132,6 +137,7 @@ async fn clear(agent: &AgentClient, obs: &mut dyn Observer) -> Step {
                 detail: r.detail,
                 probe: r.probe,
                 fallback_probe: None,
+                restart_error: None,
             }
         }
         Err(e) => {
@@ -144,6 +150,7 @@ async fn clear(agent: &AgentClient, obs: &mut dyn Observer) -> Step {
                 detail: e.to_string(),
                 probe: None,
                 fallback_probe: None,
+                restart_error: None,
             }
         }
     }
@@ -153,17 +160,18 @@ async fn restart(agent: &AgentClient, obs: &mut dyn Observer) -> Step {
     obs.on(&RunEvent::Restarting {
         agent: agent.name(),
     });
-    let (status, detail) = match agent.restart(REASON).await {
+    let (status, detail, restart_error) = match agent.restart(REASON).await {
         Ok(r) => {
             obs.on(&RunEvent::Restarted(&r));
-            restart_step(&r)
+            let (status, detail) = restart_step(&r);
+            (status, detail, r.error)
         }
         Err(e) => {
             obs.on(&RunEvent::AgentCallFailed {
                 what: "restart",
                 error: e.to_string(),
             });
-            (IsolationStatus::Failed, e.to_string())
+            (IsolationStatus::Failed, e.to_string(), None)
         }
     };
     Step {
@@ -171,6 +179,7 @@ async fn restart(agent: &AgentClient, obs: &mut dyn Observer) -> Step {
         detail,
         probe: None,
         fallback_probe: None,
+        restart_error,
     }
 }
 
@@ -199,5 +208,6 @@ async fn clear_or_restart(agent: &AgentClient, obs: &mut dyn Observer) -> Step {
         ),
         probe: None,
         fallback_probe: cleared.probe,
+        restart_error: restarted.restart_error,
     }
 }

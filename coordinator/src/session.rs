@@ -66,6 +66,15 @@ impl Session<'_> {
         );
         let mut p = Progress::default();
         let mut round = 0;
+        if let Some(e) = isolation.restart_error.filter(|e| e.engine_may_be_down()) {
+            // Nothing is sent to an engine that did not come back; the plan goes on.
+            p.status = Some(ScenarioStatus::Failed);
+            p.error = Some(format!(
+                "not run: the engine did not come back after the restart ({e}: {})",
+                isolation.detail
+            ));
+            round = self.scenario.rounds;
+        }
         while round < self.scenario.rounds {
             round += 1;
             let (st, error) = self.round(round, &files, &mut p, obs).await;

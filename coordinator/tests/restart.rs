@@ -228,17 +228,27 @@ struct SimProcess {
 
 impl SimProcess {
     async fn start(flags: &str) -> SimProcess {
+        SimProcess::start_with(flags, |restart_cmd, _| (restart_cmd.to_owned(), 30.0)).await
+    }
+
+    /// With the restart command (and its timeout) that `restart` makes of the usual
+    /// restart script and the pid file.
+    async fn start_with(
+        flags: &str,
+        restart: impl Fn(&str, &std::path::Path) -> (String, f64),
+    ) -> SimProcess {
         let dir = common::TempDir::new("sim-process");
         let pidfile = dir.path().join("sim.pid");
         let port = free_port();
         let (start, restart_cmd) = sim_scripts(port, flags, &pidfile);
+        let (restart_cmd, timeout_s) = restart(&restart_cmd, &pidfile);
         let (handle, _) = agent_with(
             port,
             Restart {
                 systemd_unit: None,
                 argv: Some(vec!["sh".into(), "-c".into(), restart_cmd]),
                 model: None,
-                timeout_s: Some(30.0),
+                timeout_s: Some(timeout_s),
             },
         )
         .await;
@@ -340,5 +350,91 @@ async fn clear_or_restart_reruns_a_scenario_whose_round_1_was_not_cold() {
     assert_eq!(res["discarded_records"].as_array().map(Vec::len), Some(4));
     assert_eq!(res["records"].as_array().map(Vec::len), Some(8));
     common::assert_stats_schema(&common::read_json(s.stats_path.as_ref().expect("stats")));
+    sim.stop().await;
+}
+
+/// A restart command that does nothing (the engine keeps serving) is not a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_that_does_nothing_is_unverified() {
+    let sim = SimProcess::start_with("", |_, _| ("true".to_owned(), 10.0)).await;
+    let agents = sim.agents().await;
+    let agent = agents.values().next().expect("agent");
+    let r = agent.restart("test").await.expect("rpc");
+    assert_eq!(
+        r.error,
+        Some(kvbench_common::agent::RestartError::RestartUnverified),
+        "{}",
+        r.detail
+    );
+    assert!(
+        r.detail.contains("nothing shows the engine restarted") && r.detail.contains("pid "),
+        "{}",
+        r.detail
+    );
+    // A real restart says what shows it.
+    let real = SimProcess::start("").await;
+    let agents = real.agents().await;
+    let r = agents
+        .values()
+        .next()
+        .expect("agent")
+        .restart("test")
+        .await
+        .expect("rpc");
+    assert!(r.succeeded(), "{}", r.detail);
+    assert!(
+        r.detail.contains("restart verified: its health went down"),
+        "{}",
+        r.detail
+    );
+    real.stop().await;
+    sim.stop().await;
+}
+
+/// A restart that kills the engine without starting it: the failure is reported where it
+/// happens, the following scenarios fail at once with the reason (nothing is sent to a dead
+/// engine), and the plan goes on to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_that_leaves_the_engine_dead_fails_the_next_scenarios_fast() {
+    let sim = SimProcess::start_with("", |_, pidfile| {
+        (format!("kill $(cat {})", pidfile.display()), 2.0)
+    })
+    .await;
+    sim.dir.write(
+        "c.yaml",
+        &format!(
+            "endpoint: {}\nnum_requests: 4\noutput_tokens: 4\nworkload:\n  prompt_tokens: 64\n",
+            sim.url
+        ),
+    );
+    let plan = common::load(&sim.dir.write(
+        "plan.yaml",
+        "output_dir: out\nisolation: restart\nwait_between_scenarios: 0\ntest_scenarios:\n  - {name: one, config_file: c.yaml, scenario: cold_start, rounds: 1}\n  - {name: two, config_file: c.yaml, scenario: cold_start, rounds: 1}\n  - {name: three, config_file: c.yaml, scenario: cold_start, rounds: 1}\n",
+    ));
+    let started = std::time::Instant::now();
+    let summary = common::run_with_agents(&plan, &sim.agents().await).await;
+    assert_eq!(summary.scenarios.len(), 3, "the plan went on");
+    assert!(summary.scenarios[0].succeeded());
+    for s in &summary.scenarios[1..] {
+        let error = s.stats.error.clone().unwrap_or_default();
+        assert_eq!(s.stats.status.label(), "failed");
+        // The second restart finds no process to kill: its command fails.
+        assert!(
+            error.contains(
+                "not run: the engine did not come back after the restart (restart_timeout"
+            ) || error.contains(
+                "not run: the engine did not come back after the restart (command_failed"
+            ),
+            "{error}"
+        );
+        assert_eq!(s.records, 0, "nothing was sent");
+        assert!(s
+            .stats
+            .isolation
+            .restart_error
+            .is_some_and(|e| e.engine_may_be_down()));
+        common::assert_stats_schema(&common::read_json(s.stats_path.as_ref().expect("stats")));
+    }
+    assert!(started.elapsed().as_secs() < 20, "{:?}", started.elapsed());
     sim.stop().await;
 }
