@@ -35,6 +35,11 @@ pub struct ClearStep {
     /// seed's Mooncake metadata-server call, which clears nothing that holds KV data).
     #[serde(default)]
     pub advisory: bool,
+    /// The URL that lists the engine's slots (llama.cpp's `GET /slots`, a JSON list of
+    /// objects with an `id`): the step runs once per slot, `{slot}` in its `url` replaced by
+    /// each slot's id.
+    #[serde(default)]
+    pub each_slot: Option<String>,
 }
 
 /// The seed's call, `POST {metadata_server_url}/clear`, made as configured: advisory,
@@ -51,6 +56,7 @@ pub fn mooncake_metadata_step(metadata_server_url: &str) -> ClearStep {
             "Mooncake's metadata server holds transfer-engine metadata, not KV data, and has no /clear; the store is cleared by the Mooncake master's POST /api/v1/remove_all (admin port 9003): configure it in the agent's clear_cache (preset mooncake_master)".into(),
         ),
         advisory: true,
+        each_slot: None,
     }
 }
 
@@ -65,8 +71,8 @@ pub const PRESETS: [&str; 6] = [
 ];
 
 /// A preset's step against `base` (the engine's base URL, or the service's for LMCache and
-/// the Mooncake master).
-pub fn preset(name: &str, base: &str, slot: u32) -> Option<ClearStep> {
+/// the Mooncake master). llama.cpp: every slot is erased, or only `slot` when given.
+pub fn preset(name: &str, base: &str, slot: Option<u32>) -> Option<ClearStep> {
     let base = base.trim_end_matches('/');
     let step =
         |name: &str, url: String, success: Option<&str>, retry: &[u16], hint: &str| ClearStep {
@@ -78,6 +84,7 @@ pub fn preset(name: &str, base: &str, slot: u32) -> Option<ClearStep> {
             retry_statuses: retry.to_vec(),
             missing_hint: Some(hint.into()),
             advisory: false,
+            each_slot: None,
         };
     Some(match name {
         "vllm" | "sim" => step(
@@ -94,13 +101,28 @@ pub fn preset(name: &str, base: &str, slot: u32) -> Option<ClearStep> {
             &[400],
             "SGLang serves /flush_cache on its HTTP server port",
         ),
-        "llamacpp" => step(
-            "llama.cpp slot",
-            format!("{base}/slots/{slot}?action=erase"),
-            None,
-            &[],
-            "llama.cpp erases slots only when started with --slot-save-path (the host-RAM prompt cache is not cleared by it)",
-        ),
+        "llamacpp" => {
+            let hint = "llama.cpp erases slots only when started with --slot-save-path (the host-RAM prompt cache is not cleared by it: start it with -cram 0, or restart it between scenarios)";
+            match slot {
+                Some(slot) => step(
+                    "llama.cpp slot",
+                    format!("{base}/slots/{slot}?action=erase"),
+                    None,
+                    &[],
+                    hint,
+                ),
+                None => ClearStep {
+                    each_slot: Some(format!("{base}/slots")),
+                    ..step(
+                        "llama.cpp slots",
+                        format!("{base}/slots/{{slot}}?action=erase"),
+                        None,
+                        &[],
+                        hint,
+                    )
+                },
+            }
+        }
         "lmcache" => ClearStep {
             body: Some("{}".into()),
             ..step(
@@ -122,8 +144,33 @@ pub fn preset(name: &str, base: &str, slot: u32) -> Option<ClearStep> {
     })
 }
 
-/// Runs one step, retrying while the engine says it is busy. `Ok` carries what it answered.
+/// Runs one step (once per slot for a per-slot step), retrying while the engine says it is
+/// busy. `Ok` carries what it answered.
 pub async fn run_step(client: &HttpClient, s: &ClearStep) -> Result<String, String> {
+    let Some(list) = &s.each_slot else {
+        return run_one(client, s).await;
+    };
+    let body = crate::http::get(client, list, Duration::from_secs(10)).await?;
+    let ids: Vec<u64> = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            v.as_array()
+                .map(|a| a.iter().filter_map(|x| x.get("id")?.as_u64()).collect())
+        })
+        .ok_or_else(|| format!("GET {list}: not a list of slots with ids"))?;
+    let mut done = Vec::new();
+    for id in &ids {
+        let one = ClearStep {
+            url: s.url.replace("{slot}", &id.to_string()),
+            each_slot: None,
+            ..s.clone()
+        };
+        done.push(run_one(client, &one).await?);
+    }
+    Ok(format!("{} slots erased ({})", ids.len(), done.join("; ")))
+}
+
+async fn run_one(client: &HttpClient, s: &ClearStep) -> Result<String, String> {
     let method = Method::from_bytes(s.method.as_bytes())
         .map_err(|_| format!("{}: bad method {}", s.name, s.method))?;
     let deadline = Instant::now() + RETRY_FOR;

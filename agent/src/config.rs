@@ -192,7 +192,7 @@ pub fn load(path: &Path) -> Result<AgentFile, PlanErrors> {
         format!("{base}/health"),
     );
     let telemetry = raw.telemetry.map(|t| c.telemetry(t)).unwrap_or_default();
-    let slot = raw.engine.slot.unwrap_or(0);
+    let slot = raw.engine.slot;
     let clear_steps = match raw.clear_cache {
         None => {
             let name = match raw.engine.kind {
@@ -309,7 +309,13 @@ impl FileCheck<'_> {
 
     /// Item `i` of `clear_cache`: a preset (against the engine, or a store at its `url`) or
     /// a request of the user's own.
-    fn clear_step(&mut self, i: usize, c: RawClear, base: &str, slot: u32) -> Option<ClearStep> {
+    fn clear_step(
+        &mut self,
+        i: usize,
+        c: RawClear,
+        base: &str,
+        slot: Option<u32>,
+    ) -> Option<ClearStep> {
         let item = format!("clear_cache[{i}]");
         let key = |k: &str| format!("clear_cache[{i}].{k}");
         match (&c.preset, &c.method, &c.url) {
@@ -358,6 +364,7 @@ impl FileCheck<'_> {
                 retry_statuses: c.retry_statuses.unwrap_or_default(),
                 missing_hint: None,
                 advisory: false,
+                each_slot: None,
             }),
             _ => {
                 self.err(

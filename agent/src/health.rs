@@ -23,10 +23,6 @@ pub const COALESCE_LIMIT: f64 = 0.2;
 /// Fewest chunk gaps for the coalescing share to count.
 pub const COALESCE_MIN_GAPS: u64 = 100;
 
-/// Share of the whole host's CPU above which the agent counts as starved (whatever else
-/// runs there, the load generator cannot get the CPU it needs on time).
-pub const HOST_CPU_LIMIT: f64 = 0.95;
-
 const TICK: Duration = Duration::from_millis(5);
 
 /// Starts a heartbeat on the current runtime; stop it with `stop` and await the lags (ms).
@@ -134,9 +130,9 @@ pub fn assess(
             100.0 * cpu / duration_s / f64::from(workers)
         ));
     }
-    if let Some(h) = host_cpu.filter(|h| duration_s > 1.0 && *h > HOST_CPU_LIMIT) {
-        reasons.push(format!("the host's CPU was {:.0} % busy", h * 100.0));
-    }
+    // The host's CPU is reported (`host_cpu_busy`), never a reason: the engine often shares
+    // the host and keeps it busy while the agent is on time. Starvation shows in the
+    // agent's own lateness and lag above.
     if let Some(c) = coalesced_share.filter(|c| *c > COALESCE_LIMIT) {
         reasons.push(format!(
             "{:.0} % of chunks were read together with the previous one (the reader is behind the stream)",
@@ -204,12 +200,10 @@ mod tests {
             "{}",
             behind.saturation_reason
         );
-        let starved = assess(&[0.5; 100], &[], None, Some(0.99), None, 10.0);
-        assert!(
-            starved.saturation_reason.contains("host"),
-            "{}",
-            starved.saturation_reason
-        );
+        // An engine on the same host keeps its CPU busy; an agent on time is not saturated.
+        let shared = assess(&[0.5; 100], &[0.2; 100], Some(0.05), Some(0.99), None, 10.0);
+        assert!(!shared.generator_saturated, "{}", shared.saturation_reason);
+        assert_eq!(shared.host_cpu_busy, 0.99);
     }
 
     #[tokio::test(start_paused = true)]

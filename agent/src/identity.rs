@@ -60,7 +60,7 @@ impl Identity {
 }
 
 /// The port of an engine URL whose host is this machine (loopback or unspecified).
-fn local_port(url: &str) -> Option<u16> {
+pub fn local_port(url: &str) -> Option<u16> {
     let uri: hyper::Uri = url.parse().ok()?;
     let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
     let local = host == "localhost"

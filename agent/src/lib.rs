@@ -8,6 +8,8 @@
 pub mod clear;
 pub mod client;
 pub mod config;
+pub mod engine_notes;
+pub mod engine_tokens;
 pub mod gpu;
 pub mod health;
 pub mod http;
@@ -56,6 +58,8 @@ pub struct AgentConfig {
     pub clear_steps: Vec<clear::ClearStep>,
     /// How RestartEngine restarts the engine (none: it cannot).
     pub restart: Option<config::Restart>,
+    /// What kind of engine it is (what its clear and its quirks are).
+    pub kind: config::EngineKind,
 }
 
 impl AgentConfig {
@@ -65,7 +69,9 @@ impl AgentConfig {
         let engine_url: String = engine_url.into();
         AgentConfig {
             name: name.into(),
-            clear_steps: clear::preset("vllm", &engine_url, 0).into_iter().collect(),
+            clear_steps: clear::preset("vllm", &engine_url, None)
+                .into_iter()
+                .collect(),
             restart: None,
             metrics_url: format!("{engine_url}/metrics"),
             health_url: format!("{engine_url}/health"),
@@ -73,6 +79,7 @@ impl AgentConfig {
             telemetry: telemetry::TelemetryConfig::default(),
             engine_url,
             labels: BTreeMap::new(),
+            kind: config::EngineKind::Vllm,
         }
     }
 }
@@ -90,6 +97,7 @@ impl AgentConfig {
             labels: f.labels,
             clear_steps: f.clear_steps,
             restart: f.restart,
+            kind: f.engine_kind,
         }
     }
 }
@@ -162,6 +170,14 @@ pub async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
                 match &f.restart {
                     Some(r) => println!("  restart_engine: {}", r.command().join(" ")),
                     None => println!("  restart_engine: not configured"),
+                }
+                if f.engine_kind == config::EngineKind::Llamacpp {
+                    let h =
+                        engine_notes::llamacpp_host_cache(&client::http_client(), &f.engine_url)
+                            .await;
+                    if let Some(w) = engine_notes::host_cache_warning(&h) {
+                        println!("  warning: {w}");
+                    }
                 }
                 let t = &f.telemetry;
                 let every = |on: bool, d: Duration| {

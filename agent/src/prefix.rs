@@ -1,20 +1,23 @@
 //! What an engine that was cold when a round began may legitimately have cached of a
-//! prompt: the longest prefix it shares with a prompt, or a prompt and its reply, sent
-//! before it in the round. Prompts are rendered as their messages in order and cut into
-//! chunks of [`CHUNK`] bytes, each hashed with every chunk before it (as engines hash KV
-//! blocks), so that finding a prompt's shared prefix costs one pass over it, however many
-//! prompts came before.
+//! prompt: the longest prefix it shares with another prompt (or a prompt and its reply)
+//! of the round sent before it ended. That includes prompts sent after it while it waited:
+//! an engine may serve a later request first (one slot, two conversations) and the earlier
+//! one then reuses what they share. Prompts are rendered as their messages in order and cut
+//! into chunks of [`CHUNK`] bytes, each hashed with every chunk before it (as engines hash
+//! KV blocks), so that finding a prompt's shared prefix costs one pass over it, however
+//! many prompts came before.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 /// Bytes per chunk: about 16 tokens of English, one KV block of most engines.
 pub const CHUNK: usize = 64;
 
-/// The chained hashes of every prompt (and prompt + reply) sent so far.
+/// The chained hashes of every prompt (and prompt + reply) sent so far, each with the
+/// number of texts that had it.
 #[derive(Debug, Default)]
 pub struct PrefixTracker {
-    seen: HashSet<u64>,
+    seen: HashMap<u64, u32>,
 }
 
 /// A conversation's messages as one text, in order: what its prefix is a prefix of.
@@ -42,18 +45,20 @@ fn chunk_hashes(text: &str) -> impl Iterator<Item = u64> + '_ {
 }
 
 impl PrefixTracker {
-    /// Bytes at the start of `text` (whole chunks) that some text seen before also began
-    /// with.
-    pub fn shared_bytes(&self, text: &str) -> usize {
+    /// Bytes at the start of `text` (whole chunks) that at least `others` texts seen began
+    /// with: 1 for a text not inserted itself, 2 for one that was (itself and another).
+    pub fn shared_bytes(&self, text: &str, others: u32) -> usize {
         chunk_hashes(text)
-            .take_while(|h| self.seen.contains(h))
+            .take_while(|h| self.seen.get(h).is_some_and(|n| *n >= others))
             .count()
             * CHUNK
     }
 
     /// Remembers `text` as sent (or as history the engine has processed).
     pub fn insert(&mut self, text: &str) {
-        self.seen.extend(chunk_hashes(text));
+        for h in chunk_hashes(text) {
+            *self.seen.entry(h).or_insert(0) += 1;
+        }
     }
 }
 
@@ -85,13 +90,22 @@ mod tests {
             ("system", &system),
             ("user", &"first question ".repeat(30)),
         ]));
-        assert_eq!(t.shared_bytes(&a), 0, "nothing sent yet");
+        assert_eq!(t.shared_bytes(&a, 1), 0, "nothing sent yet");
         t.insert(&a);
+        assert_eq!(
+            t.shared_bytes(&a, 2),
+            0,
+            "a text does not share with itself"
+        );
         let b = render(&msgs(&[
             ("system", &system),
             ("user", &"other words ".repeat(30)),
         ]));
-        let shared = t.shared_bytes(&b);
+        let shared = t.shared_bytes(&b, 1);
+        // Sent after `a` or while `a` waited: the same share, either way.
+        t.insert(&b);
+        assert_eq!(t.shared_bytes(&a, 2), shared);
+        assert_eq!(t.shared_bytes(&b, 2), shared);
         let system_len = "system\n".len() + system.len() + 1;
         assert!(
             shared <= system_len && shared + CHUNK > system_len,
@@ -107,9 +121,9 @@ mod tests {
         let mut next = history.clone();
         next.push(("user".into(), "and then?".into()));
         let next = render(&next);
-        assert!(t.shared_bytes(&next) + CHUNK > render(&history).len());
+        assert!(t.shared_bytes(&next, 1) + CHUNK > render(&history).len());
         // A prompt that differs in its first bytes shares nothing.
-        assert_eq!(t.shared_bytes(&render(&msgs(&[("user", &system)]))), 0);
+        assert_eq!(t.shared_bytes(&render(&msgs(&[("user", &system)])), 1), 0);
     }
 
     #[test]
@@ -124,7 +138,7 @@ mod tests {
             let mut t = PrefixTracker::default();
             t.insert(&s);
             let longer = format!("{s}{extra}");
-            prop_assert_eq!(t.shared_bytes(&longer), s.len() / CHUNK * CHUNK);
+            prop_assert_eq!(t.shared_bytes(&longer, 1), s.len() / CHUNK * CHUNK);
         }
     }
 }

@@ -694,7 +694,7 @@ impl Runner {
             ttft_timeout: Duration::from_secs_f64(spec.load.ttft_timeout_s),
             idle_timeout: Duration::from_secs_f64(spec.load.idle_timeout_s),
         };
-        let shared = (!self.warmup).then(|| self.before_send(messages));
+        let text = (!self.warmup).then(|| self.before_send(messages));
         let sent = Instant::now();
         let reply = tokio::select! {
             r = client::send(&self.round.ctx.client, &call) => r,
@@ -703,34 +703,41 @@ impl Runner {
         if !self.warmup {
             self.after_send(&reply);
         }
-        (reply, shared)
+        (reply, text.map(|t| self.shared(&t)))
     }
 
-    /// Counts a measured request in flight, keeps the round's first prompt for the next
-    /// cold check, and says what its prompt shares with those sent before it.
-    fn before_send(&self, messages: &[(String, String)]) -> Shared {
-        let spec = &*self.round.spec;
-        self.round.counts.in_flight.fetch_add(1, Ordering::Relaxed);
-        let text = crate::prefix::render(messages);
-        let shared_bytes = self
+    /// What a prompt shares with the others of the round sent before it ended (see
+    /// [`crate::prefix`]).
+    fn shared(&self, text: &str) -> Shared {
+        let bytes = self
             .round
             .counts
             .prefixes
             .lock()
-            .map(|mut p| {
-                let n = p.shared_bytes(&text);
-                p.insert(&text);
-                n
-            })
+            .map(|p| p.shared_bytes(text, 2))
             .unwrap_or(0);
-        let shared = Shared {
-            first_touch: shared_bytes == 0,
-            tokens: if shared_bytes == 0 {
+        Shared {
+            first_touch: bytes == 0,
+            tokens: if bytes == 0 {
                 0
             } else {
-                spec.counter.count(crate::prefix::head(&text, shared_bytes)) as u32
+                self.round
+                    .spec
+                    .counter
+                    .count(crate::prefix::head(text, bytes)) as u32
             },
-        };
+        }
+    }
+
+    /// Counts a measured request in flight, keeps the round's first prompt for the next
+    /// cold check, and registers the prompt as sent; its rendered text.
+    fn before_send(&self, messages: &[(String, String)]) -> String {
+        let spec = &*self.round.spec;
+        self.round.counts.in_flight.fetch_add(1, Ordering::Relaxed);
+        let text = crate::prefix::render(messages);
+        if let Ok(mut p) = self.round.counts.prefixes.lock() {
+            p.insert(&text);
+        }
         if !self.round.counts.probe_taken.swap(true, Ordering::Relaxed) {
             if let Ok(mut p) = self.round.ctx.probe.lock() {
                 *p = Some(Probe {
@@ -740,7 +747,7 @@ impl Runner {
                 });
             }
         }
-        shared
+        text
     }
 
     fn after_send(&self, reply: &client::Reply) {

@@ -44,6 +44,8 @@ pub struct AgentService {
     replies: Arc<ReplyStore>,
     probe: Arc<std::sync::Mutex<Option<round::Probe>>>,
     tokenizers: crate::tokenizer::TokenizerCache,
+    /// `tokenizer: engine`: the engine's token costs, measured at its first round.
+    engine_tokens: tokio::sync::Mutex<Option<Arc<crate::engine_tokens::EngineTokens>>>,
     active: Arc<(AtomicUsize, Notify)>,
     /// Rounds running now, by (scenario id, round): StopRound cancels them.
     running: Arc<std::sync::Mutex<std::collections::HashMap<(String, u32), CancellationToken>>>,
@@ -77,6 +79,7 @@ impl AgentService {
             replies: Arc::new(ReplyStore::default()),
             probe: Arc::default(),
             tokenizers: Default::default(),
+            engine_tokens: Default::default(),
             active: Arc::new((AtomicUsize::new(0), Notify::new())),
             running: Arc::default(),
             shutdown,
@@ -290,7 +293,46 @@ impl AgentService {
             gpus: self.gpus.clone(),
             engine_display: self.config.engine_url.clone(),
             gpu_note: self.gpu_note.clone(),
+            warnings: Vec::new(),
         }
+    }
+
+    /// The engine's token costs, measured through its `/tokenize` once per agent.
+    async fn engine_tokens(
+        &self,
+        model: &str,
+    ) -> Result<Arc<crate::engine_tokens::EngineTokens>, Status> {
+        let mut cached = self.engine_tokens.lock().await;
+        if let Some(t) = cached.as_ref() {
+            return Ok(t.clone());
+        }
+        let t = crate::engine_tokens::EngineTokens::measure(
+            &self.client,
+            &self.config.engine_url,
+            model,
+        )
+        .await
+        .map_err(|e| {
+            Status::failed_precondition(format!(
+                "tokenizer: engine needs the engine's /tokenize: {e}"
+            ))
+        })?;
+        tracing::info!(pieces = t.len(), "measured the engine's token costs");
+        let t = Arc::new(t);
+        *cached = Some(t.clone());
+        Ok(t)
+    }
+
+    /// What the agent can tell about its engine now that a plan should know.
+    async fn engine_warnings(&self) -> Vec<String> {
+        if self.config.kind != crate::config::EngineKind::Llamacpp {
+            return Vec::new();
+        }
+        let h =
+            crate::engine_notes::llamacpp_host_cache(&self.client, &self.config.engine_url).await;
+        crate::engine_notes::host_cache_warning(&h)
+            .into_iter()
+            .collect()
     }
 
     async fn restart_outcome(&self) -> RestartOutcome {
@@ -348,8 +390,9 @@ impl AgentService {
         }
     }
 
-    /// The round's spec as the load engine runs it: requests expanded, tokenizer loaded.
-    fn round_spec(&self, r: RoundRequest) -> Result<RoundSpec, Status> {
+    /// The round's spec as the load engine runs it: requests expanded, tokenizer loaded
+    /// (or, for `tokenizer: engine`, the engine's token costs measured once).
+    async fn round_spec(&self, r: RoundRequest) -> Result<RoundSpec, Status> {
         if r.round == 0 {
             return Err(Status::invalid_argument("rounds are numbered from 1"));
         }
@@ -397,6 +440,10 @@ impl AgentService {
             } => Some(trace_conversations(&entries, use_timestamps, speedup)),
         };
         let counter = match &r.tokenizer_json {
+            None if r.engine_tokenizer => {
+                self.engine_tokens(&r.model).await?
+                    as Arc<dyn kvbench_common::tokenizer::TokenCounter>
+            }
             None => Arc::new(Whitespace) as Arc<dyn kvbench_common::tokenizer::TokenCounter>,
             Some(json) => self
                 .tokenizers
@@ -493,7 +540,9 @@ impl Agent for AgentService {
                 env!("CARGO_PKG_VERSION")
             )));
         }
-        Ok(Response::new((&self.info()).into()))
+        let mut info = self.info();
+        info.warnings = self.engine_warnings().await;
+        Ok(Response::new((&info).into()))
     }
 
     type RunRoundStream = WireEvents;
@@ -504,7 +553,7 @@ impl Agent for AgentService {
     ) -> Result<Response<Self::RunRoundStream>, Status> {
         let request = RoundRequest::try_from(req.into_inner())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let spec = self.round_spec(request)?;
+        let spec = self.round_spec(request).await?;
         let events =
             ReceiverStream::new(self.start_round(spec)).map(|e| Ok(v1::RoundEvent::from(&e)));
         Ok(Response::new(Box::pin(events)))

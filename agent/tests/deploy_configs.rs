@@ -85,14 +85,14 @@ async fn clear_steps_run_in_order_and_stop_at_the_first_failure() {
         .expect("sim");
     let client = kvbench_agent::client::http_client();
     let base = sim.base_url();
-    let ok = run_all(&client, &[preset("vllm", &base, 0).expect("preset")])
+    let ok = run_all(&client, &[preset("vllm", &base, None).expect("preset")])
         .await
         .expect("vLLM reset on the sim");
     assert!(ok.contains("\"success\":true"), "{ok}");
     // kvbench-sim has no SGLang endpoint: the answer says what the endpoint is for.
     let steps = [
-        preset("sglang", &base, 0).expect("preset"),
-        preset("vllm", &base, 0).expect("preset"),
+        preset("sglang", &base, None).expect("preset"),
+        preset("vllm", &base, None).expect("preset"),
     ];
     let err = run_all(&client, &steps).await.expect_err("404");
     assert!(err.contains("/flush_cache") && err.contains("404"), "{err}");

@@ -32,6 +32,8 @@ pub struct RoundRequest {
     pub requests: RoundRequests,
     /// A `tokenizer.json` whose tokens lengths are counted in (none: whitespace words).
     pub tokenizer_json: Option<Vec<u8>>,
+    /// `tokenizer: engine`: lengths in the engine's own tokens (its `/tokenize`).
+    pub engine_tokenizer: bool,
 }
 
 /// Where a round's requests come from.
@@ -117,6 +119,9 @@ pub struct AgentInfo {
     pub engine_display: String,
     /// Why there are no GPUs in `gpus` (no NVML, sampling off), when that is the case.
     pub gpu_note: Option<String>,
+    /// What the agent found about its engine that a plan should know (llama.cpp's host
+    /// prompt cache being on, ...).
+    pub warnings: Vec<String>,
 }
 
 impl AgentInfo {

@@ -215,6 +215,20 @@ pub struct ScenarioConfig {
     pub dataset: Option<DatasetSpec>,
     /// A Hugging Face `tokenizer.json` (path resolved): generated lengths are in its tokens.
     pub tokenizer: Option<PathBuf>,
+    /// `tokenizer: engine`: generated lengths are in the engine's tokens, measured through
+    /// its `/tokenize` before round 1.
+    pub engine_tokenizer: bool,
+}
+
+impl ScenarioConfig {
+    /// Which tokens the scenario's lengths are counted in, as the stats say it.
+    pub fn tokenizer_label(&self) -> String {
+        match (&self.tokenizer, self.engine_tokenizer) {
+            (Some(p), _) => format!("tokenizer.json ({})", p.display()),
+            (None, true) => "engine".into(),
+            (None, false) => "words (estimate: one token per word)".into(),
+        }
+    }
 }
 
 /// One validated scenario of the plan.
@@ -770,7 +784,12 @@ pub fn load_config(path: &Path, kind: WorkloadKind) -> Result<ScenarioConfig, Pl
                 .into(),
         );
     }
-    let tokenizer = raw.tokenizer.clone().map(|t| c.tokenizer(t));
+    let engine_tokenizer = raw.tokenizer.as_deref() == Some(Path::new("engine"));
+    let tokenizer = raw
+        .tokenizer
+        .clone()
+        .filter(|_| !engine_tokenizer)
+        .map(|t| c.tokenizer(t));
     let params = raw.workload.unwrap_or_default();
     c.workload_keys(&params, kind);
     if !c.errors.is_empty() {
@@ -797,6 +816,7 @@ pub fn load_config(path: &Path, kind: WorkloadKind) -> Result<ScenarioConfig, Pl
         enforce_output_length: raw.enforce_output_length.unwrap_or(true),
         dataset,
         tokenizer,
+        engine_tokenizer,
         stats: StatsOptions {
             percentiles,
             goodput: raw.goodput,
@@ -1091,7 +1111,7 @@ impl ConfigCheck<'_> {
         if !t.is_file() {
             self.err(
                 "tokenizer",
-                format!("tokenizer file {} not found (a Hugging Face tokenizer.json; paths resolve against this file's folder)", t.display()),
+                format!("tokenizer file {} not found (a Hugging Face tokenizer.json, paths resolving against this file's folder; or `engine`: the engine's own /tokenize)", t.display()),
             );
         }
         t

@@ -734,6 +734,10 @@ pub struct ScenarioInfo {
     pub config_file: String,
     pub rounds: u32,
     pub concurrency: u32,
+    /// Which tokens generated lengths are counted in: `engine` (its `/tokenize`),
+    /// `tokenizer.json (PATH)`, or `words (estimate: one token per word)`.
+    #[serde(default)]
+    pub tokenizer: String,
 }
 
 /// How a scenario ended (`status` in the stats file).

@@ -292,6 +292,7 @@ fn calibration_round(c: u32, n: u32, output_tokens: u32) -> RoundRequest {
         enforce_output_length: true,
         requests: RoundRequests::Generated,
         tokenizer_json: None,
+        engine_tokenizer: false,
     }
 }
 

@@ -263,6 +263,9 @@ fn banner(w: &mut impl Write, plan: &Plan, agents: &[&AgentInfo]) {
             h.engine_display,
             h.gpu_summary()
         );
+        for warning in &h.warnings {
+            say!(w, "WARNING: agent {}: {warning}", h.agent_name);
+        }
     }
     say!(w, "{RULE}");
 }

@@ -86,6 +86,10 @@ pub struct Inspection {
     pub kind: String,
     pub requests: u32,
     pub conversations: usize,
+    /// What the lengths are counted in: `tokenizer.json (PATH)`, or an estimate.
+    pub lengths_in: String,
+    /// The lengths are estimates (no tokenizer.json here; the engine's own counts differ).
+    pub estimated: bool,
     pub input_tokens: Option<Lengths>,
     pub output_tokens: Option<Lengths>,
     /// KV blocks at the head of every round 1 prompt (a system prompt, say), in tokens.
@@ -104,15 +108,20 @@ pub struct Inspection {
 }
 
 /// Every request of a round as the engine sees it: (prompt text, max_tokens).
-fn rendered(cfg: &ScenarioConfig, round: u32) -> anyhow::Result<(Vec<(String, u32)>, usize)> {
-    let counter: Box<dyn TokenCounter> = match &cfg.tokenizer {
+/// The scenario's token counter: its tokenizer.json, or one token per word.
+fn counter(cfg: &ScenarioConfig) -> anyhow::Result<Box<dyn TokenCounter>> {
+    Ok(match &cfg.tokenizer {
         None => Box::new(Whitespace),
         Some(p) => {
             let bytes = std::fs::read(p)
                 .map_err(|e| anyhow::anyhow!("cannot read tokenizer {}: {e}", p.display()))?;
             Box::new(HfTokenizer::from_bytes(&bytes).map_err(anyhow::Error::msg)?)
         }
-    };
+    })
+}
+
+fn rendered(cfg: &ScenarioConfig, round: u32) -> anyhow::Result<(Vec<(String, u32)>, usize)> {
+    let counter = counter(cfg)?;
     let conversations = match &cfg.dataset {
         None => generate_with(&cfg.workload, round, &*counter).conversations,
         Some(spec) => match dataset::load(spec, cfg.workload.num_requests as usize)
@@ -212,7 +221,20 @@ pub fn inspect_config(
         kind: cfg.workload.kind.label().to_owned(),
         requests: r1.len() as u32,
         conversations,
-        input_tokens: Lengths::of(r1.iter().map(|(p, _)| tokenize(p).len() as f64)),
+        lengths_in: match (&cfg.tokenizer, cfg.engine_tokenizer) {
+            (Some(_), _) => cfg.tokenizer_label(),
+            (None, true) => "words: an estimate here (tokenizer: engine measures with the engine's /tokenize at run time, which inspect does not reach)".into(),
+            (None, false) => "words: an estimate (one token per word; give a tokenizer.json, or tokenizer: engine, for the engine's own counts)".into(),
+        },
+        estimated: cfg.tokenizer.is_none(),
+        input_tokens: match &cfg.tokenizer {
+            // The prompt as rendered for the engine, in the tokenizer's tokens.
+            Some(_) => {
+                let c = counter(cfg)?;
+                Lengths::of(r1.iter().map(|(p, _)| c.count(p) as f64))
+            }
+            None => Lengths::of(r1.iter().map(|(p, _)| tokenize(p).len() as f64)),
+        },
         output_tokens: Lengths::of(r1.iter().map(|(_, m)| f64::from(*m))),
         common_prefix_tokens: common * block_size,
         distinct_prefixes: heads.len(),
@@ -277,7 +299,12 @@ fn print_one(i: &Inspection) {
         i.requests,
         i.conversations
     );
-    crate::outln!("  input tokens:         {}", l(&i.input_tokens));
+    crate::outln!("  lengths in:           {}", i.lengths_in);
+    crate::outln!(
+        "  input tokens:         {}{}",
+        l(&i.input_tokens),
+        if i.estimated { " (estimate)" } else { "" }
+    );
     crate::outln!("  output tokens:        {}", l(&i.output_tokens));
     crate::outln!(
         "  distinct prefixes:    {} after a common head of {} tokens (distinct KV blocks {} of {})",

@@ -279,6 +279,7 @@ impl Session<'_> {
                 None => RoundRequests::Generated,
             },
             tokenizer_json: self.tokenizer.map(<[u8]>::to_vec),
+            engine_tokenizer: c.engine_tokenizer,
         }
     }
 }
@@ -344,6 +345,7 @@ fn scenario_info(s: &Scenario) -> ScenarioInfo {
         config_file: s.config_file.clone(),
         rounds: s.rounds,
         concurrency: s.concurrency,
+        tokenizer: s.config.tokenizer_label(),
     }
 }
 

@@ -505,6 +505,7 @@ impl From<&RoundRequest> for v1::RunRoundRequest {
             trace_timestamps: false,
             trace_speedup: 1.0,
             tokenizer_json: r.tokenizer_json.clone().unwrap_or_default(),
+            engine_tokenizer: r.engine_tokenizer,
         };
         match &r.requests {
             RoundRequests::Generated => {}
@@ -567,6 +568,7 @@ impl TryFrom<v1::RunRoundRequest> for RoundRequest {
             enforce_output_length: r.enforce_output_length,
             requests,
             tokenizer_json: (!r.tokenizer_json.is_empty()).then_some(r.tokenizer_json),
+            engine_tokenizer: r.engine_tokenizer,
         })
     }
 }
@@ -717,6 +719,7 @@ impl From<&AgentInfo> for v1::HelloResponse {
             gpus: a.gpus.iter().map(v1::GpuInfo::from).collect(),
             engine_display: a.engine_display.clone(),
             gpu_note: a.gpu_note.clone().unwrap_or_default(),
+            warnings: a.warnings.clone(),
         }
     }
 }
@@ -732,6 +735,7 @@ impl From<v1::HelloResponse> for AgentInfo {
             gpus: h.gpus.into_iter().map(GpuInfo::from).collect(),
             engine_display: h.engine_display,
             gpu_note: (!h.gpu_note.is_empty()).then_some(h.gpu_note),
+            warnings: h.warnings,
         }
     }
 }
@@ -1083,17 +1087,20 @@ mod tests {
             prop::collection::btree_map(text(), text(), 0..4),
             vec(gpu(), 0..3),
             text(),
-            option::of("[a-z ]{1,10}"),
+            (option::of("[a-z ]{1,10}"), vec(text(), 0..3)),
         )
-            .prop_map(|(a, labels, gpus, engine_display, gpu_note)| AgentInfo {
-                protocol_version: a.0,
-                agent_version: a.1,
-                hostname: a.2,
-                agent_name: a.3,
-                labels,
-                gpus,
-                engine_display,
-                gpu_note,
+            .prop_map(|(a, labels, gpus, engine_display, (gpu_note, warnings))| {
+                AgentInfo {
+                    protocol_version: a.0,
+                    agent_version: a.1,
+                    hostname: a.2,
+                    agent_name: a.3,
+                    labels,
+                    gpus,
+                    engine_display,
+                    gpu_note,
+                    warnings,
+                }
             })
     }
 
@@ -1244,9 +1251,9 @@ mod tests {
         (
             (text(), text(), 1..100u32, workload(), load()),
             (text(), any::<bool>(), any::<bool>(), requests()),
-            option::of(vec(any::<u8>(), 1..8)),
+            (option::of(vec(any::<u8>(), 1..8)), any::<bool>()),
         )
-            .prop_map(|(a, b, tokenizer_json)| RoundRequest {
+            .prop_map(|(a, b, (tokenizer_json, engine_tokenizer))| RoundRequest {
                 scenario_id: a.0,
                 scenario_name: a.1,
                 round: a.2,
@@ -1261,6 +1268,7 @@ mod tests {
                 enforce_output_length: b.2,
                 requests: b.3,
                 tokenizer_json,
+                engine_tokenizer,
             })
     }
 

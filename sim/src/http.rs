@@ -205,10 +205,39 @@ async fn handle(
             let ok = engine.reset_prefix_cache();
             json_response(StatusCode::OK, &json!({"success": ok}))
         }
+        (Method::POST, "/tokenize") => tokenize_endpoint(req).await,
         (Method::POST, "/v1/chat/completions") => generate(engine, req, true, close).await,
         (Method::POST, "/v1/completions") => generate(engine, req, false, close).await,
         (_, p) => error(StatusCode::NOT_FOUND, &format!("no route {p}")),
     })
+}
+
+/// `POST /tokenize` (vLLM's `prompt`, llama.cpp's `content`): the text's tokens in the
+/// simulator's tokenizer, with their `count`.
+async fn tokenize_endpoint(req: Request<Incoming>) -> Response<Body> {
+    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("cannot read body: {e}")),
+    };
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("not JSON: {e}")),
+    };
+    let Some(text) = v
+        .get("prompt")
+        .or_else(|| v.get("content"))
+        .and_then(Value::as_str)
+    else {
+        return error(StatusCode::BAD_REQUEST, "give `prompt` (or `content`)");
+    };
+    let tokens = kvbench_common::tokenizer::tokenize(text);
+    json_response(
+        StatusCode::OK,
+        &json!({"count": tokens.len(), "tokens": tokens}),
+    )
 }
 
 /// The parts of a generation request the simulator reads.
