@@ -9,7 +9,7 @@
 //! engine:
 //!   kind: vllm                     # vllm | sglang | llamacpp | sim | generic
 //!   base_url: http://127.0.0.1:8000
-//!   slot: 0                        # llama.cpp: the slot to erase
+//!   slot: 0                        # llama.cpp: erase only this slot (default: every slot)
 //!   metrics_url: http://127.0.0.1:8000/metrics   # default: base_url + /metrics
 //!   health_url: http://127.0.0.1:8000/health     # default: base_url + /health
 //!   model: Qwen2.5-72B-Instruct    # what /v1/models must list after a restart

@@ -157,3 +157,36 @@ fn json_event_stream_carries_the_run() {
     }
     assert_eq!(events.last().expect("last")["failed"], 0);
 }
+
+/// The README's engine-metrics table names every metric the agent keeps, and nothing else
+/// is claimed there: one table in the code, the same in the docs.
+#[test]
+fn the_readme_lists_every_engine_metric_the_code_reads() {
+    let readme = include_str!("../../README.md");
+    let start = readme.find("### Engine metrics").expect("the section");
+    let section = &readme[start..];
+    let section = &section[..section[4..].find("\n### ").map_or(section.len(), |i| i + 4)];
+    for name in kvbench_common::telemetry::engine_metric::names() {
+        assert!(
+            section.contains(&format!("`{name}`")),
+            "README lacks {name}"
+        );
+    }
+    let named = section
+        .split('`')
+        .filter(|w| {
+            w.split_once(':').is_some_and(|(a, b)| {
+                !a.is_empty()
+                    && !b.is_empty()
+                    && w.chars()
+                        .all(|c| c.is_ascii_lowercase() || c == '_' || c == ':')
+                    && !b.contains(':')
+            })
+        })
+        .count();
+    assert_eq!(
+        named,
+        kvbench_common::telemetry::engine_metric::names().len(),
+        "the README names metrics the code does not read"
+    );
+}
