@@ -178,3 +178,28 @@ async fn connections_closed_after_each_stream_lose_no_request() {
         "each request reached the engine once"
     );
 }
+
+/// `tokenizer: engine` through the simulator's `/tokenize`: the agent measures the engine's
+/// token costs before round 1, and the stats say which tokens lengths are in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_tokenizer_measures_through_tokenize() {
+    let dir = TempDir::new("engine-tokenizer");
+    dir.write(
+        "c.yaml",
+        "endpoint: sim\ntokenizer: engine\nnum_requests: 3\noutput_tokens: 4\nworkload:\n  prompt_tokens: 300\n",
+    );
+    let plan = load(&dir.write(
+        "plan.yaml",
+        "output_dir: out\ntest_scenarios:\n  - {name: c, config_file: c.yaml, scenario: cold_start, rounds: 1}\n",
+    ));
+    let (summary, _) = run_with(&plan, SimConfig::default()).await;
+    let s = &summary.scenarios[0];
+    assert!(s.succeeded(), "{:?}", s.stats.error);
+    assert_eq!(s.stats.scenario.tokenizer, "engine");
+    let res = read_json(s.results_path.as_ref().expect("results"));
+    for r in res["records"].as_array().expect("records") {
+        let client = r["prompt_tokens_client"].as_f64().expect("client count");
+        assert!((client - 300.0).abs() <= 3.0, "{r}");
+    }
+    assert_stats_schema(&read_json(s.stats_path.as_ref().expect("stats")));
+}
