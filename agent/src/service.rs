@@ -294,6 +294,7 @@ impl AgentService {
             engine_display: self.config.engine_url.clone(),
             gpu_note: self.gpu_note.clone(),
             warnings: Vec::new(),
+            agent_time_us: 0,
         }
     }
 
@@ -542,6 +543,9 @@ impl Agent for AgentService {
         }
         let mut info = self.info();
         info.warnings = self.engine_warnings().await;
+        info.agent_time_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
         Ok(Response::new((&info).into()))
     }
 

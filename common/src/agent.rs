@@ -122,6 +122,9 @@ pub struct AgentInfo {
     /// What the agent found about its engine that a plan should know (llama.cpp's host
     /// prompt cache being on, ...).
     pub warnings: Vec<String>,
+    /// The agent's wall clock when it answered the handshake (microseconds since the Unix
+    /// epoch; 0: unknown).
+    pub agent_time_us: i64,
 }
 
 impl AgentInfo {

@@ -38,7 +38,19 @@ struct RawPlan {
     agent_config: Option<String>,
     #[serde(default)]
     max_error_rate: Option<f64>,
+    /// Agents running as services next to their engines, reached over the network.
+    #[serde(default)]
+    agents: Option<Vec<RawAgent>>,
     test_scenarios: Vec<RawScenario>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    name: String,
+    address: String,
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,6 +70,37 @@ struct RawScenario {
     rounds: Option<u32>,
     #[serde(default)]
     concurrency: Option<u32>,
+    /// Run on this agent of the plan's `agents:`.
+    #[serde(default)]
+    agent: Option<String>,
+    /// Run on these agents.
+    #[serde(default)]
+    agents: Option<Vec<String>>,
+    /// Run on the agents whose labels have all these values.
+    #[serde(default)]
+    selector: Option<std::collections::BTreeMap<String, String>>,
+    /// How a scenario on several agents runs.
+    #[serde(default)]
+    placement: Option<Placement>,
+}
+
+/// How a scenario placed on several agents runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// Once per agent, as separate scenarios named `<name>@<agent>`.
+    Each,
+    /// One scenario across the agents at once (not in this release).
+    Split,
+}
+
+/// An agent of the plan's `agents:` section: a `kvbench-agent` service next to its engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSpec {
+    pub name: String,
+    /// `http://host:port`.
+    pub address: String,
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A per-scenario config file (`test_config_*.yaml`), as written.
@@ -174,6 +217,9 @@ pub enum Endpoint {
     Sim,
     /// An OpenAI-compatible server's base URL (`http://host:port`, no `/v1`).
     Url(String),
+    /// `agent`: the engine of the remote agent the scenario runs on (its own config file
+    /// names it).
+    Agent,
 }
 
 impl fmt::Display for Endpoint {
@@ -181,6 +227,7 @@ impl fmt::Display for Endpoint {
         match self {
             Endpoint::Sim => f.write_str("sim"),
             Endpoint::Url(u) => f.write_str(u),
+            Endpoint::Agent => f.write_str("agent"),
         }
     }
 }
@@ -245,6 +292,9 @@ pub struct Scenario {
     pub rounds: u32,
     pub concurrency: u32,
     pub config: ScenarioConfig,
+    /// The remote agent (of the plan's `agents:`) it runs on; `None`: the embedded agent
+    /// of its endpoint.
+    pub agent: Option<String>,
 }
 
 impl Scenario {
@@ -366,7 +416,16 @@ pub struct Plan {
     pub agent_config: Option<PathBuf>,
     /// Above this share of failed requests (in any round) a scenario is `degraded`.
     pub max_error_rate: f64,
+    /// Remote agents (`agents:`); empty: every scenario runs on an embedded agent.
+    pub agents: Vec<AgentSpec>,
     pub scenarios: Vec<Scenario>,
+}
+
+impl Plan {
+    /// The plan's remote agent of that name.
+    pub fn agent(&self, name: &str) -> Option<&AgentSpec> {
+        self.agents.iter().find(|a| a.name == name)
+    }
 }
 
 pub const DEFAULT_OUTPUT_DIR: &str = "test_results_multi";
@@ -555,10 +614,23 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
     }
     let agent_config = c.agent_config(raw.agent_config.as_deref());
 
+    let agents = c.agents(raw.agents.unwrap_or_default());
     let mut scenarios = Vec::new();
     let mut slugs = BTreeSet::new();
     for (i, s) in raw.test_scenarios.into_iter().enumerate() {
-        scenarios.extend(c.scenario(i, s, &mut slugs));
+        let placed = c.placement(i, &s, &agents);
+        let Some(scenario) = c.scenario(i, s) else {
+            continue;
+        };
+        for sc in c.expand(i, scenario, placed) {
+            if !sc.name.is_empty() && !slugs.insert(sc.slug.clone()) {
+                c.err(
+                    &format!("test_scenarios[{i}].name"),
+                    format!("{:?} gives the same file names as an earlier scenario ({}); give each scenario a distinct name", sc.name, sc.slug),
+                );
+            }
+            scenarios.push(sc);
+        }
     }
     if !c.errors.is_empty() {
         return Err(PlanErrors(c.errors));
@@ -578,6 +650,7 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
         mooncake_metadata_server_url,
         agent_config,
         max_error_rate,
+        agents,
         scenarios,
     })
 }
@@ -641,24 +714,198 @@ impl PlanCheck<'_> {
 
     /// Scenario `i` with its config file loaded and checked; `None` when it has errors
     /// that leave nothing to build.
-    fn scenario(
+    /// The plan's `agents:`: unique names, `http://host:port` addresses.
+    fn agents(&mut self, raw: Vec<RawAgent>) -> Vec<AgentSpec> {
+        let mut names = BTreeSet::new();
+        let mut out = Vec::new();
+        for (i, a) in raw.into_iter().enumerate() {
+            let key = |k: &str| format!("agents[{i}].{k}");
+            let name = a.name.trim().to_owned();
+            if name.is_empty() || name.contains(['@', ',']) {
+                self.err(
+                    &key("name"),
+                    format!("must be a non-empty name without `@` or `,`, got {name:?}"),
+                );
+            } else if !names.insert(name.clone()) {
+                self.err(
+                    &key("name"),
+                    format!("{name:?} names an earlier agent too: give each agent a distinct name"),
+                );
+            }
+            let address = a.address.trim().trim_end_matches('/').to_owned();
+            let ok = address
+                .strip_prefix("http://")
+                .and_then(|hp| hp.rsplit_once(':'))
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok {
+                self.err(
+                    &key("address"),
+                    format!("must be the agent's gRPC address, http://HOST:PORT (as kvbench-agent --listen), got {address:?}"),
+                );
+            }
+            out.push(AgentSpec {
+                name,
+                address,
+                labels: a.labels,
+            });
+        }
+        out
+    }
+
+    /// The remote agents a scenario names (`agent:`, `agents:` or `selector:`), with how
+    /// it runs on several; `None`: the embedded agent of its endpoint.
+    fn placement(
         &mut self,
         i: usize,
-        s: RawScenario,
-        slugs: &mut BTreeSet<String>,
-    ) -> Option<Scenario> {
+        s: &RawScenario,
+        agents: &[AgentSpec],
+    ) -> Option<(Vec<String>, Placement)> {
+        let key = |k: &str| format!("test_scenarios[{i}].{k}");
+        let given = usize::from(s.agent.is_some())
+            + usize::from(s.agents.is_some())
+            + usize::from(s.selector.is_some());
+        if given == 0 {
+            if s.placement.is_some() {
+                self.err(
+                    &key("placement"),
+                    "places a scenario on several agents: name them with `agents:` or `selector:`"
+                        .into(),
+                );
+            }
+            return None;
+        }
+        let which = if s.agent.is_some() {
+            "agent"
+        } else if s.agents.is_some() {
+            "agents"
+        } else {
+            "selector"
+        };
+        if given > 1 {
+            self.err(
+                &key(which),
+                "give one of `agent`, `agents` and `selector`".into(),
+            );
+            return None;
+        }
+        if agents.is_empty() {
+            self.err(
+                &key(which),
+                "names remote agents, but the plan has no `agents:` section (name, address and labels of each kvbench-agent)".into(),
+            );
+            return None;
+        }
+        let known: Vec<&str> = agents.iter().map(|a| a.name.as_str()).collect();
+        let names: Vec<String> = match (&s.agent, &s.agents, &s.selector) {
+            (Some(a), _, _) => vec![a.clone()],
+            (_, Some(list), _) => list.clone(),
+            (_, _, Some(sel)) => {
+                let found: Vec<String> = agents
+                    .iter()
+                    .filter(|a| sel.iter().all(|(k, v)| a.labels.get(k) == Some(v)))
+                    .map(|a| a.name.clone())
+                    .collect();
+                if found.is_empty() {
+                    self.err(
+                        &key("selector"),
+                        format!(
+                            "no agent has all of these labels; the agents are: {}",
+                            agents
+                                .iter()
+                                .map(|a| format!("{} {:?}", a.name, a.labels))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
+                    return None;
+                }
+                found
+            }
+            _ => return None,
+        };
+        for n in &names {
+            if !known.contains(&n.as_str()) {
+                self.err(
+                    &key(which),
+                    format!(
+                        "no agent named {n:?}; the plan's agents are: {}",
+                        known.join(", ")
+                    ),
+                );
+                return None;
+            }
+        }
+        if names.is_empty() {
+            self.err(&key(which), "names no agent".into());
+            return None;
+        }
+        let placement = s.placement.unwrap_or(Placement::Each);
+        if placement == Placement::Split {
+            self.err(
+                &key("placement"),
+                "`split` (one scenario across several agents at once) is not in this release: use `each` (the scenario once per agent, named <name>@<agent>)".into(),
+            );
+            return None;
+        }
+        Some((names, placement))
+    }
+
+    /// The scenario as it runs: on its embedded agent, on one remote agent, or once per
+    /// agent (`each`: named `<name>@<agent>`). A remote agent measures its own engine: the
+    /// config's endpoint must be `agent` or that engine's URL (checked once the agent
+    /// answers), never the embedded `sim`.
+    fn expand(
+        &mut self,
+        i: usize,
+        s: Scenario,
+        placed: Option<(Vec<String>, Placement)>,
+    ) -> Vec<Scenario> {
+        let Some((names, _)) = placed else {
+            if s.config.endpoint == Endpoint::Agent {
+                self.errors.push(PlanError {
+                    file: s.config_path.clone(),
+                    line: line_of(&s.config_path, "endpoint"),
+                    key: "endpoint".into(),
+                    message: format!("`agent` means the engine of the remote agent the scenario runs on, but test_scenarios[{i}] names no agent (agent:, agents: or selector:)"),
+                });
+            }
+            return vec![s];
+        };
+        if s.config.endpoint == Endpoint::Sim {
+            self.errors.push(PlanError {
+                file: s.config_path.clone(),
+                line: line_of(&s.config_path, "endpoint"),
+                key: "endpoint".into(),
+                message: "`sim` is the coordinator's embedded engine, but this scenario runs on remote agents, which measure the engine in their own config file: give `endpoint: agent`".into(),
+            });
+        }
+        if names.len() == 1 {
+            return vec![Scenario {
+                agent: Some(names[0].clone()),
+                ..s
+            }];
+        }
+        names
+            .into_iter()
+            .map(|a| {
+                let name = format!("{}@{a}", s.name);
+                Scenario {
+                    slug: slug(&name),
+                    name,
+                    agent: Some(a),
+                    ..s.clone()
+                }
+            })
+            .collect()
+    }
+
+    fn scenario(&mut self, i: usize, s: RawScenario) -> Option<Scenario> {
         let key = |k: &str| format!("test_scenarios[{i}].{k}");
         let name = s.name.trim().to_owned();
         if name.is_empty() {
             self.err(&key("name"), "must not be empty".into());
         }
         let sl = slug(&name);
-        if !name.is_empty() && !slugs.insert(sl.clone()) {
-            self.err(
-                &key("name"),
-                format!("{name:?} gives the same file names as an earlier scenario ({sl}); give each scenario a distinct name"),
-            );
-        }
         let rounds = s.rounds.unwrap_or(DEFAULT_ROUNDS);
         if rounds == 0 {
             self.err(
@@ -700,6 +947,7 @@ impl PlanCheck<'_> {
             rounds,
             concurrency,
             config,
+            agent: None,
         };
         // The trust boundary: the same check an agent makes before it allocates.
         for e in scenario.load_limits() {
@@ -859,6 +1107,7 @@ impl ConfigCheck<'_> {
     fn endpoint(&mut self, raw: &str) -> Endpoint {
         match raw.trim() {
             "sim" => Endpoint::Sim,
+            "agent" => Endpoint::Agent,
             u if u.starts_with("http://") && u.trim_end_matches('/').ends_with("/v1") => {
                 self.err(
                     "endpoint",

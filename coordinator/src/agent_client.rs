@@ -49,6 +49,8 @@ pub struct AgentClient {
     wire: WireClient<Channel>,
     url: String,
     info: AgentInfo,
+    /// Its clock against the coordinator's, once measured.
+    clock: Option<Clock>,
 }
 
 /// How a round's stream ended.
@@ -73,13 +75,29 @@ pub struct RoundRun {
 impl AgentClient {
     /// Connects and performs the versioned handshake.
     pub async fn connect(url: &str) -> Result<AgentClient, AgentError> {
+        Self::connect_with(url, Duration::from_secs(5)).await
+    }
+
+    /// Connects within `timeout` (connection and handshake).
+    pub async fn connect_with(url: &str, timeout: Duration) -> Result<AgentClient, AgentError> {
+        tokio::time::timeout(timeout, Self::connect_once(url, timeout))
+            .await
+            .unwrap_or_else(|_| {
+                Err(AgentError::Connect {
+                    url: url.to_owned(),
+                    message: format!("no answer within {} s", timeout.as_secs_f64()),
+                })
+            })
+    }
+
+    async fn connect_once(url: &str, timeout: Duration) -> Result<AgentClient, AgentError> {
         let connect_err = |message: String| AgentError::Connect {
             url: url.to_owned(),
             message,
         };
         let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
             .map_err(|e| connect_err(format!("bad address: {e}")))?
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(timeout)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(20))
             .keep_alive_while_idle(true)
@@ -110,11 +128,61 @@ impl AgentClient {
             wire,
             url: url.to_owned(),
             info,
+            clock: None,
         })
     }
 
     pub fn info(&self) -> &AgentInfo {
         &self.info
+    }
+
+    /// The clock measured by [`AgentClient::clock`], kept with the client.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    pub fn measured_clock(&self) -> Option<Clock> {
+        self.clock
+    }
+
+    /// The agent's clock offset against this host's and the round trip, from `pings`
+    /// handshakes: the one with the shortest round trip, whose answer was stamped closest
+    /// to its middle (NTP's rule).
+    pub async fn clock(&self, pings: u32) -> Result<Clock, AgentError> {
+        let mut best: Option<Clock> = None;
+        for _ in 0..pings.max(1) {
+            let sent = now_us();
+            let start = std::time::Instant::now();
+            let hello = self
+                .wire
+                .clone()
+                .hello(v1::HelloRequest {
+                    protocol_version: PROTOCOL_VERSION,
+                    coordinator_version: env!("CARGO_PKG_VERSION").into(),
+                })
+                .await
+                .map_err(|s| AgentError::Handshake {
+                    url: self.url.clone(),
+                    message: s.message().to_owned(),
+                })?
+                .into_inner();
+            let rtt_us = start.elapsed().as_micros() as i64;
+            if hello.agent_time_us == 0 {
+                continue;
+            }
+            let c = Clock {
+                offset_ms: (hello.agent_time_us - (sent + rtt_us / 2)) as f64 / 1000.0,
+                rtt_ms: rtt_us as f64 / 1000.0,
+            };
+            if best.is_none_or(|b| c.rtt_ms < b.rtt_ms) {
+                best = Some(c);
+            }
+        }
+        best.ok_or_else(|| AgentError::Handshake {
+            url: self.url.clone(),
+            message: "the agent does not tell its clock".into(),
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -282,4 +350,19 @@ fn stamp(event: &mut RoundEvent, scenario: &str, round: u32, agent: &str) {
         }
         _ => {}
     }
+}
+
+/// An agent's clock against the coordinator's.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Clock {
+    /// Agent clock minus coordinator clock, milliseconds.
+    pub offset_ms: f64,
+    /// Round trip of the best handshake, milliseconds.
+    pub rtt_ms: f64,
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }

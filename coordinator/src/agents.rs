@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use kvbench_agent::config::AgentFile;
-use kvbench_common::plan::{line_of, Endpoint, Plan, PlanError, PlanErrors};
+use kvbench_common::plan::{line_of, AgentSpec, Endpoint, Plan, PlanError, PlanErrors, Scenario};
 use kvbench_sim::{SimConfig, SimHandle};
 
-use crate::agent_client::AgentClient;
+use crate::agent_client::{AgentClient, Clock};
 
 /// The plan's `agent_config:` file, loaded and matched to the scenarios it serves: its
 /// `engine.base_url` must be some scenario's endpoint.
@@ -20,6 +20,7 @@ pub fn agent_file(plan: &Plan) -> Result<Option<AgentFile>, PlanErrors> {
     let endpoints: Vec<String> = plan
         .scenarios
         .iter()
+        .filter(|s| s.agent.is_none())
         .map(|s| s.config.endpoint.to_string())
         .collect();
     if !endpoints
@@ -59,9 +60,9 @@ impl Embedded {
         let mut sim = None;
         let mut agents = Vec::new();
         let mut by_endpoint = BTreeMap::new();
-        for s in &plan.scenarios {
+        for s in plan.scenarios.iter().filter(|s| s.agent.is_none()) {
             let ep = &s.config.endpoint;
-            if by_endpoint.contains_key(ep) {
+            if by_endpoint.contains_key(ep) || *ep == Endpoint::Agent {
                 continue;
             }
             let engine_url = match ep {
@@ -76,10 +77,12 @@ impl Embedded {
                     sim.as_ref().map(SimHandle::base_url).unwrap_or_default()
                 }
                 Endpoint::Url(u) => u.clone(),
+                Endpoint::Agent => continue,
             };
             let name = match ep {
                 Endpoint::Sim => "embedded-sim".to_owned(),
                 Endpoint::Url(u) => format!("embedded-{}", u.trim_start_matches("http://")),
+                Endpoint::Agent => continue,
             };
             let mut config = match &file {
                 // The plan's agent config file describes this engine's host.
@@ -120,4 +123,104 @@ impl Embedded {
             s.stop().await;
         }
     }
+}
+
+/// The agents a plan runs on: embedded ones by endpoint, remote ones by name.
+#[derive(Debug, Clone, Default)]
+pub struct AgentSet {
+    pub by_endpoint: BTreeMap<Endpoint, AgentClient>,
+    pub by_name: BTreeMap<String, AgentClient>,
+}
+
+impl AgentSet {
+    /// The agent a scenario runs on.
+    pub fn for_scenario(&self, s: &Scenario) -> Option<&AgentClient> {
+        match &s.agent {
+            Some(name) => self.by_name.get(name),
+            None => self.by_endpoint.get(&s.config.endpoint),
+        }
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &AgentClient> {
+        self.by_endpoint.values().chain(self.by_name.values())
+    }
+}
+
+impl From<BTreeMap<Endpoint, AgentClient>> for AgentSet {
+    fn from(by_endpoint: BTreeMap<Endpoint, AgentClient>) -> Self {
+        AgentSet {
+            by_endpoint,
+            by_name: BTreeMap::new(),
+        }
+    }
+}
+
+/// A remote agent of the plan as the coordinator found it.
+#[derive(Debug)]
+pub struct Reached {
+    pub spec: AgentSpec,
+    /// The connected agent and its clock, or why not.
+    pub result: Result<(AgentClient, Clock), String>,
+}
+
+/// Above this clock offset an agent's times are not comparable with the others' as they are.
+pub const CLOCK_OFFSET_WARN_MS: f64 = 50.0;
+
+/// Connects to every remote agent of the plan at once: handshake (versions), then five
+/// pings for its clock.
+pub async fn reach(plan: &Plan) -> Vec<Reached> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, spec) in plan.agents.iter().cloned().enumerate() {
+        set.spawn(async move {
+            let result = match AgentClient::connect(&spec.address).await {
+                Ok(a) => match a.clock(5).await {
+                    Ok(c) => Ok((a.with_clock(c), c)),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            (i, Reached { spec, result })
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(r) = r {
+            out.push(r);
+        }
+    }
+    // In the plan's order.
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Scenarios placed on a remote agent whose config names an engine URL the agent does not
+/// own: each an error at the scenario config's `endpoint`, saying which agent owns which
+/// engine.
+pub fn ownership_errors(plan: &Plan, reached: &[Reached]) -> Vec<PlanError> {
+    let mut errors = Vec::new();
+    for s in &plan.scenarios {
+        let (Some(name), Endpoint::Url(url)) = (&s.agent, &s.config.endpoint) else {
+            continue;
+        };
+        let Some(Ok((a, _))) = reached
+            .iter()
+            .find(|r| &r.spec.name == name)
+            .map(|r| r.result.as_ref())
+        else {
+            continue;
+        };
+        let owns = a.info().engine_display.trim_end_matches('/');
+        if owns != url.trim_end_matches('/') {
+            errors.push(PlanError {
+                file: s.config_path.clone(),
+                line: line_of(&s.config_path, "endpoint"),
+                key: "endpoint".into(),
+                message: format!(
+                    "scenario {:?} runs on agent {name}, which owns the engine {owns}, not {url}: an agent measures only the engine of its own config file; give `endpoint: agent` (or {owns})",
+                    s.name
+                ),
+            });
+        }
+    }
+    errors
 }

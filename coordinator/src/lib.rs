@@ -58,6 +58,16 @@ pub enum Command {
         /// `event` field); the console's text goes to stderr instead.
         #[arg(long)]
         json: bool,
+        /// Run the scenarios of the agents that answer, leaving out those of agents that
+        /// do not (by default an unreachable agent stops the plan before anything runs).
+        #[arg(long)]
+        skip_unreachable: bool,
+    },
+    /// Reach every agent of a plan's `agents:` and show what each is (exit 1 when one
+    /// cannot be reached or speaks another protocol version).
+    Agents {
+        /// The plan file.
+        plan: PathBuf,
     },
     /// Check a plan and every config file it names, without running anything.
     Validate {
@@ -184,6 +194,113 @@ pub fn load_plan(path: &Path) -> Result<(Plan, inputs::Inputs), ExitCode> {
         })
 }
 
+/// One line per remote agent: what it is, or why it could not be reached.
+fn print_agents(reached: &[agents::Reached]) {
+    for r in reached {
+        let labels: Vec<String> = r
+            .spec
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        match &r.result {
+            Ok((a, clock)) => {
+                let i = a.info();
+                let gpus = if i.gpus.is_empty() {
+                    i.gpu_summary()
+                } else {
+                    let mem: u64 = i.gpus.iter().map(|g| g.memory_total_bytes).sum();
+                    format!(
+                        "{} x {} ({:.0} GiB in all)",
+                        i.gpus.len(),
+                        i.gpus[0].name,
+                        mem as f64 / f64::from(1u32 << 30)
+                    )
+                };
+                outln!(
+                    "{}  {}  reachable  kvbench-agent {} (protocol {})  host {}  labels {}  GPUs: {}  engine {}  clock offset {:+.1} ms, RTT {:.1} ms{}",
+                    r.spec.name,
+                    r.spec.address,
+                    i.agent_version,
+                    i.protocol_version,
+                    i.hostname,
+                    if labels.is_empty() { "-".to_owned() } else { labels.join(",") },
+                    gpus,
+                    i.engine_display,
+                    clock.offset_ms,
+                    clock.rtt_ms,
+                    if clock.offset_ms.abs() > agents::CLOCK_OFFSET_WARN_MS {
+                        format!("  WARNING: clock offset above {} ms", agents::CLOCK_OFFSET_WARN_MS)
+                    } else {
+                        String::new()
+                    }
+                );
+                for w in &i.warnings {
+                    outln!("  WARNING: {w}");
+                }
+            }
+            Err(e) => outln!("{}  {}  UNREACHABLE  {e}", r.spec.name, r.spec.address),
+        }
+    }
+}
+
+/// Reaches the plan's remote agents before anything runs: lists them, refuses a plan with
+/// an unreachable one (or, with `skip`, leaves its scenarios out) and one whose scenario
+/// names an engine its agent does not own.
+async fn remote_agents(
+    p: &mut Plan,
+    skip: bool,
+) -> Result<std::collections::BTreeMap<String, agent_client::AgentClient>, ExitCode> {
+    let mut by_name = std::collections::BTreeMap::new();
+    if p.agents.is_empty() {
+        return Ok(by_name);
+    }
+    let reached = agents::reach(p).await;
+    print_agents(&reached);
+    let down: Vec<&str> = reached
+        .iter()
+        .filter(|r| r.result.is_err())
+        .map(|r| r.spec.name.as_str())
+        .collect();
+    if !down.is_empty() && !skip {
+        eprintln!(
+            "kvbench: agent{} {} cannot be reached; nothing was run (--skip-unreachable runs the other agents' scenarios)",
+            if down.len() == 1 { "" } else { "s" },
+            down.join(", ")
+        );
+        return Err(ExitCode::from(EXIT_BAD_PLAN));
+    }
+    let errors = agents::ownership_errors(p, &reached);
+    if !errors.is_empty() {
+        for e in &errors {
+            eprintln!("error: {e}");
+        }
+        eprintln!("kvbench: nothing was run");
+        return Err(ExitCode::from(EXIT_BAD_PLAN));
+    }
+    let before = p.scenarios.len();
+    p.scenarios.retain(|s| {
+        let keep = s.agent.as_deref().is_none_or(|a| !down.contains(&a));
+        if !keep {
+            eprintln!(
+                "kvbench: leaving out scenario {}: its agent cannot be reached",
+                s.name
+            );
+        }
+        keep
+    });
+    if p.scenarios.is_empty() && before > 0 {
+        eprintln!("kvbench: no scenario is left to run");
+        return Err(ExitCode::from(EXIT_BAD_PLAN));
+    }
+    for r in reached {
+        if let Ok((a, _)) = r.result {
+            by_name.insert(r.spec.name, a);
+        }
+    }
+    Ok(by_name)
+}
+
 /// The exit status of a run: a stop signal's, else the worst of failed (1), degraded (3)
 /// and not cold (4), else 0.
 pub fn exit_status(summary: &runner::RunSummary, stopped_by: Option<StopSignal>) -> u8 {
@@ -220,6 +337,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             kvbench_agent::serve_until_signal(args).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Agents { plan } => {
+            let (p, _) = match load_plan(&plan) {
+                Ok(p) => p,
+                Err(code) => return Ok(code),
+            };
+            if p.agents.is_empty() {
+                outln!(
+                    "{}: no `agents:` section: every scenario runs on an embedded agent",
+                    plan.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let reached = agents::reach(&p).await;
+            print_agents(&reached);
+            let bad = reached.iter().filter(|r| r.result.is_err()).count();
+            Ok(if bad == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Validate { plan } => {
             let (p, _) = match load_plan(&plan) {
                 Ok(p) => p,
@@ -228,6 +366,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Err(e) = results::check_output_dir(&p.output_dir) {
                 eprintln!("error: {}: output_dir: {e:#}", plan.display());
                 return Ok(ExitCode::from(EXIT_BAD_PLAN));
+            }
+            // Remote agents own their engines: a scenario may not name another.
+            if !p.agents.is_empty() {
+                let reached = agents::reach(&p).await;
+                for r in &reached {
+                    if let Err(e) = &r.result {
+                        eprintln!("note: agent {} cannot be reached ({e}): the engine it owns is not checked", r.spec.name);
+                    }
+                }
+                let errors = agents::ownership_errors(&p, &reached);
+                if !errors.is_empty() {
+                    for e in &errors {
+                        eprintln!("error: {e}");
+                    }
+                    return Ok(ExitCode::from(EXIT_BAD_PLAN));
+                }
             }
             let mut out = std::io::stdout().lock();
             let n = p.scenarios.len();
@@ -256,6 +410,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             plan,
             output_dir,
             json,
+            skip_unreachable,
         } => {
             let (mut p, inputs) = match load_plan(&plan) {
                 Ok(p) => p,
@@ -269,18 +424,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("kvbench: nothing was run");
                 return Ok(ExitCode::from(EXIT_BAD_PLAN));
             }
+            let remote = match remote_agents(&mut p, skip_unreachable).await {
+                Ok(r) => r,
+                Err(code) => return Ok(code),
+            };
             let cancel = CancellationToken::new();
             let stopped_by = on_stop_signals(cancel.clone());
             let embedded = agents::Embedded::start(&p, SimConfig::default()).await?;
+            let set = agents::AgentSet {
+                by_endpoint: embedded.by_endpoint.clone(),
+                by_name: remote,
+            };
             let result = if json {
                 let mut both = json_events::Both(
                     console::Console::new(std::io::stderr(), false),
                     json_events::JsonEvents::new(std::io::stdout()),
                 );
-                runner::run_plan(&p, &inputs, &embedded.by_endpoint, cancel, &mut both).await
+                runner::run_plan(&p, &inputs, &set, cancel, &mut both).await
             } else {
                 let mut console = console::Console::stdout();
-                runner::run_plan(&p, &inputs, &embedded.by_endpoint, cancel, &mut console).await
+                runner::run_plan(&p, &inputs, &set, cancel, &mut console).await
             };
             if let Some(sim) = &embedded.sim {
                 let c = sim.engine.counters();

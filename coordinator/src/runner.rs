@@ -2,12 +2,11 @@
 //! serving its endpoint (see [`crate::session`]). The run's story goes to an
 //! [`Observer`]; this module prints nothing.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use kvbench_common::plan::{Endpoint, Plan};
+use kvbench_common::plan::Plan;
 use kvbench_common::stats::{ScenarioStats, ScenarioStatus, Verdict};
 use kvbench_common::util::timestamp_utc;
 use tokio_util::sync::CancellationToken;
@@ -82,7 +81,7 @@ impl RunSummary {
 pub async fn run_plan(
     plan: &Plan,
     inputs: &Inputs,
-    agents: &BTreeMap<Endpoint, AgentClient>,
+    agents: &crate::agents::AgentSet,
     cancel: CancellationToken,
     obs: &mut dyn Observer,
 ) -> anyhow::Result<RunSummary> {
@@ -92,7 +91,7 @@ pub async fn run_plan(
         .with_context(|| format!("cannot create output folder {}", plan.output_dir.display()))?;
     obs.on(&RunEvent::RunStarted {
         plan,
-        agents: agents.values().map(AgentClient::info).collect(),
+        agents: agents.all().map(AgentClient::info).collect(),
     });
     let mut outcomes = Vec::new();
     let mut cancelled = false;
@@ -102,8 +101,11 @@ pub async fn run_plan(
             break;
         }
         let agent = agents
-            .get(&scenario.config.endpoint)
-            .with_context(|| format!("no agent serves endpoint {}", scenario.config.endpoint))?;
+            .for_scenario(scenario)
+            .with_context(|| match &scenario.agent {
+                Some(a) => format!("agent {a} is not connected"),
+                None => format!("no agent serves endpoint {}", scenario.config.endpoint),
+            })?;
         let isolation = if i == 0 && !plan.isolate_before_first {
             isolation::none_before_first(plan)
         } else {

@@ -360,10 +360,26 @@ fn engine_info(s: &Scenario, agent: &AgentClient) -> BTreeMap<String, String> {
 
 fn agent_info(agent: &AgentClient) -> BTreeMap<String, String> {
     let i = agent.info();
-    BTreeMap::from([
+    let mut m = BTreeMap::from([
         ("name".to_owned(), i.agent_name.clone()),
         ("hostname".to_owned(), i.hostname.clone()),
         ("version".to_owned(), i.agent_version.clone()),
         ("address".to_owned(), agent.url().to_owned()),
-    ])
+    ]);
+    // Remote agents: the clock as measured before the run.
+    if let Some(c) = agent.measured_clock() {
+        m.insert("clock_offset_ms".into(), format!("{:.3}", c.offset_ms));
+        m.insert("rtt_ms".into(), format!("{:.3}", c.rtt_ms));
+        if c.offset_ms.abs() > crate::agents::CLOCK_OFFSET_WARN_MS {
+            m.insert(
+                "clock_warning".into(),
+                format!(
+                    "the agent's clock is {:+.1} ms off the coordinator's (more than {} ms)",
+                    c.offset_ms,
+                    crate::agents::CLOCK_OFFSET_WARN_MS
+                ),
+            );
+        }
+    }
+    m
 }

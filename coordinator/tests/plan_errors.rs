@@ -340,3 +340,54 @@ fn an_unknown_workload_key_lists_only_this_types_keys() {
         e.message
     );
 }
+
+#[test]
+fn agents_and_placement_mistakes_name_the_key_and_what_is_valid() {
+    let dir = TempDir::new("agents");
+    dir.write("a.yaml", GOOD_CONFIG);
+    dir.write(
+        "r.yaml",
+        "endpoint: agent\nnum_requests: 2\nworkload:\n  prompt_tokens: 8\n",
+    );
+    let agents = "agents:\n  - {name: dc-a, address: \"http://127.0.0.1:5001\", labels: {cloud: a}}\n  - {name: dc-b, address: \"http://127.0.0.1:5002\", labels: {cloud: b}}\n";
+    let with = |scenario: &str| {
+        format!("output_dir: out\n{agents}test_scenarios:\n  - name: r\n    config_file: r.yaml\n    scenario: cold_start\n{scenario}")
+    };
+    let cases: [(String, &str, &str); 6] = [
+        (with("    agent: dc-z\n"), "test_scenarios[0].agent", "no agent named \"dc-z\"; the plan's agents are: dc-a, dc-b"),
+        (with("    selector: {cloud: c}\n"), "test_scenarios[0].selector", "no agent has all of these labels"),
+        (with("    agents: [dc-a, dc-b]\n    placement: split\n"), "test_scenarios[0].placement", "`split`"),
+        (with("    agent: dc-a\n    selector: {cloud: a}\n"), "test_scenarios[0].agent", "give one of"),
+        (with(""), "endpoint", "names no agent"),
+        (
+            "output_dir: out\nagents:\n  - {name: dc-a, address: \"10.0.0.1:5001\"}\ntest_scenarios:\n  - {name: r, config_file: r.yaml, scenario: cold_start, agent: dc-a}\n".to_owned(),
+            "agents[0].address",
+            "http://HOST:PORT",
+        ),
+    ];
+    for (plan, key, message) in cases {
+        let errs = errors(&dir, &plan);
+        assert!(
+            errs.iter()
+                .any(|e| e.key == key && e.message.contains(message) && e.line.is_some()),
+            "{plan}\n-> {errs:?}"
+        );
+    }
+    // The embedded sim is not a remote agent's engine.
+    let errs = errors(
+        &dir,
+        &format!("output_dir: out\n{agents}test_scenarios:\n  - {{name: s, config_file: a.yaml, scenario: cold_start, agent: dc-a}}\n"),
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.key == "endpoint" && e.message.contains("endpoint: agent")),
+        "{errs:?}"
+    );
+    // Without an `agents:` section, naming an agent says what is missing.
+    let errs = errors(&dir, &plan_with("    agent: dc-a\n"));
+    assert!(
+        errs.iter()
+            .any(|e| e.message.contains("no `agents:` section")),
+        "{errs:?}"
+    );
+}

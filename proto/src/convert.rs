@@ -720,6 +720,7 @@ impl From<&AgentInfo> for v1::HelloResponse {
             engine_display: a.engine_display.clone(),
             gpu_note: a.gpu_note.clone().unwrap_or_default(),
             warnings: a.warnings.clone(),
+            agent_time_us: a.agent_time_us,
         }
     }
 }
@@ -736,6 +737,7 @@ impl From<v1::HelloResponse> for AgentInfo {
             engine_display: h.engine_display,
             gpu_note: (!h.gpu_note.is_empty()).then_some(h.gpu_note),
             warnings: h.warnings,
+            agent_time_us: h.agent_time_us,
         }
     }
 }
@@ -1087,21 +1089,24 @@ mod tests {
             prop::collection::btree_map(text(), text(), 0..4),
             vec(gpu(), 0..3),
             text(),
-            (option::of("[a-z ]{1,10}"), vec(text(), 0..3)),
+            (option::of("[a-z ]{1,10}"), vec(text(), 0..3), any::<i64>()),
         )
-            .prop_map(|(a, labels, gpus, engine_display, (gpu_note, warnings))| {
-                AgentInfo {
-                    protocol_version: a.0,
-                    agent_version: a.1,
-                    hostname: a.2,
-                    agent_name: a.3,
-                    labels,
-                    gpus,
-                    engine_display,
-                    gpu_note,
-                    warnings,
-                }
-            })
+            .prop_map(
+                |(a, labels, gpus, engine_display, (gpu_note, warnings, agent_time_us))| {
+                    AgentInfo {
+                        protocol_version: a.0,
+                        agent_version: a.1,
+                        hostname: a.2,
+                        agent_name: a.3,
+                        labels,
+                        gpus,
+                        engine_display,
+                        gpu_note,
+                        warnings,
+                        agent_time_us,
+                    }
+                },
+            )
     }
 
     fn probe() -> impl Strategy<Value = ColdProbe> {

@@ -52,7 +52,7 @@ pub async fn run_with_agents(
     run_plan(
         plan,
         &kvbench_coordinator::inputs::Inputs::load(plan).expect("inputs load"),
-        agents,
+        &agents.clone().into(),
         CancellationToken::new(),
         &mut kvbench_coordinator::events::Silent,
     )

@@ -1,0 +1,231 @@
+//! One coordinator driving agents that run as services next to their engines: three agent
+//! processes' worth (agents and sims on loopback in this test's process), reached through
+//! the plan's `agents:` by the `kvbench` binary, as a team runs it from a laptop.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{read_json, TempDir};
+use kvbench_agent::AgentConfig;
+use kvbench_sim::SimConfig;
+
+/// An agent and the sim it measures, labelled.
+struct Host {
+    sim: kvbench_sim::SimHandle,
+    agent: kvbench_agent::AgentHandle,
+}
+
+async fn host(name: &str, cloud: &str, sim: SimConfig) -> Host {
+    let sim = kvbench_sim::spawn(sim).await.expect("sim");
+    let mut config = AgentConfig::vllm(name, sim.base_url());
+    config.labels.insert("cloud".into(), cloud.into());
+    config.labels.insert("tier".into(), "gpu".into());
+    let agent = kvbench_agent::spawn(config).await.expect("agent");
+    Host { sim, agent }
+}
+
+/// Runs the `kvbench` binary off the runtime (the agents answer meanwhile).
+async fn kvbench(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_kvbench"))
+            .args(&args)
+            .output()
+            .expect("kvbench runs")
+    })
+    .await
+    .expect("join")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn plan(dir: &TempDir, agents: &[(&str, String, &str)], scenarios: &str) -> String {
+    let mut p = String::from("output_dir: out\nwait_between_scenarios: 0\nagents:\n");
+    for (name, address, cloud) in agents {
+        p.push_str(&format!(
+            "  - {{name: {name}, address: \"{address}\", labels: {{cloud: {cloud}, tier: gpu}}}}\n"
+        ));
+    }
+    p.push_str("test_scenarios:\n");
+    p.push_str(scenarios);
+    dir.write("plan.yaml", &p).display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_runs_a_scenario_once_per_matching_agent_and_judges_each() {
+    let a = host("dc-a", "a", SimConfig::default()).await;
+    let b = host("dc-b", "b", SimConfig::default()).await;
+    // This datacenter's engine says it cleared and did not.
+    let liar = host(
+        "dc-c",
+        "c",
+        SimConfig {
+            lying_reset: true,
+            ..SimConfig::default()
+        },
+    )
+    .await;
+    let dir = TempDir::new("each");
+    dir.write(
+        "docs.yaml",
+        "endpoint: agent\nnum_requests: 4\noutput_tokens: 4\nworkload:\n  documents: 4\n  document_tokens: 400\n",
+    );
+    let p = plan(
+        &dir,
+        &[
+            ("dc-a", a.agent.url(), "a"),
+            ("dc-b", b.agent.url(), "b"),
+            ("dc-c", liar.agent.url(), "c"),
+        ],
+        "  - {name: warm, config_file: docs.yaml, scenario: long_context_high_reuse, rounds: 1, selector: {tier: gpu}}\n  - {name: docs, config_file: docs.yaml, scenario: long_context_high_reuse, rounds: 2, selector: {tier: gpu}, placement: each}\n",
+    );
+    let out = kvbench(vec!["run".into(), p]).await;
+    let console = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "one datacenter's round 1 was not cold:\n{console}"
+    );
+    for line in [
+        "dc-a  http://",
+        "reachable",
+        "Scenario done: docs@dc-a",
+        "Scenario done: docs@dc-b",
+        "Scenario done: docs@dc-c",
+    ] {
+        assert!(console.contains(line), "console lacks {line:?}:\n{console}");
+    }
+    let files: Vec<String> = std::fs::read_dir(dir.path().join("out"))
+        .expect("out")
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|f| f.contains("_stats_"))
+        .collect();
+    assert_eq!(files.len(), 6, "{files:?}");
+    for (agent, verdict) in [
+        ("dc-a", "verified"),
+        ("dc-b", "verified"),
+        ("dc-c", "failed"),
+    ] {
+        let f = files
+            .iter()
+            .find(|f| f.starts_with(&format!("docs_{agent}_stats_")))
+            .unwrap_or_else(|| panic!("{agent}'s stats in {files:?}"));
+        let st = read_json(&dir.path().join("out").join(f));
+        assert_eq!(st["scenario"]["name"], format!("docs@{agent}"));
+        assert_eq!(st["agent"]["name"], agent);
+        assert_eq!(
+            st["isolation"]["verdict"], verdict,
+            "{agent}: {}",
+            st["isolation"]
+        );
+        let offset: f64 = st["agent"]["clock_offset_ms"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("clock offset recorded");
+        assert!(offset.abs() < 50.0, "same host, same clock: {offset}");
+        common::assert_stats_schema(&st);
+    }
+    for h in [a, b, liar] {
+        h.agent.stop().await;
+        h.sim.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_lists_each_agent_and_run_refuses_an_unreachable_one() {
+    let a = host("dc-a", "a", SimConfig::default()).await;
+    let b = host("dc-b", "b", SimConfig::default()).await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", l.local_addr().expect("addr"))
+    };
+    let dir = TempDir::new("agents");
+    dir.write(
+        "c.yaml",
+        "endpoint: agent\nnum_requests: 2\noutput_tokens: 4\nworkload:\n  prompt_tokens: 32\n",
+    );
+    let p = plan(
+        &dir,
+        &[("dc-a", a.agent.url(), "a"), ("dc-b", b.agent.url(), "b"), ("dc-gone", closed, "z")],
+        "  - {name: c, config_file: c.yaml, scenario: cold_start, rounds: 1, agents: [dc-a, dc-b, dc-gone]}\n",
+    );
+    let out = kvbench(vec!["agents".into(), p.clone()]).await;
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    let lines: Vec<&str> = t.lines().collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with("dc-a ")
+            && l.contains("reachable")
+            && l.contains("labels cloud=a,tier=gpu")
+            && l.contains("RTT")),
+        "{t}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("dc-b ") && l.contains("reachable")),
+        "{t}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("dc-gone ") && l.contains("UNREACHABLE")),
+        "{t}"
+    );
+
+    let out = kvbench(vec!["run".into(), p.clone()]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("nothing was run"), "{}", text(&out));
+    assert!(
+        !dir.path().join("out").exists()
+            || std::fs::read_dir(dir.path().join("out")).map_or(0, |d| d.count()) == 0
+    );
+
+    let out = kvbench(vec!["run".into(), p, "--skip-unreachable".into()]).await;
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("leaving out scenario c@dc-gone"), "{t}");
+    assert!(
+        t.contains("Scenario done: c@dc-a") && t.contains("Scenario done: c@dc-b"),
+        "{t}"
+    );
+    for h in [a, b] {
+        h.agent.stop().await;
+        h.sim.stop().await;
+    }
+}
+
+/// A remote agent measures only the engine of its own config file: a scenario config that
+/// names another engine is refused by `validate`, with the file, line and key, naming the
+/// engine the agent owns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scenario_naming_an_engine_its_agent_does_not_own_is_refused() {
+    let a = host("dc-a", "a", SimConfig::default()).await;
+    let dir = TempDir::new("ownership");
+    dir.write(
+        "c.yaml",
+        "num_requests: 2\nendpoint: http://10.1.2.3:8000\nworkload:\n  prompt_tokens: 32\n",
+    );
+    let p = plan(
+        &dir,
+        &[("dc-a", a.agent.url(), "a")],
+        "  - {name: c, config_file: c.yaml, scenario: cold_start, agent: dc-a}\n",
+    );
+    let out = kvbench(vec!["validate".into(), p]).await;
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("c.yaml:2: key `endpoint`"), "{t}");
+    assert!(
+        t.contains(&format!("which owns the engine {}", a.sim.base_url())),
+        "{t}"
+    );
+    a.agent.stop().await;
+    a.sim.stop().await;
+}
