@@ -288,7 +288,10 @@ fn scenario_header(w: &mut impl Write, s: &Scenario, agent: &AgentInfo) {
     say!(
         w,
         "Endpoint:     {} via agent {} (model {}, {} API)",
-        c.endpoint,
+        match c.endpoint {
+            kvbench_common::plan::Endpoint::Agent => agent.engine_display.clone(),
+            ref e => e.to_string(),
+        },
         agent.agent_name,
         c.model,
         c.api.label()

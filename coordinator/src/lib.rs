@@ -62,6 +62,11 @@ pub enum Command {
         /// do not (by default an unreachable agent stops the plan before anything runs).
         #[arg(long)]
         skip_unreachable: bool,
+        /// Run only these scenarios (comma-separated names; a scenario placed on several
+        /// agents by its plan name, or one of them as NAME@AGENT), into the same output
+        /// folder with new timestamps.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Reach every agent of a plan's `agents:` and show what each is (exit 1 when one
     /// cannot be reached or speaks another protocol version).
@@ -192,6 +197,31 @@ pub fn load_plan(path: &Path) -> Result<(Plan, inputs::Inputs), ExitCode> {
             );
             ExitCode::from(EXIT_BAD_PLAN)
         })
+}
+
+/// Keeps the scenarios `--only` names (all when it names none); an unknown name is an error
+/// listing the plan's.
+fn keep_only(p: &mut Plan, only: &[String]) -> Result<(), String> {
+    if only.is_empty() {
+        return Ok(());
+    }
+    let base = |name: &str| name.split('@').next().unwrap_or(name).to_owned();
+    for want in only {
+        if !p
+            .scenarios
+            .iter()
+            .any(|s| s.name == *want || base(&s.name) == *want)
+        {
+            let names: Vec<&str> = p.scenarios.iter().map(|s| s.name.as_str()).collect();
+            return Err(format!(
+                "no scenario named {want:?}; the plan's scenarios are: {}",
+                names.join(", ")
+            ));
+        }
+    }
+    p.scenarios
+        .retain(|s| only.iter().any(|w| s.name == *w || base(&s.name) == *w));
+    Ok(())
 }
 
 /// One line per remote agent: what it is, or why it could not be reached.
@@ -411,11 +441,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output_dir,
             json,
             skip_unreachable,
+            only,
         } => {
             let (mut p, inputs) = match load_plan(&plan) {
                 Ok(p) => p,
                 Err(code) => return Ok(code),
             };
+            if let Err(e) = keep_only(&mut p, &only) {
+                eprintln!("error: {}: --only: {e}", plan.display());
+                eprintln!("kvbench: nothing was run");
+                return Ok(ExitCode::from(EXIT_BAD_PLAN));
+            }
             if let Some(dir) = output_dir {
                 p.output_dir = dir;
             }

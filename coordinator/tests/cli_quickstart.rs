@@ -190,3 +190,46 @@ fn the_readme_lists_every_engine_metric_the_code_reads() {
         "the README names metrics the code does not read"
     );
 }
+
+/// `--only` reruns chosen scenarios alone: only their files are written; an unknown name is
+/// refused with the plan's names, and nothing runs.
+#[test]
+fn only_reruns_the_named_scenarios() {
+    let out = TempDir::new("only");
+    let plan = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/quickstart/multi_scenario_config.yaml");
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kvbench"))
+            .arg("run")
+            .arg(&plan)
+            .arg("--output-dir")
+            .arg(out.path())
+            .args(extra)
+            .output()
+            .expect("kvbench runs")
+    };
+    let bad = run(&["--only", "nope"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("no scenario named \"nope\"") && err.contains("sim-long-context-high-reuse"),
+        "{err}"
+    );
+    let ok = run(&["--only", "sim-multi-turn-conversation"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let files: Vec<String> = std::fs::read_dir(out.path())
+        .expect("output folder")
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|f| f.contains("_stats_"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        files[0].starts_with("sim-multi-turn-conversation_stats_"),
+        "{files:?}"
+    );
+}

@@ -229,3 +229,53 @@ async fn a_scenario_naming_an_engine_its_agent_does_not_own_is_refused() {
     a.agent.stop().await;
     a.sim.stop().await;
 }
+
+/// The README's cross-datacenter example, as a newcomer runs it: three sim + agent pairs
+/// started by the script, one plan comparing them, `--stop`.
+#[test]
+fn the_multi_datacenter_example_compares_three_clouds() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_kvbench"))
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    let run_dir = TempDir::new("multi-dc");
+    let script = root.join("examples/multi-datacenter/start-agents.sh");
+    let sh = |arg: Option<&str>| {
+        let mut c = Command::new("bash");
+        c.arg(&script)
+            .env("KVBENCH_BIN", &bin)
+            .env("KVBENCH_RUN_DIR", run_dir.path());
+        if let Some(a) = arg {
+            c.arg(a);
+        }
+        c.output().expect("bash")
+    };
+    let up = sh(None);
+    assert!(up.status.success(), "{}", text(&up));
+    let out = TempDir::new("multi-dc-out");
+    let run = Command::new(env!("CARGO_BIN_EXE_kvbench"))
+        .arg("run")
+        .arg(root.join("examples/multi-datacenter/multi_scenario_config.yaml"))
+        .arg("--output-dir")
+        .arg(out.path())
+        .output()
+        .expect("kvbench runs");
+    let down = sh(Some("--stop"));
+    let console = text(&run);
+    assert!(run.status.success(), "{console}");
+    assert!(down.status.success(), "{}", text(&down));
+    for name in [
+        "long-context@dc-alpha",
+        "long-context@dc-beta",
+        "long-context@dc-gamma",
+        "cold-start@dc-alpha",
+        "cold-start@dc-gamma",
+    ] {
+        assert!(
+            console.contains(&format!("| {name} |")),
+            "{name}:\n{console}"
+        );
+    }
+    println!("{console}");
+}
