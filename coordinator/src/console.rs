@@ -111,59 +111,15 @@ impl<W: Write> Observer for Console<W> {
         let w = &mut self.out;
         match event {
             RunEvent::RunStarted { plan, agents } => banner(w, plan, agents),
-            RunEvent::IsolationStarted { policy } => {
-                say!(w);
-                say!(
-                    w,
-                    "Cleanup before the next scenario (isolation: {})",
-                    policy.label()
-                );
-            }
-            RunEvent::Clearing { agent } => {
-                say!(w, "  Clearing the KV cache through agent {agent} ...")
-            }
-            RunEvent::Cleared(r) if r.success => {
-                say!(
-                    w,
-                    "  Cache cleared ({}); clear and cold check took {:.0} ms",
-                    r.detail,
-                    r.took_ms
-                );
-                if let Some(p) = &r.probe {
-                    say!(
-                        w,
-                        "  Cold check: the previous round's first prompt sent again: {} of {} tokens cached",
-                        p.cached_tokens.map_or("n/a".to_owned(), |c| c.to_string()),
-                        p.prompt_tokens
-                    );
-                }
-            }
-            RunEvent::Cleared(r) => say!(w, "  WARNING: clear failed: {}", r.detail),
-            RunEvent::Restarting { agent } => {
-                say!(w, "  Restarting the engine through agent {agent} ...")
-            }
-            RunEvent::Restarted(r) => match r.error {
-                None => say!(
-                    w,
-                    "  Engine restarted in {:.1} s ({})",
-                    r.took_ms / 1000.0,
-                    r.detail
-                ),
-                Some(class) => say!(w, "  WARNING: restart failed ({class}): {}", r.detail),
-            },
-            RunEvent::AgentCallFailed { what, error } => {
-                say!(w, "  WARNING: {what} failed: {error}")
-            }
-            RunEvent::FallingBackToRestart => {
-                say!(
-                    w,
-                    "  The clear did not give a cold cache: restarting instead"
-                )
-            }
-            RunEvent::NotClearing { policy } => {
-                say!(w, "  Not clearing (isolation: {})", policy.label())
-            }
-            RunEvent::Waiting { seconds } => say!(w, "  Waiting {seconds} s to settle"),
+            e @ (RunEvent::IsolationStarted { .. }
+            | RunEvent::Clearing { .. }
+            | RunEvent::Cleared(_)
+            | RunEvent::Restarting { .. }
+            | RunEvent::Restarted(_)
+            | RunEvent::AgentCallFailed { .. }
+            | RunEvent::FallingBackToRestart
+            | RunEvent::NotClearing { .. }
+            | RunEvent::Waiting { .. }) => isolation_lines(w, e),
             RunEvent::ScenarioStarted {
                 index,
                 total,
@@ -211,6 +167,66 @@ impl<W: Write> Observer for Console<W> {
             RunEvent::RunFinished { plan, summary } => final_summary(w, plan, summary),
         }
         let _ = self.out.flush();
+    }
+}
+
+/// The cleanup block between scenarios: what isolation does, step by step.
+fn isolation_lines(w: &mut impl Write, event: &RunEvent<'_>) {
+    match event {
+        RunEvent::IsolationStarted { policy } => {
+            say!(w);
+            say!(
+                w,
+                "Cleanup before the next scenario (isolation: {})",
+                policy.label()
+            );
+        }
+        RunEvent::Clearing { agent } => {
+            say!(w, "  Clearing the KV cache through agent {agent} ...")
+        }
+        RunEvent::Cleared(r) if r.success => {
+            say!(
+                w,
+                "  Cache cleared ({}); clear and cold check took {:.0} ms",
+                r.detail,
+                r.took_ms
+            );
+            if let Some(p) = &r.probe {
+                say!(
+                    w,
+                    "  Cold check: the previous round's first prompt sent again: {} of {} tokens cached",
+                    p.cached_tokens.map_or("n/a".to_owned(), |c| c.to_string()),
+                    p.prompt_tokens
+                );
+            }
+        }
+        RunEvent::Cleared(r) => say!(w, "  WARNING: clear failed: {}", r.detail),
+        RunEvent::Restarting { agent } => {
+            say!(w, "  Restarting the engine through agent {agent} ...")
+        }
+        RunEvent::Restarted(r) => match r.error {
+            None => say!(
+                w,
+                "  Engine restarted in {:.1} s ({})",
+                r.took_ms / 1000.0,
+                r.detail
+            ),
+            Some(class) => say!(w, "  WARNING: restart failed ({class}): {}", r.detail),
+        },
+        RunEvent::AgentCallFailed { what, error } => {
+            say!(w, "  WARNING: {what} failed: {error}")
+        }
+        RunEvent::FallingBackToRestart => {
+            say!(
+                w,
+                "  The clear did not give a cold cache: restarting instead"
+            )
+        }
+        RunEvent::NotClearing { policy } => {
+            say!(w, "  Not clearing (isolation: {})", policy.label())
+        }
+        RunEvent::Waiting { seconds } => say!(w, "  Waiting {seconds} s to settle"),
+        _ => {}
     }
 }
 

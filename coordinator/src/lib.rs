@@ -367,75 +367,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             kvbench_agent::serve_until_signal(args).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Agents { plan } => {
-            let (p, _) = match load_plan(&plan) {
-                Ok(p) => p,
-                Err(code) => return Ok(code),
-            };
-            if p.agents.is_empty() {
-                outln!(
-                    "{}: no `agents:` section: every scenario runs on an embedded agent",
-                    plan.display()
-                );
-                return Ok(ExitCode::SUCCESS);
-            }
-            let reached = agents::reach(&p).await;
-            print_agents(&reached);
-            let bad = reached.iter().filter(|r| r.result.is_err()).count();
-            Ok(if bad == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
-        Command::Validate { plan } => {
-            let (p, _) = match load_plan(&plan) {
-                Ok(p) => p,
-                Err(code) => return Ok(code),
-            };
-            if let Err(e) = results::check_output_dir(&p.output_dir) {
-                eprintln!("error: {}: output_dir: {e:#}", plan.display());
-                return Ok(ExitCode::from(EXIT_BAD_PLAN));
-            }
-            // Remote agents own their engines: a scenario may not name another.
-            if !p.agents.is_empty() {
-                let reached = agents::reach(&p).await;
-                for r in &reached {
-                    if let Err(e) = &r.result {
-                        eprintln!("note: agent {} cannot be reached ({e}): the engine it owns is not checked", r.spec.name);
-                    }
-                }
-                let errors = agents::ownership_errors(&p, &reached);
-                if !errors.is_empty() {
-                    for e in &errors {
-                        eprintln!("error: {e}");
-                    }
-                    return Ok(ExitCode::from(EXIT_BAD_PLAN));
-                }
-            }
-            let mut out = std::io::stdout().lock();
-            let n = p.scenarios.len();
-            let _ = writeln!(
-                out,
-                "{}: OK, {n} scenario{}",
-                plan.display(),
-                if n == 1 { "" } else { "s" }
-            );
-            for s in &p.scenarios {
-                let _ = writeln!(
-                    out,
-                    "  - {} [{}] {} rounds, concurrency {}, {} requests, endpoint {} ({})",
-                    s.name,
-                    s.kind,
-                    s.rounds,
-                    s.concurrency,
-                    s.config.workload.num_requests,
-                    s.config.endpoint,
-                    s.config_file
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Agents { plan } => agents_command(&plan).await,
+        Command::Validate { plan } => validate_command(&plan).await,
         Command::Run {
             plan,
             output_dir,
@@ -443,61 +376,166 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             skip_unreachable,
             only,
         } => {
-            let (mut p, inputs) = match load_plan(&plan) {
-                Ok(p) => p,
-                Err(code) => return Ok(code),
-            };
-            if let Err(e) = keep_only(&mut p, &only) {
-                eprintln!("error: {}: --only: {e}", plan.display());
-                eprintln!("kvbench: nothing was run");
-                return Ok(ExitCode::from(EXIT_BAD_PLAN));
-            }
-            if let Some(dir) = output_dir {
-                p.output_dir = dir;
-            }
-            if let Err(e) = results::check_output_dir(&p.output_dir) {
-                eprintln!("error: {}: output_dir: {e:#}", plan.display());
-                eprintln!("kvbench: nothing was run");
-                return Ok(ExitCode::from(EXIT_BAD_PLAN));
-            }
-            let remote = match remote_agents(&mut p, skip_unreachable).await {
-                Ok(r) => r,
-                Err(code) => return Ok(code),
-            };
-            let cancel = CancellationToken::new();
-            let stopped_by = on_stop_signals(cancel.clone());
-            let embedded = agents::Embedded::start(&p, SimConfig::default()).await?;
-            let set = agents::AgentSet {
-                by_endpoint: embedded.by_endpoint.clone(),
-                by_name: remote,
-            };
-            let result = if json {
-                let mut both = json_events::Both(
-                    console::Console::new(std::io::stderr(), false),
-                    json_events::JsonEvents::new(std::io::stdout()),
-                );
-                runner::run_plan(&p, &inputs, &set, cancel, &mut both).await
-            } else {
-                let mut console = console::Console::stdout();
-                runner::run_plan(&p, &inputs, &set, cancel, &mut console).await
-            };
-            if let Some(sim) = &embedded.sim {
-                let c = sim.engine.counters();
-                tracing::debug!(served = c.requests_received, "embedded sim");
-            }
-            let uses_sim = p
-                .scenarios
-                .iter()
-                .any(|s| s.config.endpoint == Endpoint::Sim);
-            embedded.stop().await;
-            let summary = result?;
-            if uses_sim && !json {
-                let _ = writeln!(std::io::stdout(), "(engine: the embedded kvbench-sim, a simulated engine; figures show the harness and the cache model, not a GPU)");
-            }
-            Ok(ExitCode::from(exit_status(
-                &summary,
-                stopped_by.get().copied(),
-            )))
+            run_command(RunOptions {
+                plan,
+                output_dir,
+                json,
+                skip_unreachable,
+                only,
+            })
+            .await
         }
     }
+}
+
+/// `kvbench agents PLAN`.
+async fn agents_command(plan: &Path) -> anyhow::Result<ExitCode> {
+    let (p, _) = match load_plan(plan) {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    if p.agents.is_empty() {
+        outln!(
+            "{}: no `agents:` section: every scenario runs on an embedded agent",
+            plan.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let reached = agents::reach(&p).await;
+    print_agents(&reached);
+    let bad = reached.iter().filter(|r| r.result.is_err()).count();
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `kvbench validate PLAN`.
+async fn validate_command(plan: &Path) -> anyhow::Result<ExitCode> {
+    let (p, _) = match load_plan(plan) {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    if let Err(e) = results::check_output_dir(&p.output_dir) {
+        eprintln!("error: {}: output_dir: {e:#}", plan.display());
+        return Ok(ExitCode::from(EXIT_BAD_PLAN));
+    }
+    // Remote agents own their engines: a scenario may not name another.
+    if !p.agents.is_empty() {
+        let reached = agents::reach(&p).await;
+        for r in &reached {
+            if let Err(e) = &r.result {
+                eprintln!(
+                    "note: agent {} cannot be reached ({e}): the engine it owns is not checked",
+                    r.spec.name
+                );
+            }
+        }
+        let errors = agents::ownership_errors(&p, &reached);
+        if !errors.is_empty() {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            return Ok(ExitCode::from(EXIT_BAD_PLAN));
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let n = p.scenarios.len();
+    let _ = writeln!(
+        out,
+        "{}: OK, {n} scenario{}",
+        plan.display(),
+        if n == 1 { "" } else { "s" }
+    );
+    for s in &p.scenarios {
+        let _ = writeln!(
+            out,
+            "  - {} [{}] {} rounds, concurrency {}, {} requests, endpoint {} ({})",
+            s.name,
+            s.kind,
+            s.rounds,
+            s.concurrency,
+            s.config.workload.num_requests,
+            s.config.endpoint,
+            s.config_file
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `kvbench run` was given.
+#[derive(Debug)]
+struct RunOptions {
+    plan: PathBuf,
+    output_dir: Option<PathBuf>,
+    json: bool,
+    skip_unreachable: bool,
+    only: Vec<String>,
+}
+
+/// `kvbench run PLAN`.
+async fn run_command(o: RunOptions) -> anyhow::Result<ExitCode> {
+    let RunOptions {
+        plan,
+        output_dir,
+        json,
+        skip_unreachable,
+        only,
+    } = o;
+    let (mut p, inputs) = match load_plan(&plan) {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    if let Err(e) = keep_only(&mut p, &only) {
+        eprintln!("error: {}: --only: {e}", plan.display());
+        eprintln!("kvbench: nothing was run");
+        return Ok(ExitCode::from(EXIT_BAD_PLAN));
+    }
+    if let Some(dir) = output_dir {
+        p.output_dir = dir;
+    }
+    if let Err(e) = results::check_output_dir(&p.output_dir) {
+        eprintln!("error: {}: output_dir: {e:#}", plan.display());
+        eprintln!("kvbench: nothing was run");
+        return Ok(ExitCode::from(EXIT_BAD_PLAN));
+    }
+    let remote = match remote_agents(&mut p, skip_unreachable).await {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    let cancel = CancellationToken::new();
+    let stopped_by = on_stop_signals(cancel.clone());
+    let embedded = agents::Embedded::start(&p, SimConfig::default()).await?;
+    let set = agents::AgentSet {
+        by_endpoint: embedded.by_endpoint.clone(),
+        by_name: remote,
+    };
+    let result = if json {
+        let mut both = json_events::Both(
+            console::Console::new(std::io::stderr(), false),
+            json_events::JsonEvents::new(std::io::stdout()),
+        );
+        runner::run_plan(&p, &inputs, &set, cancel, &mut both).await
+    } else {
+        let mut console = console::Console::stdout();
+        runner::run_plan(&p, &inputs, &set, cancel, &mut console).await
+    };
+    if let Some(sim) = &embedded.sim {
+        let c = sim.engine.counters();
+        tracing::debug!(served = c.requests_received, "embedded sim");
+    }
+    let uses_sim = p
+        .scenarios
+        .iter()
+        .any(|s| s.config.endpoint == Endpoint::Sim);
+    embedded.stop().await;
+    let summary = result?;
+    if uses_sim && !json {
+        let _ = writeln!(std::io::stdout(), "(engine: the embedded kvbench-sim, a simulated engine; figures show the harness and the cache model, not a GPU)");
+    }
+    Ok(ExitCode::from(exit_status(
+        &summary,
+        stopped_by.get().copied(),
+    )))
 }
