@@ -876,6 +876,27 @@ pub struct DiscardedAttempt {
 }
 
 impl IsolationInfo {
+    /// What an isolation step did, not judged yet (verdict `none`), with no evidence.
+    pub fn new(
+        policy: crate::plan::IsolationPolicy,
+        status: IsolationStatus,
+        detail: String,
+    ) -> IsolationInfo {
+        IsolationInfo {
+            policy,
+            status,
+            detail,
+            wait_s: 0.0,
+            verdict: Verdict::None,
+            evidence: Vec::new(),
+            probe: None,
+            excess: Vec::new(),
+            restart_error: None,
+            fallback_probe: None,
+            rerun_after: None,
+        }
+    }
+
     /// Judges whether round 1 was cold: from the probe after the clear, and from every
     /// round-1 request's excess cached tokens (cached beyond what its prompt shared with
     /// prompts sent before it in the round: see [`excess_cached_tokens`]). Excess is

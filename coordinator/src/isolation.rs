@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kvbench_common::agent::{ColdProbe, RestartError, RestartOutcome};
 use kvbench_common::plan::{IsolationPolicy, Plan};
-use kvbench_common::stats::{IsolationInfo, IsolationStatus, Verdict};
+use kvbench_common::stats::{IsolationInfo, IsolationStatus};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent_client::AgentClient;
@@ -18,19 +18,11 @@ const REASON: &str = "isolation between scenarios";
 /// What isolation did for a scenario that had none (the plan's first, unless
 /// `isolate_before_first`).
 pub fn none_before_first(plan: &Plan) -> IsolationInfo {
-    IsolationInfo {
-        policy: plan.isolation,
-        status: IsolationStatus::None,
-        detail: "first scenario of the plan".into(),
-        wait_s: 0.0,
-        verdict: Verdict::None,
-        evidence: Vec::new(),
-        probe: None,
-        excess: Vec::new(),
-        fallback_probe: None,
-        restart_error: None,
-        rerun_after: None,
-    }
+    IsolationInfo::new(
+        plan.isolation,
+        IsolationStatus::None,
+        "first scenario of the plan".into(),
+    )
 }
 
 /// One step's result: what it did, in words, and the cold check where there was one.
@@ -84,17 +76,11 @@ pub async fn isolate(
         }
     }
     IsolationInfo {
-        policy: plan.isolation,
-        status: step.status,
-        detail: step.detail,
         wait_s: wait,
-        verdict: Verdict::None,
-        evidence: Vec::new(),
         probe: step.probe,
-        excess: Vec::new(),
         fallback_probe: step.fallback_probe,
         restart_error: step.restart_error,
-        rerun_after: None,
+        ..IsolationInfo::new(plan.isolation, step.status, step.detail)
     }
 }
 
@@ -107,17 +93,8 @@ pub async fn restart_for_rerun(
 ) -> IsolationInfo {
     let step = restart(agent, obs).await;
     IsolationInfo {
-        policy: plan.isolation,
-        status: step.status,
-        detail: step.detail,
-        wait_s: 0.0,
-        verdict: Verdict::None,
-        evidence: Vec::new(),
-        probe: None,
-        excess: Vec::new(),
-        fallback_probe: None,
         restart_error: step.restart_error,
-        rerun_after: None,
+        ..IsolationInfo::new(plan.isolation, step.status, step.detail)
     }
 }
 
