@@ -244,6 +244,20 @@ fn table(summary: &RunSummary) {
     }
 }
 
+/// Every scenario after the first (which has no isolation before it) was a verified cold start.
+fn every_verdict_after_the_first_is_verified(summary: &RunSummary) {
+    for o in &summary.scenarios[1..] {
+        let iso = &o.stats.isolation;
+        assert_eq!(
+            iso.verdict,
+            Verdict::Verified,
+            "{}: {:?}",
+            o.name,
+            iso.evidence
+        );
+    }
+}
+
 /// llama.cpp's host prompt cache restores a prompt of the first scenario in the third,
 /// after a slot erase and a cold-looking probe: the verdict fails on that request's excess.
 /// With `clear_or_restart` the engine is restarted and round 1 is really cold (at least 10x
@@ -268,16 +282,7 @@ async fn restored_prompts_are_caught_and_restarts_or_cram0_give_cold_starts() {
     let s = LlamaServer::start(&engine, 1, false);
     let summary = s.run(&a_b_a(&s, "clear_or_restart", 2), true).await;
     table(&summary);
-    for o in &summary.scenarios[1..] {
-        let iso = &o.stats.isolation;
-        assert_eq!(
-            iso.verdict,
-            Verdict::Verified,
-            "{}: {:?}",
-            o.name,
-            iso.evidence
-        );
-    }
+    every_verdict_after_the_first_is_verified(&summary);
     let again = &summary.scenarios[2].stats;
     let (r1, r2) = (
         again.rounds[0].latency.ttft.mean.expect("r1"),
@@ -292,16 +297,7 @@ async fn restored_prompts_are_caught_and_restarts_or_cram0_give_cold_starts() {
     let s = LlamaServer::start(&engine, 1, true);
     let summary = s.run(&a_b_a(&s, "clear", 1), false).await;
     table(&summary);
-    for o in &summary.scenarios[1..] {
-        let iso = &o.stats.isolation;
-        assert_eq!(
-            iso.verdict,
-            Verdict::Verified,
-            "{}: {:?}",
-            o.name,
-            iso.evidence
-        );
-    }
+    every_verdict_after_the_first_is_verified(&summary);
 }
 
 /// Two conversations at concurrency 2 on one slot: a first turn that reuses the other
