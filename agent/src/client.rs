@@ -105,7 +105,7 @@ fn body_json(call: &Call<'_>) -> Value {
 
 /// A client that never reuses a connection: where a request goes again after its pooled
 /// connection turned out to be closed.
-fn fresh_client() -> &'static HttpClient {
+pub(crate) fn fresh_client() -> &'static HttpClient {
     static FRESH: std::sync::OnceLock<HttpClient> = std::sync::OnceLock::new();
     FRESH.get_or_init(|| {
         let mut connector = HttpConnector::new();
@@ -121,7 +121,7 @@ fn fresh_client() -> &'static HttpClient {
 /// that closed an idle keep-alive connection while the request was on its way (llama.cpp's
 /// server closes after every streamed response yet advertises keep-alive): the request
 /// never reached a handler, so sending it again cannot run it twice.
-fn died_before_answer(e: &hyper_util::client::legacy::Error) -> bool {
+pub(crate) fn died_before_answer(e: &hyper_util::client::legacy::Error) -> bool {
     if e.is_connect() {
         return false;
     }
@@ -505,7 +505,7 @@ fn fail(mut reply: Reply, outcome: Outcome, error: String) -> Reply {
     reply
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {

@@ -40,18 +40,26 @@ pub async fn call(
     timeout: Duration,
 ) -> Result<Answer, String> {
     let what = format!("{method} {url}");
-    let mut req = Request::builder().method(method).uri(url);
-    if json.is_some() {
-        req = req.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    }
-    let req = req
-        .body(Full::new(Bytes::from(json.unwrap_or_default().to_owned())))
-        .map_err(|e| format!("{what}: {e}"))?;
+    let build = || {
+        let mut req = Request::builder().method(method.clone()).uri(url);
+        if json.is_some() {
+            req = req.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        req.body(Full::new(Bytes::from(json.unwrap_or_default().to_owned())))
+            .map_err(|e| format!("{what}: {e}"))
+    };
+    let req = build()?;
     let exchange = async {
-        let resp = client
-            .request(req)
-            .await
-            .map_err(|e| format!("{what}: {e}"))?;
+        // A pooled connection the server closed while idle (llama.cpp's server closes after
+        // each streamed response) fails before any answer: the same call once more on a
+        // fresh connection, as the load does.
+        let resp = match client.request(req).await {
+            Err(e) if crate::client::died_before_answer(&e) => crate::client::fresh_client()
+                .request(build()?)
+                .await
+                .map_err(|e| format!("{what}: {}", crate::client::error_chain(&e)))?,
+            other => other.map_err(|e| format!("{what}: {}", crate::client::error_chain(&e)))?,
+        };
         let status = resp.status();
         let body = resp
             .into_body()

@@ -56,7 +56,16 @@ pub fn parse(text: &str, wanted: &[&str]) -> BTreeMap<String, f64> {
 /// `GET url` (the engine's `/metrics`), parsed. `None` when the engine has no metrics
 /// endpoint or does not answer within a second.
 pub async fn scrape(client: &HttpClient, url: &str) -> Option<BTreeMap<String, f64>> {
-    scrape_names(client, url, &engine_metrics()).await
+    read(client, url, Duration::from_secs(1)).await.ok()
+}
+
+/// `GET url` within `timeout`, parsed; the error names the call and what went wrong.
+pub async fn read(
+    client: &HttpClient,
+    url: &str,
+    timeout: Duration,
+) -> Result<BTreeMap<String, f64>, String> {
+    scrape_names(client, url, &engine_metrics(), timeout).await
 }
 
 /// `GET url`, keeping the families in `wanted`.
@@ -64,11 +73,10 @@ pub async fn scrape_names(
     client: &HttpClient,
     url: &str,
     wanted: &[&str],
-) -> Option<BTreeMap<String, f64>> {
-    let body = crate::http::get(client, url, Duration::from_secs(1))
-        .await
-        .ok()?;
-    Some(parse(&body, wanted))
+    timeout: Duration,
+) -> Result<BTreeMap<String, f64>, String> {
+    let body = crate::http::get(client, url, timeout).await?;
+    Ok(parse(&body, wanted))
 }
 
 #[cfg(test)]

@@ -121,7 +121,7 @@ impl Telemetry {
     /// source at once (the baseline of the round's counter deltas).
     pub async fn start(&self, tx: EventTx, t0: Instant) -> Sampling {
         if self.config.engine_metrics {
-            scrape_engine(&self.client, &self.metrics_url, &tx, t0).await;
+            scrape_engine(&self.client, &self.metrics_url, &tx, t0, true).await;
         }
         let (stop_tx, stop_rx) = std_mpsc::channel();
         let thread = if self.gpus.is_none() && !self.config.host {
@@ -149,7 +149,7 @@ impl Telemetry {
                 iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
-                        _ = iv.tick() => scrape_engine(&client, &url, &tx, t0).await,
+                        _ = iv.tick() => scrape_engine(&client, &url, &tx, t0, false).await,
                         _ = stop.cancelled() => return,
                     }
                 }
@@ -184,6 +184,7 @@ impl Sampling {
                 &self.telemetry.metrics_url,
                 &self.tx,
                 self.t0,
+                true,
             )
             .await;
         }
@@ -198,18 +199,37 @@ impl Drop for Sampling {
     }
 }
 
-async fn scrape_engine(client: &HttpClient, url: &str, tx: &EventTx, t0: Instant) {
-    if let Some(values) = crate::metrics::scrape(client, url).await {
-        let t_ms = t0.elapsed().as_secs_f64() * 1000.0;
-        let _ = tx
-            .send(sample_event(
-                t_ms,
-                TelemetrySource::EngineMetrics,
-                values.into_iter().collect(),
-                Vec::new(),
-            ))
-            .await;
+/// One scrape of the engine's `/metrics` as a sample. A periodic scrape that fails is left
+/// out; a boundary one (the round's first and last: the ends of its counter deltas) is
+/// tried three times, with more time, and when it still fails it becomes a sample without
+/// values that says why, so that the deltas are null and the stats say what happened.
+async fn scrape_engine(client: &HttpClient, url: &str, tx: &EventTx, t0: Instant, boundary: bool) {
+    let (tries, timeout) = if boundary {
+        (3, Duration::from_secs(5))
+    } else {
+        (1, Duration::from_secs(1))
+    };
+    let mut result = Err(String::new());
+    for _ in 0..tries {
+        result = crate::metrics::read(client, url, timeout).await;
+        if result.is_ok() {
+            break;
+        }
     }
+    let (values, notes) = match result {
+        Ok(values) => (values.into_iter().collect(), Vec::new()),
+        Err(e) if boundary => (Vec::new(), vec![format!("engine metrics: {e}")]),
+        Err(_) => return,
+    };
+    let t_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let _ = tx
+        .send(sample_event(
+            t_ms,
+            TelemetrySource::EngineMetrics,
+            values,
+            notes,
+        ))
+        .await;
 }
 
 /// Host CPU, memory and network through sysinfo.

@@ -211,7 +211,9 @@ impl EngineMetricsSummary {
             .into_iter()
             .filter(|s| s.source == TelemetrySource::EngineMetrics)
             .collect();
-        if s.is_empty() {
+        // An engine without metrics has none; a sample without values (a boundary scrape
+        // that failed) stays in, so that the deltas it would have ended are null.
+        if s.iter().all(|x| x.values.is_empty()) {
             return None;
         }
         let delta = |names: &[&str]| counter_delta(&s, names);
@@ -855,6 +857,29 @@ mod tests {
             counter_delta(&refs, engine_metric::PREFIX_CACHE_QUERIES),
             None
         );
+    }
+
+    #[test]
+    fn a_failed_boundary_scrape_makes_the_deltas_unknown_and_says_why() {
+        let q = "vllm:prefix_cache_queries_total";
+        let h = "vllm:prefix_cache_hits_total";
+        let mut failed = src("a", "engine_metrics", 2.0, &[]);
+        failed.notes = vec!["engine metrics: GET http://e/metrics: no answer within 5 s".into()];
+        let samples = [
+            src("a", "engine_metrics", 0.0, &[(q, 1000.0), (h, 100.0)]),
+            src("a", "engine_metrics", 1.0, &[(q, 1100.0), (h, 190.0)]),
+            failed,
+        ];
+        let e = EngineMetricsSummary::of(&samples).expect("engine samples");
+        assert_eq!(e.prefix_cache_hit_rate, None, "not the delta up to t=1");
+        let t = TelemetrySummary::of(&samples, 0).expect("summary");
+        assert_eq!(
+            t.notes,
+            ["a: engine metrics: GET http://e/metrics: no answer within 5 s"]
+        );
+        // An engine without metrics: no summary at all, as before any sample.
+        let none = [src("a", "engine_metrics", 0.0, &[])];
+        assert_eq!(EngineMetricsSummary::of(&none), None);
     }
 
     #[test]

@@ -332,6 +332,7 @@ async fn measure(
         &kvbench_agent::client::http_client(),
         &format!("{sim_url}/metrics"),
         &["kvbench_sim:max_num_requests_running"],
+        std::time::Duration::from_secs(1),
     )
     .await
     .unwrap_or_default();

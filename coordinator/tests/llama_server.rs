@@ -352,11 +352,17 @@ async fn five_workload_types_lose_no_request_and_a_rerun_is_not_cold() {
             retried += usize::from(r["retried"] == true);
         }
         for r in &o.stats.rounds {
-            assert!(r
-                .engine_metrics
-                .as_ref()
-                .and_then(|m| m.prefix_cache_hit_rate)
-                .is_some());
+            assert!(
+                r.engine_metrics
+                    .as_ref()
+                    .and_then(|m| m.prefix_cache_hit_rate)
+                    .is_some(),
+                "{} round {}: {:?} {:?}",
+                o.name,
+                r.round,
+                r.engine_metrics,
+                r.telemetry.as_ref().map(|t| &t.notes)
+            );
         }
     }
     println!("{retried} requests met a connection llama-server had closed, and went again");
