@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kvbench_common::agent::{Progress, RoundEvent, RoundFinished, RoundStarted};
+use kvbench_common::agent::{Progress, RoundEvent, RoundFinished, RoundStarted, Share};
 use kvbench_common::load::{Arrivals, LoadSpec, Schedule};
 use kvbench_common::plan::ApiFlavor;
 use kvbench_common::record::{Outcome, RequestRecord};
@@ -37,6 +37,10 @@ pub struct RoundSpec {
     pub dataset: Option<Vec<Conversation>>,
     /// Whose tokens generated lengths and `prompt_tokens_client` are in.
     pub counter: Arc<dyn TokenCounter>,
+    /// This agent's part of a split scenario (none: the whole request set).
+    pub share: Option<Share>,
+    /// Start the measured phase at this wall-clock time (µs since the Unix epoch).
+    pub start_at_us: Option<i64>,
 }
 
 /// One scenario run's replies by `(conversation, turn)`.
@@ -118,6 +122,7 @@ struct Feeder {
     next_id: u32,
     next_conv: u32,
     queue: VecDeque<Conversation>,
+    share: Option<Share>,
 }
 
 impl Feeder {
@@ -141,8 +146,16 @@ impl Feeder {
             );
             self.pool += 1;
             self.next_id += w.total_requests();
+            let first = self.next_conv;
             self.next_conv += w.conversations.len() as u32;
-            self.queue.extend(w.conversations);
+            let share = self.share;
+            self.queue.extend(
+                w.conversations
+                    .into_iter()
+                    .zip(first..)
+                    .filter(|(_, at)| share.is_none_or(|s| s.owns(*at)))
+                    .map(|(c, _)| c),
+            );
         }
     }
 
@@ -158,12 +171,13 @@ impl Feeder {
 /// gone (the coordinator left) or `cancel` fires.
 pub async fn run(ctx: RoundContext, spec: RoundSpec, tx: EventTx, cancel: CancellationToken) {
     let t0 = Instant::now();
-    let anchor_us = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0);
+    let anchor_us = now_us();
+    let feeder = feeder(&spec);
     let total = if spec.load.duration_s.is_some() {
         0
+    } else if spec.share.is_some() {
+        // This agent's share of the request set.
+        feeder.lock().map(|mut f| f.request_set().1).unwrap_or(0)
     } else {
         spec.workload.num_requests
     };
@@ -184,6 +198,8 @@ pub async fn run(ctx: RoundContext, spec: RoundSpec, tx: EventTx, cancel: Cancel
         cancel: cancel.clone(),
         counts: counts.clone(),
         t0,
+        total,
+        feeder,
     });
     round.warmup().await;
     // Connections for the first wave are opened before the clock starts: connection setup
@@ -192,6 +208,10 @@ pub async fn run(ctx: RoundContext, spec: RoundSpec, tx: EventTx, cancel: Cancel
     if width > 1 {
         client::prewarm(&round.ctx.client, &round.ctx.base_url, width as usize).await;
     }
+    let start_late_ms = match round.spec.start_at_us {
+        Some(at) => wait_until(at, &cancel).await,
+        None => 0.0,
+    };
     let measured = round.measure().await;
     background.cancel();
     let _ = ticker.await;
@@ -213,8 +233,57 @@ pub async fn run(ctx: RoundContext, spec: RoundSpec, tx: EventTx, cancel: Cancel
             sent: completed + failed,
             health: Some(measured.health),
             cancelled: cancel.is_cancelled(),
+            start_late_ms,
         }))
         .await;
+}
+
+/// Microseconds since the Unix epoch on this host's wall clock.
+pub(crate) fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// Sleeps until the wall-clock time `at_us` (or `cancel`); how late that time already was,
+/// in ms (0 when it was still ahead).
+async fn wait_until(at_us: i64, cancel: &CancellationToken) -> f64 {
+    let ahead_us = at_us - now_us();
+    if ahead_us <= 0 {
+        return -ahead_us as f64 / 1000.0;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_micros(ahead_us as u64)) => {}
+        _ = cancel.cancelled() => {}
+    }
+    0.0
+}
+
+/// Hands out a round's conversations: its request set (this agent's share of it), or
+/// (for a round limited by duration) pool after pool of fresh ones.
+fn feeder(spec: &RoundSpec) -> Arc<Mutex<Feeder>> {
+    let share = spec.share;
+    let dataset: VecDeque<Conversation> = spec
+        .dataset
+        .iter()
+        .flatten()
+        .zip(0u32..)
+        .filter(|(_, at)| share.is_none_or(|s| s.owns(*at)))
+        .map(|(c, _)| c.clone())
+        .collect();
+    Arc::new(Mutex::new(Feeder {
+        workload: spec.workload.clone(),
+        counter: spec.counter.clone(),
+        round: spec.round,
+        endless: spec.load.duration_s.is_some() && spec.dataset.is_none(),
+        // A dataset is the whole request set: no generated pool follows it.
+        pool: u32::from(spec.dataset.is_some()),
+        next_id: 0,
+        next_conv: 0,
+        queue: dataset,
+        share,
+    }))
 }
 
 /// Sends the round's counts every 250 ms until `stop`.
@@ -258,6 +327,9 @@ struct Round {
     cancel: CancellationToken,
     counts: Arc<Counts>,
     t0: Instant,
+    /// Requests of this agent's request set (0: limited by duration).
+    total: u32,
+    feeder: Arc<Mutex<Feeder>>,
 }
 
 impl Round {
@@ -275,7 +347,7 @@ impl Round {
         if self.spec.load.duration_s.is_some() {
             c
         } else {
-            c.min(self.spec.workload.num_requests.max(1))
+            c.min(self.total.max(1))
         }
     }
 
@@ -330,7 +402,7 @@ impl Round {
         let cpu_before = health::cpu_seconds();
         let host_cpu = health::HostCpu::start();
         let start = Instant::now();
-        let feeder = self.feeder();
+        let feeder = self.feeder.clone();
         let trace = self
             .spec
             .dataset
@@ -356,9 +428,16 @@ impl Round {
                 let per_request = f64::from(conversations.max(1)) / f64::from(requests.max(1));
                 let load = &self.spec.load;
                 let count = load.duration_s.is_none().then_some(conversations);
+                // Each agent of a split scenario draws its own arrivals.
+                let seed = self.spec.share.map_or(self.spec.workload.seed, |s| {
+                    self.spec
+                        .workload
+                        .seed
+                        .wrapping_add(u64::from(s.index).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                });
                 let schedule = (!trace).then(|| {
                     Schedule::new(
-                        self.spec.workload.seed,
+                        seed,
                         rate.scaled(per_request),
                         burstiness,
                         count,
@@ -397,22 +476,6 @@ impl Round {
             tracing::info!(scenario = %self.spec.scenario_name, round = self.spec.round, reason = %health.saturation_reason, "generator saturated");
         }
         Measured { duration_s, health }
-    }
-
-    /// Hands out the round's conversations.
-    fn feeder(&self) -> Arc<Mutex<Feeder>> {
-        let spec = &self.spec;
-        Arc::new(Mutex::new(Feeder {
-            workload: spec.workload.clone(),
-            counter: spec.counter.clone(),
-            round: spec.round,
-            endless: spec.load.duration_s.is_some() && spec.dataset.is_none(),
-            // A dataset is the whole request set: no generated pool follows it.
-            pool: u32::from(spec.dataset.is_some()),
-            next_id: 0,
-            next_conv: 0,
-            queue: spec.dataset.clone().unwrap_or_default().into(),
-        }))
     }
 
     /// A closed loop: each worker sends its next conversation when the last one ended.

@@ -15,6 +15,9 @@ use kvbench_common::dataset::trace_conversations;
 use kvbench_common::telemetry::engine_metric;
 use kvbench_common::tokenizer::Whitespace;
 use kvbench_common::PROTOCOL_VERSION;
+
+/// The furthest ahead a round may ask to start (its `start_at`), in seconds.
+const MAX_START_AHEAD_S: f64 = 600.0;
 use kvbench_proto::v1::{self, agent_server::Agent, agent_server::AgentServer};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
@@ -431,6 +434,14 @@ impl AgentService {
                 "out of range: {msg} (see kvbench's limits)"
             )));
         }
+        if let Some(at) = r.start_at_us {
+            let ahead_s = (at - crate::round::now_us()) as f64 / 1e6;
+            if ahead_s > MAX_START_AHEAD_S {
+                return Err(Status::invalid_argument(format!(
+                    "start_at is {ahead_s:.0} s ahead of this agent's clock, more than {MAX_START_AHEAD_S} s: are the coordinator's and this host's clocks set?"
+                )));
+            }
+        }
         let dataset = match r.requests {
             RoundRequests::Generated => None,
             RoundRequests::Conversations(cs) => Some(cs),
@@ -462,6 +473,8 @@ impl AgentService {
             enforce_output_length: r.enforce_output_length,
             dataset,
             counter,
+            share: r.share,
+            start_at_us: r.start_at_us,
         })
     }
 

@@ -34,6 +34,28 @@ pub struct RoundRequest {
     pub tokenizer_json: Option<Vec<u8>>,
     /// `tokenizer: engine`: lengths in the engine's own tokens (its `/tokenize`).
     pub engine_tokenizer: bool,
+    /// This agent's part of a scenario split across several (none: the whole set).
+    pub share: Option<Share>,
+    /// When the measured phase starts, on the agent's wall clock (microseconds since the
+    /// Unix epoch; none: at once). A split scenario's agents all start at one instant.
+    pub start_at_us: Option<i64>,
+}
+
+/// One agent's part of a scenario split across `count` agents: the conversations whose
+/// index in the request set leaves `index` when divided by `count` (a conversation's turns
+/// stay together). The same every round, so that round 2 replays on each engine exactly
+/// the prompts it saw in round 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Share {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Share {
+    /// Whether the conversation at `position` in the request set is this agent's.
+    pub fn owns(&self, position: u32) -> bool {
+        self.count <= 1 || position % self.count == self.index
+    }
 }
 
 /// Where a round's requests come from.
@@ -95,6 +117,9 @@ pub struct RoundFinished {
     pub health: Option<AgentHealth>,
     /// The round was stopped before it sent all its requests.
     pub cancelled: bool,
+    /// How long after the asked `start_at_us` the measured phase began (0: on time, or no
+    /// start time was asked).
+    pub start_late_ms: f64,
 }
 
 /// One GPU of the agent's host.

@@ -39,5 +39,6 @@ pub mod workload;
 pub mod yaml_index;
 
 /// Version of the agent protocol (`proto/kvbench/v1`). Agents and coordinators refuse peers
-/// that speak another version.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// that speak another version. 2: rounds may carry a split share and a start time (an
+/// agent of version 1 would ignore them and run the whole request set).
+pub const PROTOCOL_VERSION: u32 = 2;

@@ -10,6 +10,7 @@
 //! | [`MAX_SECTION_TOKENS`] | 2,097,152 tokens per prompt section (document, context, system prompt, ...) | beyond the longest context of any model |
 //! | [`MAX_POOL_TOKENS`] | 134,217,728 prompt tokens generated per request set | about 1 GB of prompt text held by the agent |
 //! | [`MAX_IN_FLIGHT`] | 65,536 requests in flight (a duration-limited closed loop's `concurrency`, `max_concurrency`) | one connection each; a count-limited closed loop never starts more workers than it has requests, so any `concurrency` is accepted there |
+//! | [`MAX_SHARES`] | 1,024 agents sharing one `split` scenario | |
 //! | [`MAX_SECONDS`] | 7 days (`duration_s`, timeouts) | a round that long is a mistake |
 //! | [`crate::workload::MAX_OUTPUT_TOKENS`] | 1,048,576 output tokens per request | |
 
@@ -21,6 +22,7 @@ pub const MAX_SECTION_TOKENS: u32 = 1 << 21;
 pub const MAX_POOL_TOKENS: u64 = 1 << 27;
 pub const MAX_IN_FLIGHT: u32 = 1 << 16;
 pub const MAX_SECONDS: f64 = 7.0 * 86_400.0;
+pub const MAX_SHARES: u32 = 1 << 10;
 
 /// A value outside its limit: the field (as the config file names it) and what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -99,6 +99,40 @@ pub struct LoadSpec {
     pub idle_timeout_s: f64,
 }
 
+impl LoadSpec {
+    /// Agent `index`'s part, of `count` agents running one scenario together (`placement:
+    /// split`): a closed loop's concurrency and an open loop's cap divided as evenly as whole
+    /// numbers allow (at least 1 each), an open loop's rate divided by `count`. Duration,
+    /// warmups (each agent warms its own engine) and timeouts stay as they are.
+    pub fn share(&self, index: u32, count: u32) -> LoadSpec {
+        let arrivals = match self.arrivals {
+            Arrivals::Closed { concurrency } => Arrivals::Closed {
+                concurrency: part(concurrency, index, count),
+            },
+            Arrivals::Open {
+                rate,
+                burstiness,
+                max_concurrency,
+            } => Arrivals::Open {
+                rate: rate.scaled(1.0 / f64::from(count.max(1))),
+                burstiness,
+                max_concurrency: max_concurrency.map(|c| part(c, index, count)),
+            },
+        };
+        LoadSpec {
+            arrivals,
+            ..self.clone()
+        }
+    }
+}
+
+/// Share `index` of `total` divided between `count`: the first `total % count` get one
+/// more; never 0 (an agent with a share of the requests needs a slot to send them).
+pub fn part(total: u32, index: u32, count: u32) -> u32 {
+    let count = count.max(1);
+    (total / count + u32::from(index < total % count)).max(1)
+}
+
 /// Arrival offsets (seconds from the round's start) of an open loop.
 #[derive(Debug, Clone)]
 pub struct Schedule {
@@ -153,6 +187,51 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Split shares add up to the whole where there is at least one per agent.
+        #[test]
+        fn shares_add_up(total in 1u32..5000, count in 1u32..64) {
+            let parts: Vec<u32> = (0..count).map(|i| part(total, i, count)).collect();
+            let sum: u32 = parts.iter().sum();
+            proptest::prop_assert_eq!(sum, total.max(count));
+            let (lo, hi) = (parts.iter().min().unwrap(), parts.iter().max().unwrap());
+            proptest::prop_assert!(hi - lo <= 1);
+        }
+    }
+
+    #[test]
+    fn a_split_load_divides_concurrency_rate_and_cap() {
+        let closed = LoadSpec {
+            arrivals: Arrivals::Closed { concurrency: 10 },
+            duration_s: None,
+            warmup_requests: 2,
+            ttft_timeout_s: 1.0,
+            idle_timeout_s: 1.0,
+        };
+        let c: Vec<Arrivals> = (0..3).map(|i| closed.share(i, 3).arrivals).collect();
+        assert_eq!(
+            c,
+            [4, 3, 3].map(|concurrency| Arrivals::Closed { concurrency })
+        );
+        assert_eq!(closed.share(1, 3).warmup_requests, 2);
+        let open = LoadSpec {
+            arrivals: Arrivals::Open {
+                rate: Rate::Fixed(30.0),
+                burstiness: 1.0,
+                max_concurrency: Some(4),
+            },
+            ..closed
+        };
+        assert_eq!(
+            open.share(2, 3).arrivals,
+            Arrivals::Open {
+                rate: Rate::Fixed(10.0),
+                burstiness: 1.0,
+                max_concurrency: Some(1)
+            }
+        );
+    }
 
     #[test]
     fn a_scaled_rate_keeps_its_shape() {

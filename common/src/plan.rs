@@ -90,7 +90,8 @@ struct RawScenario {
 pub enum Placement {
     /// Once per agent, as separate scenarios named `<name>@<agent>`.
     Each,
-    /// One scenario across the agents at once (not in this release).
+    /// One scenario across the agents at once: each runs a disjoint share of the request
+    /// set with its share of the load, all from one start time.
     Split,
 }
 
@@ -292,12 +293,22 @@ pub struct Scenario {
     pub rounds: u32,
     pub concurrency: u32,
     pub config: ScenarioConfig,
-    /// The remote agent (of the plan's `agents:`) it runs on; `None`: the embedded agent
-    /// of its endpoint.
-    pub agent: Option<String>,
+    /// The remote agents (of the plan's `agents:`) it runs on: none, the embedded agent of
+    /// its endpoint; one; or several at once (`placement: split`).
+    pub agents: Vec<String>,
 }
 
 impl Scenario {
+    /// Runs on remote agents of the plan's `agents:` section.
+    pub fn is_remote(&self) -> bool {
+        !self.agents.is_empty()
+    }
+
+    /// Runs across several agents at once (`placement: split`).
+    pub fn is_split(&self) -> bool {
+        self.agents.len() > 1
+    }
+
     /// What breaks the limits of [`crate::limits`] in this scenario's workload and in the
     /// load of any of its rounds (each problem once).
     pub fn load_limits(&self) -> Vec<crate::limits::LimitError> {
@@ -839,19 +850,17 @@ impl PlanCheck<'_> {
             self.err(&key(which), "names no agent".into());
             return None;
         }
-        let placement = s.placement.unwrap_or(Placement::Each);
-        if placement == Placement::Split {
-            self.err(
-                &key("placement"),
-                "`split` (one scenario across several agents at once) is not in this release: use `each` (the scenario once per agent, named <name>@<agent>)".into(),
-            );
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(twice) = names.iter().find(|n| !seen.insert(n.as_str())) {
+            self.err(&key(which), format!("names agent {twice:?} twice"));
             return None;
         }
-        Some((names, placement))
+        Some((names, s.placement.unwrap_or(Placement::Each)))
     }
 
-    /// The scenario as it runs: on its embedded agent, on one remote agent, or once per
-    /// agent (`each`: named `<name>@<agent>`). A remote agent measures its own engine: the
+    /// The scenario as it runs: on its embedded agent, on one remote agent, once per agent
+    /// (`each`: named `<name>@<agent>`) or across them (`split`: one scenario). A remote
+    /// agent measures its own engine: the
     /// config's endpoint must be `agent` or that engine's URL (checked once the agent
     /// answers), never the embedded `sim`.
     fn expand(
@@ -860,7 +869,7 @@ impl PlanCheck<'_> {
         s: Scenario,
         placed: Option<(Vec<String>, Placement)>,
     ) -> Vec<Scenario> {
-        let Some((names, _)) = placed else {
+        let Some((names, placement)) = placed else {
             if s.config.endpoint == Endpoint::Agent {
                 self.errors.push(PlanError {
                     file: s.config_path.clone(),
@@ -879,11 +888,8 @@ impl PlanCheck<'_> {
                 message: "`sim` is the coordinator's embedded engine, but this scenario runs on remote agents, which measure the engine in their own config file: give `endpoint: agent`".into(),
             });
         }
-        if names.len() == 1 {
-            return vec![Scenario {
-                agent: Some(names[0].clone()),
-                ..s
-            }];
+        if names.len() == 1 || placement == Placement::Split {
+            return vec![Scenario { agents: names, ..s }];
         }
         names
             .into_iter()
@@ -892,7 +898,7 @@ impl PlanCheck<'_> {
                 Scenario {
                     slug: slug(&name),
                     name,
-                    agent: Some(a),
+                    agents: vec![a],
                     ..s.clone()
                 }
             })
@@ -947,7 +953,7 @@ impl PlanCheck<'_> {
             rounds,
             concurrency,
             config,
-            agent: None,
+            agents: Vec::new(),
         };
         // The trust boundary: the same check an agent makes before it allocates.
         for e in scenario.load_limits() {

@@ -129,6 +129,20 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
+    /// Moves the record's clock: its times become relative to `zero_ms` of its old clock
+    /// (a split scenario's agents, each on its own clock, onto their common start).
+    pub fn rebase(&mut self, zero_ms: f64) {
+        self.scheduled_ms -= zero_ms;
+        self.sent_ms -= zero_ms;
+        self.end_ms -= zero_ms;
+        for t in [&mut self.first_byte_ms, &mut self.first_token_ms]
+            .into_iter()
+            .flatten()
+        {
+            *t -= zero_ms;
+        }
+    }
+
     /// Time to first token: send -> first chunk with non-empty content.
     pub fn ttft_ms(&self) -> Option<f64> {
         self.first_token_ms.map(|t| t - self.sent_ms)

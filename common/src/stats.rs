@@ -166,6 +166,11 @@ pub struct RoundStats {
     /// agent sent none); the samples are in `<slug>_telemetry_<ts>.jsonl`.
     #[serde(default)]
     pub telemetry: Option<crate::telemetry::TelemetrySummary>,
+    /// A scenario split across agents (`placement: split`): each agent's part of the round
+    /// on its own, by agent name (the round's own figures are the merged view: from all
+    /// records together, over the union of the agents' time spans).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_agent: BTreeMap<String, RoundStats>,
     /// `mean_`, `median_`, `std_`, `min_`, `max_` and `p<q>_` of `ttft_ms`, `tpot_ms`,
     /// `itl_ms`, `e2el_ms` and `queue_ms` (client queue time), flat in the round object
     /// under vLLM's key names; null when no completed request gave a sample.
@@ -294,6 +299,7 @@ impl RoundStats {
             histograms,
             engine_metrics: None,
             telemetry: None,
+            per_agent: BTreeMap::new(),
             latency,
         }
     }
@@ -738,6 +744,9 @@ pub struct ScenarioInfo {
     /// `tokenizer.json (PATH)`, or `words (estimate: one token per word)`.
     #[serde(default)]
     pub tokenizer: String,
+    /// The agents a split scenario runs across at once (`placement: split`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub split_across: Vec<String>,
 }
 
 /// How a scenario ended (`status` in the stats file).
@@ -785,6 +794,16 @@ pub enum IsolationStatus {
 }
 
 impl IsolationStatus {
+    /// How bad, to pick the worst of several agents'.
+    pub fn severity(self) -> u8 {
+        match self {
+            IsolationStatus::Cleared | IsolationStatus::Restarted => 0,
+            IsolationStatus::Skipped => 1,
+            IsolationStatus::None => 2,
+            IsolationStatus::Failed => 3,
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             IsolationStatus::None => "none",
@@ -817,6 +836,16 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// How bad, to pick the worst of several agents': verified < none < unverified < failed.
+    pub fn severity(self) -> u8 {
+        match self {
+            Verdict::Verified => 0,
+            Verdict::None => 1,
+            Verdict::Unverified => 2,
+            Verdict::Failed => 3,
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Verdict::Verified => "verified",
@@ -864,6 +893,10 @@ pub struct IsolationInfo {
     /// that was not cold; the engine was restarted and the scenario ran again (once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerun_after: Option<Box<DiscardedAttempt>>,
+    /// A split scenario: each agent's isolation and verdict, by agent name (the policy ran
+    /// on every agent at once; the scenario's verdict is the worst of theirs).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_agent: BTreeMap<String, IsolationInfo>,
 }
 
 /// A scenario attempt set aside because its round 1 was not a cold start.
@@ -894,7 +927,60 @@ impl IsolationInfo {
             restart_error: None,
             fallback_probe: None,
             rerun_after: None,
+            per_agent: BTreeMap::new(),
         }
+    }
+
+    /// The isolation of a scenario split across agents, from each agent's: the worst
+    /// status, each agent's detail, the first restart error; judged per agent later.
+    pub fn across(
+        policy: crate::plan::IsolationPolicy,
+        parts: Vec<(String, IsolationInfo)>,
+        wait_s: f64,
+    ) -> IsolationInfo {
+        let status = parts
+            .iter()
+            .map(|(_, i)| i.status)
+            .max_by_key(|s| s.severity())
+            .unwrap_or(IsolationStatus::None);
+        let detail = parts
+            .iter()
+            .map(|(a, i)| format!("{a}: {}", i.detail))
+            .collect::<Vec<_>>()
+            .join("; ");
+        IsolationInfo {
+            wait_s,
+            restart_error: parts.iter().find_map(|(_, i)| i.restart_error),
+            per_agent: parts.into_iter().collect(),
+            ..IsolationInfo::new(policy, status, detail)
+        }
+    }
+
+    /// Judges round 1 of a split scenario agent by agent (each on its own records); the
+    /// scenario's verdict is the worst, its evidence every agent's, its excess all of them.
+    fn judge_across(mut self, round1: &[RequestRecord]) -> IsolationInfo {
+        let parts = std::mem::take(&mut self.per_agent);
+        let mut judged = BTreeMap::new();
+        self.evidence.clear();
+        self.excess.clear();
+        self.verdict = Verdict::Verified;
+        for (agent, info) in parts {
+            let mine: Vec<RequestRecord> = round1
+                .iter()
+                .filter(|r| r.agent == agent)
+                .cloned()
+                .collect();
+            let info = info.judge(&mine);
+            if info.verdict.severity() > self.verdict.severity() {
+                self.verdict = info.verdict;
+            }
+            self.evidence
+                .extend(info.evidence.iter().map(|e| format!("{agent}: {e}")));
+            self.excess.extend(info.excess.iter().cloned());
+            judged.insert(agent, info);
+        }
+        self.per_agent = judged;
+        self
     }
 
     /// Judges whether round 1 was cold: from the probe after the clear, and from every
@@ -902,6 +988,9 @@ impl IsolationInfo {
     /// prompts sent before it in the round: see [`excess_cached_tokens`]). Excess is
     /// evidence in every scenario, the first one and those without isolation included.
     pub fn judge(mut self, round1: &[RequestRecord]) -> IsolationInfo {
+        if !self.per_agent.is_empty() {
+            return self.judge_across(round1);
+        }
         let mut failed = Vec::new();
         let mut fine = Vec::new();
         let checked: Vec<&RequestRecord> = round1
@@ -1099,6 +1188,9 @@ pub struct ScenarioStats {
     pub finished_at: String,
     pub engine: BTreeMap<String, String>,
     pub agent: BTreeMap<String, String>,
+    /// A split scenario: each of its agents as `agent` shows one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<BTreeMap<String, String>>,
     pub isolation: IsolationInfo,
     pub rounds: Vec<RoundStats>,
     pub comparison: Option<Comparison>,

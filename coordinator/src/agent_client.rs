@@ -70,6 +70,8 @@ pub struct RoundRun {
     pub records: Vec<RequestRecord>,
     pub telemetry: Vec<TelemetrySample>,
     pub end: RoundEnd,
+    /// The agent's wall clock at the round's zero (µs since the Unix epoch), from `Started`.
+    pub anchor_us: Option<i64>,
 }
 
 impl AgentClient {
@@ -261,6 +263,7 @@ impl AgentClient {
             records: Vec::new(),
             telemetry: Vec::new(),
             end: RoundEnd::Failed(String::new()),
+            anchor_us: None,
         };
         let agent = self.name().to_owned();
         let mut stream = match self
@@ -325,7 +328,8 @@ impl AgentClient {
                 RoundEvent::Telemetry(t) => run.telemetry.push(t),
                 RoundEvent::Finished(f) if f.cancelled => break RoundEnd::Cancelled,
                 RoundEvent::Finished(f) => break RoundEnd::Finished(f),
-                RoundEvent::Started(_) | RoundEvent::Progress(_) => {}
+                RoundEvent::Started(s) => run.anchor_us = Some(s.wall_clock_anchor_us),
+                RoundEvent::Progress(_) => {}
             }
         };
         if stop_deadline.is_some() {
@@ -361,7 +365,8 @@ pub struct Clock {
     pub rtt_ms: f64,
 }
 
-fn now_us() -> i64 {
+/// Microseconds since the Unix epoch on the coordinator's wall clock.
+pub(crate) fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)

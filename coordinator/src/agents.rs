@@ -20,7 +20,7 @@ pub fn agent_file(plan: &Plan) -> Result<Option<AgentFile>, PlanErrors> {
     let endpoints: Vec<String> = plan
         .scenarios
         .iter()
-        .filter(|s| s.agent.is_none())
+        .filter(|s| !s.is_remote())
         .map(|s| s.config.endpoint.to_string())
         .collect();
     if !endpoints
@@ -60,7 +60,7 @@ impl Embedded {
         let mut sim = None;
         let mut agents = Vec::new();
         let mut by_endpoint = BTreeMap::new();
-        for s in plan.scenarios.iter().filter(|s| s.agent.is_none()) {
+        for s in plan.scenarios.iter().filter(|s| !s.is_remote()) {
             let ep = &s.config.endpoint;
             if by_endpoint.contains_key(ep) || *ep == Endpoint::Agent {
                 continue;
@@ -133,12 +133,24 @@ pub struct AgentSet {
 }
 
 impl AgentSet {
-    /// The agent a scenario runs on.
-    pub fn for_scenario(&self, s: &Scenario) -> Option<&AgentClient> {
-        match &s.agent {
-            Some(name) => self.by_name.get(name),
-            None => self.by_endpoint.get(&s.config.endpoint),
+    /// The agents a scenario runs on (one, or several for a split scenario); `Err` names
+    /// the one that is not connected.
+    pub fn for_scenario(&self, s: &Scenario) -> Result<Vec<&AgentClient>, String> {
+        if !s.is_remote() {
+            return self
+                .by_endpoint
+                .get(&s.config.endpoint)
+                .map(|a| vec![a])
+                .ok_or_else(|| format!("no agent serves endpoint {}", s.config.endpoint));
         }
+        s.agents
+            .iter()
+            .map(|name| {
+                self.by_name
+                    .get(name)
+                    .ok_or_else(|| format!("agent {name} is not connected"))
+            })
+            .collect()
     }
 
     pub fn all(&self) -> impl Iterator<Item = &AgentClient> {
@@ -198,8 +210,12 @@ pub async fn reach(plan: &Plan) -> Vec<Reached> {
 /// engine.
 pub fn ownership_errors(plan: &Plan, reached: &[Reached]) -> Vec<PlanError> {
     let mut errors = Vec::new();
-    for s in &plan.scenarios {
-        let (Some(name), Endpoint::Url(url)) = (&s.agent, &s.config.endpoint) else {
+    for (s, name) in plan
+        .scenarios
+        .iter()
+        .flat_map(|s| s.agents.iter().map(move |a| (s, a)))
+    {
+        let Endpoint::Url(url) = &s.config.endpoint else {
             continue;
         };
         let Some(Ok((a, _))) = reached

@@ -293,6 +293,8 @@ fn calibration_round(c: u32, n: u32, output_tokens: u32) -> RoundRequest {
         requests: RoundRequests::Generated,
         tokenizer_json: None,
         engine_tokenizer: false,
+        share: None,
+        start_at_us: None,
     }
 }
 

@@ -124,11 +124,11 @@ impl<W: Write> Observer for Console<W> {
                 index,
                 total,
                 scenario,
-                agent,
+                agents,
             } => {
                 say!(w);
                 say!(w, "Progress: {index}/{total}");
-                scenario_header(w, scenario, agent);
+                scenario_header(w, scenario, agents);
             }
             RunEvent::Round {
                 scenario,
@@ -286,7 +286,7 @@ fn banner(w: &mut impl Write, plan: &Plan, agents: &[&AgentInfo]) {
     say!(w, "{RULE}");
 }
 
-fn scenario_header(w: &mut impl Write, s: &Scenario, agent: &AgentInfo) {
+fn scenario_header(w: &mut impl Write, s: &Scenario, agents: &[&AgentInfo]) {
     let c = &s.config;
     say!(w, "{THIN}");
     say!(w, "Scenario:     {}", s.name);
@@ -301,17 +301,26 @@ fn scenario_header(w: &mut impl Write, s: &Scenario, agent: &AgentInfo) {
     );
     say!(w, "Rounds:       {}", s.rounds);
     say!(w, "Load:         {}", s.load_description());
-    say!(
-        w,
-        "Endpoint:     {} via agent {} (model {}, {} API)",
-        match c.endpoint {
-            kvbench_common::plan::Endpoint::Agent => agent.engine_display.clone(),
-            ref e => e.to_string(),
-        },
-        agent.agent_name,
-        c.model,
-        c.api.label()
-    );
+    for agent in agents {
+        say!(
+            w,
+            "Endpoint:     {} via agent {} (model {}, {} API)",
+            match c.endpoint {
+                kvbench_common::plan::Endpoint::Agent => agent.engine_display.clone(),
+                ref e => e.to_string(),
+            },
+            agent.agent_name,
+            c.model,
+            c.api.label()
+        );
+    }
+    if agents.len() > 1 {
+        say!(
+            w,
+            "Placement:    split across {} agents at once (each a share of the requests and of the load)",
+            agents.len()
+        );
+    }
     say!(w, "{THIN}");
 }
 
@@ -345,6 +354,22 @@ fn ms(v: Option<f64>) -> String {
 }
 
 fn verdict(w: &mut impl Write, i: &IsolationInfo) {
+    if !i.per_agent.is_empty() {
+        // A split scenario: the worst verdict, then each agent's on its own line.
+        say!(
+            w,
+            "  Isolation: {} (the worst of its {} agents')",
+            i.verdict,
+            i.per_agent.len()
+        );
+        for (agent, a) in &i.per_agent {
+            say!(w, "    {agent}: {} ({})", a.verdict, a.evidence.join("; "));
+        }
+        if i.verdict == Verdict::Failed {
+            say!(w, "    Its figures are not cold-start figures: restart the engine between scenarios, or fix the reset.")
+        }
+        return;
+    }
     let evidence = i.evidence.join("; ");
     match i.verdict {
         Verdict::Verified => say!(w, "  Isolation: verified cold start ({evidence})"),
@@ -383,6 +408,24 @@ fn round_lines(w: &mut impl Write, s: &Scenario, st: &RoundStats) {
     );
     if st.failed > 0 {
         say!(w, "    failures: {}", failure_counts(st));
+    }
+    for (agent, a) in &st.per_agent {
+        say!(
+            w,
+            "    {agent}: {} ok, {} failed in {:.2} s | TTFT mean {} p99 {} | cache hit {}{} | {:.1} req/s",
+            a.completed,
+            a.failed,
+            a.duration,
+            ms(a.latency.ttft.mean),
+            ms(a.latency.ttft.p99()),
+            a.cache_hit_ratio
+                .map_or("n/a".to_owned(), |r| format!("{:.1}%", r * 100.0)),
+            a.engine_metrics
+                .as_ref()
+                .and_then(|m| m.prefix_cache_hit_rate)
+                .map_or(String::new(), |r| format!(" (engine: {:.1}%)", r * 100.0)),
+            a.request_throughput,
+        );
     }
     if let Some(t) = &st.telemetry {
         telemetry_lines(w, t);

@@ -3,6 +3,8 @@
 //! read, and tests (or a report writer, or a JSON event stream) can listen to the same
 //! events. Nothing in the library prints.
 
+use std::cell::RefCell;
+
 use kvbench_common::agent::{AgentInfo, ClearOutcome, RestartOutcome, RoundEvent};
 use kvbench_common::plan::{IsolationPolicy, Plan, Scenario};
 use kvbench_common::stats::{Comparison, IsolationInfo, RoundStats};
@@ -50,7 +52,8 @@ pub enum RunEvent<'a> {
         index: usize,
         total: usize,
         scenario: &'a Scenario,
-        agent: &'a AgentInfo,
+        /// The agent it runs on (several: a split scenario).
+        agents: Vec<&'a AgentInfo>,
     },
     /// A round's stream, event by event (progress).
     Round {
@@ -101,4 +104,34 @@ pub struct Silent;
 
 impl Observer for Silent {
     fn on(&mut self, _: &RunEvent<'_>) {}
+}
+
+/// One observer told by several tasks of the run at once (isolation and rounds on every
+/// agent of a split scenario, polled together on one task): each [`Tap`] passes its events
+/// on, one at a time.
+pub struct Shared<'o> {
+    inner: RefCell<&'o mut dyn Observer>,
+}
+
+impl<'o> Shared<'o> {
+    pub fn new(obs: &'o mut dyn Observer) -> Shared<'o> {
+        Shared {
+            inner: RefCell::new(obs),
+        }
+    }
+
+    /// An observer for one of the tasks.
+    pub fn tap(&self) -> Tap<'_, 'o> {
+        Tap(&self.inner)
+    }
+}
+
+/// One task's view of a [`Shared`] observer.
+pub struct Tap<'s, 'o>(&'s RefCell<&'o mut dyn Observer>);
+
+impl Observer for Tap<'_, '_> {
+    fn on(&mut self, event: &RunEvent<'_>) {
+        // Never held across an await: `on` is synchronous.
+        self.0.borrow_mut().on(event);
+    }
 }

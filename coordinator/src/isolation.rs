@@ -1,7 +1,8 @@
 //! Isolation between scenarios: the plan's policy carried out through the scenario's agent
-//! (clear, restart, clear then restart when the cache stayed warm, wait, nothing). What it
-//! did becomes the scenario's [`IsolationInfo`]; whether round 1 was really cold is judged
-//! after round 1 ([`IsolationInfo::judge`]).
+//! (clear, restart, clear then restart when the cache stayed warm, wait, nothing), on every
+//! agent of a split scenario at once. What it did becomes the scenario's
+//! [`IsolationInfo`]; whether round 1 was really cold is judged after round 1
+//! ([`IsolationInfo::judge`]), agent by agent.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use kvbench_common::stats::{IsolationInfo, IsolationStatus};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent_client::AgentClient;
-use crate::events::{Observer, RunEvent};
+use crate::events::{Observer, RunEvent, Shared};
 
 const REASON: &str = "isolation between scenarios";
 
@@ -35,34 +36,27 @@ struct Step {
     restart_error: Option<RestartError>,
 }
 
-/// Runs the plan's isolation policy through the agent, then waits. Never fails the plan:
-/// the result is recorded in the next scenario's stats and judged after its round 1.
+/// Runs the plan's isolation policy through the scenario's agents (all at once), then
+/// waits. Never fails the plan: the result is recorded in the next scenario's stats and
+/// judged after its round 1.
 pub async fn isolate(
     plan: &Plan,
-    agent: &AgentClient,
+    agents: &[&AgentClient],
     cancel: &CancellationToken,
     obs: &mut dyn Observer,
 ) -> IsolationInfo {
     obs.on(&RunEvent::IsolationStarted {
         policy: plan.isolation,
     });
-    let step = match plan.isolation {
-        IsolationPolicy::Clear => clear(agent, obs).await,
-        IsolationPolicy::Restart => restart(agent, obs).await,
-        IsolationPolicy::ClearOrRestart => clear_or_restart(agent, obs).await,
-        IsolationPolicy::Wait | IsolationPolicy::None => {
-            obs.on(&RunEvent::NotClearing {
-                policy: plan.isolation,
-            });
-            Step {
-                status: IsolationStatus::Skipped,
-                detail: format!("isolation is {}", plan.isolation.label()),
-                probe: None,
-                fallback_probe: None,
-                restart_error: None,
-            }
-        }
-    };
+    if matches!(
+        plan.isolation,
+        IsolationPolicy::Wait | IsolationPolicy::None
+    ) {
+        obs.on(&RunEvent::NotClearing {
+            policy: plan.isolation,
+        });
+    }
+    let mut steps = on_each(plan, Action::Policy, agents, obs).await;
     let wait = if plan.isolation == IsolationPolicy::None {
         0.0
     } else {
@@ -75,26 +69,86 @@ pub async fn isolate(
             _ = cancel.cancelled() => {}
         }
     }
-    IsolationInfo {
-        wait_s: wait,
-        probe: step.probe,
-        fallback_probe: step.fallback_probe,
-        restart_error: step.restart_error,
-        ..IsolationInfo::new(plan.isolation, step.status, step.detail)
+    if steps.len() == 1 {
+        let (_, step) = steps.remove(0);
+        return IsolationInfo {
+            wait_s: wait,
+            ..step.info(plan)
+        };
     }
+    let parts = steps
+        .into_iter()
+        .map(|(a, step)| (a, step.info(plan)))
+        .collect();
+    IsolationInfo::across(plan.isolation, parts, wait)
 }
 
-/// Restarts the engine so that a scenario whose round 1 was not cold can run again
+/// Restarts the engines so that a scenario whose round 1 was not cold can run again
 /// (`clear_or_restart`); what it did, to be judged after the new round 1.
 pub async fn restart_for_rerun(
     plan: &Plan,
-    agent: &AgentClient,
+    agents: &[&AgentClient],
     obs: &mut dyn Observer,
 ) -> IsolationInfo {
-    let step = restart(agent, obs).await;
-    IsolationInfo {
-        restart_error: step.restart_error,
-        ..IsolationInfo::new(plan.isolation, step.status, step.detail)
+    let mut steps = on_each(plan, Action::Restart, agents, obs).await;
+    if steps.len() == 1 {
+        return steps.remove(0).1.info(plan);
+    }
+    let parts = steps
+        .into_iter()
+        .map(|(a, step)| (a, step.info(plan)))
+        .collect();
+    IsolationInfo::across(plan.isolation, parts, 0.0)
+}
+
+/// What [`on_each`] does on each agent.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    /// The plan's isolation policy.
+    Policy,
+    /// A restart (`clear_or_restart` running a scenario again).
+    Restart,
+}
+
+/// Does `action` on every agent at once (each telling `obs` as it goes); the results by
+/// agent name, in the agents' order.
+async fn on_each(
+    plan: &Plan,
+    action: Action,
+    agents: &[&AgentClient],
+    obs: &mut dyn Observer,
+) -> Vec<(String, Step)> {
+    let shared = Shared::new(obs);
+    let runs = agents.iter().map(|agent| {
+        let mut tap = shared.tap();
+        async move {
+            let obs = &mut tap;
+            let step = match (action, plan.isolation) {
+                (Action::Restart, _) | (_, IsolationPolicy::Restart) => restart(agent, obs).await,
+                (_, IsolationPolicy::Clear) => clear(agent, obs).await,
+                (_, IsolationPolicy::ClearOrRestart) => clear_or_restart(agent, obs).await,
+                (_, IsolationPolicy::Wait | IsolationPolicy::None) => Step {
+                    status: IsolationStatus::Skipped,
+                    detail: format!("isolation is {}", plan.isolation.label()),
+                    probe: None,
+                    fallback_probe: None,
+                    restart_error: None,
+                },
+            };
+            (agent.name().to_owned(), step)
+        }
+    });
+    futures_util::future::join_all(runs).await
+}
+
+impl Step {
+    fn info(self, plan: &Plan) -> IsolationInfo {
+        IsolationInfo {
+            probe: self.probe,
+            fallback_probe: self.fallback_probe,
+            restart_error: self.restart_error,
+            ..IsolationInfo::new(plan.isolation, self.status, self.detail)
+        }
     }
 }
 

@@ -64,7 +64,7 @@ pub fn to_json(event: &RunEvent<'_>) -> Value {
             index,
             total,
             scenario,
-            agent,
+            agents,
         } => json!({
             "event": "scenario_started",
             "index": index,
@@ -72,7 +72,8 @@ pub fn to_json(event: &RunEvent<'_>) -> Value {
             "scenario": scenario.name,
             "type": scenario.kind,
             "rounds": scenario.rounds,
-            "agent": agent.agent_name,
+            "agent": agents.iter().map(|a| a.agent_name.as_str()).collect::<Vec<_>>().join(","),
+            "agents": agents.iter().map(|a| &a.agent_name).collect::<Vec<_>>(),
         }),
         RunEvent::Round {
             scenario,

@@ -27,6 +27,7 @@ pub mod json_events;
 pub mod results;
 pub mod runner;
 pub mod session;
+pub mod split;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -310,7 +311,7 @@ async fn remote_agents(
     }
     let before = p.scenarios.len();
     p.scenarios.retain(|s| {
-        let keep = s.agent.as_deref().is_none_or(|a| !down.contains(&a));
+        let keep = s.agents.iter().all(|a| !down.contains(&a.as_str()));
         if !keep {
             eprintln!(
                 "kvbench: leaving out scenario {}: its agent cannot be reached",

@@ -100,16 +100,13 @@ pub async fn run_plan(
             cancelled = true;
             break;
         }
-        let agent = agents
+        let on = agents
             .for_scenario(scenario)
-            .with_context(|| match &scenario.agent {
-                Some(a) => format!("agent {a} is not connected"),
-                None => format!("no agent serves endpoint {}", scenario.config.endpoint),
-            })?;
+            .map_err(|e| anyhow::anyhow!("scenario {}: {e}", scenario.name))?;
         let isolation = if i == 0 && !plan.isolate_before_first {
             isolation::none_before_first(plan)
         } else {
-            let iso = isolation::isolate(plan, agent, &cancel, obs).await;
+            let iso = isolation::isolate(plan, &on, &cancel, obs).await;
             if cancel.is_cancelled() {
                 cancelled = true;
                 break;
@@ -120,13 +117,13 @@ pub async fn run_plan(
             index: i + 1,
             total: plan.scenarios.len(),
             scenario,
-            agent: agent.info(),
+            agents: on.iter().map(|a| a.info()).collect(),
         });
         let scenario_id = format!("{}-{}-{}", scenario.slug, run_ts, i);
         let outcome = Session {
             plan,
             scenario,
-            agent,
+            agents: &on,
             scenario_id: &scenario_id,
             dataset: inputs.dataset(i),
             tokenizer: inputs.tokenizer(i),

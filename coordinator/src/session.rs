@@ -27,7 +27,8 @@ use crate::runner::ScenarioOutcome;
 pub struct Session<'a> {
     pub plan: &'a Plan,
     pub scenario: &'a Scenario,
-    pub agent: &'a AgentClient,
+    /// The agent it runs on; several: split across them at once.
+    pub agents: &'a [&'a AgentClient],
     /// Unique per scenario run (the agent keys round 1's replies by it).
     pub scenario_id: &'a str,
     pub dataset: Option<&'a Dataset>,
@@ -121,8 +122,17 @@ impl Session<'_> {
             error: p.error.clone(),
             started_at,
             finished_at: rfc3339_utc(SystemTime::now()),
-            engine: engine_info(self.scenario, self.agent),
-            agent: agent_info(self.agent),
+            engine: engine_info(self.scenario, self.agents),
+            agent: if self.agents.len() == 1 {
+                agent_info(self.agents[0])
+            } else {
+                split_info(self.agents)
+            },
+            agents: if self.agents.len() > 1 {
+                self.agents.iter().map(|a| agent_info(a)).collect()
+            } else {
+                Vec::new()
+            },
             isolation,
             rounds: std::mem::take(&mut p.rounds),
             comparison,
@@ -157,7 +167,7 @@ impl Session<'_> {
             scenario: self.scenario,
             excess_requests: failed.excess.len(),
         });
-        let mut fresh = crate::isolation::restart_for_rerun(self.plan, self.agent, obs).await;
+        let mut fresh = crate::isolation::restart_for_rerun(self.plan, self.agents, obs).await;
         fresh.rerun_after = Some(Box::new(DiscardedAttempt {
             isolation: failed,
             round1,
@@ -204,16 +214,23 @@ impl Session<'_> {
     ) -> (Option<RoundStats>, Option<String>) {
         let s = self.scenario;
         let req = self.request(round);
-        let run = self
-            .agent
-            .run_round(&req, self.cancel, |e| {
-                obs.on(&RunEvent::Round {
-                    scenario: s,
-                    round,
-                    event: e,
+        let (run, parts) = if let [agent] = self.agents {
+            let run = agent
+                .run_round(&req, self.cancel, |e| {
+                    obs.on(&RunEvent::Round {
+                        scenario: s,
+                        round,
+                        event: e,
+                    })
                 })
-            })
-            .await;
+                .await;
+            (run, Vec::new())
+        } else {
+            let reqs = crate::split::requests(&req, self.agents);
+            let split =
+                crate::split::run_round(self.agents, &reqs, self.cancel, s, round, obs).await;
+            (split.merged, split.parts)
+        };
         obs.on(&RunEvent::RoundEnded { scenario: s, round });
         let (finished, mut error) = match &run.end {
             RoundEnd::Finished(f) => (Some(f.clone()), None),
@@ -223,7 +240,7 @@ impl Session<'_> {
         let duration_s = finished
             .as_ref()
             .map_or_else(|| span_s(&run.records), |f| f.duration_ms / 1000.0);
-        let st = RoundStats::compute(
+        let mut st = RoundStats::compute(
             &RoundInput {
                 round,
                 duration_s,
@@ -233,6 +250,23 @@ impl Session<'_> {
             },
             &s.config.stats,
         );
+        for part in &parts {
+            let health = match &part.run.end {
+                RoundEnd::Finished(f) => f.health.as_ref(),
+                _ => None,
+            };
+            let mine = RoundStats::compute(
+                &RoundInput {
+                    round,
+                    duration_s: part.duration_s,
+                    records: &part.run.records,
+                    telemetry: &part.run.telemetry,
+                    health,
+                },
+                &s.config.stats,
+            );
+            st.per_agent.insert(part.agent.clone(), mine);
+        }
         obs.on(&RunEvent::RoundStats {
             scenario: s,
             stats: &st,
@@ -280,6 +314,8 @@ impl Session<'_> {
             },
             tokenizer_json: self.tokenizer.map(<[u8]>::to_vec),
             engine_tokenizer: c.engine_tokenizer,
+            share: None,
+            start_at_us: None,
         }
     }
 }
@@ -325,7 +361,7 @@ fn all_failed(st: &RoundStats, records: &[RequestRecord]) -> String {
 }
 
 /// Seconds from the first scheduled request to the last end (when the agent could not say).
-fn span_s(records: &[RequestRecord]) -> f64 {
+pub(crate) fn span_s(records: &[RequestRecord]) -> f64 {
     let start = records
         .iter()
         .map(|r| r.scheduled_ms)
@@ -346,15 +382,41 @@ fn scenario_info(s: &Scenario) -> ScenarioInfo {
         rounds: s.rounds,
         concurrency: s.concurrency,
         tokenizer: s.config.tokenizer_label(),
+        split_across: if s.is_split() {
+            s.agents.clone()
+        } else {
+            Vec::new()
+        },
     }
 }
 
-fn engine_info(s: &Scenario, agent: &AgentClient) -> BTreeMap<String, String> {
+fn engine_info(s: &Scenario, agents: &[&AgentClient]) -> BTreeMap<String, String> {
+    let urls: Vec<&str> = agents
+        .iter()
+        .map(|a| a.info().engine_display.as_str())
+        .collect();
     BTreeMap::from([
         ("endpoint".to_owned(), s.config.endpoint.to_string()),
-        ("engine_url".to_owned(), agent.info().engine_display.clone()),
+        ("engine_url".to_owned(), urls.join(", ")),
         ("model".to_owned(), s.config.model.clone()),
         ("api".to_owned(), s.config.api.label().to_owned()),
+    ])
+}
+
+/// A split scenario's `agent`: its agents' names, hosts and versions (each in full is in
+/// `agents`), and how it ran.
+fn split_info(agents: &[&AgentClient]) -> BTreeMap<String, String> {
+    let joined = |f: fn(&AgentClient) -> &str| {
+        let mut v: Vec<&str> = agents.iter().map(|a| f(a)).collect();
+        v.dedup();
+        v.join(",")
+    };
+    BTreeMap::from([
+        ("name".to_owned(), joined(|a| a.name())),
+        ("hostname".to_owned(), joined(|a| &a.info().hostname)),
+        ("version".to_owned(), joined(|a| &a.info().agent_version)),
+        ("address".to_owned(), joined(|a| a.url())),
+        ("placement".to_owned(), "split".to_owned()),
     ])
 }
 

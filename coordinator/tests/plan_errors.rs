@@ -356,7 +356,7 @@ fn agents_and_placement_mistakes_name_the_key_and_what_is_valid() {
     let cases: [(String, &str, &str); 6] = [
         (with("    agent: dc-z\n"), "test_scenarios[0].agent", "no agent named \"dc-z\"; the plan's agents are: dc-a, dc-b"),
         (with("    selector: {cloud: c}\n"), "test_scenarios[0].selector", "no agent has all of these labels"),
-        (with("    agents: [dc-a, dc-b]\n    placement: split\n"), "test_scenarios[0].placement", "`split`"),
+        (with("    agents: [dc-a, dc-a]\n    placement: split\n"), "test_scenarios[0].agents", "names agent \"dc-a\" twice"),
         (with("    agent: dc-a\n    selector: {cloud: a}\n"), "test_scenarios[0].agent", "give one of"),
         (with(""), "endpoint", "names no agent"),
         (

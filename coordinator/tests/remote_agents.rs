@@ -138,6 +138,151 @@ async fn each_runs_a_scenario_once_per_matching_agent_and_judges_each() {
     }
 }
 
+/// `split`: one scenario across three agents at once, each with its own sim and a share of
+/// the requests. The merged view is computed from all records; the shares are disjoint and
+/// cover the set, the same in both rounds, and each agent's round 2 is served from its own
+/// engine's cache (its sim's counters). Isolation runs on each agent: the one whose sim
+/// lies about its reset is judged `failed`, and so is the scenario.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_runs_one_scenario_across_agents_with_a_merged_and_a_per_agent_view() {
+    let a = host("dc-a", "a", SimConfig::default()).await;
+    let b = host("dc-b", "b", SimConfig::default()).await;
+    let liar = host(
+        "dc-c",
+        "c",
+        SimConfig {
+            lying_reset: true,
+            ..SimConfig::default()
+        },
+    )
+    .await;
+    let dir = TempDir::new("split");
+    dir.write(
+        "docs.yaml",
+        "endpoint: agent\nnum_requests: 12\noutput_tokens: 4\nworkload:\n  documents: 3\n  document_tokens: 400\n",
+    );
+    let p = plan(
+        &dir,
+        &[
+            ("dc-a", a.agent.url(), "a"),
+            ("dc-b", b.agent.url(), "b"),
+            ("dc-c", liar.agent.url(), "c"),
+        ],
+        "  - {name: warm, config_file: docs.yaml, scenario: long_context_high_reuse, rounds: 1, selector: {tier: gpu}, placement: split, concurrency: 3}\n  - {name: docs, config_file: docs.yaml, scenario: long_context_high_reuse, rounds: 2, selector: {tier: gpu}, placement: split, concurrency: 6}\n",
+    );
+    let out = kvbench(vec!["run".into(), p]).await;
+    let console = text(&out);
+    assert_eq!(out.status.code(), Some(4), "dc-c was not cold:\n{console}");
+    assert!(console.contains("split across 3 agents"), "{console}");
+    let out_dir = dir.path().join("out");
+    let file = |prefix: &str| {
+        std::fs::read_dir(&out_dir)
+            .expect("out")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(prefix))
+            })
+            .unwrap_or_else(|| panic!("no {prefix}* in {}", out_dir.display()))
+    };
+    let st = read_json(&file("docs_stats_"));
+    common::assert_stats_schema(&st);
+    assert_eq!(
+        st["scenario"]["split_across"],
+        serde_json::json!(["dc-a", "dc-b", "dc-c"])
+    );
+    assert_eq!(st["agents"].as_array().map(Vec::len), Some(3));
+    let res = read_json(&file("docs_results_"));
+    let records: Vec<kvbench_common::record::RequestRecord> =
+        serde_json::from_value(res["records"].clone()).expect("records");
+    let mut shares: Vec<std::collections::BTreeMap<String, Vec<u32>>> = vec![Default::default(); 2];
+    for r in &records {
+        shares[r.round as usize - 1]
+            .entry(r.agent.clone())
+            .or_default()
+            .push(r.request_id);
+    }
+    for by_agent in &mut shares {
+        by_agent.values_mut().for_each(|ids| ids.sort_unstable());
+    }
+    for (round, by_agent) in shares.iter().enumerate() {
+        let mut all: Vec<u32> = by_agent.values().flatten().copied().collect();
+        all.sort_unstable();
+        assert_eq!(
+            all,
+            (0..12).collect::<Vec<_>>(),
+            "round {}: disjoint, covering",
+            round + 1
+        );
+        assert_eq!(by_agent.len(), 3);
+    }
+    assert_eq!(
+        shares[0], shares[1],
+        "round 2 replays each agent's own share"
+    );
+    for (i, round) in st["rounds"].as_array().expect("rounds").iter().enumerate() {
+        let ttft: Vec<f64> = records
+            .iter()
+            .filter(|r| r.round as usize == i + 1)
+            .filter_map(|r| r.ttft_ms())
+            .collect();
+        let all = kvbench_common::stats::Summary::of(ttft.iter().copied()).expect("ttft");
+        for (key, want) in [
+            ("mean_ttft_ms", ttft.iter().sum::<f64>() / ttft.len() as f64),
+            ("p99_ttft_ms", all.percentile(99.0)),
+            ("median_ttft_ms", all.median()),
+            ("max_ttft_ms", all.percentile(100.0)),
+        ] {
+            let got = round[key].as_f64().expect(key);
+            assert!(
+                (got - want).abs() < 1e-6,
+                "round {}: {key} {got} vs all records {want}",
+                i + 1
+            );
+        }
+        let per_agent = round["per_agent"].as_object().expect("per_agent");
+        assert_eq!(per_agent.len(), 3);
+        let completed: u64 = per_agent
+            .values()
+            .map(|r| r["completed"].as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(completed, round["completed"].as_u64().expect("completed"));
+        // The union of the agents' spans: never shorter than any one of them.
+        let longest = per_agent
+            .values()
+            .filter_map(|r| r["duration"].as_f64())
+            .fold(0.0, f64::max);
+        assert!(round["duration"].as_f64().expect("duration") >= longest - 1e-9);
+        if i == 1 {
+            for (agent, r) in per_agent {
+                let hit = r["engine_metrics"]["prefix_cache_hit_rate"].as_f64();
+                assert!(
+                    hit.is_some_and(|h| h > 0.8),
+                    "{agent}'s round 2 from its own cache: {hit:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(st["isolation"]["verdict"], "failed", "{}", st["isolation"]);
+    for (agent, verdict) in [
+        ("dc-a", "verified"),
+        ("dc-b", "verified"),
+        ("dc-c", "failed"),
+    ] {
+        assert_eq!(
+            st["isolation"]["per_agent"][agent]["verdict"], verdict,
+            "{agent}: {}",
+            st["isolation"]
+        );
+    }
+    for h in [a, b, liar] {
+        h.agent.stop().await;
+        h.sim.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_lists_each_agent_and_run_refuses_an_unreachable_one() {
     let a = host("dc-a", "a", SimConfig::default()).await;
@@ -271,6 +416,7 @@ fn the_multi_datacenter_example_compares_three_clouds() {
         "long-context@dc-gamma",
         "cold-start@dc-alpha",
         "cold-start@dc-gamma",
+        "long-context-split",
     ] {
         assert!(
             console.contains(&format!("| {name} |")),

@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 
 use kvbench_common::agent::{
     AgentInfo, ClearOutcome, ColdProbe, GpuInfo, Progress, RestartError, RestartOutcome,
-    RoundEvent, RoundFinished, RoundRequest, RoundRequests, RoundStarted,
+    RoundEvent, RoundFinished, RoundRequest, RoundRequests, RoundStarted, Share,
 };
 use kvbench_common::dataset::TraceEntry;
+use kvbench_common::limits::MAX_SHARES;
 use kvbench_common::load::{Arrivals, LoadSpec, RampStrategy, Rate};
 use kvbench_common::plan::ApiFlavor;
 use kvbench_common::record::{Outcome, RequestRecord};
@@ -506,6 +507,9 @@ impl From<&RoundRequest> for v1::RunRoundRequest {
             trace_speedup: 1.0,
             tokenizer_json: r.tokenizer_json.clone().unwrap_or_default(),
             engine_tokenizer: r.engine_tokenizer,
+            share_index: r.share.map_or(0, |s| s.index),
+            share_count: r.share.map_or(0, |s| s.count),
+            start_at_us: r.start_at_us,
         };
         match &r.requests {
             RoundRequests::Generated => {}
@@ -557,6 +561,18 @@ impl TryFrom<v1::RunRoundRequest> for RoundRequest {
                 })
             }
         };
+        let share = match (r.share_index, r.share_count) {
+            (_, 0) => None,
+            (index, count) if index < count && count <= MAX_SHARES => Some(Share { index, count }),
+            (index, count) => {
+                return Err(InvalidWire {
+                    field: "share",
+                    reason: format!(
+                        "share {index} of {count}: the index must be below the count, and the count at most {MAX_SHARES}"
+                    ),
+                })
+            }
+        };
         Ok(RoundRequest {
             scenario_id: r.scenario_id,
             scenario_name: r.scenario_name,
@@ -569,6 +585,8 @@ impl TryFrom<v1::RunRoundRequest> for RoundRequest {
             requests,
             tokenizer_json: (!r.tokenizer_json.is_empty()).then_some(r.tokenizer_json),
             engine_tokenizer: r.engine_tokenizer,
+            share,
+            start_at_us: r.start_at_us,
         })
     }
 }
@@ -649,6 +667,7 @@ impl From<&RoundEvent> for v1::RoundEvent {
                 sent: f.sent,
                 health: f.health.as_ref().map(health_to_wire),
                 cancelled: f.cancelled,
+                start_late_ms: f.start_late_ms,
             }),
         };
         v1::RoundEvent { event: Some(event) }
@@ -677,6 +696,7 @@ impl TryFrom<v1::RoundEvent> for RoundEvent {
                 sent: f.sent,
                 health: f.health.as_ref().map(health_from_wire),
                 cancelled: f.cancelled,
+                start_late_ms: f.start_late_ms,
             }),
         })
     }
@@ -1061,16 +1081,22 @@ mod tests {
                 })
             }),
             sample().prop_map(RoundEvent::Telemetry),
-            (ms(), any::<u32>(), option::of(health()), any::<bool>()).prop_map(
-                |(d, sent, health, cancelled)| {
+            (
+                ms(),
+                any::<u32>(),
+                option::of(health()),
+                any::<bool>(),
+                ms()
+            )
+                .prop_map(|(d, sent, health, cancelled, late)| {
                     RoundEvent::Finished(RoundFinished {
                         duration_ms: d,
                         sent,
                         health,
                         cancelled,
+                        start_late_ms: late,
                     })
-                }
-            ),
+                }),
         ]
     }
 
@@ -1256,25 +1282,36 @@ mod tests {
         (
             (text(), text(), 1..100u32, workload(), load()),
             (text(), any::<bool>(), any::<bool>(), requests()),
-            (option::of(vec(any::<u8>(), 1..8)), any::<bool>()),
+            (
+                option::of(vec(any::<u8>(), 1..8)),
+                any::<bool>(),
+                option::of((1..MAX_SHARES).prop_flat_map(|count| {
+                    (0..count).prop_map(move |index| Share { index, count })
+                })),
+                option::of(any::<i64>()),
+            ),
         )
-            .prop_map(|(a, b, (tokenizer_json, engine_tokenizer))| RoundRequest {
-                scenario_id: a.0,
-                scenario_name: a.1,
-                round: a.2,
-                workload: a.3,
-                load: a.4,
-                model: b.0,
-                api: if b.1 {
-                    ApiFlavor::Chat
-                } else {
-                    ApiFlavor::Completions
+            .prop_map(
+                |(a, b, (tokenizer_json, engine_tokenizer, share, start_at_us))| RoundRequest {
+                    scenario_id: a.0,
+                    scenario_name: a.1,
+                    round: a.2,
+                    workload: a.3,
+                    load: a.4,
+                    model: b.0,
+                    api: if b.1 {
+                        ApiFlavor::Chat
+                    } else {
+                        ApiFlavor::Completions
+                    },
+                    enforce_output_length: b.2,
+                    requests: b.3,
+                    tokenizer_json,
+                    engine_tokenizer,
+                    share,
+                    start_at_us,
                 },
-                enforce_output_length: b.2,
-                requests: b.3,
-                tokenizer_json,
-                engine_tokenizer,
-            })
+            )
     }
 
     proptest! {
