@@ -58,6 +58,19 @@ pub enum EngineKind {
     Generic,
 }
 
+impl EngineKind {
+    /// As the config file names it.
+    pub fn label(self) -> &'static str {
+        match self {
+            EngineKind::Vllm => "vllm",
+            EngineKind::Sglang => "sglang",
+            EngineKind::Llamacpp => "llamacpp",
+            EngineKind::Sim => "sim",
+            EngineKind::Generic => "generic",
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {

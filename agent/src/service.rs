@@ -298,7 +298,33 @@ impl AgentService {
             gpu_note: self.gpu_note.clone(),
             warnings: Vec::new(),
             agent_time_us: 0,
+            engine_kind: self.config.kind.label().into(),
+            engine_models: Vec::new(),
+            engine_healthy: None,
+            engine_health_detail: String::new(),
         }
+    }
+
+    /// The engine as it is now: healthy or why not, the models it lists, and the warnings
+    /// about it; the three asked at once.
+    async fn engine_status(&self, info: &mut AgentInfo) {
+        let timeout = Duration::from_secs(3);
+        let health = crate::http::get(&self.client, &self.config.health_url, timeout);
+        let models_url = format!("{}/v1/models", self.base_url);
+        let models = crate::http::get(&self.client, &models_url, timeout);
+        let (health, models, warnings) = tokio::join!(health, models, self.engine_warnings());
+        info.engine_healthy = Some(health.is_ok());
+        let mut detail = Vec::new();
+        if let Err(e) = health {
+            detail.push(e);
+        }
+        match models.map(|body| model_ids(&body)) {
+            Ok(Ok(ids)) => info.engine_models = ids,
+            Ok(Err(e)) => detail.push(format!("GET {models_url}: {e}")),
+            Err(e) => detail.push(e),
+        }
+        info.engine_health_detail = detail.join("; ");
+        info.warnings = warnings;
     }
 
     /// The engine's token costs, measured through its `/tokenize` once per agent.
@@ -555,10 +581,11 @@ impl Agent for AgentService {
             )));
         }
         let mut info = self.info();
-        info.warnings = self.engine_warnings().await;
-        info.agent_time_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
+        // Stamped first: a clock ping's answer leaves at once.
+        info.agent_time_us = crate::round::now_us();
+        if req.get_ref().engine_status {
+            self.engine_status(&mut info).await;
+        }
         Ok(Response::new((&info).into()))
     }
 
@@ -592,4 +619,14 @@ impl Agent for AgentService {
     ) -> Result<Response<v1::ClearCacheResponse>, Status> {
         Ok(Response::new((&self.clear_outcome().await).into()))
     }
+}
+
+/// The model ids of an OpenAI-style `/v1/models` answer.
+fn model_ids(body: &str) -> Result<Vec<String>, String> {
+    let v: serde_json::Value = serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))?;
+    let data = v["data"].as_array().ok_or("no `data` list of models")?;
+    Ok(data
+        .iter()
+        .filter_map(|m| m["id"].as_str().map(str::to_owned))
+        .collect())
 }

@@ -32,6 +32,7 @@ async fn hello_answers_and_refuses_other_protocol_versions() {
         .hello(v1::HelloRequest {
             protocol_version: PROTOCOL_VERSION,
             coordinator_version: "test".into(),
+            engine_status: true,
         })
         .await
         .expect("hello")
@@ -44,20 +45,32 @@ async fn hello_answers_and_refuses_other_protocol_versions() {
     if hello.gpus.is_empty() {
         assert!(hello.gpu_note.contains("NVML"), "{}", hello.gpu_note);
     }
+    // Nothing listens on the engine's port: the handshake says so, with the kind.
+    assert_eq!(hello.engine_kind, "vllm");
+    assert_eq!(hello.engine_healthy, Some(false));
+    assert!(
+        hello.engine_health_detail.contains("127.0.0.1:9"),
+        "{}",
+        hello.engine_health_detail
+    );
 
     let err = client
         .hello(v1::HelloRequest {
             protocol_version: PROTOCOL_VERSION + 1,
             coordinator_version: "future".into(),
+            engine_status: false,
         })
         .await
         .expect_err("refused");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
-    assert!(
-        err.message().contains("protocol version mismatch"),
-        "{}",
-        err.message()
-    );
+    // Both versions named.
+    for part in [
+        "protocol version mismatch".to_owned(),
+        format!("coordinator speaks {}", PROTOCOL_VERSION + 1),
+        format!("speaks {PROTOCOL_VERSION}"),
+    ] {
+        assert!(err.message().contains(&part), "{}", err.message());
+    }
     handle.stop().await;
 }
 

@@ -150,6 +150,15 @@ pub struct AgentInfo {
     /// The agent's wall clock when it answered the handshake (microseconds since the Unix
     /// epoch; 0: unknown).
     pub agent_time_us: i64,
+    /// The kind of engine in the agent's config (`vllm`, `sglang`, `llamacpp`, `sim`,
+    /// `generic`).
+    pub engine_kind: String,
+    /// The models the engine lists on `/v1/models` (asked with the engine's status).
+    pub engine_models: Vec<String>,
+    /// Whether the engine's health URL answered with success (none: not asked).
+    pub engine_healthy: Option<bool>,
+    /// Why the engine is not healthy, or its models could not be read.
+    pub engine_health_detail: String,
 }
 
 impl AgentInfo {

@@ -33,6 +33,9 @@ pub enum AgentError {
     Handshake { url: String, message: String },
     #[error("agent at {url} speaks protocol {theirs}, this coordinator speaks {PROTOCOL_VERSION}")]
     Protocol { url: String, theirs: u32 },
+    /// The agent refused this coordinator's protocol version (its message names both).
+    #[error("agent at {url} refused this coordinator's protocol {PROTOCOL_VERSION}: {message}")]
+    ProtocolRefused { url: String, message: String },
     #[error("{call} on agent {agent} failed: {message}")]
     Call {
         agent: String,
@@ -112,11 +115,17 @@ impl AgentClient {
             .hello(v1::HelloRequest {
                 protocol_version: PROTOCOL_VERSION,
                 coordinator_version: env!("CARGO_PKG_VERSION").into(),
+                engine_status: true,
             })
             .await
-            .map_err(|s| AgentError::Handshake {
-                url: url.to_owned(),
-                message: s.message().to_owned(),
+            .map_err(|s| {
+                let (url, message) = (url.to_owned(), s.message().to_owned());
+                // An agent answers its handshake with this code only for another version.
+                if s.code() == tonic::Code::FailedPrecondition {
+                    AgentError::ProtocolRefused { url, message }
+                } else {
+                    AgentError::Handshake { url, message }
+                }
             })?
             .into_inner();
         let info = AgentInfo::from(hello);
@@ -162,6 +171,7 @@ impl AgentClient {
                 .hello(v1::HelloRequest {
                     protocol_version: PROTOCOL_VERSION,
                     coordinator_version: env!("CARGO_PKG_VERSION").into(),
+                    engine_status: false,
                 })
                 .await
                 .map_err(|s| AgentError::Handshake {

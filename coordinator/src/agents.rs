@@ -8,7 +8,7 @@ use kvbench_agent::config::AgentFile;
 use kvbench_common::plan::{line_of, AgentSpec, Endpoint, Plan, PlanError, PlanErrors, Scenario};
 use kvbench_sim::{SimConfig, SimHandle};
 
-use crate::agent_client::{AgentClient, Clock};
+use crate::agent_client::{AgentClient, AgentError, Clock};
 
 /// The plan's `agent_config:` file, loaded and matched to the scenarios it serves: its
 /// `engine.base_url` must be some scenario's endpoint.
@@ -172,7 +172,7 @@ impl From<BTreeMap<Endpoint, AgentClient>> for AgentSet {
 pub struct Reached {
     pub spec: AgentSpec,
     /// The connected agent and its clock, or why not.
-    pub result: Result<(AgentClient, Clock), String>,
+    pub result: Result<(AgentClient, Clock), AgentError>,
 }
 
 /// Above this clock offset an agent's times are not comparable with the others' as they are.
@@ -187,9 +187,9 @@ pub async fn reach(plan: &Plan) -> Vec<Reached> {
             let result = match AgentClient::connect(&spec.address).await {
                 Ok(a) => match a.clock(5).await {
                     Ok(c) => Ok((a.with_clock(c), c)),
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(e),
                 },
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(e),
             };
             (i, Reached { spec, result })
         });

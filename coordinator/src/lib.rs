@@ -248,6 +248,21 @@ fn print_agents(reached: &[agents::Reached]) {
                         mem as f64 / f64::from(1u32 << 30)
                     )
                 };
+                let engine = format!(
+                    "{} {}  model {}  {}",
+                    i.engine_kind,
+                    i.engine_display,
+                    if i.engine_models.is_empty() {
+                        "?".to_owned()
+                    } else {
+                        i.engine_models.join(",")
+                    },
+                    match i.engine_healthy {
+                        Some(true) => "healthy".to_owned(),
+                        Some(false) => format!("NOT HEALTHY ({})", i.engine_health_detail),
+                        None => "health unknown".to_owned(),
+                    }
+                );
                 outln!(
                     "{}  {}  reachable  kvbench-agent {} (protocol {})  host {}  labels {}  GPUs: {}  engine {}  clock offset {:+.1} ms, RTT {:.1} ms{}",
                     r.spec.name,
@@ -257,7 +272,7 @@ fn print_agents(reached: &[agents::Reached]) {
                     i.hostname,
                     if labels.is_empty() { "-".to_owned() } else { labels.join(",") },
                     gpus,
-                    i.engine_display,
+                    engine,
                     clock.offset_ms,
                     clock.rtt_ms,
                     if clock.offset_ms.abs() > agents::CLOCK_OFFSET_WARN_MS {
@@ -270,6 +285,10 @@ fn print_agents(reached: &[agents::Reached]) {
                     outln!("  WARNING: {w}");
                 }
             }
+            Err(
+                e @ (agent_client::AgentError::Protocol { .. }
+                | agent_client::AgentError::ProtocolRefused { .. }),
+            ) => outln!("{}  {}  INCOMPATIBLE  {e}", r.spec.name, r.spec.address),
             Err(e) => outln!("{}  {}  UNREACHABLE  {e}", r.spec.name, r.spec.address),
         }
     }

@@ -347,6 +347,115 @@ async fn agents_lists_each_agent_and_run_refuses_an_unreachable_one() {
     }
 }
 
+/// An agent of another release: it speaks protocol 1 and answers nothing but the handshake.
+struct OldAgent;
+
+#[tonic::async_trait]
+impl kvbench_proto::v1::agent_server::Agent for OldAgent {
+    async fn hello(
+        &self,
+        _: tonic::Request<kvbench_proto::v1::HelloRequest>,
+    ) -> Result<tonic::Response<kvbench_proto::v1::HelloResponse>, tonic::Status> {
+        Ok(tonic::Response::new(kvbench_proto::v1::HelloResponse {
+            protocol_version: 1,
+            agent_version: "0.0.1".into(),
+            agent_name: "dc-old".into(),
+            ..Default::default()
+        }))
+    }
+    type RunRoundStream = tonic::codegen::BoxStream<kvbench_proto::v1::RoundEvent>;
+    async fn run_round(
+        &self,
+        _: tonic::Request<kvbench_proto::v1::RunRoundRequest>,
+    ) -> Result<tonic::Response<Self::RunRoundStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("old"))
+    }
+    async fn clear_cache(
+        &self,
+        _: tonic::Request<kvbench_proto::v1::ClearCacheRequest>,
+    ) -> Result<tonic::Response<kvbench_proto::v1::ClearCacheResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("old"))
+    }
+    async fn restart_engine(
+        &self,
+        _: tonic::Request<kvbench_proto::v1::RestartEngineRequest>,
+    ) -> Result<tonic::Response<kvbench_proto::v1::RestartEngineResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("old"))
+    }
+    async fn stop_round(
+        &self,
+        _: tonic::Request<kvbench_proto::v1::StopRoundRequest>,
+    ) -> Result<tonic::Response<kvbench_proto::v1::StopRoundResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("old"))
+    }
+}
+
+/// `kvbench agents` and `run` refuse an agent of another protocol version, naming both;
+/// a live agent's line shows its engine's kind, URL, model and health.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_of_another_protocol_version_is_refused_with_both_versions_named() {
+    let a = host("dc-a", "a", SimConfig::default()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let old = format!("http://{}", listener.local_addr().expect("addr"));
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(kvbench_proto::v1::agent_server::AgentServer::new(OldAgent))
+            .serve_with_incoming(tokio_stream_from(listener)),
+    );
+    let dir = TempDir::new("protocol");
+    dir.write(
+        "c.yaml",
+        "endpoint: agent\nnum_requests: 2\noutput_tokens: 4\nworkload:\n  prompt_tokens: 32\n",
+    );
+    let p = plan(
+        &dir,
+        &[("dc-a", a.agent.url(), "a"), ("dc-old", old, "z")],
+        "  - {name: c, config_file: c.yaml, scenario: cold_start, rounds: 1, agents: [dc-a, dc-old]}\n",
+    );
+    let out = kvbench(vec!["agents".into(), p.clone()]).await;
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    let line = |name: &str| {
+        t.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{t}"))
+            .to_owned()
+    };
+    println!("{t}");
+    let old_line = line("dc-old");
+    assert!(old_line.contains("INCOMPATIBLE"), "{old_line}");
+    assert!(
+        old_line.contains("speaks protocol 1")
+            && old_line.contains(&format!(
+                "this coordinator speaks {}",
+                kvbench_common::PROTOCOL_VERSION
+            )),
+        "both versions named: {old_line}"
+    );
+    let a_line = line("dc-a");
+    assert!(
+        a_line.contains(&format!("engine vllm {}", a.sim.base_url()))
+            && a_line.contains("model kvbench-sim")
+            && a_line.contains("healthy"),
+        "{a_line}"
+    );
+    let out = kvbench(vec!["run".into(), p]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("nothing was run"), "{}", text(&out));
+    server.abort();
+    a.agent.stop().await;
+    a.sim.stop().await;
+}
+
+/// The listener's connections as tonic's server takes them.
+fn tokio_stream_from(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    tokio_stream::wrappers::TcpListenerStream::new(listener)
+}
+
 /// A remote agent measures only the engine of its own config file: a scenario config that
 /// names another engine is refused by `validate`, with the file, line and key, naming the
 /// engine the agent owns.

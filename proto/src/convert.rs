@@ -741,6 +741,10 @@ impl From<&AgentInfo> for v1::HelloResponse {
             gpu_note: a.gpu_note.clone().unwrap_or_default(),
             warnings: a.warnings.clone(),
             agent_time_us: a.agent_time_us,
+            engine_kind: a.engine_kind.clone(),
+            engine_models: a.engine_models.clone(),
+            engine_healthy: a.engine_healthy,
+            engine_health_detail: a.engine_health_detail.clone(),
         }
     }
 }
@@ -758,6 +762,10 @@ impl From<v1::HelloResponse> for AgentInfo {
             gpu_note: (!h.gpu_note.is_empty()).then_some(h.gpu_note),
             warnings: h.warnings,
             agent_time_us: h.agent_time_us,
+            engine_kind: h.engine_kind,
+            engine_models: h.engine_models,
+            engine_healthy: h.engine_healthy,
+            engine_health_detail: h.engine_health_detail,
         }
     }
 }
@@ -1116,9 +1124,10 @@ mod tests {
             vec(gpu(), 0..3),
             text(),
             (option::of("[a-z ]{1,10}"), vec(text(), 0..3), any::<i64>()),
+            (text(), vec(text(), 0..3), option::of(any::<bool>()), text()),
         )
             .prop_map(
-                |(a, labels, gpus, engine_display, (gpu_note, warnings, agent_time_us))| {
+                |(a, labels, gpus, engine_display, (gpu_note, warnings, agent_time_us), e)| {
                     AgentInfo {
                         protocol_version: a.0,
                         agent_version: a.1,
@@ -1130,6 +1139,10 @@ mod tests {
                         gpu_note,
                         warnings,
                         agent_time_us,
+                        engine_kind: e.0,
+                        engine_models: e.1,
+                        engine_healthy: e.2,
+                        engine_health_detail: e.3,
                     }
                 },
             )
