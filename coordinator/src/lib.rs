@@ -19,6 +19,7 @@ pub mod agent_client;
 pub mod agents;
 pub mod calibrate;
 pub mod console;
+pub mod estimate;
 pub mod events;
 pub mod inputs;
 pub mod inspect;
@@ -480,6 +481,34 @@ async fn validate_command(plan: &Path) -> anyhow::Result<ExitCode> {
             s.config.endpoint,
             s.config_file
         );
+    }
+    let estimate = estimate::plan(&p);
+    let _ = writeln!(
+        out,
+        "Time estimate: about {} (per scenario: requests x (TTFT + generation) / concurrency, each round; plus isolation and waits)",
+        estimate::human(estimate.total_s())
+    );
+    for e in &estimate.scenarios {
+        let _ = writeln!(
+            out,
+            "  - {}: {} of rounds{} ({})",
+            e.name,
+            estimate::human(e.run_s),
+            if e.isolation_s > 0.0 {
+                format!(
+                    " + {} isolation and wait before it",
+                    estimate::human(e.isolation_s)
+                )
+            } else {
+                String::new()
+            },
+            e.basis
+        );
+    }
+    for s in &p.scenarios {
+        if let Some(w) = estimate::name_warning(&s.name) {
+            let _ = writeln!(out, "warning: {w}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
