@@ -124,13 +124,13 @@ pub struct CalibrationReport {
 }
 
 /// A child process of this binary that prints `... listening on ADDR` first.
-struct Service {
+pub(crate) struct Service {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Service {
-    async fn start(args: &[String]) -> anyhow::Result<Service> {
+    pub(crate) async fn start(args: &[String]) -> anyhow::Result<Service> {
         let exe = std::env::current_exe().context("cannot find the kvbench binary")?;
         let mut child = Command::new(&exe)
             .args(args)
@@ -159,7 +159,7 @@ impl Service {
         self.child.id()
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
 }

@@ -27,6 +27,7 @@ pub mod isolation;
 pub mod json_events;
 pub mod results;
 pub mod runner;
+pub mod scale;
 pub mod session;
 pub mod split;
 
@@ -83,6 +84,8 @@ pub enum Command {
     },
     /// Measure the harness's own overhead on this machine against a fixed-latency sim.
     Calibrate(calibrate::CalibrateArgs),
+    /// Measure whether one coordinator keeps up with many agents streaming records.
+    Scale(scale::ScaleArgs),
     /// Look at workloads without sending anything.
     #[command(subcommand)]
     Workload(WorkloadCommand),
@@ -379,6 +382,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Calibrate(args) => {
             calibrate::run(&args).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Scale(args) => {
+            let report = scale::run(&args).await?;
+            // Nothing lost is the benchmark's first claim.
+            let lost = report.runs.iter().any(|r| r.sent != r.received);
+            Ok(if lost {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::InternalSim(args) => {
             kvbench_sim::serve_until_signal(args).await?;

@@ -214,7 +214,7 @@ impl Session<'_> {
     ) -> (Option<RoundStats>, Option<String>) {
         let s = self.scenario;
         let req = self.request(round);
-        let (run, parts) = if let [agent] = self.agents {
+        let (run, per_agent) = if let [agent] = self.agents {
             let run = agent
                 .run_round(&req, self.cancel, |e| {
                     obs.on(&RunEvent::Round {
@@ -224,12 +224,16 @@ impl Session<'_> {
                     })
                 })
                 .await;
-            (run, Vec::new())
+            (run, BTreeMap::new())
         } else {
             let reqs = crate::split::requests(&req, self.agents);
-            let split =
+            let parts =
                 crate::split::run_round(self.agents, &reqs, self.cancel, s, round, obs).await;
-            (split.merged, split.parts)
+            let per_agent = parts
+                .iter()
+                .map(|p| (p.agent.clone(), self.part_stats(round, p)))
+                .collect();
+            (crate::split::merge(parts), per_agent)
         };
         obs.on(&RunEvent::RoundEnded { scenario: s, round });
         let (finished, mut error) = match &run.end {
@@ -250,23 +254,7 @@ impl Session<'_> {
             },
             &s.config.stats,
         );
-        for part in &parts {
-            let health = match &part.run.end {
-                RoundEnd::Finished(f) => f.health.as_ref(),
-                _ => None,
-            };
-            let mine = RoundStats::compute(
-                &RoundInput {
-                    round,
-                    duration_s: part.duration_s,
-                    records: &part.run.records,
-                    telemetry: &part.run.telemetry,
-                    health,
-                },
-                &s.config.stats,
-            );
-            st.per_agent.insert(part.agent.clone(), mine);
-        }
+        st.per_agent = per_agent;
         obs.on(&RunEvent::RoundStats {
             scenario: s,
             stats: &st,
@@ -289,6 +277,24 @@ impl Session<'_> {
         let ran = !run.records.is_empty() || finished.is_some();
         p.records.extend(run.records);
         (ran.then_some(st), error)
+    }
+
+    /// One agent's part of a split round, on its own.
+    fn part_stats(&self, round: u32, part: &crate::split::Part) -> RoundStats {
+        let health = match &part.run.end {
+            RoundEnd::Finished(f) => f.health.as_ref(),
+            _ => None,
+        };
+        RoundStats::compute(
+            &RoundInput {
+                round,
+                duration_s: part.duration_s,
+                records: &part.run.records,
+                telemetry: &part.run.telemetry,
+                health,
+            },
+            &self.scenario.config.stats,
+        )
     }
 
     fn request(&self, round: u32) -> RoundRequest {

@@ -33,13 +33,6 @@ pub struct Part {
     pub duration_s: f64,
 }
 
-/// A split round: the merged view and each agent's part.
-#[derive(Debug, Clone)]
-pub struct SplitRun {
-    pub merged: RoundRun,
-    pub parts: Vec<Part>,
-}
-
 /// Each agent's round: `base` with its share of the requests, its part of the load and
 /// the common start on its own clock.
 pub fn requests(base: &RoundRequest, agents: &[&AgentClient]) -> Vec<RoundRequest> {
@@ -69,9 +62,9 @@ pub fn requests(base: &RoundRequest, agents: &[&AgentClient]) -> Vec<RoundReques
         .collect()
 }
 
-/// Runs the round on every agent at once. The observer sees one round: records and
-/// samples as they come, one `Started` (all agents' totals) and progress summed over the
-/// agents.
+/// Runs the round on every agent at once; each agent's part (merge them with [`merge`]).
+/// The observer sees one round: records and samples as they come, one `Started` (all
+/// agents' totals) and progress summed over the agents.
 pub async fn run_round(
     agents: &[&AgentClient],
     reqs: &[RoundRequest],
@@ -79,7 +72,7 @@ pub async fn run_round(
     scenario: &Scenario,
     round: u32,
     obs: &mut dyn Observer,
-) -> SplitRun {
+) -> Vec<Part> {
     let shared = Shared::new(obs);
     let merger = std::cell::RefCell::new(Merger::new(agents.len()));
     let runs = agents.iter().zip(reqs).enumerate().map(|(i, (a, req))| {
@@ -102,16 +95,12 @@ pub async fn run_round(
         }
     });
     let runs = futures_util::future::join_all(runs).await;
-    let parts: Vec<Part> = agents
+    agents
         .iter()
         .zip(reqs)
         .zip(runs)
         .map(|((a, req), run)| part(a.name(), req, run))
-        .collect();
-    SplitRun {
-        merged: merge(&parts),
-        parts,
-    }
+        .collect()
 }
 
 /// What the observer is told of one agent's event.
@@ -193,13 +182,20 @@ fn part(agent: &str, req: &RoundRequest, mut run: RoundRun) -> Part {
     }
 }
 
-/// The merged round: every record and sample; it failed when any agent's did (the others'
-/// records are kept), was cancelled when any was; its measured phase is the union of the
-/// agents' (from the earliest start to the latest end on the common clock).
-fn merge(parts: &[Part]) -> RoundRun {
+/// The merged round, from the parts (their records and samples move into it): it failed
+/// when any agent's did (the others' records are kept), was cancelled when any was; its
+/// measured phase is the union of the agents' (from the earliest start to the latest end
+/// on the common clock).
+pub fn merge(mut parts: Vec<Part>) -> RoundRun {
     let mut merged = RoundRun {
-        records: parts.iter().flat_map(|p| p.run.records.clone()).collect(),
-        telemetry: parts.iter().flat_map(|p| p.run.telemetry.clone()).collect(),
+        records: parts
+            .iter_mut()
+            .flat_map(|p| std::mem::take(&mut p.run.records))
+            .collect(),
+        telemetry: parts
+            .iter_mut()
+            .flat_map(|p| std::mem::take(&mut p.run.telemetry))
+            .collect(),
         end: RoundEnd::Cancelled,
         anchor_us: parts.iter().filter_map(|p| p.run.anchor_us).min(),
     };

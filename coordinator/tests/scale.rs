@@ -1,0 +1,42 @@
+//! `kvbench scale` as someone reruns it: agents and sims as processes, one coordinator,
+//! nothing lost.
+
+use std::process::Command;
+
+#[test]
+fn two_agents_streaming_to_one_coordinator_lose_no_record() {
+    let dir = tempfile::tempdir().expect("temp");
+    let json = dir.path().join("scale.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_kvbench"))
+        .args([
+            "scale",
+            "--agents",
+            "2",
+            "--streams",
+            "64",
+            "--itl-ms",
+            "5",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .expect("kvbench runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json")).expect("parses");
+    let run = &r["runs"][0];
+    assert_eq!(run["agents"], 2);
+    assert_eq!(
+        run["sent"], 256,
+        "2 agents x 64 streams x 2 requests: {run}"
+    );
+    assert_eq!(run["received"], run["sent"]);
+    assert_eq!(run["failed"], 0);
+    assert!(run["peak_rss_bytes"].as_u64().unwrap_or(0) > 0, "{run}");
+    assert!(text.contains("| 2 | 128 | 256 | 256 | 0 |"), "{text}");
+}
