@@ -171,11 +171,60 @@ pub struct RoundStats {
     /// records together, over the union of the agents' time spans).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub per_agent: BTreeMap<String, RoundStats>,
+    /// A closed loop's start-up burst (its first `concurrency` requests, released at once)
+    /// apart from the steady state after it; the round's own figures hold both. Null for
+    /// an open loop, or when the round is no longer than its first wave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_wave: Option<FirstWave>,
     /// `mean_`, `median_`, `std_`, `min_`, `max_` and `p<q>_` of `ttft_ms`, `tpot_ms`,
     /// `itl_ms`, `e2el_ms` and `queue_ms` (client queue time), flat in the round object
     /// under vLLM's key names; null when no completed request gave a sample.
     #[serde(flatten)]
     pub latency: LatencyStats,
+}
+
+/// TTFT of a closed loop's first wave and of the steady state after it, ms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FirstWave {
+    /// Requests in the first wave (the loop's concurrency).
+    pub requests: u32,
+    pub mean_ttft_ms: f64,
+    pub median_ttft_ms: f64,
+    pub p99_ttft_ms: f64,
+    /// The completed requests after it.
+    pub steady_requests: u32,
+    pub steady_mean_ttft_ms: f64,
+    pub steady_median_ttft_ms: f64,
+    pub steady_p99_ttft_ms: f64,
+}
+
+impl FirstWave {
+    /// The first `width` measured requests by release time against the rest (completed
+    /// ones only, as every latency figure); none when nothing follows the first wave.
+    pub fn of(records: &[RequestRecord], width: u32) -> Option<FirstWave> {
+        let mut ok: Vec<&RequestRecord> = records
+            .iter()
+            .filter(|r| !r.warmup && r.outcome == Outcome::Ok)
+            .collect();
+        ok.sort_by(|a, b| a.scheduled_ms.total_cmp(&b.scheduled_ms));
+        let width = (width as usize).max(1);
+        if ok.len() <= width {
+            return None;
+        }
+        let (first, steady) = ok.split_at(width);
+        let ttft = |rs: &[&RequestRecord]| Summary::of(rs.iter().filter_map(|r| r.ttft_ms()));
+        let (f, s) = (ttft(first)?, ttft(steady)?);
+        Some(FirstWave {
+            requests: first.len() as u32,
+            mean_ttft_ms: f.mean,
+            median_ttft_ms: f.median(),
+            p99_ttft_ms: f.percentile(99.0),
+            steady_requests: steady.len() as u32,
+            steady_mean_ttft_ms: s.mean,
+            steady_median_ttft_ms: s.median(),
+            steady_p99_ttft_ms: s.percentile(99.0),
+        })
+    }
 }
 
 /// Everything a round's statistics are computed from.
@@ -300,6 +349,7 @@ impl RoundStats {
             engine_metrics: None,
             telemetry: None,
             per_agent: BTreeMap::new(),
+            first_wave: None,
             latency,
         }
     }
@@ -1199,6 +1249,25 @@ pub struct ScenarioStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_wave_is_reported_apart_from_the_steady_state() {
+        // Four at once, slow (a burst), then four more at steady speed; one failed.
+        let mut rs: Vec<RequestRecord> = (0..4)
+            .map(|i| rec(0.0, 100.0 + f64::from(i), 300.0, 4, Outcome::Ok))
+            .chain((0..4).map(|i| rec(300.0, 20.0 + f64::from(i), 500.0, 4, Outcome::Ok)))
+            .collect();
+        rs.push(rec(0.0, 1.0, 2.0, 1, Outcome::Reset));
+        let f = FirstWave::of(&rs, 4).expect("a wave and a steady state");
+        assert_eq!((f.requests, f.steady_requests), (4, 4));
+        assert!((f.mean_ttft_ms - 101.5).abs() < 1e-9, "{f:?}");
+        assert!((f.steady_mean_ttft_ms - 21.5).abs() < 1e-9, "{f:?}");
+        assert_eq!(
+            FirstWave::of(&rs[..4], 4),
+            None,
+            "nothing after the first wave"
+        );
+    }
 
     fn rec(sent: f64, ttft: f64, end: f64, out: u32, outcome: Outcome) -> RequestRecord {
         let chunks: Vec<f64> = (0..out)

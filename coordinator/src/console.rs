@@ -409,6 +409,18 @@ fn round_lines(w: &mut impl Write, s: &Scenario, st: &RoundStats) {
     if st.failed > 0 {
         say!(w, "    failures: {}", failure_counts(st));
     }
+    if let Some(f) = &st.first_wave {
+        say!(
+            w,
+            "    first wave ({} requests at once): TTFT mean {} p99 {} | after it ({} requests): TTFT mean {} p99 {}",
+            f.requests,
+            ms(Some(f.mean_ttft_ms)),
+            ms(Some(f.p99_ttft_ms)),
+            f.steady_requests,
+            ms(Some(f.steady_mean_ttft_ms)),
+            ms(Some(f.steady_p99_ttft_ms)),
+        );
+    }
     for (agent, a) in &st.per_agent {
         say!(
             w,

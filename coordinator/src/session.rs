@@ -11,7 +11,7 @@ use kvbench_common::dataset::Dataset;
 use kvbench_common::plan::{IsolationPolicy, Plan, Scenario};
 use kvbench_common::record::{Outcome, RequestRecord};
 use kvbench_common::stats::{
-    Comparison, DiscardedAttempt, IsolationInfo, RoundInput, RoundStats, ScenarioInfo,
+    Comparison, DiscardedAttempt, FirstWave, IsolationInfo, RoundInput, RoundStats, ScenarioInfo,
     ScenarioStats, ScenarioStatus,
 };
 use kvbench_common::util::{rfc3339_utc, timestamp_utc};
@@ -255,6 +255,9 @@ impl Session<'_> {
             &s.config.stats,
         );
         st.per_agent = per_agent;
+        if let kvbench_common::load::Arrivals::Closed { concurrency } = req.load.arrivals {
+            st.first_wave = FirstWave::of(&run.records, concurrency);
+        }
         obs.on(&RunEvent::RoundStats {
             scenario: s,
             stats: &st,

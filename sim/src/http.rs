@@ -380,7 +380,7 @@ async fn generate(
     if g.stream {
         let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BodyError>>(16);
         tokio::spawn(stream_tokens(engine, g, id, tx, received, fault));
-        let frames = ReceiverStream::new(rx);
+        let frames = stamp_where_it_leaves(ReceiverStream::new(rx), received);
         let mut r = match close {
             None => Response::new(StreamBody::new(frames).boxed()),
             Some(close) => {
@@ -503,10 +503,9 @@ async fn stream_tokens(
         } else {
             "null"
         };
-        // The first token's event says when it was written, as the server sees it: the
-        // harness's overhead is the client's TTFT minus this.
-        let ttft = (i == 0).then(|| received.elapsed().as_micros() as u64);
-        let c = token_event(&head, g.chat, &text, finish, ttft);
+        // The first token's event says when it left the server: its stamp is written in
+        // when the HTTP layer takes the event to write it (see `stamp_where_it_leaves`).
+        let c = token_event(&head, g.chat, &text, finish, i == 0);
         if tx.send(Ok(Frame::data(c))).await.is_err() {
             return;
         }
@@ -529,17 +528,54 @@ async fn stream_tokens(
         .await;
 }
 
-/// One token's SSE event, after `head` (`data: {"id":...,"choices":[`).
-fn token_event(head: &str, chat: bool, text: &str, finish: &str, ttft_us: Option<u64>) -> Bytes {
+/// Where the first token's `kvbench_server_ttft_us` goes, until the event leaves.
+const STAMP: &[u8] = b"\"kvbench_server_ttft_us\":@";
+
+/// The stream's events as the HTTP layer takes them to write: the first token's stamp is
+/// filled in at that moment (time since the request arrived), not when the event was made,
+/// so that the time an event waits for the connection to take it counts as the server's.
+/// The harness's overhead is the client's TTFT minus this stamp.
+fn stamp_where_it_leaves(
+    frames: ReceiverStream<Result<Frame<Bytes>, BodyError>>,
+    received: tokio::time::Instant,
+) -> impl tokio_stream::Stream<Item = Result<Frame<Bytes>, BodyError>> {
+    let mut pending = true;
+    tokio_stream::StreamExt::map(frames, move |f| {
+        if !pending {
+            return f;
+        }
+        let Ok(frame) = f else { return f };
+        let Some(data) = frame.data_ref() else {
+            return Ok(frame);
+        };
+        let Some(at) = data.windows(STAMP.len()).position(|w| w == STAMP) else {
+            return Ok(frame);
+        };
+        pending = false;
+        let us = received.elapsed().as_micros() as u64;
+        let key = STAMP.len() - 1;
+        let mut out = Vec::with_capacity(data.len() + 8);
+        out.extend_from_slice(&data[..at + key]);
+        out.extend_from_slice(us.to_string().as_bytes());
+        out.extend_from_slice(&data[at + STAMP.len()..]);
+        Ok(Frame::data(Bytes::from(out)))
+    })
+}
+
+/// One token's SSE event, after `head` (`data: {"id":...,"choices":[`); the first token's
+/// carries the stamp placeholder.
+fn token_event(head: &str, chat: bool, text: &str, finish: &str, first: bool) -> Bytes {
     let text = Value::from(text);
     let body = if chat {
         format!("{{\"index\":0,\"delta\":{{\"content\":{text}}},\"finish_reason\":{finish}}}")
     } else {
         format!("{{\"index\":0,\"text\":{text},\"finish_reason\":{finish}}}")
     };
-    let extra = ttft_us.map_or(String::new(), |us| {
-        format!(",\"kvbench_server_ttft_us\":{us}")
-    });
+    let extra = if first {
+        format!(",{}", String::from_utf8_lossy(STAMP))
+    } else {
+        String::new()
+    };
     Bytes::from(format!("{head}{body}]{extra}}}\n\n"))
 }
 
