@@ -57,6 +57,14 @@ pub struct CalibrateArgs {
     /// concurrency, side by side: what sampling costs).
     #[arg(long, value_enum, default_value_t = TelemetryMode::On)]
     pub telemetry: TelemetryMode,
+    /// Measure each point this many times (each with fresh processes) and report the
+    /// median and the range.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: u32,
+    /// Run the sim on the last core and the harness (agent and coordinator) on the others,
+    /// so that the sim's own lag is not billed to the harness (needs 2 cores and `taskset`).
+    #[arg(long)]
+    pub pin: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -86,6 +94,8 @@ impl P50P99 {
 #[derive(Debug, Clone, Serialize)]
 pub struct CalibrationRun {
     pub concurrency: u32,
+    /// Which repeat of this point it is (from 1).
+    pub repeat: u32,
     /// Whether the agent sampled telemetry during this run.
     pub telemetry: bool,
     pub requests: u32,
@@ -129,10 +139,58 @@ pub(crate) struct Service {
     pub(crate) addr: SocketAddr,
 }
 
+/// Which cores the sim and the harness run on (`--pin`), as `taskset` lists them.
+#[derive(Debug, Clone)]
+struct Pinning {
+    sim: String,
+    harness: String,
+}
+
+impl Pinning {
+    /// The sim on the last core, the harness on the others; this process moves there now.
+    fn apply(cores: usize) -> anyhow::Result<Pinning> {
+        if cores < 2 {
+            bail!("--pin needs at least 2 cores (this machine has {cores})");
+        }
+        let p = Pinning {
+            sim: (cores - 1).to_string(),
+            harness: format!("0-{}", cores - 2),
+        };
+        let status = std::process::Command::new("taskset")
+            .args([
+                "-a",
+                "-p",
+                "-c",
+                &p.harness,
+                &std::process::id().to_string(),
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .context("--pin runs taskset (util-linux), which could not be started")?;
+        if !status.success() {
+            bail!("taskset could not pin this process to cores {}", p.harness);
+        }
+        Ok(p)
+    }
+}
+
 impl Service {
     pub(crate) async fn start(args: &[String]) -> anyhow::Result<Service> {
+        Self::start_on(args, None).await
+    }
+
+    /// Starts the child, on the given cores (`taskset -c`) when some are given.
+    async fn start_on(args: &[String], cores: Option<&str>) -> anyhow::Result<Service> {
         let exe = std::env::current_exe().context("cannot find the kvbench binary")?;
-        let mut child = Command::new(&exe)
+        let mut command = match cores {
+            Some(c) => {
+                let mut t = Command::new("taskset");
+                t.args(["-c", c]).arg(&exe);
+                t
+            }
+            None => Command::new(&exe),
+        };
+        let mut child = command
             .args(args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -185,9 +243,24 @@ pub async fn run(args: &CalibrateArgs) -> anyhow::Result<CalibrationReport> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    if args.repeat == 0 {
+        bail!("--repeat must be at least 1");
+    }
+    let pinning = if args.pin {
+        Some(Pinning::apply(cores)?)
+    } else {
+        None
+    };
     crate::outln!(
-        "kvbench calibrate: sim TTFT {} ms, ITL {} ms, {} output tokens; sim and agent as separate processes on this machine ({cores} cores)",
-        args.ttft_ms, args.itl_ms, args.output_tokens
+        "kvbench calibrate: sim TTFT {} ms, ITL {} ms, {} output tokens; sim and agent as separate processes on this machine ({cores} cores){}; each point {} time(s)",
+        args.ttft_ms,
+        args.itl_ms,
+        args.output_tokens,
+        pinning.as_ref().map_or(String::new(), |p| format!(
+            ", sim pinned to core {} and the harness to cores {}",
+            p.sim, p.harness
+        )),
+        args.repeat
     );
     let mut runs = Vec::new();
     let modes: &[bool] = match args.telemetry {
@@ -198,14 +271,18 @@ pub async fn run(args: &CalibrateArgs) -> anyhow::Result<CalibrationReport> {
     for &c in &args.concurrency {
         let n = args.requests.unwrap_or_else(|| default_requests(c));
         for &telemetry in modes {
-            crate::outln!(
-                "  concurrency {c}: {n} requests, telemetry {} ...",
-                if telemetry { "on" } else { "off" }
-            );
-            let run = one(args, c, n, telemetry)
-                .await
-                .with_context(|| format!("calibration at concurrency {c}"))?;
-            runs.push(run);
+            for i in 1..=args.repeat {
+                crate::outln!(
+                    "  concurrency {c}: {n} requests, telemetry {} ({i} of {}) ...",
+                    if telemetry { "on" } else { "off" },
+                    args.repeat
+                );
+                let mut run = one(args, c, n, telemetry, pinning.as_ref())
+                    .await
+                    .with_context(|| format!("calibration at concurrency {c}"))?;
+                run.repeat = i;
+                runs.push(run);
+            }
         }
     }
     let report = CalibrationReport {
@@ -217,6 +294,9 @@ pub async fn run(args: &CalibrateArgs) -> anyhow::Result<CalibrationReport> {
         runs,
     };
     print_table(&report);
+    if args.repeat > 1 {
+        print_spread(&report);
+    }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
@@ -230,18 +310,22 @@ async fn one(
     c: u32,
     n: u32,
     telemetry: bool,
+    pinning: Option<&Pinning>,
 ) -> anyhow::Result<CalibrationRun> {
-    let sim = Service::start(&[
-        "internal-sim".into(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--fixed-ttft-ms".into(),
-        args.ttft_ms.to_string(),
-        "--fixed-itl-ms".into(),
-        args.itl_ms.to_string(),
-        "--max-num-seqs".into(),
-        "1000000".into(),
-    ])
+    let sim = Service::start_on(
+        &[
+            "internal-sim".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--fixed-ttft-ms".into(),
+            args.ttft_ms.to_string(),
+            "--fixed-itl-ms".into(),
+            args.itl_ms.to_string(),
+            "--max-num-seqs".into(),
+            "1000000".into(),
+        ],
+        pinning.map(|p| p.sim.as_str()),
+    )
     .await?;
     let sim_url = format!("http://{}", sim.addr);
     let mut agent_args: Vec<String> = vec![
@@ -256,7 +340,7 @@ async fn one(
     if !telemetry {
         agent_args.push("--no-telemetry".into());
     }
-    let agent = Service::start(&agent_args).await?;
+    let agent = Service::start_on(&agent_args, pinning.map(|p| p.harness.as_str())).await?;
     let result = measure(args, c, n, &sim_url, &agent, telemetry).await;
     agent.stop().await;
     sim.stop().await;
@@ -348,6 +432,7 @@ async fn measure(
     };
     Ok(CalibrationRun {
         concurrency: c,
+        repeat: 1,
         telemetry,
         requests: n,
         failed: (records.len() - ok.len()) as u32,
@@ -401,6 +486,37 @@ fn print_table(r: &CalibrationReport) {
             x.event_loop_lag_p99_ms,
             x.host_cpu_busy * 100.0,
             if x.generator_saturated { format!("YES: {}", x.saturation_reason) } else { "no".into() },
+        );
+    }
+}
+
+/// With `--repeat`: per point, the median of the repeats' figures and their range.
+fn print_spread(r: &CalibrationReport) {
+    let mut points: Vec<(u32, bool)> = r
+        .runs
+        .iter()
+        .map(|x| (x.concurrency, x.telemetry))
+        .collect();
+    points.dedup();
+    crate::outln!();
+    crate::outln!("| concurrency | telemetry | repeats | TTFT overhead p50 ms: median [min - max] | p99 ms: median [min - max] | first wave p50 ms: median [min - max] |");
+    crate::outln!("|---|---|---|---|---|---|");
+    for (c, t) in points {
+        let of = |x: &CalibrationRun| x.concurrency == c && x.telemetry == t;
+        let spread = |f: fn(&CalibrationRun) -> Option<f64>| {
+            let v: Vec<f64> = r.runs.iter().filter(|x| of(x)).filter_map(f).collect();
+            match Summary::of(v.iter().copied()) {
+                Some(s) => format!("{:.2} [{:.2} - {:.2}]", s.median(), s.min, s.max),
+                None => "n/a".to_owned(),
+            }
+        };
+        crate::outln!(
+            "| {c} | {} | {} | {} | {} | {} |",
+            if t { "on" } else { "off" },
+            r.runs.iter().filter(|x| of(x)).count(),
+            spread(|x| x.ttft_overhead_ms.p50),
+            spread(|x| x.ttft_overhead_ms.p99),
+            spread(|x| x.first_wave_ttft_overhead_ms.p50),
         );
     }
 }
