@@ -65,6 +65,11 @@ pub struct CalibrateArgs {
     /// so that the sim's own lag is not billed to the harness (needs 2 cores and `taskset`).
     #[arg(long)]
     pub pin: bool,
+    /// Measure against this fixed-latency engine instead of starting kvbench-sim (one that
+    /// stamps `kvbench_server_ttft_us` in its first token's event, such as
+    /// `scripts/stamping_mock.py`; give it the same TTFT and ITL).
+    #[arg(long)]
+    pub engine: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -312,22 +317,15 @@ async fn one(
     telemetry: bool,
     pinning: Option<&Pinning>,
 ) -> anyhow::Result<CalibrationRun> {
-    let sim = Service::start_on(
-        &[
-            "internal-sim".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--fixed-ttft-ms".into(),
-            args.ttft_ms.to_string(),
-            "--fixed-itl-ms".into(),
-            args.itl_ms.to_string(),
-            "--max-num-seqs".into(),
-            "1000000".into(),
-        ],
-        pinning.map(|p| p.sim.as_str()),
-    )
-    .await?;
-    let sim_url = format!("http://{}", sim.addr);
+    let sim = match &args.engine {
+        Some(_) => None,
+        None => Some(start_sim(args, pinning).await?),
+    };
+    let sim_url = match (&sim, &args.engine) {
+        (Some(sim), _) => format!("http://{}", sim.addr),
+        (None, Some(url)) => url.trim_end_matches('/').to_owned(),
+        (None, None) => unreachable!("a sim is started when no engine is given"),
+    };
     let mut agent_args: Vec<String> = vec![
         "internal-agent".into(),
         "--listen".into(),
@@ -343,8 +341,29 @@ async fn one(
     let agent = Service::start_on(&agent_args, pinning.map(|p| p.harness.as_str())).await?;
     let result = measure(args, c, n, &sim_url, &agent, telemetry).await;
     agent.stop().await;
-    sim.stop().await;
+    if let Some(sim) = sim {
+        sim.stop().await;
+    }
     result
+}
+
+/// kvbench-sim in fixed-latency mode, as its own process.
+async fn start_sim(args: &CalibrateArgs, pinning: Option<&Pinning>) -> anyhow::Result<Service> {
+    Service::start_on(
+        &[
+            "internal-sim".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--fixed-ttft-ms".into(),
+            args.ttft_ms.to_string(),
+            "--fixed-itl-ms".into(),
+            args.itl_ms.to_string(),
+            "--max-num-seqs".into(),
+            "1000000".into(),
+        ],
+        pinning.map(|p| p.sim.as_str()),
+    )
+    .await
 }
 
 /// The round calibration sends: `n` tiny unique prompts at concurrency `c`, closed loop.
