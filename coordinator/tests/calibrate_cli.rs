@@ -76,3 +76,46 @@ fn calibrate_writes_the_documented_json() {
         assert!(run["peak_rss_bytes"].as_u64().is_some_and(|b| b > 0));
     }
 }
+
+/// `--repeat` measures each point again with fresh processes and prints the spread;
+/// `--pin` puts the sim on its own core (where there are two) and says so.
+#[test]
+fn repeats_give_a_spread_and_pin_names_the_cores() {
+    let dir = TempDir::new("calibrate-repeat");
+    let json = dir.path().join("cal.json");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kvbench"));
+    cmd.args(["calibrate", "--concurrency", "4", "--requests", "12"])
+        .args(["--ttft-ms", "5", "--itl-ms", "1", "--output-tokens", "4"])
+        .args(["--repeat", "2", "--json"])
+        .arg(&json);
+    let pinned = cores >= 2 && Command::new("taskset").arg("-V").output().is_ok();
+    if pinned {
+        cmd.arg("--pin");
+    }
+    let out = cmd.output().expect("kvbench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("| 4 | on | 2 | "),
+        "the spread table: {stdout}"
+    );
+    if pinned {
+        assert!(
+            stdout.contains(&format!("sim pinned to core {}", cores - 1)),
+            "{stdout}"
+        );
+    }
+    let v = read_json(&json);
+    let repeats: Vec<u64> = v["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter_map(|r| r["repeat"].as_u64())
+        .collect();
+    assert_eq!(repeats, [1, 2]);
+}
