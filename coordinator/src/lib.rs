@@ -523,7 +523,29 @@ async fn validate_command(plan: &Path) -> anyhow::Result<ExitCode> {
             let _ = writeln!(out, "warning: {w}");
         }
     }
+    if let Some(w) = mooncake_on_remote_agents(&p) {
+        let _ = writeln!(out, "warning: {w}");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The seed's `mooncake.metadata_server_url` is a clear step of the embedded agents; a
+/// remote agent clears what its own config file says. Said when the plan has both.
+fn mooncake_on_remote_agents(p: &Plan) -> Option<String> {
+    let url = p.mooncake_metadata_server_url.as_ref()?;
+    let remote: Vec<&str> = p
+        .scenarios
+        .iter()
+        .filter(|s| s.is_remote())
+        .map(|s| s.name.as_str())
+        .collect();
+    if remote.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "mooncake.metadata_server_url ({url}) is cleared by embedded agents only; {} run on remote agents, which clear what their own config file says: add `{{preset: mooncake_master, url: ...}}` to `clear_cache:` in each of their kvbench-agent config files (see deploy/agent/vllm.yaml)",
+        remote.join(", ")
+    ))
 }
 
 /// What `kvbench run` was given.

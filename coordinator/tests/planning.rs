@@ -94,3 +94,25 @@ fn validate_estimates_from_the_sims_model_then_from_the_last_run_and_warns_about
         "{line}"
     );
 }
+
+/// The seed's `mooncake.metadata_server_url` clears through embedded agents only: with
+/// remote agents, validate points to each agent config's Mooncake preset instead.
+#[test]
+fn a_mooncake_url_with_remote_agents_points_to_the_agents_preset() {
+    let dir = TempDir::new("mooncake-remote");
+    dir.write(
+        "c.yaml",
+        "endpoint: agent\nnum_requests: 4\nworkload:\n  prompt_tokens: 16\n",
+    );
+    let plan = dir.write(
+        "plan.yaml",
+        "output_dir: out\nmooncake:\n  metadata_server_url: http://10.0.0.9:8080\nagents:\n  - {name: dc-a, address: \"http://127.0.0.1:1\"}\ntest_scenarios:\n  - {name: dc-a-single-node-tiny, config_file: c.yaml, scenario: cold_start, agent: dc-a}\n",
+    );
+    let (code, out) = validate(&plan);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("mooncake.metadata_server_url (http://10.0.0.9:8080) is cleared by embedded agents only")
+            && out.contains("preset: mooncake_master"),
+        "{out}"
+    );
+}
