@@ -455,12 +455,12 @@ async fn a_far_agent_measures_what_a_near_one_does_and_its_clock_is_estimated() 
         );
     }
     // Within 0.5 ms where the WAN would add 80 ms had the load crossed it. The p99 of 40
-    // requests is about their slowest one: this machine's own jitter, not the WAN's, so it
-    // gets 2 ms.
+    // requests is about their slowest one: this machine's own jitter (2 ms apart with the
+    // whole suite running beside it), not the WAN's, so it only has to stay far below it.
     for (key, within) in [
         ("mean_ttft_ms", 0.5),
         ("median_ttft_ms", 0.5),
-        ("p99_ttft_ms", 2.0),
+        ("p99_ttft_ms", 10.0),
     ] {
         let (a, b) = (ms(&n, key), ms(&f, key));
         assert!((a - b).abs() < within, "{key}: near {a} far {b}");
