@@ -349,21 +349,33 @@ async fn one(
 
 /// kvbench-sim in fixed-latency mode, as its own process.
 async fn start_sim(args: &CalibrateArgs, pinning: Option<&Pinning>) -> anyhow::Result<Service> {
-    Service::start_on(
-        &[
-            "internal-sim".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--fixed-ttft-ms".into(),
-            args.ttft_ms.to_string(),
-            "--fixed-itl-ms".into(),
-            args.itl_ms.to_string(),
-            "--max-num-seqs".into(),
-            "1000000".into(),
-        ],
-        pinning.map(|p| p.sim.as_str()),
-    )
-    .await
+    Service::fixed_sim(args.ttft_ms, args.itl_ms, pinning.map(|p| p.sim.as_str())).await
+}
+
+impl Service {
+    /// kvbench-sim in fixed-latency mode (first token after `ttft_ms`, then one every
+    /// `itl_ms`, however many requests), on the given cores when some are given.
+    pub(crate) async fn fixed_sim(
+        ttft_ms: f64,
+        itl_ms: f64,
+        cores: Option<&str>,
+    ) -> anyhow::Result<Service> {
+        Service::start_on(
+            &[
+                "internal-sim".into(),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--fixed-ttft-ms".into(),
+                ttft_ms.to_string(),
+                "--fixed-itl-ms".into(),
+                itl_ms.to_string(),
+                "--max-num-seqs".into(),
+                "1000000".into(),
+            ],
+            cores,
+        )
+        .await
+    }
 }
 
 /// The round calibration sends: `n` tiny unique prompts at concurrency `c`, closed loop.

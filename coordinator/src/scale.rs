@@ -114,18 +114,7 @@ async fn one(args: &ScaleArgs, n: u32) -> anyhow::Result<ScaleRun> {
     let mut sims = Vec::new();
     let mut agents = Vec::new();
     for i in 0..n {
-        let sim = Service::start(&[
-            "internal-sim".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--fixed-ttft-ms".into(),
-            args.ttft_ms.to_string(),
-            "--fixed-itl-ms".into(),
-            args.itl_ms.to_string(),
-            "--max-num-seqs".into(),
-            "1000000".into(),
-        ])
-        .await?;
+        let sim = Service::fixed_sim(args.ttft_ms, args.itl_ms, None).await?;
         let agent = Service::start(&[
             "internal-agent".into(),
             "--listen".into(),

@@ -25,6 +25,33 @@ async fn host(name: &str, cloud: &str, sim: SimConfig) -> Host {
     Host { sim, agent }
 }
 
+/// dc-a and dc-b, honest, and dc-c, whose engine says it cleared and did not.
+async fn three_datacenters() -> [Host; 3] {
+    let liar = SimConfig {
+        lying_reset: true,
+        ..SimConfig::default()
+    };
+    [
+        host("dc-a", "a", SimConfig::default()).await,
+        host("dc-b", "b", SimConfig::default()).await,
+        host("dc-c", "c", liar).await,
+    ]
+}
+
+/// The file in `dir` whose name starts with `prefix`.
+fn out_file(dir: &std::path::Path, prefix: &str) -> std::path::PathBuf {
+    std::fs::read_dir(dir)
+        .expect("out")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .unwrap_or_else(|| panic!("no {prefix}* in {}", dir.display()))
+}
+
 /// Runs the `kvbench` binary off the runtime (the agents answer meanwhile).
 async fn kvbench(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || {
@@ -59,18 +86,7 @@ fn plan(dir: &TempDir, agents: &[(&str, String, &str)], scenarios: &str) -> Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_runs_a_scenario_once_per_matching_agent_and_judges_each() {
-    let a = host("dc-a", "a", SimConfig::default()).await;
-    let b = host("dc-b", "b", SimConfig::default()).await;
-    // This datacenter's engine says it cleared and did not.
-    let liar = host(
-        "dc-c",
-        "c",
-        SimConfig {
-            lying_reset: true,
-            ..SimConfig::default()
-        },
-    )
-    .await;
+    let [a, b, liar] = three_datacenters().await;
     let dir = TempDir::new("each");
     dir.write(
         "docs.yaml",
@@ -145,17 +161,7 @@ async fn each_runs_a_scenario_once_per_matching_agent_and_judges_each() {
 /// lies about its reset is judged `failed`, and so is the scenario.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_runs_one_scenario_across_agents_with_a_merged_and_a_per_agent_view() {
-    let a = host("dc-a", "a", SimConfig::default()).await;
-    let b = host("dc-b", "b", SimConfig::default()).await;
-    let liar = host(
-        "dc-c",
-        "c",
-        SimConfig {
-            lying_reset: true,
-            ..SimConfig::default()
-        },
-    )
-    .await;
+    let [a, b, liar] = three_datacenters().await;
     let dir = TempDir::new("split");
     dir.write(
         "docs.yaml",
@@ -175,18 +181,7 @@ async fn split_runs_one_scenario_across_agents_with_a_merged_and_a_per_agent_vie
     assert_eq!(out.status.code(), Some(4), "dc-c was not cold:\n{console}");
     assert!(console.contains("split across 3 agents"), "{console}");
     let out_dir = dir.path().join("out");
-    let file = |prefix: &str| {
-        std::fs::read_dir(&out_dir)
-            .expect("out")
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(prefix))
-            })
-            .unwrap_or_else(|| panic!("no {prefix}* in {}", out_dir.display()))
-    };
+    let file = |prefix: &str| out_file(&out_dir, prefix);
     let st = read_json(&file("docs_stats_"));
     common::assert_stats_schema(&st);
     assert_eq!(
@@ -433,17 +428,10 @@ async fn a_far_agent_measures_what_a_near_one_does_and_its_clock_is_estimated() 
     let out = kvbench(vec!["run".into(), p]).await;
     assert!(out.status.success(), "{}", text(&out));
     let stats = |agent: &str| {
-        let path = std::fs::read_dir(dir.path().join("out"))
-            .expect("out")
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&format!("wan-fixed-sim_{agent}_stats_")))
-            })
-            .expect("stats");
-        read_json(&path)
+        read_json(&out_file(
+            &dir.path().join("out"),
+            &format!("wan-fixed-sim_{agent}_stats_"),
+        ))
     };
     let (n, f) = (stats("near"), stats("far"));
     let ms = |st: &serde_json::Value, key: &str| st["rounds"][0][key].as_f64().expect(key);
