@@ -125,12 +125,9 @@ fn last_run(dir: &Path, slug: &str) -> Option<(PathBuf, f64)> {
                 .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".json"))
         })
         .max()?;
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&latest).ok()?).ok()?;
-    let seconds: f64 = v["rounds"]
-        .as_array()?
-        .iter()
-        .filter_map(|r| r["duration"].as_f64())
-        .sum();
+    let stats: kvbench_common::stats::ScenarioStats =
+        serde_json::from_slice(&std::fs::read(&latest).ok()?).ok()?;
+    let seconds: f64 = stats.rounds.iter().map(|r| r.duration).sum();
     (seconds > 0.0).then_some((latest, seconds))
 }
 

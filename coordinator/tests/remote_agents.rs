@@ -6,7 +6,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{read_json, TempDir};
+use common::{out_file, read_json, TempDir};
 use kvbench_agent::AgentConfig;
 use kvbench_sim::SimConfig;
 
@@ -38,18 +38,13 @@ async fn three_datacenters() -> [Host; 3] {
     ]
 }
 
-/// The file in `dir` whose name starts with `prefix`.
-fn out_file(dir: &std::path::Path, prefix: &str) -> std::path::PathBuf {
-    std::fs::read_dir(dir)
-        .expect("out")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(prefix))
-        })
-        .unwrap_or_else(|| panic!("no {prefix}* in {}", dir.display()))
+/// The three datacenters as the plan's `agents:` lists them.
+fn listed(a: &Host, b: &Host, c: &Host) -> [(&'static str, String, &'static str); 3] {
+    [
+        ("dc-a", a.agent.url(), "a"),
+        ("dc-b", b.agent.url(), "b"),
+        ("dc-c", c.agent.url(), "c"),
+    ]
 }
 
 /// Runs the `kvbench` binary off the runtime (the agents answer meanwhile).
@@ -94,11 +89,7 @@ async fn each_runs_a_scenario_once_per_matching_agent_and_judges_each() {
     );
     let p = plan(
         &dir,
-        &[
-            ("dc-a", a.agent.url(), "a"),
-            ("dc-b", b.agent.url(), "b"),
-            ("dc-c", liar.agent.url(), "c"),
-        ],
+        &listed(&a, &b, &liar),
         "  - {name: warm, config_file: docs.yaml, scenario: long_context_high_reuse, rounds: 1, selector: {tier: gpu}}\n  - {name: docs, config_file: docs.yaml, scenario: long_context_high_reuse, rounds: 2, selector: {tier: gpu}, placement: each}\n",
     );
     let out = kvbench(vec!["run".into(), p]).await;
@@ -169,11 +160,7 @@ async fn split_runs_one_scenario_across_agents_with_a_merged_and_a_per_agent_vie
     );
     let p = plan(
         &dir,
-        &[
-            ("dc-a", a.agent.url(), "a"),
-            ("dc-b", b.agent.url(), "b"),
-            ("dc-c", liar.agent.url(), "c"),
-        ],
+        &listed(&a, &b, &liar),
         "  - {name: warm, config_file: docs.yaml, scenario: long_context_high_reuse, rounds: 1, selector: {tier: gpu}, placement: split, concurrency: 3}\n  - {name: docs, config_file: docs.yaml, scenario: long_context_high_reuse, rounds: 2, selector: {tier: gpu}, placement: split, concurrency: 6}\n",
     );
     let out = kvbench(vec!["run".into(), p]).await;

@@ -202,16 +202,7 @@ fn clear_or_restart_restarts_an_engine_that_refuses_to_clear() {
         "{stdout}"
     );
     // Its stats say the same.
-    let stats = std::fs::read_dir(dir.path().join("out"))
-        .expect("out")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("two_stats_"))
-        })
-        .expect("two's stats");
+    let stats = common::out_file(&dir.path().join("out"), "two_stats_");
     let v = common::read_json(&stats);
     assert_eq!(v["isolation"]["status"], "restarted", "{}", v["isolation"]);
     assert_eq!(v["isolation"]["verdict"], "verified");

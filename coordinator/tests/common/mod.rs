@@ -80,6 +80,20 @@ pub async fn run_with(plan: &Plan, sim: SimConfig) -> (RunSummary, EngineCounter
     (summary, counters)
 }
 
+/// The file in `dir` whose name starts with `prefix` (a scenario's `<slug>_stats_`, ...).
+pub fn out_file(dir: &Path, prefix: &str) -> PathBuf {
+    std::fs::read_dir(dir)
+        .expect("output folder")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .unwrap_or_else(|| panic!("no {prefix}* in {}", dir.display()))
+}
+
 pub fn read_json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).expect("read result file");
     serde_json::from_str(&text).expect("result file is JSON")
