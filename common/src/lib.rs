@@ -8,6 +8,7 @@
 //! - [`stats`]: the statistics computed from records, and the stats file layout;
 //! - [`telemetry`]: samples streamed with the records (engine metrics) and their summaries.
 
+pub mod accumulate;
 pub mod agent;
 pub mod dataset;
 pub mod limits;

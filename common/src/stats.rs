@@ -4,11 +4,12 @@
 //! vLLM's benchmark uses), so numbers compare with vLLM's `bench serve` directly. Key names
 //! follow vLLM's (`mean_ttft_ms`, `request_throughput`, ...).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use crate::accumulate::RoundAccumulator;
 use crate::agent::{is_stale, ColdProbe};
 use crate::record::{Outcome, RequestRecord};
 use crate::telemetry::EngineMetricsSummary;
@@ -202,156 +203,23 @@ impl FirstWave {
     /// The first `width` measured requests by release time against the rest (completed
     /// ones only, as every latency figure); none when nothing follows the first wave.
     pub fn of(records: &[RequestRecord], width: u32) -> Option<FirstWave> {
-        let mut ok: Vec<&RequestRecord> = records
-            .iter()
-            .filter(|r| !r.warmup && r.outcome == Outcome::Ok)
-            .collect();
-        ok.sort_by(|a, b| a.scheduled_ms.total_cmp(&b.scheduled_ms));
-        let width = (width as usize).max(1);
-        if ok.len() <= width {
-            return None;
-        }
-        let (first, steady) = ok.split_at(width);
-        let ttft = |rs: &[&RequestRecord]| Summary::of(rs.iter().filter_map(|r| r.ttft_ms()));
-        let (f, s) = (ttft(first)?, ttft(steady)?);
-        Some(FirstWave {
-            requests: first.len() as u32,
-            mean_ttft_ms: f.mean,
-            median_ttft_ms: f.median(),
-            p99_ttft_ms: f.percentile(99.0),
-            steady_requests: steady.len() as u32,
-            steady_mean_ttft_ms: s.mean,
-            steady_median_ttft_ms: s.median(),
-            steady_p99_ttft_ms: s.percentile(99.0),
-        })
-    }
-}
-
-/// Everything a round's statistics are computed from.
-#[derive(Debug, Clone, Copy)]
-pub struct RoundInput<'a> {
-    pub round: u32,
-    /// The measured phase's length, as the agent timed it.
-    pub duration_s: f64,
-    pub records: &'a [RequestRecord],
-    pub telemetry: &'a [crate::telemetry::TelemetrySample],
-    pub health: Option<&'a AgentHealth>,
-}
-
-impl<'a> RoundInput<'a> {
-    /// A round known only by its records (no telemetry, no agent health).
-    pub fn records(round: u32, duration_s: f64, records: &'a [RequestRecord]) -> Self {
-        RoundInput {
-            round,
-            duration_s,
-            records,
-            telemetry: &[],
-            health: None,
-        }
+        let mut acc = RoundAccumulator::new(1, &StatsOptions::default(), Some(width));
+        records.iter().for_each(|r| acc.add(r));
+        acc.finish_records(0.0).first_wave
     }
 }
 
 impl RoundStats {
-    /// Statistics of one round, complete. Failed requests count in `failed` and
-    /// `outcomes` only: they never enter latency or throughput figures. Warmup requests
-    /// count nowhere but `warmup_requests`.
-    pub fn compute(input: &RoundInput<'_>, opts: &StatsOptions) -> RoundStats {
-        let mut st = Self::from_records(input.round, input.duration_s, input.records, opts);
-        st.engine_metrics = EngineMetricsSummary::of(input.telemetry);
-        st.telemetry =
-            crate::telemetry::TelemetrySummary::of(input.telemetry, st.total_output_tokens);
-        st.generator_saturated = input.health.is_some_and(|h| h.generator_saturated);
-        st.agent_health = input.health.cloned();
-        st
-    }
-
-    fn from_records(
+    /// Statistics of one round known only by its records (see [`RoundAccumulator`]).
+    pub fn from_records(
         round: u32,
         duration_s: f64,
         records: &[RequestRecord],
         opts: &StatsOptions,
     ) -> RoundStats {
-        let warmup_requests = records.iter().filter(|r| r.warmup).count() as u32;
-        let measured: Vec<&RequestRecord> = records.iter().filter(|r| !r.warmup).collect();
-        let ok: Vec<&RequestRecord> = measured
-            .iter()
-            .copied()
-            .filter(|r| r.outcome == Outcome::Ok)
-            .collect();
-        let mut outcomes = BTreeMap::new();
-        for r in &measured {
-            *outcomes.entry(r.outcome).or_insert(0) += 1;
-        }
-        let total_input_tokens: u64 = ok.iter().map(|r| u64::from(r.input_tokens())).sum();
-        let total_output_tokens: u64 = ok.iter().map(|r| u64::from(r.generated_tokens())).sum();
-        let cached_tokens: u64 = ok
-            .iter()
-            .filter_map(|r| r.cached_tokens)
-            .map(u64::from)
-            .sum();
-        let cached_tokens_reported = ok.iter().filter(|r| r.cached_tokens.is_some()).count() as u32;
-        let cache_hit_ratio = (cached_tokens_reported > 0 && total_input_tokens > 0)
-            .then(|| cached_tokens as f64 / total_input_tokens as f64);
-        let per_s = |x: f64| {
-            if duration_s > 0.0 {
-                x / duration_s
-            } else {
-                0.0
-            }
-        };
-        let good_requests = opts
-            .goodput
-            .map(|g| ok.iter().filter(|r| g.is_good(r)).count() as u32);
-
-        let mut latency = LatencyStats::default();
-        let mut histograms = BTreeMap::new();
-        for metric in LatencyMetric::ALL {
-            let samples: Vec<f64> = match metric {
-                LatencyMetric::Ttft => ok.iter().filter_map(|r| r.ttft_ms()).collect(),
-                LatencyMetric::Tpot => ok.iter().filter_map(|r| r.tpot_ms()).collect(),
-                LatencyMetric::Itl => ok.iter().flat_map(|r| r.itls_ms()).collect(),
-                LatencyMetric::E2el => ok.iter().map(|r| r.e2el_ms()).collect(),
-                LatencyMetric::Queue => ok.iter().map(|r| r.queue_ms).collect(),
-            };
-            let mut h = LatencyHistogram::new();
-            for v in &samples {
-                h.record_ms(*v);
-            }
-            if let Some(enc) = h.to_base64() {
-                histograms.insert(metric.key().to_owned(), enc);
-            }
-            *latency.metric_mut(metric) =
-                MetricStats::of(Summary::of(samples).as_ref(), &opts.percentiles);
-        }
-
-        RoundStats {
-            round,
-            completed: ok.len() as u32,
-            failed: (measured.len() - ok.len()) as u32,
-            outcomes,
-            duration: duration_s,
-            request_throughput: per_s(ok.len() as f64),
-            output_throughput: per_s(total_output_tokens as f64),
-            total_token_throughput: per_s((total_input_tokens + total_output_tokens) as f64),
-            total_input_tokens,
-            total_output_tokens,
-            cached_tokens,
-            cache_hit_ratio,
-            cached_tokens_reported,
-            max_concurrent_requests: max_concurrent(measured.iter().copied()),
-            max_output_tokens_per_s: max_output_tokens_per_s(ok.iter().copied()),
-            good_requests,
-            request_goodput: good_requests.map(|g| per_s(f64::from(g))),
-            warmup_requests,
-            generator_saturated: false,
-            agent_health: None,
-            histograms,
-            engine_metrics: None,
-            telemetry: None,
-            per_agent: BTreeMap::new(),
-            first_wave: None,
-            latency,
-        }
+        let mut acc = RoundAccumulator::new(round, opts, None);
+        records.iter().for_each(|r| acc.add(r));
+        acc.finish_records(duration_s)
     }
 }
 
@@ -408,25 +276,6 @@ pub struct MetricStats {
 }
 
 impl MetricStats {
-    /// Figures of a sample summary, with the configured percentiles and p99 (always
-    /// reported: the stats file's contract).
-    pub fn of(s: Option<&Summary>, percentiles: &[f64]) -> MetricStats {
-        let mut qs: Vec<f64> = percentiles.iter().copied().chain([99.0]).collect();
-        qs.sort_by(f64::total_cmp);
-        qs.dedup();
-        MetricStats {
-            mean: s.map(|s| s.mean),
-            median: s.map(Summary::median),
-            std: s.map(|s| s.std),
-            min: s.map(|s| s.min),
-            max: s.map(|s| s.max),
-            percentiles: qs
-                .into_iter()
-                .map(|q| (q, s.map(|s| s.percentile(q))))
-                .collect(),
-        }
-    }
-
     /// The `q`-th percentile when it was reported and had samples.
     pub fn percentile(&self, q: f64) -> Option<f64> {
         self.percentiles
@@ -565,23 +414,6 @@ impl<'de> Deserialize<'de> for LatencyStats {
     }
 }
 
-/// The most output tokens that arrived within one 1-second bucket of the round (each
-/// content chunk carries `output_tokens / chunks` tokens, at its arrival time).
-pub fn max_output_tokens_per_s<'a>(records: impl IntoIterator<Item = &'a RequestRecord>) -> f64 {
-    let mut buckets: BTreeMap<i64, f64> = BTreeMap::new();
-    for r in records {
-        if r.chunk_offsets_ms.is_empty() {
-            continue;
-        }
-        let per_chunk = f64::from(r.generated_tokens()) / r.chunk_offsets_ms.len() as f64;
-        for off in &r.chunk_offsets_ms {
-            let t = r.sent_ms + off;
-            *buckets.entry((t / 1000.0).floor() as i64).or_insert(0.0) += per_chunk;
-        }
-    }
-    buckets.values().copied().fold(0.0, f64::max)
-}
-
 /// The agent's health during a round, as it reported it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AgentHealth {
@@ -644,9 +476,27 @@ impl LatencyHistogram {
         let _ = self.0.add(&other.0);
     }
 
-    /// The `q`-th percentile in milliseconds (HDR's value-at-quantile: within 0.1 %).
+    /// The `q`-th percentile (0..=100) in milliseconds, interpolated linearly between the
+    /// two closest ranks as numpy's default (and vLLM's benchmark) does; each rank's value
+    /// is the middle of its histogram bucket, so within 0.1 % of the sample. 0 when empty.
     pub fn percentile_ms(&self, q: f64) -> f64 {
-        self.0.value_at_quantile(q / 100.0) as f64 / 1000.0
+        let n = self.0.len();
+        if n == 0 {
+            return 0.0;
+        }
+        let pos = q.clamp(0.0, 100.0) / 100.0 * (n - 1) as f64;
+        let (lo, frac) = (pos.floor(), pos - pos.floor());
+        // The value of 0-based rank `k`: the quantile half a sample into it.
+        let at = |k: f64| {
+            let v = self.0.value_at_quantile((k + 0.5) / n as f64);
+            self.0.median_equivalent(v) as f64 / 1000.0
+        };
+        let low = at(lo);
+        if frac == 0.0 {
+            low
+        } else {
+            low + (at(lo + 1.0) - low) * frac
+        }
     }
 
     /// Base64 of the V2 + deflate serialization; `None` when empty.
@@ -669,23 +519,6 @@ impl LatencyHistogram {
             .ok()?;
         Some(LatencyHistogram(h))
     }
-}
-
-/// The most requests whose [sent, end] intervals overlap.
-pub fn max_concurrent<'a>(records: impl IntoIterator<Item = &'a RequestRecord>) -> u32 {
-    let mut events: Vec<(f64, i32)> = Vec::new();
-    for r in records {
-        events.push((r.sent_ms, 1));
-        events.push((r.end_ms, -1));
-    }
-    // Ends sort before starts at the same instant.
-    events.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    let (mut cur, mut max) = (0i32, 0i32);
-    for (_, d) in events {
-        cur += d;
-        max = max.max(cur);
-    }
-    max as u32
 }
 
 /// Round N against round 1.
@@ -742,10 +575,11 @@ impl Comparison {
 
     /// The last round against round 1 on the requests that succeeded in both (by request
     /// id), when some failed in either; else as [`Comparison::of`]. Durations are those of
-    /// the rounds; throughputs count the common requests only.
-    pub fn on_common_requests(
+    /// the rounds; throughputs count the common requests only. `records` gives the
+    /// scenario's records each time it is called (twice at most: they may come from disk).
+    pub fn on_common_requests<I: Iterator<Item = RequestRecord>>(
         rounds: &[RoundStats],
-        records: &[RequestRecord],
+        mut records: impl FnMut() -> I,
         opts: &StatsOptions,
     ) -> Option<Comparison> {
         let plain = Comparison::of(rounds)?;
@@ -756,26 +590,30 @@ impl Comparison {
         if first.failed == 0 && last.failed == 0 {
             return Some(plain);
         }
-        let ok_ids = |round: u32| -> std::collections::BTreeSet<u32> {
-            records
-                .iter()
-                .filter(|r| r.round == round && !r.warmup && r.outcome == Outcome::Ok)
-                .map(|r| r.request_id)
-                .collect()
-        };
-        let common: std::collections::BTreeSet<u32> = ok_ids(first.round)
-            .intersection(&ok_ids(last.round))
-            .copied()
-            .collect();
-        let restricted = |st: &RoundStats| {
-            let recs: Vec<RequestRecord> = records
-                .iter()
-                .filter(|r| r.round == st.round && !r.warmup && common.contains(&r.request_id))
-                .cloned()
-                .collect();
-            RoundStats::from_records(st.round, st.duration, &recs, opts)
-        };
-        let mut c = Comparison::of(&[restricted(first), restricted(last)])?;
+        let mut ok = [BTreeSet::new(), BTreeSet::new()];
+        for r in records().filter(|r| !r.warmup && r.outcome == Outcome::Ok) {
+            if r.round == first.round {
+                ok[0].insert(r.request_id);
+            } else if r.round == last.round {
+                ok[1].insert(r.request_id);
+            }
+        }
+        let common: BTreeSet<u32> = ok[0].intersection(&ok[1]).copied().collect();
+        let mut acc = [
+            RoundAccumulator::new(first.round, opts, None),
+            RoundAccumulator::new(last.round, opts, None),
+        ];
+        for r in records().filter(|r| !r.warmup && common.contains(&r.request_id)) {
+            if r.round == first.round {
+                acc[0].add(&r);
+            } else if r.round == last.round {
+                acc[1].add(&r);
+            }
+        }
+        let mut c = Comparison::of(&[
+            acc[0].finish_records(first.duration),
+            acc[1].finish_records(last.duration),
+        ])?;
         c.common_requests = Some(common.len() as u32);
         Some(c)
     }
@@ -1008,19 +846,15 @@ impl IsolationInfo {
 
     /// Judges round 1 of a split scenario agent by agent (each on its own records); the
     /// scenario's verdict is the worst, its evidence every agent's, its excess all of them.
-    fn judge_across(mut self, round1: &[RequestRecord]) -> IsolationInfo {
+    fn judge_across(mut self, round1: &ColdEvidence) -> IsolationInfo {
         let parts = std::mem::take(&mut self.per_agent);
         let mut judged = BTreeMap::new();
         self.evidence.clear();
         self.excess.clear();
         self.verdict = Verdict::Verified;
         for (agent, info) in parts {
-            let mine: Vec<RequestRecord> = round1
-                .iter()
-                .filter(|r| r.agent == agent)
-                .cloned()
-                .collect();
-            let info = info.judge(&mine);
+            let mine = round1.per_agent.get(&agent).cloned().unwrap_or_default();
+            let info = info.judge_part(mine);
             if info.verdict.severity() > self.verdict.severity() {
                 self.verdict = info.verdict;
             }
@@ -1037,42 +871,23 @@ impl IsolationInfo {
     /// round-1 request's excess cached tokens (cached beyond what its prompt shared with
     /// prompts sent before it in the round: see [`excess_cached_tokens`]). Excess is
     /// evidence in every scenario, the first one and those without isolation included.
-    pub fn judge(mut self, round1: &[RequestRecord]) -> IsolationInfo {
+    pub fn judge(self, round1: &ColdEvidence) -> IsolationInfo {
         if !self.per_agent.is_empty() {
             return self.judge_across(round1);
         }
+        self.judge_part(round1.total())
+    }
+
+    fn judge_part(mut self, round1: AgentEvidence) -> IsolationInfo {
         let mut failed = Vec::new();
         let mut fine = Vec::new();
-        let checked: Vec<&RequestRecord> = round1
-            .iter()
-            .filter(|r| !r.warmup && r.outcome == Outcome::Ok && r.cached_tokens.is_some())
-            .collect();
         let mut reported = false;
-        self.excess = checked
-            .iter()
-            .filter_map(|r| {
-                let excess = excess_cached_tokens(r)?;
-                (excess > 0).then(|| ExcessCached {
-                    request_id: r.request_id,
-                    cached_tokens: r.cached_tokens.unwrap_or(0),
-                    shareable_tokens: shareable_tokens(r).unwrap_or(0),
-                    prompt_tokens: r.input_tokens(),
-                    ttft_ms: r.ttft_ms(),
-                })
-            })
-            .collect();
-        let judged = checked
-            .iter()
-            .filter(|r| r.shared_prefix_tokens.is_some())
-            .count();
+        self.excess = round1.excess;
+        let judged = round1.judged;
         if judged > 0 {
             reported = true;
             if self.excess.is_empty() {
-                let cached: u64 = checked
-                    .iter()
-                    .filter_map(|r| r.cached_tokens)
-                    .map(u64::from)
-                    .sum();
+                let cached = round1.cached_tokens;
                 fine.push(format!(
                     "round 1: no request had more cached tokens than it shared with prompts sent before it ({judged} requests, {cached} cached tokens in all)"
                 ));
@@ -1216,6 +1031,71 @@ pub fn excess_cached_tokens(r: &RequestRecord) -> Option<u32> {
     Some(r.cached_tokens?.saturating_sub(shareable_tokens(r)?))
 }
 
+/// What round 1's records say about a cold start, gathered record by record, per agent:
+/// the completed requests whose engine reported cached tokens, those of them judged (their
+/// shareable prefix known), the cached tokens in all, and each request with excess.
+#[derive(Debug, Clone, Default)]
+pub struct ColdEvidence {
+    per_agent: BTreeMap<String, AgentEvidence>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct AgentEvidence {
+    judged: usize,
+    cached_tokens: u64,
+    excess: Vec<ExcessCached>,
+}
+
+impl ColdEvidence {
+    pub fn of(round1: &[RequestRecord]) -> ColdEvidence {
+        let mut e = ColdEvidence::default();
+        round1.iter().for_each(|r| e.add(r));
+        e
+    }
+
+    /// One record of round 1; warmups, failures and requests without a cached-token count
+    /// say nothing.
+    pub fn add(&mut self, r: &RequestRecord) {
+        let Some(cached) = r.cached_tokens else {
+            return;
+        };
+        if r.warmup || r.outcome != Outcome::Ok {
+            return;
+        }
+        if !self.per_agent.contains_key(&r.agent) {
+            self.per_agent
+                .insert(r.agent.clone(), AgentEvidence::default());
+        }
+        let Some(e) = self.per_agent.get_mut(&r.agent) else {
+            return;
+        };
+        e.cached_tokens += u64::from(cached);
+        if r.shared_prefix_tokens.is_some() {
+            e.judged += 1;
+        }
+        if excess_cached_tokens(r).is_some_and(|x| x > 0) {
+            e.excess.push(ExcessCached {
+                request_id: r.request_id,
+                cached_tokens: cached,
+                shareable_tokens: shareable_tokens(r).unwrap_or(0),
+                prompt_tokens: r.input_tokens(),
+                ttft_ms: r.ttft_ms(),
+            });
+        }
+    }
+
+    /// All agents' evidence together.
+    fn total(&self) -> AgentEvidence {
+        let mut all = AgentEvidence::default();
+        for e in self.per_agent.values() {
+            all.judged += e.judged;
+            all.cached_tokens += e.cached_tokens;
+            all.excess.extend(e.excess.iter().cloned());
+        }
+        all
+    }
+}
+
 /// A round-1 request that found more of its prompt cached than it could have shared.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExcessCached {
@@ -1342,7 +1222,7 @@ mod tests {
             ..rec(0.0, ttft, 1000.0, 10, outcome)
         };
         // Round 1: request 1 failed; round 2: request 2 failed. Only request 0 is common.
-        let records = vec![
+        let records = [
             with(1, 0, 400.0, Outcome::Ok),
             with(1, 1, 400.0, Outcome::Http5xx),
             with(1, 2, 800.0, Outcome::Ok),
@@ -1360,7 +1240,8 @@ mod tests {
             })
             .collect();
         let plain = Comparison::of(&rounds).expect("two rounds");
-        let c = Comparison::on_common_requests(&rounds, &records, &opts).expect("two rounds");
+        let c = Comparison::on_common_requests(&rounds, || records.iter().cloned(), &opts)
+            .expect("two rounds");
         assert_eq!(c.common_requests, Some(1));
         assert_eq!(
             c.ttft_reduction_pct,
@@ -1385,7 +1266,8 @@ mod tests {
                 RoundStats::from_records(n, 1.0, &recs, &opts)
             })
             .collect();
-        let c = Comparison::on_common_requests(&clean, &ok, &opts).expect("two rounds");
+        let c = Comparison::on_common_requests(&clean, || ok.iter().cloned(), &opts)
+            .expect("two rounds");
         assert_eq!(c.common_requests, None);
     }
 
@@ -1533,6 +1415,7 @@ mod tests {
         let a = rec(0.0, 1.0, 10.0, 2, Outcome::Ok);
         let b = rec(5.0, 1.0, 15.0, 2, Outcome::Ok);
         let c = rec(10.0, 1.0, 20.0, 2, Outcome::Ok);
-        assert_eq!(max_concurrent(&[a, b, c]), 2);
+        let s = RoundStats::from_records(1, 1.0, &[a, b, c], &StatsOptions::default());
+        assert_eq!(s.max_concurrent_requests, 2);
     }
 }

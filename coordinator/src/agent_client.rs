@@ -10,7 +10,6 @@
 use std::time::Duration;
 
 use kvbench_common::agent::{AgentInfo, ClearOutcome, RestartOutcome, RoundEvent, RoundRequest};
-use kvbench_common::record::RequestRecord;
 use kvbench_common::telemetry::TelemetrySample;
 use kvbench_common::PROTOCOL_VERSION;
 use kvbench_proto::v1::{self, agent_client::AgentClient as WireClient};
@@ -67,10 +66,10 @@ pub enum RoundEnd {
     Failed(String),
 }
 
-/// Everything one round's stream carried.
+/// What one round's stream carried besides its records (the observer takes each record as
+/// it arrives: the coordinator never holds a round's records).
 #[derive(Debug, Clone)]
 pub struct RoundRun {
-    pub records: Vec<RequestRecord>,
     pub telemetry: Vec<TelemetrySample>,
     pub end: RoundEnd,
     /// The agent's wall clock at the round's zero (µs since the Unix epoch), from `Started`.
@@ -257,9 +256,10 @@ impl AgentClient {
         Ok(r.into_inner().stopped)
     }
 
-    /// Runs one round and collects its stream: every record and telemetry sample (stamped
-    /// with the scenario, round and agent), and how it ended. `observe` sees each event as
-    /// it arrives (progress bars). When `cancel` fires, the agent is asked to stop the round
+    /// Runs one round: `observe` gets each event as it arrives, records and telemetry
+    /// samples stamped with the scenario, round and agent (it may change them: a split
+    /// round moves records onto the common clock), and the records are its alone; the
+    /// samples and how the round ended are returned. When `cancel` fires, the agent is asked to stop the round
     /// and the rest of the stream is still read for up to [`STOP_GRACE`], so that requests
     /// in flight arrive as `cancelled` records. Stops reading when the agent sends nothing
     /// for [`AGENT_SILENCE_LIMIT`]; what arrived before is kept either way.
@@ -267,10 +267,9 @@ impl AgentClient {
         &self,
         req: &RoundRequest,
         cancel: &CancellationToken,
-        mut observe: impl FnMut(&RoundEvent),
+        mut observe: impl FnMut(&mut RoundEvent),
     ) -> RoundRun {
         let mut run = RoundRun {
-            records: Vec::new(),
             telemetry: Vec::new(),
             end: RoundEnd::Failed(String::new()),
             anchor_us: None,
@@ -332,9 +331,9 @@ impl AgentClient {
                 }
             };
             stamp(&mut event, &req.scenario_name, req.round, &agent);
-            observe(&event);
+            observe(&mut event);
             match event {
-                RoundEvent::Record(r) => run.records.push(r),
+                RoundEvent::Record(_) => {}
                 RoundEvent::Telemetry(t) => run.telemetry.push(t),
                 RoundEvent::Finished(f) if f.cancelled => break RoundEnd::Cancelled,
                 RoundEvent::Finished(f) => break RoundEnd::Finished(f),

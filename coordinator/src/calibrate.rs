@@ -18,11 +18,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use kvbench_common::agent::{RoundRequest, RoundRequests};
+use kvbench_common::agent::{RoundEvent, RoundRequest, RoundRequests};
 use kvbench_common::load::{Arrivals, LoadSpec};
 use kvbench_common::plan::ApiFlavor;
 use kvbench_common::record::{Outcome, RequestRecord};
-use kvbench_common::stats::{max_concurrent, Summary};
+use kvbench_common::stats::{RoundStats, StatsOptions, Summary};
 use kvbench_common::workload::{OutputDist, WorkloadKind, WorkloadParams, WorkloadSpec};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -424,8 +424,14 @@ async fn measure(
     let a = AgentClient::connect(&format!("http://{}", agent.addr)).await?;
     let baseline_rss = agent.pid().and_then(rss_bytes);
     let req = calibration_round(c, n, args.output_tokens);
-    let run = a.run_round(&req, &CancellationToken::new(), |_| {}).await;
-    let records = run.records;
+    let mut records = Vec::new();
+    let run = a
+        .run_round(&req, &CancellationToken::new(), |e| {
+            if let RoundEvent::Record(r) = e {
+                records.push(r.clone());
+            }
+        })
+        .await;
     let f = match run.end {
         RoundEnd::Finished(f) => f,
         RoundEnd::Cancelled => bail!("the round was cancelled"),
@@ -473,7 +479,13 @@ async fn measure(
         max_concurrent_requests: sim_metrics
             .get("kvbench_sim:max_num_requests_running")
             .map_or(0, |v| *v as u64),
-        client_max_concurrent_requests: max_concurrent(ok.iter().copied()),
+        client_max_concurrent_requests: RoundStats::from_records(
+            1,
+            duration_s,
+            &records,
+            &StatsOptions::default(),
+        )
+        .max_concurrent_requests,
         request_throughput: per_s(ok.len() as f64),
         output_throughput: per_s(out_tokens as f64),
         cpu_s_per_1k_requests: (health.cpu_seconds > 0.0 && !records.is_empty())

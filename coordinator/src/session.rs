@@ -2,16 +2,21 @@
 //! (complete, in one place), the isolation verdict after round 1, the comparison of the last
 //! round with round 1, the result files, and how the scenario ended. Everything it does is
 //! told to an [`Observer`]; a failing round or file never loses what was measured before.
+//!
+//! Records are never held: each one, as it arrives, goes into the round's statistics
+//! ([`RoundAccumulator`], and each agent's in a split round), round 1's evidence of a cold
+//! start, and the scenario's record file on disk ([`RecordSpool`]).
 
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime};
 
-use kvbench_common::agent::{RoundRequest, RoundRequests};
+use kvbench_common::accumulate::RoundAccumulator;
+use kvbench_common::agent::{RoundEvent, RoundRequest, RoundRequests};
 use kvbench_common::dataset::Dataset;
+use kvbench_common::load::Arrivals;
 use kvbench_common::plan::{IsolationPolicy, Plan, Scenario};
-use kvbench_common::record::{Outcome, RequestRecord};
 use kvbench_common::stats::{
-    Comparison, DiscardedAttempt, FirstWave, IsolationInfo, RoundInput, RoundStats, ScenarioInfo,
+    ColdEvidence, Comparison, DiscardedAttempt, IsolationInfo, RoundStats, ScenarioInfo,
     ScenarioStats, ScenarioStatus,
 };
 use kvbench_common::util::{rfc3339_utc, timestamp_utc};
@@ -19,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent_client::{AgentClient, RoundEnd};
 use crate::events::{Observer, RunEvent};
-use crate::results::{self, ScenarioFiles};
+use crate::results::{self, RecordSpool, ScenarioFiles};
 use crate::runner::ScenarioOutcome;
 
 /// What a scenario runs with.
@@ -36,18 +41,32 @@ pub struct Session<'a> {
     pub cancel: &'a CancellationToken,
 }
 
-/// The scenario's records and rounds so far.
-#[derive(Debug, Default)]
+/// The scenario's records (on disk) and rounds so far.
+#[derive(Debug)]
 struct Progress {
-    records: Vec<RequestRecord>,
+    spool: RecordSpool,
+    /// Round 1's evidence of a cold start (of the attempt that counts).
+    cold: ColdEvidence,
     rounds: Vec<RoundStats>,
     /// Rounds that ran to their end (a cancelled or broken round is never compared).
     complete: Vec<u32>,
     status: Option<ScenarioStatus>,
     error: Option<String>,
     telemetry_written: bool,
-    /// Round 1 of an attempt that was not cold (`clear_or_restart` ran the scenario again).
-    discarded: Vec<RequestRecord>,
+}
+
+impl Progress {
+    fn new(files: &ScenarioFiles) -> Progress {
+        Progress {
+            spool: RecordSpool::new(files.records.clone()),
+            cold: ColdEvidence::default(),
+            rounds: Vec::new(),
+            complete: Vec::new(),
+            status: None,
+            error: None,
+            telemetry_written: false,
+        }
+    }
 }
 
 impl Session<'_> {
@@ -65,7 +84,7 @@ impl Session<'_> {
             &self.scenario.slug,
             &timestamp_utc(SystemTime::now()),
         );
-        let mut p = Progress::default();
+        let mut p = Progress::new(&files);
         let mut round = 0;
         if let Some(e) = isolation.restart_error.filter(|e| e.engine_may_be_down()) {
             // Nothing is sent to an engine that did not come back; the plan goes on.
@@ -80,7 +99,7 @@ impl Session<'_> {
             round += 1;
             let (st, error) = self.round(round, &files, &mut p, obs).await;
             if round == 1 {
-                isolation = isolation.judge(&p.records);
+                isolation = isolation.judge(&p.cold);
                 obs.on(&RunEvent::Verdict(&isolation));
                 if error.is_none() && self.should_rerun(&isolation) {
                     isolation = self.rerun(isolation, st, &mut p, obs).await;
@@ -107,8 +126,11 @@ impl Session<'_> {
             .filter(|r| p.complete.contains(&r.round) && r.completed > 0)
             .cloned()
             .collect();
-        let comparison =
-            Comparison::on_common_requests(&compared, &p.records, &self.scenario.config.stats);
+        let comparison = Comparison::on_common_requests(
+            &compared,
+            || p.spool.read_kept(),
+            &self.scenario.config.stats,
+        );
         if let Some(c) = &comparison {
             obs.on(&RunEvent::Comparison(c));
         }
@@ -137,7 +159,7 @@ impl Session<'_> {
             rounds: std::mem::take(&mut p.rounds),
             comparison,
         };
-        let outcome = finish(stats, &files, &p, p.telemetry_written);
+        let outcome = finish(stats, &files, &mut p);
         obs.on(&RunEvent::ScenarioFinished {
             outcome: &outcome,
             took_s: started.elapsed().as_secs_f64(),
@@ -172,7 +194,7 @@ impl Session<'_> {
             isolation: failed,
             round1,
         }));
-        p.discarded = std::mem::take(&mut p.records);
+        p.spool.set_aside();
         p.complete.clear();
         fresh
     }
@@ -214,10 +236,15 @@ impl Session<'_> {
     ) -> (Option<RoundStats>, Option<String>) {
         let s = self.scenario;
         let req = self.request(round);
+        let mut sink = RoundSink::new(self, &req, &mut p.spool);
+        let mut tee = Tee {
+            sink: &mut sink,
+            obs: &mut *obs,
+        };
         let (run, per_agent) = if let [agent] = self.agents {
             let run = agent
                 .run_round(&req, self.cancel, |e| {
-                    obs.on(&RunEvent::Round {
+                    tee.on(&RunEvent::Round {
                         scenario: s,
                         round,
                         event: e,
@@ -228,10 +255,10 @@ impl Session<'_> {
         } else {
             let reqs = crate::split::requests(&req, self.agents);
             let parts =
-                crate::split::run_round(self.agents, &reqs, self.cancel, s, round, obs).await;
+                crate::split::run_round(self.agents, &reqs, self.cancel, s, round, &mut tee).await;
             let per_agent = parts
                 .iter()
-                .map(|p| (p.agent.clone(), self.part_stats(round, p)))
+                .map(|part| (part.agent.clone(), tee.sink.part_stats(part)))
                 .collect();
             (crate::split::merge(parts), per_agent)
         };
@@ -241,32 +268,29 @@ impl Session<'_> {
             RoundEnd::Cancelled => (None, Some("cancelled by the user".to_owned())),
             RoundEnd::Failed(e) => (None, Some(e.clone())),
         };
+        let acc = &sink.merged;
         let duration_s = finished
             .as_ref()
-            .map_or_else(|| span_s(&run.records), |f| f.duration_ms / 1000.0);
-        let mut st = RoundStats::compute(
-            &RoundInput {
-                round,
-                duration_s,
-                records: &run.records,
-                telemetry: &run.telemetry,
-                health: finished.as_ref().and_then(|f| f.health.as_ref()),
-            },
-            &s.config.stats,
+            .map_or_else(|| acc.span_s(), |f| f.duration_ms / 1000.0);
+        let mut st = acc.finish(
+            duration_s,
+            &run.telemetry,
+            finished.as_ref().and_then(|f| f.health.as_ref()),
         );
         st.per_agent = per_agent;
-        if let kvbench_common::load::Arrivals::Closed { concurrency } = req.load.arrivals {
-            st.first_wave = FirstWave::of(&run.records, concurrency);
-        }
         obs.on(&RunEvent::RoundStats {
             scenario: s,
             stats: &st,
         });
         if error.is_none() && st.completed == 0 && st.failed > 0 {
-            error = Some(all_failed(&st, &run.records));
+            error = Some(all_failed(&st, acc.first_error()));
         }
         if finished.is_some() {
             p.complete.push(round);
+        }
+        let ran = acc.records() > 0 || finished.is_some();
+        if let Some(cold) = sink.cold {
+            p.cold = cold;
         }
         // Each round's samples are on disk as soon as the round ends.
         if !run.telemetry.is_empty() {
@@ -277,27 +301,7 @@ impl Session<'_> {
                 ))),
             }
         }
-        let ran = !run.records.is_empty() || finished.is_some();
-        p.records.extend(run.records);
         (ran.then_some(st), error)
-    }
-
-    /// One agent's part of a split round, on its own.
-    fn part_stats(&self, round: u32, part: &crate::split::Part) -> RoundStats {
-        let health = match &part.run.end {
-            RoundEnd::Finished(f) => f.health.as_ref(),
-            _ => None,
-        };
-        RoundStats::compute(
-            &RoundInput {
-                round,
-                duration_s: part.duration_s,
-                records: &part.run.records,
-                telemetry: &part.run.telemetry,
-                health,
-            },
-            &self.scenario.config.stats,
-        )
     }
 
     fn request(&self, round: u32) -> RoundRequest {
@@ -329,16 +333,94 @@ impl Session<'_> {
     }
 }
 
+/// Where a round's records go as they arrive: its statistics, each agent's part of them
+/// (a split round), round 1's evidence of a cold start, and the scenario's record file.
+struct RoundSink<'p> {
+    merged: RoundAccumulator,
+    per_agent: BTreeMap<String, RoundAccumulator>,
+    cold: Option<ColdEvidence>,
+    spool: &'p mut RecordSpool,
+}
+
+impl<'p> RoundSink<'p> {
+    fn new(session: &Session<'_>, req: &RoundRequest, spool: &'p mut RecordSpool) -> Self {
+        let opts = &session.scenario.config.stats;
+        // A closed loop's start-up burst is reported apart.
+        let wave = match req.load.arrivals {
+            Arrivals::Closed { concurrency } => Some(concurrency),
+            _ => None,
+        };
+        let per_agent = if session.agents.len() > 1 {
+            session
+                .agents
+                .iter()
+                .map(|a| {
+                    let acc = RoundAccumulator::new(req.round, opts, None);
+                    (a.name().to_owned(), acc)
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        RoundSink {
+            merged: RoundAccumulator::new(req.round, opts, wave),
+            per_agent,
+            cold: (req.round == 1).then(ColdEvidence::default),
+            spool,
+        }
+    }
+
+    /// Takes one record; a record that cannot be written is the error (said once).
+    fn add(&mut self, r: &kvbench_common::record::RequestRecord) -> Result<(), String> {
+        self.merged.add(r);
+        if let Some(acc) = self.per_agent.get_mut(&r.agent) {
+            acc.add(r);
+        }
+        if let Some(c) = &mut self.cold {
+            c.add(r);
+        }
+        self.spool.append(r)
+    }
+
+    /// One agent's part of a split round, on its own.
+    fn part_stats(&self, part: &crate::split::Part) -> RoundStats {
+        let Some(acc) = self.per_agent.get(&part.agent) else {
+            return self.merged.finish_records(0.0);
+        };
+        let health = match &part.run.end {
+            RoundEnd::Finished(f) => f.health.as_ref(),
+            _ => None,
+        };
+        let duration_s = part.duration_s.unwrap_or_else(|| acc.span_s());
+        acc.finish(duration_s, &part.run.telemetry, health)
+    }
+}
+
+/// Feeds each record to the sink on its way to the observer.
+struct Tee<'a, 'p> {
+    sink: &'a mut RoundSink<'p>,
+    obs: &'a mut dyn Observer,
+}
+
+impl Observer for Tee<'_, '_> {
+    fn on(&mut self, event: &RunEvent<'_>) {
+        if let RunEvent::Round {
+            event: RoundEvent::Record(r),
+            ..
+        } = event
+        {
+            if let Err(e) = self.sink.add(r) {
+                self.obs.on(&RunEvent::Problem(e));
+            }
+        }
+        self.obs.on(event);
+    }
+}
+
 /// Writes the files; a scenario whose files cannot be written has failed (what was
 /// measured is still in the outcome, for the summary).
-fn finish(
-    mut stats: ScenarioStats,
-    files: &ScenarioFiles,
-    p: &Progress,
-    telemetry_written: bool,
-) -> ScenarioOutcome {
-    let records = &p.records;
-    let written = results::write_scenario(files, &stats, records, &p.discarded);
+fn finish(mut stats: ScenarioStats, files: &ScenarioFiles, p: &mut Progress) -> ScenarioOutcome {
+    let written = results::write_scenario(files, &stats, &mut p.spool);
     let write_error = written.as_ref().err().map(|e| format!("{e:#}"));
     if let Some(e) = &write_error {
         stats.status = ScenarioStatus::Failed;
@@ -354,33 +436,18 @@ fn finish(
         stats,
         stats_path: ok.then(|| files.stats.clone()),
         results_path: ok.then(|| files.results.clone()),
-        telemetry_path: telemetry_written.then(|| files.telemetry.clone()),
-        records: records.len(),
+        telemetry_path: p.telemetry_written.then(|| files.telemetry.clone()),
+        records: p.spool.kept() as usize,
     }
 }
 
-fn all_failed(st: &RoundStats, records: &[RequestRecord]) -> String {
-    let first = records.iter().find(|r| r.outcome != Outcome::Ok);
+fn all_failed(st: &RoundStats, first_error: Option<&str>) -> String {
     format!(
         "all {} requests failed ({}); first error: {}",
         st.failed,
         crate::console::failure_counts(st),
-        first.map(|r| r.error.as_str()).unwrap_or("")
+        first_error.unwrap_or("")
     )
-}
-
-/// Seconds from the first scheduled request to the last end (when the agent could not say).
-pub(crate) fn span_s(records: &[RequestRecord]) -> f64 {
-    let start = records
-        .iter()
-        .map(|r| r.scheduled_ms)
-        .fold(f64::INFINITY, f64::min);
-    let end = records.iter().map(|r| r.end_ms).fold(0.0, f64::max);
-    if start.is_finite() && end > start {
-        (end - start) / 1000.0
-    } else {
-        0.0
-    }
 }
 
 fn scenario_info(s: &Scenario) -> ScenarioInfo {

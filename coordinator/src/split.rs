@@ -23,14 +23,15 @@ use crate::events::{Observer, RunEvent, Shared};
 /// time for every agent to get its request and open its first wave of connections.
 pub const START_LEAD: Duration = Duration::from_millis(500);
 
-/// One agent's part of a split round.
+/// One agent's part of a split round (its records went to the observer as they came,
+/// already on the common clock).
 #[derive(Debug, Clone)]
 pub struct Part {
     pub agent: String,
-    /// Its records and samples, already on the common clock.
+    /// Its samples, on the common clock, and how it ended.
     pub run: RoundRun,
-    /// Its measured phase, seconds (as it timed it; from its records when it could not).
-    pub duration_s: f64,
+    /// Its measured phase, seconds, as it timed it (none when it could not say).
+    pub duration_s: Option<f64>,
 }
 
 /// Each agent's round: `base` with its share of the requests, its part of the load and
@@ -63,8 +64,8 @@ pub fn requests(base: &RoundRequest, agents: &[&AgentClient]) -> Vec<RoundReques
 }
 
 /// Runs the round on every agent at once; each agent's part (merge them with [`merge`]).
-/// The observer sees one round: records and samples as they come, one `Started` (all
-/// agents' totals) and progress summed over the agents.
+/// The observer sees one round: records (on the common clock) and samples as they come,
+/// one `Started` (all agents' totals) and progress summed over the agents.
 pub async fn run_round(
     agents: &[&AgentClient],
     reqs: &[RoundRequest],
@@ -74,14 +75,14 @@ pub async fn run_round(
     obs: &mut dyn Observer,
 ) -> Vec<Part> {
     let shared = Shared::new(obs);
-    let merger = std::cell::RefCell::new(Merger::new(agents.len()));
+    let merger = std::cell::RefCell::new(Merger::new(reqs));
     let runs = agents.iter().zip(reqs).enumerate().map(|(i, (a, req))| {
         let (mut tap, merger) = (shared.tap(), &merger);
         async move {
             a.run_round(req, cancel, |e| {
                 let out = merger.borrow_mut().pass(i, e);
                 let event = match &out {
-                    Pass::Same => e,
+                    Pass::Same => &*e,
                     Pass::This(own) => own,
                     Pass::Nothing => return,
                 };
@@ -112,21 +113,36 @@ enum Pass {
 
 /// Turns the agents' streams into one for the observer.
 struct Merger {
+    /// Each agent's common start on its own clock (µs since the Unix epoch).
+    start_at_us: Vec<Option<i64>>,
     started: Vec<Option<RoundStarted>>,
     progress: Vec<Progress>,
 }
 
 impl Merger {
-    fn new(agents: usize) -> Merger {
+    fn new(reqs: &[RoundRequest]) -> Merger {
         Merger {
-            started: vec![None; agents],
-            progress: vec![Progress::default(); agents],
+            start_at_us: reqs.iter().map(|r| r.start_at_us).collect(),
+            started: vec![None; reqs.len()],
+            progress: vec![Progress::default(); reqs.len()],
         }
     }
 
-    fn pass(&mut self, i: usize, e: &RoundEvent) -> Pass {
+    /// Agent `i`'s round zero on the common clock, once its `Started` came.
+    fn zero_ms(&self, i: usize) -> Option<f64> {
+        let anchor = self.started[i]?.wall_clock_anchor_us;
+        Some((self.start_at_us[i]? - anchor) as f64 / 1000.0)
+    }
+
+    fn pass(&mut self, i: usize, e: &mut RoundEvent) -> Pass {
         match e {
-            RoundEvent::Record(_) | RoundEvent::Telemetry(_) => Pass::Same,
+            RoundEvent::Record(r) => {
+                if let Some(zero) = self.zero_ms(i) {
+                    r.rebase(zero);
+                }
+                Pass::Same
+            }
+            RoundEvent::Telemetry(_) => Pass::Same,
             RoundEvent::Started(s) => {
                 self.started[i] = Some(*s);
                 if self.started.iter().any(Option::is_none) {
@@ -159,21 +175,18 @@ impl Merger {
     }
 }
 
-/// One agent's run, moved onto the common clock: its times become ms from the shared
-/// start (its round's zero was earlier, by the time it took to get there).
+/// One agent's run, its samples moved onto the common clock: their times become ms from
+/// the shared start (its round's zero was earlier, by the time it took to get there).
 fn part(agent: &str, req: &RoundRequest, mut run: RoundRun) -> Part {
     if let (Some(anchor), Some(start)) = (run.anchor_us, req.start_at_us) {
         let zero_ms = (start - anchor) as f64 / 1000.0;
-        for r in &mut run.records {
-            r.rebase(zero_ms);
-        }
         for t in &mut run.telemetry {
             t.t_ms -= zero_ms;
         }
     }
     let duration_s = match &run.end {
-        RoundEnd::Finished(f) => f.duration_ms / 1000.0,
-        _ => crate::session::span_s(&run.records),
+        RoundEnd::Finished(f) => Some(f.duration_ms / 1000.0),
+        _ => None,
     };
     Part {
         agent: agent.to_owned(),
@@ -182,16 +195,12 @@ fn part(agent: &str, req: &RoundRequest, mut run: RoundRun) -> Part {
     }
 }
 
-/// The merged round, from the parts (their records and samples move into it): it failed
+/// The merged round, from the parts (their samples move into it): it failed
 /// when any agent's did (the others' records are kept), was cancelled when any was; its
 /// measured phase is the union of the agents' (from the earliest start to the latest end
 /// on the common clock).
 pub fn merge(mut parts: Vec<Part>) -> RoundRun {
     let mut merged = RoundRun {
-        records: parts
-            .iter_mut()
-            .flat_map(|p| std::mem::take(&mut p.run.records))
-            .collect(),
         telemetry: parts
             .iter_mut()
             .flat_map(|p| std::mem::take(&mut p.run.telemetry))

@@ -174,6 +174,37 @@ fn sighup_mid_round_keeps_every_record() {
     stopped_mid_round_keeps_every_record("HUP", 129);
 }
 
+/// Records go to disk as they arrive: a coordinator killed outright (no chance to write
+/// its result files) leaves every record it had received in `<slug>_records_<ts>.jsonl`.
+#[test]
+fn a_killed_run_leaves_the_records_it_received_on_disk() {
+    let dir = TempDir::new("sigkill");
+    let plan = long_round_plan(&dir);
+    let (mut child, _) = run_until(&plan, "Progress: 1/1");
+    // The first wave (4 requests of ~3 s) has ended and been received.
+    std::thread::sleep(Duration::from_secs(5));
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let out = dir.path().join("out");
+    assert!(
+        files_with(&out, "_results_").is_empty(),
+        "no time to write it"
+    );
+    let spools = files_with(&out, "_records_");
+    assert_eq!(spools.len(), 1, "one record file: {spools:?}");
+    let text = std::fs::read_to_string(&spools[0]).expect("readable");
+    let records: Vec<kvbench_common::record::RequestRecord> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line a whole record"))
+        .collect();
+    assert!(records.len() >= 4, "{} records", records.len());
+    assert!(records
+        .iter()
+        .all(|r| r.outcome == kvbench_common::record::Outcome::Ok
+            && r.round == 1
+            && r.scenario == "long"));
+}
+
 #[test]
 fn a_closed_stdout_never_stops_a_run() {
     let dir = TempDir::new("closed-stdout");

@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 
 use common::{out_file, read_json, TempDir};
 use kvbench_agent::AgentConfig;
+use kvbench_common::stats::LatencyHistogram;
 use kvbench_sim::SimConfig;
 
 /// An agent and the sim it measures, labelled.
@@ -210,19 +211,37 @@ async fn split_runs_one_scenario_across_agents_with_a_merged_and_a_per_agent_vie
             .filter(|r| r.round as usize == i + 1)
             .filter_map(|r| r.ttft_ms())
             .collect();
-        let all = kvbench_common::stats::Summary::of(ttft.iter().copied()).expect("ttft");
-        for (key, want) in [
-            ("mean_ttft_ms", ttft.iter().sum::<f64>() / ttft.len() as f64),
-            ("p99_ttft_ms", all.percentile(99.0)),
-            ("median_ttft_ms", all.median()),
-            ("max_ttft_ms", all.percentile(100.0)),
+        // Percentiles of all records together: from one histogram of every TTFT (the
+        // stats' rule), within 0.1 % of the exact ones.
+        let exact = kvbench_common::stats::Summary::of(ttft.iter().copied()).expect("ttft");
+        let mut hist = LatencyHistogram::new();
+        ttft.iter().for_each(|t| hist.record_ms(*t));
+        let pct = |q: f64| hist.percentile_ms(q).clamp(exact.min, exact.max);
+        for (key, want, exact) in [
+            ("mean_ttft_ms", exact.mean, exact.mean),
+            ("p99_ttft_ms", pct(99.0), exact.percentile(99.0)),
+            ("median_ttft_ms", pct(50.0), exact.median()),
+            ("max_ttft_ms", exact.max, exact.max),
         ] {
             let got = round[key].as_f64().expect(key);
             assert!(
-                (got - want).abs() < 1e-6,
-                "round {}: {key} {got} vs all records {want}",
+                (got - want).abs() < 1e-6 && (got - exact).abs() <= exact * 0.001 + 0.001,
+                "round {}: {key} {got} vs all records {want} (exact {exact})",
                 i + 1
             );
+        }
+        // The agents' histograms merge into the round's.
+        let decode = |v: &serde_json::Value| {
+            LatencyHistogram::from_base64(v["histograms"]["ttft_ms"].as_str().expect("histogram"))
+                .expect("a histogram")
+        };
+        let mut merged = LatencyHistogram::new();
+        for part in round["per_agent"].as_object().expect("per_agent").values() {
+            merged.merge(&decode(part));
+        }
+        let whole = decode(round);
+        for q in [1.0, 50.0, 90.0, 99.0, 100.0] {
+            assert_eq!(merged.percentile_ms(q), whole.percentile_ms(q), "p{q}");
         }
         let per_agent = round["per_agent"].as_object().expect("per_agent");
         assert_eq!(per_agent.len(), 3);
