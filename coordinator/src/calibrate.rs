@@ -67,7 +67,7 @@ pub struct CalibrateArgs {
     pub pin: bool,
     /// Measure against this fixed-latency engine instead of starting kvbench-sim (one that
     /// stamps `kvbench_server_ttft_us` in its first token's event, such as
-    /// `scripts/stamping_mock.py`; give it the same TTFT and ITL).
+    /// `scripts/stamping_mock.c`; give it the same TTFT and ITL).
     #[arg(long)]
     pub engine: Option<String>,
 }

@@ -119,3 +119,72 @@ fn repeats_give_a_spread_and_pin_names_the_cores() {
         .collect();
     assert_eq!(repeats, [1, 2]);
 }
+
+/// `--engine URL` measures against another engine that stamps its first token: the
+/// independent compiled mock (`scripts/stamping_mock.c`, built here with gcc) is served
+/// and its stamps read; every request succeeds and the overhead is a measured figure.
+#[test]
+fn calibrate_measures_against_the_independent_stamping_mock() {
+    let dir = TempDir::new("calibrate-mock");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mock = dir.path().join("stamping_mock");
+    let built = Command::new("gcc")
+        .args(["-O2", "-o"])
+        .arg(&mock)
+        .arg(root.join("scripts/stamping_mock.c"))
+        .output()
+        .expect("gcc runs");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut server = Command::new(&mock)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--ttft-ms",
+            "10",
+            "--itl-ms",
+            "2",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the mock starts");
+    // It prints its line once it listens.
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("the mock's first line");
+    assert!(line.contains("listening"), "{line}");
+    let json = dir.path().join("cal.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_kvbench"))
+        .args(["calibrate", "--engine", &format!("http://127.0.0.1:{port}")])
+        .args(["--concurrency", "4", "--requests", "16", "--ttft-ms", "10"])
+        .args(["--itl-ms", "2", "--output-tokens", "6", "--json"])
+        .arg(&json)
+        .output()
+        .expect("kvbench runs");
+    let _ = server.kill();
+    let _ = server.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = read_json(&json);
+    let run = &v["runs"][0];
+    assert_eq!(run["failed"], 0, "{run}");
+    assert_eq!(run["requests"], 16);
+    let p50 = run["ttft_overhead_ms"]["p50"]
+        .as_f64()
+        .expect("the mock's stamps were read");
+    assert!(p50 >= 0.0, "{p50}");
+}

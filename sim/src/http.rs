@@ -23,6 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, Fault, Running};
+use crate::socket::{Arrival, Gate, StreamEnded};
 
 type BodyError = Box<dyn std::error::Error + Send + Sync>;
 type Body = BoxBody<Bytes, BodyError>;
@@ -60,12 +61,11 @@ pub async fn serve(
                 .config
                 .close_after_stream
                 .then(|| Arc::new(StreamEnded::default()));
-            let io = Gate {
-                inner: stream,
-                ended: ended.clone(),
-            };
+            let arrival = Arc::new(Arrival::default());
+            let io = Gate::new(stream, ended.clone(), arrival.clone());
             let on_end = ended.clone();
-            let svc = service_fn(move |req| handle(engine.clone(), req, on_end.clone()));
+            let svc =
+                service_fn(move |req| handle(engine.clone(), req, on_end.clone(), arrival.clone()));
             let conn = http1::Builder::new().serve_connection(TokioIo::new(io), svc);
             tokio::pin!(conn);
             let ended = async {
@@ -114,77 +114,11 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
 /// How long a `--close-after-stream` connection lingers after its response, reading nothing.
 const CLOSE_DELAY: Duration = Duration::from_millis(20);
 
-/// A connection's streamed response ended (`--close-after-stream`).
-#[derive(Debug, Default)]
-struct StreamEnded {
-    ended: std::sync::atomic::AtomicBool,
-    notify: tokio::sync::Notify,
-}
-
-/// The connection's socket, which stops reading once a streamed response ended.
-struct Gate {
-    inner: tokio::net::TcpStream,
-    ended: Option<Arc<StreamEnded>>,
-}
-
-impl tokio::io::AsyncRead for Gate {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        if self
-            .ended
-            .as_ref()
-            .is_some_and(|e| e.ended.load(Ordering::Acquire))
-        {
-            // Never woken: the connection is dropped after CLOSE_DELAY.
-            return std::task::Poll::Pending;
-        }
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Gate {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
 async fn handle(
     engine: Arc<Engine>,
     req: Request<Incoming>,
     close: Option<Arc<StreamEnded>>,
+    arrival: Arc<Arrival>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     Ok(match (req.method().clone(), path.as_str()) {
@@ -206,8 +140,10 @@ async fn handle(
             json_response(StatusCode::OK, &json!({"success": ok}))
         }
         (Method::POST, "/tokenize") => tokenize_endpoint(req).await,
-        (Method::POST, "/v1/chat/completions") => generate(engine, req, true, close).await,
-        (Method::POST, "/v1/completions") => generate(engine, req, false, close).await,
+        (Method::POST, "/v1/chat/completions") => {
+            generate(engine, req, true, close, &arrival).await
+        }
+        (Method::POST, "/v1/completions") => generate(engine, req, false, close, &arrival).await,
         (_, p) => error(StatusCode::NOT_FOUND, &format!("no route {p}")),
     })
 }
@@ -340,8 +276,8 @@ async fn generate(
     req: Request<Incoming>,
     chat: bool,
     close: Option<Arc<StreamEnded>>,
+    arrival: &Arrival,
 ) -> Response<Body> {
-    let received = tokio::time::Instant::now();
     let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
         .collect()
         .await
@@ -349,6 +285,9 @@ async fn generate(
         Ok(b) => b.to_bytes(),
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("cannot read body: {e}")),
     };
+    // The request's last bytes reached the host then (the kernel's stamp of the read that
+    // completed its body): the time since counts as the engine's.
+    let received = arrival.instant();
     let g = match parse_request(&engine, &body, chat) {
         Ok(g) => g,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e),

@@ -20,6 +20,7 @@
 pub mod cache;
 mod engine;
 mod http;
+mod socket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

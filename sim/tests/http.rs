@@ -218,3 +218,86 @@ async fn latency_model_defaults_cold_vs_cached_prefill() {
     );
     sim.stop().await;
 }
+
+/// Reads from a blocking socket until `done` says the bytes so far are enough.
+fn read_until(s: &mut std::net::TcpStream, buf: &mut Vec<u8>, done: impl Fn(&str) -> bool) {
+    use std::io::Read;
+    let mut chunk = [0u8; 4096];
+    while !done(&String::from_utf8_lossy(buf)) {
+        let n = s.read(&mut chunk).expect("read");
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A request that reaches the host while the sim is busy counts its TTFT from its arrival
+/// (the kernel's receive time), not from when the sim got round to reading it: the sim's
+/// lateness is the engine's time, never billed to the client as harness overhead.
+#[test]
+fn ttft_counts_from_when_the_request_reached_the_host() {
+    use std::io::Write;
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (block_tx, mut block_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (blocked_tx, blocked_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let sim = kvbench_sim::spawn(SimConfig {
+                fixed_ttft_ms: Some(20.0),
+                fixed_itl_ms: Some(5.0),
+                ..SimConfig::default()
+            })
+            .await
+            .expect("sim starts");
+            addr_tx.send(sim.addr).expect("address");
+            while block_rx.recv().await.is_some() {
+                blocked_tx.send(()).expect("blocked");
+                // The sim's only thread is busy: nothing reads what arrives meanwhile.
+                std::thread::sleep(Duration::from_millis(150));
+            }
+        });
+    });
+    let addr = addr_rx.recv().expect("the sim's address");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_nodelay(true).expect("nodelay");
+    // A first request on the connection: the sim has accepted it and stamps its reads.
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let mut buf = Vec::new();
+    read_until(&mut s, &mut buf, |t| t.contains("\r\n\r\n"));
+    block_tx.send(()).expect("block the sim");
+    blocked_rx.recv().expect("the sim is blocked");
+    let body =
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2,"stream":true}"#;
+    // One write: the whole request in one segment.
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let sent = std::time::Instant::now();
+    s.write_all(req.as_bytes()).expect("write");
+    let mut buf = Vec::new();
+    let stamped = |t: &str| {
+        t.split_once("\"kvbench_server_ttft_us\":")
+            .is_some_and(|(_, rest)| rest.contains(['}', ',']))
+    };
+    read_until(&mut s, &mut buf, stamped);
+    let client_ttft_ms = sent.elapsed().as_secs_f64() * 1000.0;
+    let text = String::from_utf8_lossy(&buf);
+    let (_, rest) = text
+        .split_once("\"kvbench_server_ttft_us\":")
+        .expect("stamp");
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let server_ttft_ms = digits.parse::<f64>().expect("a number") / 1000.0;
+    assert!(
+        server_ttft_ms >= 140.0,
+        "the sim knew the request had waited: {server_ttft_ms:.1} ms (client {client_ttft_ms:.1} ms)"
+    );
+    assert!(
+        client_ttft_ms - server_ttft_ms < 20.0,
+        "the sim's lateness is not the client's: client {client_ttft_ms:.1} ms, sim {server_ttft_ms:.1} ms"
+    );
+}
