@@ -17,6 +17,7 @@ pub mod plan;
 pub mod record;
 pub mod rng;
 pub mod stats;
+pub mod targets;
 pub mod telemetry;
 pub mod tokenizer;
 pub mod util;

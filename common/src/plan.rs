@@ -41,8 +41,13 @@ struct RawPlan {
     /// Agents running as services next to their engines, reached over the network.
     #[serde(default)]
     agents: Option<Vec<RawAgent>>,
+    /// Targets every scenario must meet (`figure: "op value"`).
+    #[serde(default)]
+    targets: Option<RawTargets>,
     test_scenarios: Vec<RawScenario>,
 }
+
+type RawTargets = std::collections::BTreeMap<String, serde_yaml::Value>;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,6 +87,9 @@ struct RawScenario {
     /// How a scenario on several agents runs.
     #[serde(default)]
     placement: Option<Placement>,
+    /// Targets of this scenario (in place of the plan's of the same figure).
+    #[serde(default)]
+    targets: Option<RawTargets>,
 }
 
 /// How a scenario placed on several agents runs.
@@ -296,6 +304,9 @@ pub struct Scenario {
     /// The remote agents (of the plan's `agents:`) it runs on: none, the embedded agent of
     /// its endpoint; one; or several at once (`placement: split`).
     pub agents: Vec<String>,
+    /// What it must meet: the plan's targets with its own in place of any of the same
+    /// figure.
+    pub targets: Vec<crate::targets::Target>,
 }
 
 impl Scenario {
@@ -429,6 +440,8 @@ pub struct Plan {
     pub max_error_rate: f64,
     /// Remote agents (`agents:`); empty: every scenario runs on an embedded agent.
     pub agents: Vec<AgentSpec>,
+    /// The plan-wide `targets:` (each scenario's own are in [`Scenario::targets`]).
+    pub targets: Vec<crate::targets::Target>,
     pub scenarios: Vec<Scenario>,
 }
 
@@ -626,13 +639,19 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
     let agent_config = c.agent_config(raw.agent_config.as_deref());
 
     let agents = c.agents(raw.agents.unwrap_or_default());
+    let targets = c.targets("targets", raw.targets.unwrap_or_default());
     let mut scenarios = Vec::new();
     let mut slugs = BTreeSet::new();
-    for (i, s) in raw.test_scenarios.into_iter().enumerate() {
+    for (i, mut s) in raw.test_scenarios.into_iter().enumerate() {
         let placed = c.placement(i, &s, &agents);
-        let Some(scenario) = c.scenario(i, s) else {
+        let own = c.targets(
+            &format!("test_scenarios[{i}].targets"),
+            s.targets.take().unwrap_or_default(),
+        );
+        let Some(mut scenario) = c.scenario(i, s) else {
             continue;
         };
+        scenario.targets = crate::targets::merged(&targets, &own);
         for sc in c.expand(i, scenario, placed) {
             if !sc.name.is_empty() && !slugs.insert(sc.slug.clone()) {
                 c.err(
@@ -662,6 +681,7 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
         agent_config,
         max_error_rate,
         agents,
+        targets,
         scenarios,
     })
 }
@@ -685,6 +705,34 @@ impl PlanCheck<'_> {
             key: key.to_owned(),
             message,
         });
+    }
+
+    /// The targets under `key`, each `figure: "op value"`.
+    fn targets(&mut self, key: &str, raw: RawTargets) -> Vec<crate::targets::Target> {
+        let mut out = Vec::new();
+        for (metric, v) in raw {
+            let at = format!("{key}.{metric}");
+            let condition = match v {
+                serde_yaml::Value::String(s) => s,
+                other => {
+                    let shown = serde_yaml::to_string(&other).unwrap_or_default();
+                    self.err(
+                        &at,
+                        format!(
+                            "must be a condition with its operator, as \">= 50\" or \"<= {}\" (quoted), got {}",
+                            shown.trim(),
+                            shown.trim()
+                        ),
+                    );
+                    continue;
+                }
+            };
+            match crate::targets::Target::parse(&metric, &condition) {
+                Ok(t) => out.push(t),
+                Err(e) => self.err(&at, e),
+            }
+        }
+        out
     }
 
     fn wait(&mut self, raw: Option<f64>) -> f64 {
@@ -954,6 +1002,7 @@ impl PlanCheck<'_> {
             concurrency,
             config,
             agents: Vec::new(),
+            targets: Vec::new(),
         };
         // The trust boundary: the same check an agent makes before it allocates.
         for e in scenario.load_limits() {

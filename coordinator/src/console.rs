@@ -572,6 +572,9 @@ fn final_summary(w: &mut impl Write, plan: &Plan, sum: &RunSummary) {
     }
     say!(w);
     say!(w, "Results folder: {}", plan.output_dir.display());
+    if let Some(report) = &sum.report {
+        say!(w, "Report: {}", report.display());
+    }
 }
 
 fn summary_row(w: &mut impl Write, o: &ScenarioOutcome) {

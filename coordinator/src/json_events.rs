@@ -121,6 +121,7 @@ pub fn to_json(event: &RunEvent<'_>) -> Value {
             "degraded": summary.degraded(),
             "cancelled": summary.cancelled,
             "took_s": summary.total.as_secs_f64(),
+            "report_file": summary.report,
         }),
     }
 }

@@ -25,6 +25,7 @@ pub mod inputs;
 pub mod inspect;
 pub mod isolation;
 pub mod json_events;
+pub mod report;
 pub mod results;
 pub mod runner;
 pub mod scale;
@@ -76,6 +77,14 @@ pub enum Command {
     Agents {
         /// The plan file.
         plan: PathBuf,
+    },
+    /// Write a run's report again from its saved files (multi_scenario_report_<ts>.md).
+    Report {
+        /// The run's output folder.
+        run_dir: PathBuf,
+        /// Which run, by the <ts> of its multi_scenario_run_<ts>.json (default: the newest).
+        #[arg(long)]
+        run: Option<String>,
     },
     /// Check a plan and every config file it names, without running anything.
     Validate {
@@ -403,6 +412,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Agents { plan } => agents_command(&plan).await,
         Command::Validate { plan } => validate_command(&plan).await,
+        Command::Report { run_dir, run } => report_command(&run_dir, run.as_deref()),
         Command::Run {
             plan,
             output_dir,
@@ -559,6 +569,30 @@ struct RunOptions {
 }
 
 /// `kvbench run PLAN`.
+/// `kvbench report RUN_DIR`: exit 0 with the report's path, 1 when it cannot be written.
+fn report_command(dir: &Path, run: Option<&str>) -> anyhow::Result<ExitCode> {
+    let run_file = match run {
+        Some(ts) => dir.join(format!("multi_scenario_run_{ts}.json")),
+        None => match report::latest_run(dir) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return Ok(ExitCode::from(1));
+            }
+        },
+    };
+    match report::write(dir, &run_file) {
+        Ok(path) => {
+            outln!("Report: {}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
 async fn run_command(o: RunOptions) -> anyhow::Result<ExitCode> {
     let RunOptions {
         plan,

@@ -15,6 +15,7 @@ use crate::agent_client::AgentClient;
 use crate::events::{Observer, RunEvent};
 use crate::inputs::Inputs;
 use crate::isolation;
+use crate::report::{self, RunFile, RunState};
 use crate::session::Session;
 
 /// How one scenario ended.
@@ -47,6 +48,8 @@ pub struct RunSummary {
     pub scenarios: Vec<ScenarioOutcome>,
     pub cancelled: bool,
     pub total: Duration,
+    /// `multi_scenario_report_<ts>.md` (none: it could not be written; the run said why).
+    pub report: Option<PathBuf>,
 }
 
 impl RunSummary {
@@ -93,6 +96,15 @@ pub async fn run_plan(
         plan,
         agents: agents.all().map(AgentClient::info).collect(),
     });
+    let mut run_file = RunFile::start(
+        plan,
+        &run_ts,
+        agents
+            .all()
+            .map(|a| report::run_agent(a.info(), a.url(), plan))
+            .collect(),
+    );
+    save_run_file(&run_file, plan, obs);
     let mut outcomes = Vec::new();
     let mut cancelled = false;
     for (i, scenario) in plan.scenarios.iter().enumerate() {
@@ -132,19 +144,57 @@ pub async fn run_plan(
         .run(isolation, obs)
         .await;
         cancelled |= outcome.stats.status == ScenarioStatus::Cancelled;
+        if let Some(entry) = run_file.scenarios.get_mut(i) {
+            let name = |p: &Option<PathBuf>| {
+                p.as_ref()
+                    .and_then(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+            };
+            entry.status = Some(outcome.stats.status);
+            entry.stats_file = name(&outcome.stats_path);
+            entry.results_file = name(&outcome.results_path);
+        }
+        save_run_file(&run_file, plan, obs);
         outcomes.push(outcome);
         if cancelled {
             break;
         }
     }
+    run_file.state = if cancelled {
+        RunState::Cancelled
+    } else {
+        RunState::Finished
+    };
+    run_file.finished_at = Some(kvbench_common::util::rfc3339_utc(SystemTime::now()));
+    let report = save_run_file(&run_file, plan, obs).and_then(|path| {
+        report::write(&plan.output_dir, &path)
+            .map_err(|e| {
+                obs.on(&RunEvent::Problem(format!(
+                    "cannot write the report: {e:#}"
+                )))
+            })
+            .ok()
+    });
     let summary = RunSummary {
         scenarios: outcomes,
         cancelled,
         total: started.elapsed(),
+        report,
     };
     obs.on(&RunEvent::RunFinished {
         plan,
         summary: &summary,
     });
     Ok(summary)
+}
+
+/// Writes the run file; a failure is told, and the run goes on.
+fn save_run_file(run: &RunFile, plan: &Plan, obs: &mut dyn Observer) -> Option<PathBuf> {
+    run.save(&plan.output_dir)
+        .map_err(|e| {
+            obs.on(&RunEvent::Problem(format!(
+                "cannot write the run file: {e:#}"
+            )))
+        })
+        .ok()
 }

@@ -391,3 +391,50 @@ fn agents_and_placement_mistakes_name_the_key_and_what_is_valid() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn targets_name_the_key_and_what_would_be_valid() {
+    let dir = TempDir::new("bad-targets");
+    dir.write("a.yaml", GOOD_CONFIG);
+    for (text, key, says) in [
+        (
+            format!("targets:\n  error_rate: 0.01\n{}", plan_with("")),
+            "targets.error_rate",
+            "with its operator",
+        ),
+        (
+            format!("targets:\n  ttft_reduction: \">= 50\"\n{}", plan_with("")),
+            "targets.ttft_reduction",
+            "ttft_reduction_pct",
+        ),
+        (
+            plan_with("    targets: {p99_ttft_ms: \"=< 2000\"}\n"),
+            "test_scenarios[0].targets.p99_ttft_ms",
+            ">=, <=, > or <",
+        ),
+    ] {
+        let errs = errors(&dir, &text);
+        let e = errs
+            .iter()
+            .find(|e| e.key == key)
+            .unwrap_or_else(|| panic!("no error at {key}: {errs:?}"));
+        assert!(e.line.is_some(), "{e:?}");
+        assert!(e.message.contains(says), "{e:?}");
+    }
+    // Good targets load, the scenario's in place of the plan's of the same figure.
+    let p = dir.write(
+        "plan.yaml",
+        &format!(
+            "targets:\n  error_rate: \"<= 0.01\"\n  p99_ttft_ms: \"<= 2000\"\n{}",
+            plan_with("    targets: {p99_ttft_ms: \"< 500\"}\n")
+        ),
+    );
+    let plan = plan::load(&p).expect("valid targets");
+    assert_eq!(plan.targets.len(), 2);
+    let own: Vec<String> = plan.scenarios[0]
+        .targets
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(own, ["error_rate <= 0.01", "p99_ttft_ms < 500"]);
+}

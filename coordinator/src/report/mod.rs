@@ -1,0 +1,213 @@
+//! The run's report: `multi_scenario_report_<ts>.md` in the output folder, written at the
+//! end of every run (an interrupted one, or one whose scenarios failed, included) and
+//! rewritten by `kvbench report RUN_DIR` from the saved files alone.
+//!
+//! What a report needs beyond the scenarios' stats files is in the run file,
+//! `multi_scenario_run_<ts>.json` ([`RunFile`]): the plan, the agents, the isolation
+//! policy, the targets and the scenarios in order with their files. It is written when the
+//! run starts and again after each scenario, so that a run that dies leaves it too.
+
+pub mod markdown;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use kvbench_common::agent::AgentInfo;
+use kvbench_common::plan::{IsolationPolicy, Plan};
+use kvbench_common::stats::{ScenarioStats, ScenarioStatus};
+use kvbench_common::targets::Target;
+use serde::{Deserialize, Serialize};
+
+/// How far the run got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Still running, or it died before its end (nothing wrote its end).
+    Running,
+    /// Every scenario's turn came.
+    Finished,
+    /// The user stopped it.
+    Cancelled,
+}
+
+/// An agent as the run saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunAgent {
+    pub name: String,
+    pub address: String,
+    pub hostname: String,
+    pub version: String,
+    /// The plan's labels of it over its own.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Its GPUs in a few words, or why there are none.
+    pub gpus: String,
+    pub engine_kind: String,
+    pub engine_url: String,
+    pub engine_models: Vec<String>,
+}
+
+/// A scenario of the plan, in order, and where its results are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunScenario {
+    pub name: String,
+    /// None until it has run.
+    pub status: Option<ScenarioStatus>,
+    /// Its stats file's name in the run's folder (none: not run, or not written).
+    pub stats_file: Option<String>,
+    pub results_file: Option<String>,
+    pub targets: Vec<Target>,
+}
+
+/// `multi_scenario_run_<ts>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunFile {
+    pub kvbench_version: String,
+    /// The `<ts>` of the run's file names.
+    pub timestamp: String,
+    pub plan_file: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub state: RunState,
+    pub isolation_policy: IsolationPolicy,
+    pub wait_between_scenarios_s: f64,
+    pub agents: Vec<RunAgent>,
+    /// The plan-wide targets.
+    pub targets: Vec<Target>,
+    pub scenarios: Vec<RunScenario>,
+}
+
+impl RunFile {
+    /// A run of `plan` about to start.
+    pub fn start(plan: &Plan, timestamp: &str, agents: Vec<RunAgent>) -> RunFile {
+        RunFile {
+            kvbench_version: env!("CARGO_PKG_VERSION").to_owned(),
+            timestamp: timestamp.to_owned(),
+            plan_file: plan.path.display().to_string(),
+            started_at: kvbench_common::util::rfc3339_utc(std::time::SystemTime::now()),
+            finished_at: None,
+            state: RunState::Running,
+            isolation_policy: plan.isolation,
+            wait_between_scenarios_s: plan.wait_between_scenarios_s,
+            agents,
+            targets: plan.targets.clone(),
+            scenarios: plan
+                .scenarios
+                .iter()
+                .map(|s| RunScenario {
+                    name: s.name.clone(),
+                    status: None,
+                    stats_file: None,
+                    results_file: None,
+                    targets: s.targets.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Its path in `dir`.
+    pub fn path(&self, dir: &Path) -> PathBuf {
+        dir.join(format!("multi_scenario_run_{}.json", self.timestamp))
+    }
+
+    /// The report's path in `dir`.
+    pub fn report_path(&self, dir: &Path) -> PathBuf {
+        dir.join(format!("multi_scenario_report_{}.md", self.timestamp))
+    }
+
+    /// Writes it through a temporary file and a rename.
+    pub fn save(&self, dir: &Path) -> anyhow::Result<PathBuf> {
+        let path = self.path(dir);
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(self)?)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path)
+            .with_context(|| format!("cannot rename to {}", path.display()))?;
+        Ok(path)
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<RunFile> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not a run file", path.display()))
+    }
+}
+
+/// The run's agent from what the handshake told, with the plan's labels over its own.
+pub fn run_agent(info: &AgentInfo, address: &str, plan: &Plan) -> RunAgent {
+    let mut labels = info.labels.clone();
+    if let Some(spec) = plan.agent(&info.agent_name) {
+        labels.extend(spec.labels.clone());
+    }
+    RunAgent {
+        name: info.agent_name.clone(),
+        address: address.to_owned(),
+        hostname: info.hostname.clone(),
+        version: info.agent_version.clone(),
+        labels,
+        gpus: info.gpu_summary(),
+        engine_kind: info.engine_kind.clone(),
+        engine_url: info.engine_display.clone(),
+        engine_models: info.engine_models.clone(),
+    }
+}
+
+/// The newest run file in `dir` (their names sort by time).
+pub fn latest_run(dir: &Path) -> anyhow::Result<PathBuf> {
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the folder {}", dir.display()))?;
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("multi_scenario_run_") && n.ends_with(".json"))
+        })
+        .max()
+        .with_context(|| {
+            format!(
+                "{} holds no run file (multi_scenario_run_<ts>.json): it is written by `kvbench run` into the output folder",
+                dir.display()
+            )
+        })
+}
+
+/// A run and its scenarios' stats, read from the run's folder (a stats file that is
+/// missing or unreadable is reported in place of the scenario's figures).
+#[derive(Debug, Clone)]
+pub struct SavedRun {
+    pub run: RunFile,
+    pub stats: Vec<Result<ScenarioStats, String>>,
+}
+
+impl SavedRun {
+    pub fn read(dir: &Path, run_file: &Path) -> anyhow::Result<SavedRun> {
+        let run = RunFile::load(run_file)?;
+        let stats = run
+            .scenarios
+            .iter()
+            .map(|s| {
+                let Some(name) = &s.stats_file else {
+                    return Err(match s.status {
+                        None => "not run".to_owned(),
+                        Some(st) => format!("{st}: no stats file was written"),
+                    });
+                };
+                let path = dir.join(name);
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+            })
+            .collect();
+        Ok(SavedRun { run, stats })
+    }
+}
+
+/// Writes the markdown report of the run whose file is `run_file` in `dir`; its path.
+pub fn write(dir: &Path, run_file: &Path) -> anyhow::Result<PathBuf> {
+    let saved = SavedRun::read(dir, run_file)?;
+    let path = saved.run.report_path(dir);
+    std::fs::write(&path, markdown::render(&saved))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}

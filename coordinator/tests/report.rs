@@ -1,0 +1,145 @@
+//! The run's report as users get it: `kvbench run` writes `multi_scenario_report_<ts>.md`,
+//! `kvbench report RUN_DIR` writes the same text again from the saved files alone, and the
+//! markdown of a fixed set of saved files (a failed scenario, a failed isolation, targets
+//! met and missed) is checked against its snapshot.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::TempDir;
+
+fn kvbench() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kvbench"))
+}
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+/// Copies the files of `from` (not its folders) into `to`.
+fn copy_files(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create");
+    for e in std::fs::read_dir(from).expect("read").flatten() {
+        if e.path().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+        }
+    }
+}
+
+fn reports(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("multi_scenario_report_"))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn report(dir: &Path) -> std::process::Output {
+    kvbench()
+        .arg("report")
+        .arg(dir)
+        .output()
+        .expect("kvbench runs")
+}
+
+#[test]
+fn the_report_of_saved_files_matches_its_snapshot() {
+    let dir = TempDir::new("report-snapshot");
+    let run = dir.path().join("run");
+    copy_files(&data("report_run"), &run);
+    let out = report(&run);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = reports(&run);
+    assert_eq!(written.len(), 1, "{written:?}");
+    let text = std::fs::read_to_string(&written[0]).expect("the report");
+    let snapshot = data("report_run.expected.md");
+    if std::env::var_os("KVBENCH_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&snapshot, &text).expect("update the snapshot");
+    }
+    let expected = std::fs::read_to_string(&snapshot).expect("the snapshot");
+    assert_eq!(
+        text, expected,
+        "the report changed; if on purpose, rerun with KVBENCH_UPDATE_SNAPSHOTS=1 and review the diff"
+    );
+    // What the snapshot must show, whatever its layout.
+    for needle in [
+        "1 of 3 scenarios with targets met all of them.",
+        "| sim-single-longctx-again | `p99_ttft_ms <= 1` |",
+        "**no**",
+        "**FAILED**",
+        "**sim-single-longctx-again: round 1 was not cold.** Evidence:",
+        "**dead-engine** failed: round 1: all 2 requests failed",
+        "The cache did most for **sim-single-longctx**",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn a_run_writes_its_report_and_report_rewrites_it_from_a_copy_of_the_folder() {
+    let dir = TempDir::new("report-run");
+    copy_files(&data("report_fixture"), dir.path());
+    let out = kvbench()
+        .arg("run")
+        .arg(dir.path().join("plan.yaml"))
+        .output()
+        .expect("kvbench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // A failed scenario: exit 1, the report written all the same.
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let run = dir.path().join("out");
+    let written = reports(&run);
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert!(
+        stdout.contains(&format!("Report: {}", written[0].display())),
+        "{stdout}"
+    );
+    let first = std::fs::read_to_string(&written[0]).expect("the report");
+    assert!(
+        first.contains("| dead-engine | 1 | failed | 0 / 2 |"),
+        "{first}"
+    );
+
+    let copy = dir.path().join("copy");
+    copy_files(&run, &copy);
+    let out = report(&copy);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = reports(&copy);
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(&again[0]).expect("the report"),
+        first,
+        "the same files give the same report"
+    );
+}
+
+#[test]
+fn a_folder_without_a_run_is_refused_with_what_to_do() {
+    let dir = TempDir::new("report-empty");
+    let out = report(dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("holds no run file") && stderr.contains("kvbench run"),
+        "{stderr}"
+    );
+}
