@@ -15,7 +15,7 @@ use crate::agent_client::AgentClient;
 use crate::events::{Observer, RunEvent};
 use crate::inputs::Inputs;
 use crate::isolation;
-use crate::report::{self, RunFile, RunState};
+use crate::report::{self, RunFile};
 use crate::session::Session;
 
 /// How one scenario ended.
@@ -144,28 +144,14 @@ pub async fn run_plan(
         .run(isolation, obs)
         .await;
         cancelled |= outcome.stats.status == ScenarioStatus::Cancelled;
-        if let Some(entry) = run_file.scenarios.get_mut(i) {
-            let name = |p: &Option<PathBuf>| {
-                p.as_ref()
-                    .and_then(|p| p.file_name())
-                    .map(|n| n.to_string_lossy().into_owned())
-            };
-            entry.status = Some(outcome.stats.status);
-            entry.stats_file = name(&outcome.stats_path);
-            entry.results_file = name(&outcome.results_path);
-        }
+        run_file.scenario_ran(i, &outcome);
         save_run_file(&run_file, plan, obs);
         outcomes.push(outcome);
         if cancelled {
             break;
         }
     }
-    run_file.state = if cancelled {
-        RunState::Cancelled
-    } else {
-        RunState::Finished
-    };
-    run_file.finished_at = Some(kvbench_common::util::rfc3339_utc(SystemTime::now()));
+    run_file.end(cancelled);
     let report = save_run_file(&run_file, plan, obs).and_then(|path| {
         report::write(&plan.output_dir, &path)
             .map_err(|e| {

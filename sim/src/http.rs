@@ -285,8 +285,7 @@ async fn generate(
         Ok(b) => b.to_bytes(),
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("cannot read body: {e}")),
     };
-    // The request's last bytes reached the host then (the kernel's stamp of the read that
-    // completed its body): the time since counts as the engine's.
+    // When its last bytes reached the host (the kernel's stamp): from then, engine time.
     let received = arrival.instant();
     let g = match parse_request(&engine, &body, chat) {
         Ok(g) => g,

@@ -104,6 +104,32 @@ impl RunFile {
         }
     }
 
+    /// The `i`-th scenario of the plan has run.
+    pub fn scenario_ran(&mut self, i: usize, outcome: &crate::runner::ScenarioOutcome) {
+        let name = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+        };
+        if let Some(entry) = self.scenarios.get_mut(i) {
+            entry.status = Some(outcome.stats.status);
+            entry.stats_file = name(&outcome.stats_path);
+            entry.results_file = name(&outcome.results_path);
+        }
+    }
+
+    /// The run reached its end (`cancelled`: the user stopped it).
+    pub fn end(&mut self, cancelled: bool) {
+        self.state = if cancelled {
+            RunState::Cancelled
+        } else {
+            RunState::Finished
+        };
+        self.finished_at = Some(kvbench_common::util::rfc3339_utc(
+            std::time::SystemTime::now(),
+        ));
+    }
+
     /// Its path in `dir`.
     pub fn path(&self, dir: &Path) -> PathBuf {
         dir.join(format!("multi_scenario_run_{}.json", self.timestamp))
