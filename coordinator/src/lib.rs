@@ -85,6 +85,10 @@ pub enum Command {
         /// Which run, by the <ts> of its multi_scenario_run_<ts>.json (default: the newest).
         #[arg(long)]
         run: Option<String>,
+        /// Draw the charts' text with this font file (TrueType or OpenType) instead of the
+        /// bundled one (Latin and common Chinese).
+        #[arg(long)]
+        font: Option<PathBuf>,
     },
     /// Check a plan and every config file it names, without running anything.
     Validate {
@@ -412,7 +416,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Agents { plan } => agents_command(&plan).await,
         Command::Validate { plan } => validate_command(&plan).await,
-        Command::Report { run_dir, run } => report_command(&run_dir, run.as_deref()),
+        Command::Report { run_dir, run, font } => {
+            report_command(&run_dir, run.as_deref(), font.as_deref())
+        }
         Command::Run {
             plan,
             output_dir,
@@ -570,7 +576,7 @@ struct RunOptions {
 
 /// `kvbench run PLAN`.
 /// `kvbench report RUN_DIR`: exit 0 with the report's path, 1 when it cannot be written.
-fn report_command(dir: &Path, run: Option<&str>) -> anyhow::Result<ExitCode> {
+fn report_command(dir: &Path, run: Option<&str>, font: Option<&Path>) -> anyhow::Result<ExitCode> {
     let run_file = match run {
         Some(ts) => dir.join(format!("multi_scenario_run_{ts}.json")),
         None => match report::latest_run(dir) {
@@ -581,9 +587,13 @@ fn report_command(dir: &Path, run: Option<&str>) -> anyhow::Result<ExitCode> {
             }
         },
     };
-    match report::write(dir, &run_file) {
-        Ok(path) => {
-            outln!("Report: {}", path.display());
+    match report::write(dir, &run_file, font) {
+        Ok(w) => {
+            if let Some(warning) = w.glyph_warning() {
+                eprintln!("warning: {warning}");
+            }
+            outln!("Report: {}", w.report.display());
+            outln!("Charts: {}", dir.join(&w.charts.folder).display());
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

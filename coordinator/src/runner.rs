@@ -153,13 +153,20 @@ pub async fn run_plan(
     }
     run_file.end(cancelled);
     let report = save_run_file(&run_file, plan, obs).and_then(|path| {
-        report::write(&plan.output_dir, &path)
-            .map_err(|e| {
+        match report::write(&plan.output_dir, &path, None) {
+            Ok(w) => {
+                if let Some(warning) = w.glyph_warning() {
+                    obs.on(&RunEvent::Problem(warning));
+                }
+                Some(w.report)
+            }
+            Err(e) => {
                 obs.on(&RunEvent::Problem(format!(
                     "cannot write the report: {e:#}"
-                )))
-            })
-            .ok()
+                )));
+                None
+            }
+        }
     });
     let summary = RunSummary {
         scenarios: outcomes,

@@ -143,3 +143,98 @@ fn a_folder_without_a_run_is_refused_with_what_to_do() {
         "{stderr}"
     );
 }
+
+/// The five charts of the seed, as PNG files of the expected size that are not blank.
+fn five_charts(dir: &Path) -> Vec<PathBuf> {
+    let folder = std::fs::read_dir(dir)
+        .expect("read")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("multi_scenario_charts_"))
+        })
+        .expect("the charts folder");
+    [
+        "ttft_comparison.png",
+        "throughput_comparison.png",
+        "ttft_reduction_comparison.png",
+        "throughput_increase_comparison.png",
+        "performance_radar.png",
+    ]
+    .iter()
+    .map(|f| folder.join(f))
+    .collect()
+}
+
+fn ink(path: &Path) -> (u32, u32, f64) {
+    let img = image::open(path)
+        .unwrap_or_else(|e| panic!("{} decodes: {e}", path.display()))
+        .to_rgb8();
+    let dark = img
+        .pixels()
+        .filter(|p| p.0.iter().any(|c| *c < 200))
+        .count();
+    (
+        img.width(),
+        img.height(),
+        dark as f64 / f64::from(img.width() * img.height()),
+    )
+}
+
+#[test]
+fn charts_are_drawn_with_chinese_names_and_a_missing_glyph_is_said_once() {
+    let dir = TempDir::new("report-charts");
+    let run = dir.path().join("run");
+    copy_files(&data("report_run"), &run);
+    // The same run with the seed's kind of names: Chinese, and one the font cannot draw.
+    let run_file = std::fs::read_dir(&run)
+        .expect("read")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains("multi_scenario_run_"))
+        .expect("the run file");
+    let text = std::fs::read_to_string(&run_file).expect("read");
+    let text = text
+        .replace(
+            "\"name\": \"sim-single-longctx\"",
+            "\"name\": \"腾讯云-单机多卡-Qwen2.5-72B\"",
+        )
+        .replace("\"name\": \"dead-engine\"", "\"name\": \"서울-리전\"");
+    std::fs::write(&run_file, text).expect("write");
+    let out = report(&run);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("no glyph")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].contains('서') && !warnings[0].contains('腾'),
+        "{stderr}"
+    );
+    for png in five_charts(&run) {
+        let (w, h, dark) = ink(&png);
+        assert_eq!(w, 1100, "{}", png.display());
+        assert!(h >= 360, "{}: {h}", png.display());
+        assert!(dark > 0.005, "{} looks blank: {dark}", png.display());
+    }
+    // The Chinese name is drawn as glyphs: its label differs from the same chart drawn with
+    // a name of as many boxes (characters the font lacks).
+    let with_glyphs = image::open(&five_charts(&run)[0]).expect("png").to_rgb8();
+    let text = std::fs::read_to_string(&run_file)
+        .expect("read")
+        .replace("腾讯云-单机多卡", "한한한-한한한한");
+    std::fs::write(&run_file, text).expect("write");
+    assert!(report(&run).status.success());
+    let with_boxes = image::open(&five_charts(&run)[0]).expect("png").to_rgb8();
+    let differ = with_glyphs
+        .pixels()
+        .zip(with_boxes.pixels())
+        .filter(|(a, b)| a != b)
+        .count();
+    assert!(differ > 200, "{differ} pixels differ");
+}

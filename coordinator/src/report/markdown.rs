@@ -49,11 +49,15 @@ fn first(st: &ScenarioStats) -> Option<&RoundStats> {
     st.rounds.iter().find(|r| r.round == 1)
 }
 
-pub fn render(saved: &SavedRun) -> String {
+/// The report; `charts`: the folder of its charts beside it, shown inline.
+pub fn render(saved: &SavedRun, charts: Option<&str>) -> String {
     let mut out = String::new();
     header(&mut out, saved);
     agents(&mut out, saved);
     summary(&mut out, saved);
+    if let Some(folder) = charts {
+        chart_section(&mut out, folder);
+    }
     cache(&mut out, saved);
     isolation(&mut out, saved);
     let checked = targets(&mut out, saved);
@@ -179,6 +183,25 @@ fn summary(out: &mut String, saved: &SavedRun) {
         }
     }
     out.push('\n');
+}
+
+fn chart_section(out: &mut String, folder: &str) {
+    out.push_str("## Charts\n\n");
+    for (file, what) in [
+        (
+            "ttft_comparison.png",
+            "Mean TTFT, round 1 and the last round",
+        ),
+        (
+            "throughput_comparison.png",
+            "Output throughput, round 1 and the last round",
+        ),
+        ("ttft_reduction_comparison.png", "TTFT reduction"),
+        ("throughput_increase_comparison.png", "Throughput increase"),
+        ("performance_radar.png", "Performance radar"),
+    ] {
+        let _ = writeln!(out, "![{what}]({folder}/{file})\n");
+    }
 }
 
 fn cache(out: &mut String, saved: &SavedRun) {

@@ -7,6 +7,7 @@
 //! policy, the targets and the scenarios in order with their files. It is written when the
 //! run starts and again after each scenario, so that a run that dies leaves it too.
 
+pub mod charts;
 pub mod markdown;
 
 use std::path::{Path, PathBuf};
@@ -229,11 +230,38 @@ impl SavedRun {
     }
 }
 
-/// Writes the markdown report of the run whose file is `run_file` in `dir`; its path.
-pub fn write(dir: &Path, run_file: &Path) -> anyhow::Result<PathBuf> {
+/// What writing a report produced.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub report: PathBuf,
+    pub charts: charts::Charts,
+}
+
+impl Written {
+    /// Said once when a label has characters the charts' font lacks.
+    pub fn glyph_warning(&self) -> Option<String> {
+        let missing = &self.charts.missing_glyphs;
+        (!missing.is_empty()).then(|| {
+            let shown: String = missing.iter().take(20).collect();
+            format!(
+                "the charts' font has no glyph for {} character(s) of their labels ({shown}{}): they show as boxes; draw with a font that has them: kvbench report RUN_DIR --font PATH",
+                missing.len(),
+                if missing.len() > 20 { "..." } else { "" }
+            )
+        })
+    }
+}
+
+/// Writes the charts and the markdown report of the run whose file is `run_file` in `dir`
+/// (charts drawn with the font at `font`, else the bundled one).
+pub fn write(dir: &Path, run_file: &Path, font: Option<&Path>) -> anyhow::Result<Written> {
     let saved = SavedRun::read(dir, run_file)?;
+    let charts = charts::draw(&saved, dir, font)?;
     let path = saved.run.report_path(dir);
-    std::fs::write(&path, markdown::render(&saved))
+    std::fs::write(&path, markdown::render(&saved, Some(&charts.folder)))
         .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(path)
+    Ok(Written {
+        report: path,
+        charts,
+    })
 }
