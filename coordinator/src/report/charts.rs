@@ -129,7 +129,8 @@ impl Bars<'_> {
         root.fill(&WHITE)?;
         let values = self.rows.iter().flat_map(|(_, v)| v.iter().flatten());
         let (lo, hi) = values.fold((0.0f64, 0.0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
-        let pad = (hi - lo).max(1.0) * 0.12;
+        // Room at the right for the figures and, with two series, the legend.
+        let pad = (hi - lo).max(1.0) * if self.series.len() > 1 { 0.3 } else { 0.12 };
         let x = (if lo < 0.0 { lo - pad } else { 0.0 })..(hi + pad);
         let (left, right) = root.split_horizontally(300);
         let mut chart = ChartBuilder::on(&right)
