@@ -371,33 +371,11 @@ mod tests {
 
     fn rec(id: u32, sent: f64, ttft: f64, end: f64) -> RequestRecord {
         RequestRecord {
-            scenario: "s".into(),
-            round: 1,
-            agent: "a".into(),
-            request_id: id,
-            conversation_id: id,
-            turn: 0,
-            warmup: false,
-            scheduled_ms: sent,
-            queue_ms: 0.0,
-            sent_ms: sent,
-            first_byte_ms: Some(sent + ttft),
-            first_token_ms: Some(sent + ttft),
             chunk_offsets_ms: vec![ttft, (ttft + end - sent) / 2.0, end - sent],
-            end_ms: end,
-            prompt_tokens_client: 100,
-            prompt_tokens: Some(100),
             output_tokens: Some(3),
             output_chunks: 3,
             cached_tokens: Some(50),
-            finish_reason: "length".into(),
-            engine_ttft_ms: None,
-            first_touch: false,
-            shared_prefix_tokens: None,
-            retried: false,
-            outcome: Outcome::Ok,
-            error: String::new(),
-            http_status: Some(200),
+            ..RequestRecord::for_test(id, sent, ttft, end)
         }
     }
 

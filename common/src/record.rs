@@ -175,3 +175,41 @@ impl RequestRecord {
         self.chunk_offsets_ms.windows(2).map(|w| w[1] - w[0])
     }
 }
+
+#[cfg(test)]
+impl RequestRecord {
+    /// A completed request for unit tests: request `id` of round 1 on agent `a`, sent at
+    /// `sent`, first token `ttft` later, ended at `end` (ms); 100 prompt tokens, 80 of them
+    /// cached; two output tokens in two chunks, at the first token and at the end.
+    pub(crate) fn for_test(id: u32, sent: f64, ttft: f64, end: f64) -> RequestRecord {
+        RequestRecord {
+            scenario: "s".into(),
+            round: 1,
+            agent: "a".into(),
+            request_id: id,
+            conversation_id: id,
+            turn: 0,
+            warmup: false,
+            scheduled_ms: sent,
+            queue_ms: 0.0,
+            sent_ms: sent,
+            first_byte_ms: Some(sent + ttft),
+            first_token_ms: Some(sent + ttft),
+            chunk_offsets_ms: vec![ttft, end - sent],
+            end_ms: end,
+            prompt_tokens_client: 100,
+            prompt_tokens: Some(100),
+            output_tokens: Some(2),
+            output_chunks: 2,
+            cached_tokens: Some(80),
+            finish_reason: "length".into(),
+            engine_ttft_ms: None,
+            first_touch: false,
+            shared_prefix_tokens: None,
+            retried: false,
+            outcome: Outcome::Ok,
+            error: String::new(),
+            http_status: Some(200),
+        }
+    }
+}

@@ -1154,33 +1154,12 @@ mod tests {
             .map(|i| ttft + (end - sent - ttft) * f64::from(i) / f64::from(out.max(2) - 1))
             .collect();
         RequestRecord {
-            scenario: "s".into(),
-            round: 1,
-            agent: "a".into(),
-            request_id: 0,
             conversation_id: 0,
-            turn: 0,
-            warmup: false,
-            scheduled_ms: sent,
-            queue_ms: 0.0,
-            sent_ms: sent,
-            first_byte_ms: Some(sent + ttft),
-            first_token_ms: Some(sent + ttft),
             chunk_offsets_ms: chunks,
-            end_ms: end,
-            prompt_tokens_client: 100,
-            prompt_tokens: Some(100),
             output_tokens: Some(out),
             output_chunks: out,
-            cached_tokens: Some(80),
-            finish_reason: "length".into(),
-            engine_ttft_ms: None,
-            first_touch: false,
-            shared_prefix_tokens: None,
-            retried: false,
             outcome,
-            error: String::new(),
-            http_status: Some(200),
+            ..RequestRecord::for_test(0, sent, ttft, end)
         }
     }
 

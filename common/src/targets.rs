@@ -203,33 +203,10 @@ mod tests {
 
     fn rec(id: u32, ttft: f64, cached: u32, outcome: Outcome) -> RequestRecord {
         RequestRecord {
-            scenario: "s".into(),
-            round: 1,
-            agent: "a".into(),
-            request_id: id,
-            conversation_id: id,
-            turn: 0,
-            warmup: false,
-            scheduled_ms: 0.0,
-            queue_ms: 0.0,
-            sent_ms: 0.0,
-            first_byte_ms: Some(ttft),
-            first_token_ms: Some(ttft),
             chunk_offsets_ms: vec![ttft, ttft + 10.0],
-            end_ms: ttft + 10.0,
-            prompt_tokens_client: 100,
-            prompt_tokens: Some(100),
-            output_tokens: Some(2),
-            output_chunks: 2,
             cached_tokens: Some(cached),
-            finish_reason: "length".into(),
-            engine_ttft_ms: None,
-            first_touch: false,
-            shared_prefix_tokens: None,
-            retried: false,
             outcome,
-            error: String::new(),
-            http_status: Some(200),
+            ..RequestRecord::for_test(id, 0.0, ttft, ttft + 10.0)
         }
     }
 
