@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::TempDir;
+use common::{out_file, out_files, TempDir};
 
 fn kvbench() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kvbench"))
@@ -31,18 +31,7 @@ fn copy_files(from: &Path, to: &Path) {
 }
 
 fn reports(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("read")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("multi_scenario_report_"))
-        })
-        .collect();
-    v.sort();
-    v
+    out_files(dir, "multi_scenario_report_")
 }
 
 fn report(dir: &Path) -> std::process::Output {
@@ -146,16 +135,7 @@ fn a_folder_without_a_run_is_refused_with_what_to_do() {
 
 /// The five charts of the seed, as PNG files of the expected size that are not blank.
 fn five_charts(dir: &Path) -> Vec<PathBuf> {
-    let folder = std::fs::read_dir(dir)
-        .expect("read")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("multi_scenario_charts_"))
-        })
-        .expect("the charts folder");
+    let folder = out_file(dir, "multi_scenario_charts_");
     [
         "ttft_comparison.png",
         "throughput_comparison.png",
@@ -189,12 +169,7 @@ fn charts_are_drawn_with_chinese_names_and_a_missing_glyph_is_said_once() {
     let run = dir.path().join("run");
     copy_files(&data("report_run"), &run);
     // The same run with the seed's kind of names: Chinese, and one the font cannot draw.
-    let run_file = std::fs::read_dir(&run)
-        .expect("read")
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().contains("multi_scenario_run_"))
-        .expect("the run file");
+    let run_file = out_file(&run, "multi_scenario_run_");
     let text = std::fs::read_to_string(&run_file).expect("read");
     let text = text
         .replace(

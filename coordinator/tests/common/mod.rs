@@ -80,17 +80,27 @@ pub async fn run_with(plan: &Plan, sim: SimConfig) -> (RunSummary, EngineCounter
     (summary, counters)
 }
 
-/// The file in `dir` whose name starts with `prefix` (a scenario's `<slug>_stats_`, ...).
-pub fn out_file(dir: &Path, prefix: &str) -> PathBuf {
-    std::fs::read_dir(dir)
+/// The files in `dir` whose names start with `prefix`, sorted.
+pub fn out_files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("output folder")
         .flatten()
         .map(|e| e.path())
-        .find(|p| {
+        .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with(prefix))
         })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The file in `dir` whose name starts with `prefix` (a scenario's `<slug>_stats_`, ...).
+pub fn out_file(dir: &Path, prefix: &str) -> PathBuf {
+    out_files(dir, prefix)
+        .into_iter()
+        .next()
         .unwrap_or_else(|| panic!("no {prefix}* in {}", dir.display()))
 }
 
