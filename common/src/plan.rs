@@ -90,6 +90,12 @@ struct RawScenario {
     /// Targets of this scenario (in place of the plan's of the same figure).
     #[serde(default)]
     targets: Option<RawTargets>,
+    /// What sets it apart (`cloud: a`, `model: qwen`), for the report's pivots.
+    #[serde(default)]
+    labels: Option<std::collections::BTreeMap<String, String>>,
+    /// The scenario it is compared with besides its own round 1 (`without-cache`).
+    #[serde(default)]
+    baseline: Option<String>,
 }
 
 /// How a scenario placed on several agents runs.
@@ -307,6 +313,28 @@ pub struct Scenario {
     /// What it must meet: the plan's targets with its own in place of any of the same
     /// figure.
     pub targets: Vec<crate::targets::Target>,
+    /// Its own `labels:`; without them, a name of the form
+    /// `<platform>-<deployment>-<model>` gives those three. Its agents' labels are added
+    /// where the run knows them.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The scenario (by its name as run) it is compared with, as well as with its round 1.
+    pub baseline: Option<String>,
+}
+
+/// The labels a scenario name of the seed's form `<platform>-<deployment>-<model>` stands
+/// for (`腾讯云-单机多卡-Qwen2.5-72B`: the model keeps its own dashes); none for a name
+/// of fewer than three parts.
+pub fn labels_from_name(name: &str) -> std::collections::BTreeMap<String, String> {
+    let mut parts = name.splitn(3, '-').map(str::trim);
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(p), Some(d), Some(m)) if !p.is_empty() && !d.is_empty() && !m.is_empty() => {
+            [("platform", p), ("deployment", d), ("model", m)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        }
+        _ => std::collections::BTreeMap::new(),
+    }
 }
 
 impl Scenario {
@@ -642,6 +670,8 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
     let targets = c.targets("targets", raw.targets.unwrap_or_default());
     let mut scenarios = Vec::new();
     let mut slugs = BTreeSet::new();
+    // (index in `scenarios`, index in the plan's test_scenarios)
+    let mut bases: Vec<(usize, usize)> = Vec::new();
     for (i, mut s) in raw.test_scenarios.into_iter().enumerate() {
         let placed = c.placement(i, &s, &agents);
         let own = c.targets(
@@ -652,6 +682,7 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
             continue;
         };
         scenario.targets = crate::targets::merged(&targets, &own);
+        let first = scenarios.len();
         for sc in c.expand(i, scenario, placed) {
             if !sc.name.is_empty() && !slugs.insert(sc.slug.clone()) {
                 c.err(
@@ -661,7 +692,9 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
             }
             scenarios.push(sc);
         }
+        bases.extend((first..scenarios.len()).map(|j| (j, i)));
     }
+    c.baselines(&mut scenarios, &bases);
     if !c.errors.is_empty() {
         return Err(PlanErrors(c.errors));
     }
@@ -906,6 +939,43 @@ impl PlanCheck<'_> {
         Some((names, s.placement.unwrap_or(Placement::Each)))
     }
 
+    /// Resolves each `baseline:` to a scenario as run: the one of that name, or, for a
+    /// scenario run once per agent, the baseline's run on the same agent
+    /// (`without-cache@gpu-a` for `with-cache@gpu-a`).
+    fn baselines(&mut self, scenarios: &mut [Scenario], bases: &[(usize, usize)]) {
+        let names: Vec<String> = scenarios.iter().map(|s| s.name.clone()).collect();
+        for &(j, i) in bases {
+            let Some(b) = scenarios[j].baseline.clone() else {
+                continue;
+            };
+            let key = format!("test_scenarios[{i}].baseline");
+            let own = &scenarios[j];
+            let on_same_agent = match own.agents.as_slice() {
+                [a] => Some(format!("{b}@{a}")),
+                _ => None,
+            };
+            let found = on_same_agent
+                .filter(|n| names.contains(n))
+                .or_else(|| names.contains(&b).then(|| b.clone()));
+            match found {
+                Some(n) if n == own.name => {
+                    self.err(
+                        &key,
+                        "names the scenario itself; name another scenario of the plan".into(),
+                    );
+                }
+                Some(n) => scenarios[j].baseline = Some(n),
+                None => self.err(
+                    &key,
+                    format!(
+                        "no scenario named {b:?}; the plan's scenarios are: {}",
+                        names.join(", ")
+                    ),
+                ),
+            }
+        }
+    }
+
     /// The scenario as it runs: on its embedded agent, on one remote agent, once per agent
     /// (`each`: named `<name>@<agent>`) or across them (`split`: one scenario). A remote
     /// agent measures its own engine: the
@@ -959,6 +1029,7 @@ impl PlanCheck<'_> {
         if name.is_empty() {
             self.err(&key("name"), "must not be empty".into());
         }
+        let name_for_labels = name.clone();
         let sl = slug(&name);
         let rounds = s.rounds.unwrap_or(DEFAULT_ROUNDS);
         if rounds == 0 {
@@ -1003,6 +1074,11 @@ impl PlanCheck<'_> {
             config,
             agents: Vec::new(),
             targets: Vec::new(),
+            labels: match s.labels {
+                Some(own) => own,
+                None => labels_from_name(&name_for_labels),
+            },
+            baseline: s.baseline.map(|b| b.trim().to_owned()),
         };
         // The trust boundary: the same check an agent makes before it allocates.
         for e in scenario.load_limits() {

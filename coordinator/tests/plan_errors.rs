@@ -438,3 +438,52 @@ fn targets_name_the_key_and_what_would_be_valid() {
         .collect();
     assert_eq!(own, ["error_rate <= 0.01", "p99_ttft_ms < 500"]);
 }
+
+#[test]
+fn a_baseline_must_name_another_scenario_and_labels_come_from_the_plan_or_the_name() {
+    let dir = TempDir::new("baselines");
+    dir.write("a.yaml", GOOD_CONFIG);
+    let two = |extra: &str| {
+        format!(
+            "output_dir: out\ntest_scenarios:\n  - name: 腾讯云-单机多卡-Qwen2.5-72B\n    config_file: a.yaml\n    scenario: cold_start\n  - name: with-cache\n    config_file: a.yaml\n    scenario: cold_start\n{extra}"
+        )
+    };
+    for (extra, says) in [
+        (
+            "    baseline: without-cache\n",
+            "no scenario named \"without-cache\"",
+        ),
+        ("    baseline: with-cache\n", "names the scenario itself"),
+    ] {
+        let errs = errors(&dir, &two(extra));
+        let e = errs
+            .iter()
+            .find(|e| e.key == "test_scenarios[1].baseline")
+            .unwrap_or_else(|| panic!("no baseline error: {errs:?}"));
+        assert_eq!(e.line, Some(9), "{e:?}");
+        assert!(e.message.contains(says), "{e:?}");
+    }
+    let p = dir.write(
+        "plan.yaml",
+        &two("    baseline: 腾讯云-单机多卡-Qwen2.5-72B\n    labels: {cache: on}\n"),
+    );
+    let plan = plan::load(&p).expect("a valid baseline");
+    let labels = |i: usize| -> Vec<(String, String)> {
+        plan.scenarios[i].labels.clone().into_iter().collect()
+    };
+    let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    assert_eq!(
+        labels(0),
+        [
+            pair("deployment", "单机多卡"),
+            pair("model", "Qwen2.5-72B"),
+            pair("platform", "腾讯云")
+        ],
+        "split from the seed's name form"
+    );
+    assert_eq!(labels(1), [pair("cache", "on")], "its own labels win");
+    assert_eq!(
+        plan.scenarios[1].baseline.as_deref(),
+        Some("腾讯云-单机多卡-Qwen2.5-72B")
+    );
+}

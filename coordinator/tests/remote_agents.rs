@@ -266,6 +266,17 @@ async fn split_runs_one_scenario_across_agents_with_a_merged_and_a_per_agent_vie
             }
         }
     }
+    // The report shows each agent's part below the merged row of every round.
+    let report = std::fs::read_to_string(file("multi_scenario_report_")).expect("report");
+    for round in [1, 2] {
+        assert!(report.contains(&format!("| docs | {round} | ")), "{report}");
+        for agent in ["dc-a", "dc-b", "dc-c"] {
+            assert!(
+                report.contains(&format!("| docs (agent {agent}) | {round} | ")),
+                "{agent} round {round}:\n{report}"
+            );
+        }
+    }
     assert_eq!(st["isolation"]["verdict"], "failed", "{}", st["isolation"]);
     for (agent, verdict) in [
         ("dc-a", "verified"),

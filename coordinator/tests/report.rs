@@ -67,7 +67,11 @@ fn the_report_of_saved_files_matches_its_snapshot() {
     );
     // What the snapshot must show, whatever its layout.
     for needle in [
-        "1 of 3 scenarios with targets met all of them.",
+        "2 of 4 scenarios with targets met all of them.",
+        "| sim-single-longctx-again | sim-single-longctx | 23.2 / 23.1 |",
+        "**TTFT reduction (last round against round 1): deployment × platform**",
+        "| single | 48.3% | -0.5% |",
+        "| beta-dual-longctx | dual | beta |",
         "| sim-single-longctx-again | `p99_ttft_ms <= 1` |",
         "**no**",
         "**FAILED**",

@@ -11,28 +11,28 @@ use kvbench_common::targets::TargetResult;
 use super::{RunState, SavedRun};
 
 /// A figure, or `-` when there is none.
-fn f(v: Option<f64>, digits: usize) -> String {
+pub(super) fn f(v: Option<f64>, digits: usize) -> String {
     v.filter(|v| v.is_finite())
         .map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
 }
 
-fn pct(v: Option<f64>) -> String {
+pub(super) fn pct(v: Option<f64>) -> String {
     v.filter(|v| v.is_finite())
         .map_or_else(|| "-".to_owned(), |v| format!("{v:.1}%"))
 }
 
 /// A ratio 0-1 as a percentage.
-fn ratio(v: Option<f64>) -> String {
+pub(super) fn ratio(v: Option<f64>) -> String {
     pct(v.map(|r| r * 100.0))
 }
 
 /// Text for a table cell: no pipes, no line breaks.
-fn cell(s: &str) -> String {
+pub(super) fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
 /// The scenarios that have stats, with their names.
-fn ran(saved: &SavedRun) -> impl Iterator<Item = (&str, &ScenarioStats)> {
+pub(super) fn ran(saved: &SavedRun) -> impl Iterator<Item = (&str, &ScenarioStats)> {
     saved
         .run
         .scenarios
@@ -41,11 +41,11 @@ fn ran(saved: &SavedRun) -> impl Iterator<Item = (&str, &ScenarioStats)> {
         .filter_map(|(s, st)| st.as_ref().ok().map(|st| (s.name.as_str(), st)))
 }
 
-fn last(st: &ScenarioStats) -> Option<&RoundStats> {
+pub(super) fn last(st: &ScenarioStats) -> Option<&RoundStats> {
     st.rounds.iter().max_by_key(|r| r.round)
 }
 
-fn first(st: &ScenarioStats) -> Option<&RoundStats> {
+pub(super) fn first(st: &ScenarioStats) -> Option<&RoundStats> {
     st.rounds.iter().find(|r| r.round == 1)
 }
 
@@ -59,6 +59,8 @@ pub fn render(saved: &SavedRun, charts: Option<&str>) -> String {
         chart_section(&mut out, folder);
     }
     cache(&mut out, saved);
+    super::views::baselines(&mut out, saved);
+    super::views::pivots(&mut out, saved);
     isolation(&mut out, saved);
     let checked = targets(&mut out, saved);
     conclusion(&mut out, saved, &checked);
@@ -153,36 +155,45 @@ fn summary(out: &mut String, saved: &SavedRun) {
             );
         }
         for r in &st.rounds {
-            let l = &r.latency;
-            let gpu = r.telemetry.as_ref().and_then(|t| t.gpu.as_ref());
-            let engine_hit = r
-                .engine_metrics
-                .as_ref()
-                .and_then(|e| e.prefix_cache_hit_rate);
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} / {} | {} / {} / {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |",
-                cell(&s.name),
-                r.round,
-                st.status,
-                r.completed,
-                r.failed,
-                f(l.ttft.mean, 1),
-                f(l.ttft.median, 1),
-                f(l.ttft.p99(), 1),
-                f(l.tpot.mean, 2),
-                f(l.itl.median, 2),
-                f(l.e2el.mean, 1),
-                f(Some(r.request_throughput), 2),
-                f(Some(r.output_throughput), 1),
-                ratio(r.cache_hit_ratio),
-                ratio(engine_hit),
-                pct(gpu.and_then(|g| g.util_mean_pct)),
-                f(gpu.and_then(|g| g.j_per_output_token), 3),
-            );
+            round_row(out, &s.name, st.status, r);
+            // A split scenario: each agent's part below the merged row.
+            for (agent, part) in &r.per_agent {
+                round_row(out, &format!("{} (agent {agent})", s.name), st.status, part);
+            }
         }
     }
     out.push('\n');
+}
+
+/// One summary row: a scenario's round (or one agent's part of it).
+fn round_row(out: &mut String, name: &str, status: ScenarioStatus, r: &RoundStats) {
+    let l = &r.latency;
+    let gpu = r.telemetry.as_ref().and_then(|t| t.gpu.as_ref());
+    let engine_hit = r
+        .engine_metrics
+        .as_ref()
+        .and_then(|e| e.prefix_cache_hit_rate);
+    let _ = writeln!(
+        out,
+        "| {} | {} | {} | {} / {} | {} / {} / {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |",
+        cell(name),
+        r.round,
+        status,
+        r.completed,
+        r.failed,
+        f(l.ttft.mean, 1),
+        f(l.ttft.median, 1),
+        f(l.ttft.p99(), 1),
+        f(l.tpot.mean, 2),
+        f(l.itl.median, 2),
+        f(l.e2el.mean, 1),
+        f(Some(r.request_throughput), 2),
+        f(Some(r.output_throughput), 1),
+        ratio(r.cache_hit_ratio),
+        ratio(engine_hit),
+        pct(gpu.and_then(|g| g.util_mean_pct)),
+        f(gpu.and_then(|g| g.j_per_output_token), 3),
+    );
 }
 
 fn chart_section(out: &mut String, folder: &str) {

@@ -9,7 +9,9 @@
 
 pub mod charts;
 pub mod markdown;
+pub mod views;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -39,7 +41,7 @@ pub struct RunAgent {
     pub hostname: String,
     pub version: String,
     /// The plan's labels of it over its own.
-    pub labels: std::collections::BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
     /// Its GPUs in a few words, or why there are none.
     pub gpus: String,
     pub engine_kind: String,
@@ -57,6 +59,16 @@ pub struct RunScenario {
     pub stats_file: Option<String>,
     pub results_file: Option<String>,
     pub targets: Vec<Target>,
+    /// The remote agents it ran on (none: the embedded agent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<String>,
+    /// Its labels: its agents' (those all of them share), then its own or those its name
+    /// gives (`<platform>-<deployment>-<model>`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The scenario it is compared with besides its round 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
 }
 
 /// `multi_scenario_run_<ts>.json`.
@@ -89,7 +101,6 @@ impl RunFile {
             state: RunState::Running,
             isolation_policy: plan.isolation,
             wait_between_scenarios_s: plan.wait_between_scenarios_s,
-            agents,
             targets: plan.targets.clone(),
             scenarios: plan
                 .scenarios
@@ -100,8 +111,12 @@ impl RunFile {
                     stats_file: None,
                     results_file: None,
                     targets: s.targets.clone(),
+                    agents: s.agents.clone(),
+                    labels: scenario_labels(s, &agents),
+                    baseline: s.baseline.clone(),
                 })
                 .collect(),
+            agents,
         }
     }
 
@@ -157,6 +172,27 @@ impl RunFile {
             .with_context(|| format!("cannot read {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("{} is not a run file", path.display()))
     }
+}
+
+/// A scenario's labels: those all its agents share, then its own over them.
+fn scenario_labels(
+    s: &kvbench_common::plan::Scenario,
+    agents: &[RunAgent],
+) -> BTreeMap<String, String> {
+    let mine: Vec<&RunAgent> = agents
+        .iter()
+        .filter(|a| s.agents.contains(&a.name))
+        .collect();
+    let mut labels = BTreeMap::new();
+    if let Some((first, rest)) = mine.split_first() {
+        for (k, v) in &first.labels {
+            if rest.iter().all(|a| a.labels.get(k) == Some(v)) {
+                labels.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    labels.extend(s.labels.clone());
+    labels
 }
 
 /// The run's agent from what the handshake told, with the plan's labels over its own.
