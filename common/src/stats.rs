@@ -109,7 +109,7 @@ impl Summary {
 }
 
 /// Formats a percentile for a key: 99 -> "99", 99.9 -> "99.9".
-fn pct_label(q: f64) -> String {
+pub fn pct_label(q: f64) -> String {
     let s = format!("{q}");
     s.trim_end_matches(".0").to_owned()
 }

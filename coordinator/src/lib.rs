@@ -89,6 +89,11 @@ pub enum Command {
         /// bundled one (Latin and common Chinese).
         #[arg(long)]
         font: Option<PathBuf>,
+        /// Also write the per-round statistics in long form to
+        /// multi_scenario_stats_<ts>.csv (run, agent, scenario, round, repeat, metric,
+        /// statistic, value, unit).
+        #[arg(long)]
+        csv: bool,
     },
     /// Check a plan and every config file it names, without running anything.
     Validate {
@@ -416,9 +421,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Agents { plan } => agents_command(&plan).await,
         Command::Validate { plan } => validate_command(&plan).await,
-        Command::Report { run_dir, run, font } => {
-            report_command(&run_dir, run.as_deref(), font.as_deref())
-        }
+        Command::Report {
+            run_dir,
+            run,
+            font,
+            csv,
+        } => report_command(&run_dir, run.as_deref(), font.as_deref(), csv),
         Command::Run {
             plan,
             output_dir,
@@ -574,9 +582,13 @@ struct RunOptions {
     only: Vec<String>,
 }
 
-/// `kvbench run PLAN`.
 /// `kvbench report RUN_DIR`: exit 0 with the report's path, 1 when it cannot be written.
-fn report_command(dir: &Path, run: Option<&str>, font: Option<&Path>) -> anyhow::Result<ExitCode> {
+fn report_command(
+    dir: &Path,
+    run: Option<&str>,
+    font: Option<&Path>,
+    csv: bool,
+) -> anyhow::Result<ExitCode> {
     let run_file = match run {
         Some(ts) => dir.join(format!("multi_scenario_run_{ts}.json")),
         None => match report::latest_run(dir) {
@@ -594,6 +606,17 @@ fn report_command(dir: &Path, run: Option<&str>, font: Option<&Path>) -> anyhow:
             }
             outln!("Report: {}", w.report.display());
             outln!("Charts: {}", dir.join(&w.charts.folder).display());
+            if csv {
+                let written = report::SavedRun::read(dir, &run_file)
+                    .and_then(|saved| report::csv::write(dir, &saved));
+                match written {
+                    Ok(path) => outln!("CSV: {}", path.display()),
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        return Ok(ExitCode::from(1));
+                    }
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -603,6 +626,7 @@ fn report_command(dir: &Path, run: Option<&str>, font: Option<&Path>) -> anyhow:
     }
 }
 
+/// `kvbench run PLAN`.
 async fn run_command(o: RunOptions) -> anyhow::Result<ExitCode> {
     let RunOptions {
         plan,

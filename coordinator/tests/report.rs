@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{out_file, out_files, TempDir};
+use common::{out_file, out_files, read_json, TempDir};
 
 fn kvbench() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kvbench"))
@@ -216,4 +216,61 @@ fn charts_are_drawn_with_chinese_names_and_a_missing_glyph_is_said_once() {
         .filter(|(a, b)| a != b)
         .count();
     assert!(differ > 200, "{differ} pixels differ");
+}
+
+#[test]
+fn csv_export_has_every_rounds_figures_in_long_form() {
+    let dir = TempDir::new("report-csv");
+    let run = dir.path().join("run");
+    copy_files(&data("report_run"), &run);
+    let out = kvbench()
+        .args(["report", "--csv"])
+        .arg(&run)
+        .output()
+        .expect("kvbench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let csv = out_file(&run, "multi_scenario_stats_");
+    assert!(
+        stdout.contains(&format!("CSV: {}", csv.display())),
+        "{stdout}"
+    );
+    let text = std::fs::read_to_string(&csv).expect("csv");
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("run,agent,scenario,round,repeat,metric,statistic,value,unit")
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert!(
+        rows.iter().all(|r| r.len() == 9),
+        "no field needs quoting here"
+    );
+    // Each figure equals the stats file's.
+    let stats = read_json(&out_file(&run, "sim-single-longctx_stats_"));
+    for (round, metric, statistic, key) in [
+        ("1", "ttft", "mean", "mean_ttft_ms"),
+        ("2", "ttft", "p99", "p99_ttft_ms"),
+        ("2", "itl", "median", "median_itl_ms"),
+        ("2", "output_throughput", "value", "output_throughput"),
+        ("2", "cache_hit_ratio", "value", "cache_hit_ratio"),
+    ] {
+        let row = rows
+            .iter()
+            .find(|r| {
+                r[2] == "sim-single-longctx" && r[3] == round && r[5] == metric && r[6] == statistic
+            })
+            .unwrap_or_else(|| panic!("no row for {round} {metric} {statistic}"));
+        assert_eq!(
+            (row[0], row[1], row[4]),
+            ("20261202_075406", "embedded-sim", "1")
+        );
+        let want = stats["rounds"][round.parse::<usize>().unwrap() - 1][key]
+            .as_f64()
+            .expect(key);
+        let got: f64 = row[7].parse().expect("a number");
+        assert!((got - want).abs() < 1e-9, "{key}: {got} vs {want}");
+    }
+    // The failed scenario's empty rounds give no rows; figures it lacks give none either.
+    assert!(rows.iter().all(|r| !r[7].is_empty()));
 }

@@ -8,6 +8,7 @@
 //! run starts and again after each scenario, so that a run that dies leaves it too.
 
 pub mod charts;
+pub mod csv;
 pub mod markdown;
 pub mod views;
 
