@@ -346,6 +346,7 @@ impl RoundAccumulator {
             telemetry: TelemetrySummary::of(telemetry, self.output_tokens),
             per_agent: BTreeMap::new(),
             first_wave: self.wave.as_ref().and_then(WaveAccumulator::finish),
+            started_at_us: None,
             latency,
         }
     }

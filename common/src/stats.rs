@@ -177,6 +177,11 @@ pub struct RoundStats {
     /// an open loop, or when the round is no longer than its first wave.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_wave: Option<FirstWave>,
+    /// The round's zero (where its records' and samples' times start) on the agent's wall
+    /// clock, microseconds since the Unix epoch; split rounds: the earliest agent's. The
+    /// report's timelines place rounds with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_us: Option<i64>,
     /// `mean_`, `median_`, `std_`, `min_`, `max_` and `p<q>_` of `ttft_ms`, `tpot_ms`,
     /// `itl_ms`, `e2el_ms` and `queue_ms` (client queue time), flat in the round object
     /// under vLLM's key names; null when no completed request gave a sample.

@@ -278,6 +278,7 @@ impl Session<'_> {
             finished.as_ref().and_then(|f| f.health.as_ref()),
         );
         st.per_agent = per_agent;
+        st.started_at_us = run.anchor_us;
         obs.on(&RunEvent::RoundStats {
             scenario: s,
             stats: &st,
@@ -392,7 +393,9 @@ impl<'p> RoundSink<'p> {
             _ => None,
         };
         let duration_s = part.duration_s.unwrap_or_else(|| acc.span_s());
-        acc.finish(duration_s, &part.run.telemetry, health)
+        let mut st = acc.finish(duration_s, &part.run.telemetry, health);
+        st.started_at_us = part.run.anchor_us;
+        st
     }
 }
 

@@ -68,9 +68,12 @@ fn the_report_of_saved_files_matches_its_snapshot() {
     // What the snapshot must show, whatever its layout.
     for needle in [
         "2 of 4 scenarios with targets met all of them.",
-        "| sim-single-longctx-again | sim-single-longctx | 23.2 / 23.1 |",
+        "| sim-single-longctx-again | sim-single-longctx | 23.1 / 23.0 |",
         "**TTFT reduction (last round against round 1): deployment × platform**",
-        "| single | 48.3% | -0.5% |",
+        "| single | 48.1% | -1.1% |",
+        "Timeline scenarios: 1 = sim-single-longctx, 2 = sim-single-longctx-again, 3 = beta-dual-longctx, 4 = dead-engine.",
+        "/timeline.png)",
+        "/beta-dual-longctx_ttft_cdf.png)",
         "| beta-dual-longctx | dual | beta |",
         "| sim-single-longctx-again | `p99_ttft_ms <= 1` |",
         "**no**",
@@ -218,6 +221,46 @@ fn charts_are_drawn_with_chinese_names_and_a_missing_glyph_is_said_once() {
     assert!(differ > 200, "{differ} pixels differ");
 }
 
+/// Per scenario the TTFT distribution of each round, and the run's timeline, drawn from the
+/// results and telemetry files: PNGs of the expected size with ink in them; a scenario with
+/// no completed request has no distribution, and a results file that cannot be read is
+/// said in the report rather than failing it.
+#[test]
+fn distributions_and_the_timeline_are_drawn_from_the_records() {
+    let dir = TempDir::new("report-over-time");
+    let run = dir.path().join("run");
+    copy_files(&data("report_run"), &run);
+    assert!(report(&run).status.success());
+    let folder = out_file(&run, "multi_scenario_charts_");
+    for (file, height) in [
+        ("sim-single-longctx_ttft_cdf.png", 520),
+        ("sim-single-longctx-again_ttft_cdf.png", 520),
+        ("beta-dual-longctx_ttft_cdf.png", 520),
+        ("timeline.png", 1060),
+    ] {
+        let (w, h, dark) = ink(&folder.join(file));
+        assert_eq!((w, h), (1100, height), "{file}");
+        assert!(dark > 0.01, "{file} looks blank: {dark}");
+    }
+    assert!(
+        !folder.join("dead-engine_ttft_cdf.png").exists(),
+        "no TTFT: no distribution"
+    );
+    // A results file that cannot be read: said in the report, by file name alone.
+    std::fs::write(out_file(&run, "beta-dual-longctx_results_"), "{").expect("break it");
+    let out = report(&run);
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&reports(&run)[0]).expect("report");
+    assert!(
+        text.contains("- Not charted: beta-dual-longctx: beta-dual-longctx_results_"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(dir.path().to_str().expect("utf-8")),
+        "no absolute paths"
+    );
+}
+
 #[test]
 fn csv_export_has_every_rounds_figures_in_long_form() {
     let dir = TempDir::new("report-csv");
@@ -263,7 +306,7 @@ fn csv_export_has_every_rounds_figures_in_long_form() {
             .unwrap_or_else(|| panic!("no row for {round} {metric} {statistic}"));
         assert_eq!(
             (row[0], row[1], row[4]),
-            ("20261202_075406", "embedded-sim", "1")
+            ("20261202_081915", "embedded-sim", "1")
         );
         let want = stats["rounds"][round.parse::<usize>().unwrap() - 1][key]
             .as_f64()

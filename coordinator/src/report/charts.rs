@@ -77,9 +77,17 @@ pub struct Charts {
     pub files: Vec<PathBuf>,
     /// Characters of the labels the font lacks (drawn as boxes).
     pub missing_glyphs: BTreeSet<char>,
+    /// Each scenario's TTFT distribution, by scenario name: the file's name in the folder.
+    pub cdfs: std::collections::BTreeMap<String, String>,
+    /// `timeline.png` when there was a round to place, and the scenarios its numbers
+    /// stand for (1 first).
+    pub timeline: Option<String>,
+    pub timeline_key: Vec<String>,
+    /// What the charts could not show, and why (an unreadable results file, ...).
+    pub notes: Vec<String>,
 }
 
-const W: u32 = 1100;
+pub(super) const W: u32 = 1100;
 /// Label width for scenario names, in "columns" (a CJK character takes two).
 const NAME_COLUMNS: usize = 34;
 
@@ -110,14 +118,14 @@ struct Bars<'a> {
     rows: Vec<(String, Vec<Option<f64>>)>,
 }
 
-const COLORS: [RGBColor; 4] = [
+pub(super) const COLORS: [RGBColor; 4] = [
     RGBColor(70, 110, 180),
     RGBColor(230, 140, 50),
     RGBColor(90, 160, 90),
     RGBColor(180, 70, 70),
 ];
 
-fn font(size: u32) -> TextStyle<'static> {
+pub(super) fn font(size: u32) -> TextStyle<'static> {
     (FAMILY, size).into_font().color(&BLACK)
 }
 
@@ -303,11 +311,45 @@ pub fn draw(saved: &SavedRun, dir: &Path, font_path: Option<&Path>) -> anyhow::R
     let path = out.join("performance_radar.png");
     texts.extend(radar(&ran, &path)?);
     files.push(path);
-    Ok(Charts {
+    let mut charts = Charts {
         folder,
         files,
-        missing_glyphs: missing_glyphs(font, texts.iter().map(String::as_str)),
-    })
+        ..Charts::default()
+    };
+    over_time(saved, dir, &out, &mut charts, &mut texts)?;
+    charts.missing_glyphs = missing_glyphs(font, texts.iter().map(String::as_str));
+    Ok(charts)
+}
+
+/// The per-scenario TTFT distributions and the run's timeline, from the results and
+/// telemetry files.
+fn over_time(
+    saved: &SavedRun,
+    dir: &Path,
+    out: &Path,
+    charts: &mut Charts,
+    texts: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let series = super::timeline::load(saved, dir);
+    for s in &series {
+        charts
+            .notes
+            .extend(s.notes.iter().map(|n| format!("{}: {n}", s.name)));
+        let file = format!("{}_ttft_cdf.png", s.slug);
+        if super::timeline::draw_cdf(s, &out.join(&file))? {
+            texts.push(format!("TTFT distribution: {}", fit_name(&s.name)));
+            charts.files.push(out.join(&file));
+            charts.cdfs.insert(s.name.clone(), file);
+        }
+    }
+    let path = out.join("timeline.png");
+    if let Some(t) = super::timeline::draw_timeline(&series, &path)? {
+        texts.extend(t);
+        charts.files.push(path);
+        charts.timeline = Some("timeline.png".to_owned());
+        charts.timeline_key = series.iter().map(|s| s.name.clone()).collect();
+    }
+    Ok(())
 }
 
 /// The radar's axes: a figure of each scenario, higher is better, scaled by the best.

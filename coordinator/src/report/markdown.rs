@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use kvbench_common::stats::{IsolationStatus, RoundStats, ScenarioStats, ScenarioStatus, Verdict};
 use kvbench_common::targets::TargetResult;
 
+use super::charts::Charts;
 use super::{RunState, SavedRun};
 
 /// A figure, or `-` when there is none.
@@ -50,13 +51,13 @@ pub(super) fn first(st: &ScenarioStats) -> Option<&RoundStats> {
 }
 
 /// The report; `charts`: the folder of its charts beside it, shown inline.
-pub fn render(saved: &SavedRun, charts: Option<&str>) -> String {
+pub fn render(saved: &SavedRun, charts: Option<&Charts>) -> String {
     let mut out = String::new();
     header(&mut out, saved);
     agents(&mut out, saved);
     summary(&mut out, saved);
-    if let Some(folder) = charts {
-        chart_section(&mut out, folder);
+    if let Some(c) = charts {
+        chart_section(&mut out, c);
     }
     cache(&mut out, saved);
     super::views::baselines(&mut out, saved);
@@ -64,7 +65,7 @@ pub fn render(saved: &SavedRun, charts: Option<&str>) -> String {
     isolation(&mut out, saved);
     let checked = targets(&mut out, saved);
     conclusion(&mut out, saved, &checked);
-    details(&mut out, saved);
+    details(&mut out, saved, charts);
     out
 }
 
@@ -196,7 +197,8 @@ fn round_row(out: &mut String, name: &str, status: ScenarioStatus, r: &RoundStat
     );
 }
 
-fn chart_section(out: &mut String, folder: &str) {
+fn chart_section(out: &mut String, charts: &Charts) {
+    let folder = &charts.folder;
     out.push_str("## Charts\n\n");
     for (file, what) in [
         (
@@ -212,6 +214,25 @@ fn chart_section(out: &mut String, folder: &str) {
         ("performance_radar.png", "Performance radar"),
     ] {
         let _ = writeln!(out, "![{what}]({folder}/{file})\n");
+    }
+    if let Some(t) = &charts.timeline {
+        let _ = writeln!(
+            out,
+            "![Timeline: TTFT per request, GPU utilisation and memory, engine KV-cache usage]({folder}/{t})\n"
+        );
+        let key: Vec<String> = charts
+            .timeline_key
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{} = {}", i + 1, cell(n)))
+            .collect();
+        let _ = writeln!(out, "Timeline scenarios: {}.\n", key.join(", "));
+    }
+    for n in &charts.notes {
+        let _ = writeln!(out, "- Not charted: {}", cell(n));
+    }
+    if !charts.notes.is_empty() {
+        out.push('\n');
     }
 }
 
@@ -475,7 +496,7 @@ fn scenario_anomalies(name: &str, st: &ScenarioStats) -> Vec<String> {
     out
 }
 
-fn details(out: &mut String, saved: &SavedRun) {
+fn details(out: &mut String, saved: &SavedRun, charts: Option<&Charts>) {
     out.push_str("## Scenario details\n\n");
     for (name, st) in ran(saved) {
         let info = &st.scenario;
@@ -505,6 +526,14 @@ fn details(out: &mut String, saved: &SavedRun) {
             continue;
         }
         detail_table(out, st);
+        if let Some((c, file)) = charts.and_then(|c| Some((c, c.cdfs.get(name)?))) {
+            let _ = writeln!(
+                out,
+                "![TTFT distribution of {}]({}/{file})\n",
+                cell(name),
+                c.folder
+            );
+        }
     }
 }
 

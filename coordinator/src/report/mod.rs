@@ -10,6 +10,7 @@
 pub mod charts;
 pub mod csv;
 pub mod markdown;
+pub mod timeline;
 pub mod views;
 
 use std::collections::BTreeMap;
@@ -59,6 +60,9 @@ pub struct RunScenario {
     /// Its stats file's name in the run's folder (none: not run, or not written).
     pub stats_file: Option<String>,
     pub results_file: Option<String>,
+    /// Its GPU, host and engine samples (`<slug>_telemetry_<ts>.jsonl`), when any were written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry_file: Option<String>,
     pub targets: Vec<Target>,
     /// The remote agents it ran on (none: the embedded agent).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -111,6 +115,7 @@ impl RunFile {
                     status: None,
                     stats_file: None,
                     results_file: None,
+                    telemetry_file: None,
                     targets: s.targets.clone(),
                     agents: s.agents.clone(),
                     labels: scenario_labels(s, &agents),
@@ -132,6 +137,7 @@ impl RunFile {
             entry.status = Some(outcome.stats.status);
             entry.stats_file = name(&outcome.stats_path);
             entry.results_file = name(&outcome.results_path);
+            entry.telemetry_file = name(&outcome.telemetry_path);
         }
     }
 
@@ -295,7 +301,7 @@ pub fn write(dir: &Path, run_file: &Path, font: Option<&Path>) -> anyhow::Result
     let saved = SavedRun::read(dir, run_file)?;
     let charts = charts::draw(&saved, dir, font)?;
     let path = saved.run.report_path(dir);
-    std::fs::write(&path, markdown::render(&saved, Some(&charts.folder)))
+    std::fs::write(&path, markdown::render(&saved, Some(&charts)))
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(Written {
         report: path,
