@@ -575,6 +575,9 @@ fn final_summary(w: &mut impl Write, plan: &Plan, sum: &RunSummary) {
     if let Some(report) = &sum.report {
         say!(w, "Report: {}", report.display());
     }
+    if let Some(html) = &sum.html_report {
+        say!(w, "HTML report: {}", html.display());
+    }
 }
 
 fn summary_row(w: &mut impl Write, o: &ScenarioOutcome) {

@@ -122,6 +122,7 @@ pub fn to_json(event: &RunEvent<'_>) -> Value {
             "cancelled": summary.cancelled,
             "took_s": summary.total.as_secs_f64(),
             "report_file": summary.report,
+            "html_report_file": summary.html_report,
         }),
     }
 }

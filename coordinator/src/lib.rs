@@ -605,6 +605,7 @@ fn report_command(
                 eprintln!("warning: {warning}");
             }
             outln!("Report: {}", w.report.display());
+            outln!("HTML report: {}", w.html.display());
             outln!("Charts: {}", dir.join(&w.charts.folder).display());
             if csv {
                 let written = report::SavedRun::read(dir, &run_file)

@@ -2,7 +2,7 @@
 //! serving its endpoint (see [`crate::session`]). The run's story goes to an
 //! [`Observer`]; this module prints nothing.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
@@ -50,6 +50,8 @@ pub struct RunSummary {
     pub total: Duration,
     /// `multi_scenario_report_<ts>.md` (none: it could not be written; the run said why).
     pub report: Option<PathBuf>,
+    /// `report.html` beside it.
+    pub html_report: Option<PathBuf>,
 }
 
 impl RunSummary {
@@ -152,33 +154,40 @@ pub async fn run_plan(
         }
     }
     run_file.end(cancelled);
-    let report = save_run_file(&run_file, plan, obs).and_then(|path| {
-        match report::write(&plan.output_dir, &path, None) {
-            Ok(w) => {
-                if let Some(warning) = w.glyph_warning() {
-                    obs.on(&RunEvent::Problem(warning));
-                }
-                Some(w.report)
-            }
-            Err(e) => {
-                obs.on(&RunEvent::Problem(format!(
-                    "cannot write the report: {e:#}"
-                )));
-                None
-            }
-        }
-    });
+    let written =
+        save_run_file(&run_file, plan, obs).and_then(|path| write_report(plan, &path, obs));
+    let (report, html_report) = written.unzip();
     let summary = RunSummary {
         scenarios: outcomes,
         cancelled,
         total: started.elapsed(),
         report,
+        html_report,
     };
     obs.on(&RunEvent::RunFinished {
         plan,
         summary: &summary,
     });
     Ok(summary)
+}
+
+/// Writes the reports of the run whose file is `path`: the markdown's and the HTML's paths,
+/// or none (told as a problem) when they could not be written.
+fn write_report(plan: &Plan, path: &Path, obs: &mut dyn Observer) -> Option<(PathBuf, PathBuf)> {
+    match report::write(&plan.output_dir, path, None) {
+        Ok(w) => {
+            if let Some(warning) = w.glyph_warning() {
+                obs.on(&RunEvent::Problem(warning));
+            }
+            Some((w.report, w.html))
+        }
+        Err(e) => {
+            obs.on(&RunEvent::Problem(format!(
+                "cannot write the report: {e:#}"
+            )));
+            None
+        }
+    }
 }
 
 /// Writes the run file; a failure is told, and the run goes on.

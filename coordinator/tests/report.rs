@@ -68,9 +68,10 @@ fn the_report_of_saved_files_matches_its_snapshot() {
     // What the snapshot must show, whatever its layout.
     for needle in [
         "2 of 4 scenarios with targets met all of them.",
-        "| sim-single-longctx-again | sim-single-longctx | 23.1 / 23.0 |",
+        "| sim-single-longctx-again | sim-single-longctx | 22.8 / 22.7 |",
+        "| plan.yaml | plan | `402268fd6c7125980609f0741043f1f1851b26fe8039d049895d04fddf42fc44` |",
         "**TTFT reduction (last round against round 1): deployment × platform**",
-        "| single | 48.1% | -1.1% |",
+        "| single | 48.3% | -1.3% |",
         "Timeline scenarios: 1 = sim-single-longctx, 2 = sim-single-longctx-again, 3 = beta-dual-longctx, 4 = dead-engine.",
         "/timeline.png)",
         "/beta-dual-longctx_ttft_cdf.png)",
@@ -306,7 +307,7 @@ fn csv_export_has_every_rounds_figures_in_long_form() {
             .unwrap_or_else(|| panic!("no row for {round} {metric} {statistic}"));
         assert_eq!(
             (row[0], row[1], row[4]),
-            ("20261202_081915", "embedded-sim", "1")
+            ("20261202_083935", "embedded-sim", "1")
         );
         let want = stats["rounds"][round.parse::<usize>().unwrap() - 1][key]
             .as_f64()
@@ -316,4 +317,85 @@ fn csv_export_has_every_rounds_figures_in_long_form() {
     }
     // The failed scenario's empty rounds give no rows; figures it lacks give none either.
     assert!(rows.iter().all(|r| !r[7].is_empty()));
+}
+
+/// `report.html` in headless Chromium, opened from disk: no console error, no request
+/// beyond the file itself and its inlined images, a screenshot with ink in it, and a click
+/// on the summary table's first header (a real mouse event through the DevTools protocol,
+/// `scripts/check-report-html.py`) sorts its rows. Without Chromium the test says so and
+/// passes, except under CI, which installs it (`.ci/run`).
+#[test]
+fn report_html_opens_from_disk_fetches_nothing_and_sorts_on_click() {
+    let chromium = ["chromium", "chromium-browser"].into_iter().find(|c| {
+        Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let Some(chromium) = chromium else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have chromium (.ci/run installs it)"
+        );
+        eprintln!("skipped: no chromium on this machine (apt-get install chromium)");
+        return;
+    };
+    let dir = TempDir::new("report-html");
+    let run = dir.path().join("run");
+    copy_files(&data("report_run"), &run);
+    let out = report(&run);
+    assert!(out.status.success());
+    let html = run.join("report.html");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("HTML report: {}", html.display()))
+    );
+    let page = std::fs::read_to_string(&html).expect("report.html");
+    for needle in [
+        "<h2>Provenance</h2>",
+        "<h2>Summary</h2>",
+        "Slowest requests",
+        "data:image/png;base64,",
+    ] {
+        assert!(page.contains(needle), "{needle} missing");
+    }
+    assert!(
+        !page.contains("src=\"multi_scenario_charts_"),
+        "images are inlined"
+    );
+    let shot = dir.path().join("shot.png");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/check-report-html.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(&html)
+        .arg(&shot)
+        .args(["--chromium", chromium])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the script's JSON");
+    assert_eq!(seen["errors"], serde_json::json!([]), "{seen}");
+    let page_url = seen["page_url"].as_str().expect("url");
+    for url in seen["requests"].as_array().expect("requests") {
+        let url = url.as_str().expect("a url");
+        assert!(
+            url == page_url || url.starts_with("data:image/png;base64,"),
+            "a request beyond the page: {url}"
+        );
+    }
+    let before: Vec<String> =
+        serde_json::from_value(seen["before"].clone()).expect("the column before");
+    let after: Vec<String> = serde_json::from_value(seen["after"].clone()).expect("after");
+    assert_eq!(before.len(), 7, "{before:?}");
+    assert_ne!(before, after, "the click changed the order");
+    let mut sorted = before.clone();
+    sorted.sort();
+    assert_eq!(after, sorted);
+    assert_eq!(seen["aria_sort"], "ascending");
+    let (w, h, dark) = ink(&shot);
+    assert!(w >= 800 && h >= 600, "{w}x{h}");
+    assert!(dark > 0.02, "the screenshot looks blank: {dark}");
 }

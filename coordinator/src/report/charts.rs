@@ -85,6 +85,9 @@ pub struct Charts {
     pub timeline_key: Vec<String>,
     /// What the charts could not show, and why (an unreadable results file, ...).
     pub notes: Vec<String>,
+    /// Each scenario's slowest requests, by scenario name (read with the records; the
+    /// HTML report lists them).
+    pub slowest: std::collections::BTreeMap<String, Vec<super::timeline::SlowRequest>>,
 }
 
 pub(super) const W: u32 = 1100;
@@ -335,6 +338,7 @@ fn over_time(
         charts
             .notes
             .extend(s.notes.iter().map(|n| format!("{}: {n}", s.name)));
+        charts.slowest.insert(s.name.clone(), s.slowest.clone());
         let file = format!("{}_ttft_cdf.png", s.slug);
         if super::timeline::draw_cdf(s, &out.join(&file))? {
             texts.push(format!("TTFT distribution: {}", fit_name(&s.name)));

@@ -54,6 +54,7 @@ pub(super) fn first(st: &ScenarioStats) -> Option<&RoundStats> {
 pub fn render(saved: &SavedRun, charts: Option<&Charts>) -> String {
     let mut out = String::new();
     header(&mut out, saved);
+    provenance(&mut out, saved);
     agents(&mut out, saved);
     summary(&mut out, saved);
     if let Some(c) = charts {
@@ -105,6 +106,52 @@ fn header(out: &mut String, saved: &SavedRun) {
     if !r.targets.is_empty() {
         let t: Vec<String> = r.targets.iter().map(|t| format!("`{t}`")).collect();
         let _ = writeln!(out, "- Targets of every scenario: {}", t.join(", "));
+    }
+    out.push('\n');
+}
+
+/// The files the run read with their SHA-256, the engines and the seeds: what another run
+/// must match to be comparable.
+fn provenance(out: &mut String, saved: &SavedRun) {
+    let p = &saved.run.provenance;
+    if p.files.is_empty() && p.seeds.is_empty() {
+        return;
+    }
+    out.push_str(
+        "## Provenance
+
+| file | role | SHA-256 |
+|---|---|---|
+",
+    );
+    for f in &p.files {
+        let _ = writeln!(
+            out,
+            "| {} | {} | `{}` |",
+            cell(&f.path),
+            f.role,
+            f.sha256.as_deref().unwrap_or("could not be read")
+        );
+    }
+    out.push('\n');
+    let mut engines: Vec<String> = saved
+        .run
+        .agents
+        .iter()
+        .map(|a| {
+            format!(
+                "{} ({}, version not reported by the engine)",
+                a.engine_kind, a.engine_url
+            )
+        })
+        .collect();
+    engines.dedup();
+    if !engines.is_empty() {
+        let _ = writeln!(out, "- Engines: {}", cell(&engines.join("; ")));
+    }
+    if !p.seeds.is_empty() {
+        let seeds: Vec<String> = p.seeds.iter().map(|(n, s)| format!("{n} {s}")).collect();
+        let _ = writeln!(out, "- Workload seeds: {}", cell(&seeds.join(", ")));
     }
     out.push('\n');
 }

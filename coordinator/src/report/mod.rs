@@ -9,6 +9,7 @@
 
 pub mod charts;
 pub mod csv;
+pub mod html;
 pub mod markdown;
 pub mod timeline;
 pub mod views;
@@ -76,6 +77,77 @@ pub struct RunScenario {
     pub baseline: Option<String>,
 }
 
+/// A file the run read, and its SHA-256 when it was read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HashedFile {
+    /// `plan`, `config`, `dataset`, `tokenizer` or `agent_config`.
+    pub role: String,
+    pub path: String,
+    /// Lower-case hex; none when the file could not be read.
+    pub sha256: Option<String>,
+}
+
+/// What makes a run reproducible, taken when it starts: the files it read and their
+/// hashes, and each scenario's workload seed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub files: Vec<HashedFile>,
+    /// The workload seed of each scenario, by name.
+    pub seeds: BTreeMap<String, u64>,
+}
+
+/// The SHA-256 of the file at `path`, in lower-case hex.
+pub fn sha256_file(path: &Path) -> Option<String> {
+    use sha2::Digest as _;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher).ok()?;
+    Some(
+        hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    )
+}
+
+impl Provenance {
+    pub fn of(plan: &Plan) -> Provenance {
+        let mut files: Vec<HashedFile> = Vec::new();
+        let mut add = |role: &str, path: &Path| {
+            let shown = path.display().to_string();
+            if !files.iter().any(|f| f.path == shown) {
+                files.push(HashedFile {
+                    role: role.to_owned(),
+                    path: shown,
+                    sha256: sha256_file(path),
+                });
+            }
+        };
+        add("plan", &plan.path);
+        if let Some(a) = &plan.agent_config {
+            add("agent_config", a);
+        }
+        for s in &plan.scenarios {
+            add("config", &s.config_path);
+            if let Some(d) = &s.config.dataset {
+                add("dataset", &d.path);
+            }
+            if let Some(t) = &s.config.tokenizer {
+                add("tokenizer", t);
+            }
+        }
+        Provenance {
+            files,
+            seeds: plan
+                .scenarios
+                .iter()
+                .map(|s| (s.name.clone(), s.config.workload.seed))
+                .collect(),
+        }
+    }
+}
+
 /// `multi_scenario_run_<ts>.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunFile {
@@ -92,6 +164,9 @@ pub struct RunFile {
     /// The plan-wide targets.
     pub targets: Vec<Target>,
     pub scenarios: Vec<RunScenario>,
+    /// The files the run read, hashed, and its seeds.
+    #[serde(default)]
+    pub provenance: Provenance,
 }
 
 impl RunFile {
@@ -123,6 +198,7 @@ impl RunFile {
                 })
                 .collect(),
             agents,
+            provenance: Provenance::of(plan),
         }
     }
 
@@ -277,6 +353,8 @@ impl SavedRun {
 #[derive(Debug, Clone)]
 pub struct Written {
     pub report: PathBuf,
+    /// `report.html`, the same report as one page.
+    pub html: PathBuf,
     pub charts: charts::Charts,
 }
 
@@ -301,10 +379,14 @@ pub fn write(dir: &Path, run_file: &Path, font: Option<&Path>) -> anyhow::Result
     let saved = SavedRun::read(dir, run_file)?;
     let charts = charts::draw(&saved, dir, font)?;
     let path = saved.run.report_path(dir);
-    std::fs::write(&path, markdown::render(&saved, Some(&charts)))
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    let text = markdown::render(&saved, Some(&charts));
+    std::fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+    let html = dir.join("report.html");
+    std::fs::write(&html, html::render(&saved, &text, &charts, dir))
+        .with_context(|| format!("cannot write {}", html.display()))?;
     Ok(Written {
         report: path,
+        html,
         charts,
     })
 }

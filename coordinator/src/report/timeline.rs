@@ -31,6 +31,81 @@ struct Slim {
     sent_ms: f64,
     first_token_ms: Option<f64>,
     outcome: Outcome,
+    #[serde(default)]
+    request_id: u32,
+    #[serde(default)]
+    conversation_id: u32,
+    #[serde(default)]
+    turn: u32,
+    #[serde(default)]
+    queue_ms: f64,
+    end_ms: f64,
+    #[serde(default)]
+    prompt_tokens_client: u32,
+    #[serde(default)]
+    prompt_tokens: Option<u32>,
+    #[serde(default)]
+    cached_tokens: Option<u32>,
+    #[serde(default)]
+    output_tokens: Option<u32>,
+    #[serde(default)]
+    retried: bool,
+    #[serde(default)]
+    error: String,
+}
+
+/// How many of a scenario's slowest requests the HTML report lists.
+pub const SLOWEST: usize = 20;
+
+/// One of a scenario's slowest requests (by end-to-end time), as the HTML report lists it:
+/// timings, outcome and token counts, never the prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlowRequest {
+    pub round: u32,
+    pub request_id: u32,
+    pub conversation_id: u32,
+    pub turn: u32,
+    pub outcome: Outcome,
+    pub queue_ms: f64,
+    pub ttft_ms: Option<f64>,
+    pub e2e_ms: f64,
+    pub prompt_tokens: u32,
+    pub cached_tokens: Option<u32>,
+    pub output_tokens: Option<u32>,
+    pub retried: bool,
+    /// The error, cut to one short line.
+    pub error: String,
+}
+
+impl SlowRequest {
+    fn of(r: &Slim) -> SlowRequest {
+        let mut error: String = r
+            .error
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(120)
+            .collect();
+        if r.error.chars().count() > 120 {
+            error.push('…');
+        }
+        SlowRequest {
+            round: r.round,
+            request_id: r.request_id,
+            conversation_id: r.conversation_id,
+            turn: r.turn,
+            outcome: r.outcome,
+            queue_ms: r.queue_ms,
+            ttft_ms: r.first_token_ms.map(|f| f - r.sent_ms),
+            e2e_ms: r.end_ms - r.sent_ms,
+            prompt_tokens: r.prompt_tokens.unwrap_or(r.prompt_tokens_client),
+            cached_tokens: r.cached_tokens,
+            output_tokens: r.output_tokens,
+            retried: r.retried,
+            error,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,6 +135,8 @@ pub struct ScenarioSeries {
     pub gpu_util: BTreeMap<String, Vec<(f64, f64)>>,
     pub gpu_mem_gib: BTreeMap<String, Vec<(f64, f64)>>,
     pub kv_usage_pct: BTreeMap<String, Vec<(f64, f64)>>,
+    /// Its slowest measured requests, slowest first (at most [`SLOWEST`]).
+    pub slowest: Vec<SlowRequest>,
     /// Why some of it is missing (no results file, an unreadable one).
     pub notes: Vec<String>,
 }
@@ -113,6 +190,7 @@ pub fn load(saved: &SavedRun, dir: &Path) -> Vec<ScenarioSeries> {
             gpu_util: BTreeMap::new(),
             gpu_mem_gib: BTreeMap::new(),
             kv_usage_pct: BTreeMap::new(),
+            slowest: Vec::new(),
             notes: Vec::new(),
         };
         let starts = place_rounds(st, zero_us, &mut cursor_s);
@@ -167,6 +245,13 @@ fn add_records(series: &mut ScenarioSeries, records: &[Slim]) {
         .iter()
         .enumerate()
         .map(|(i, r)| (r.round, i))
+        .collect();
+    let mut measured: Vec<&Slim> = records.iter().filter(|r| !r.warmup).collect();
+    measured.sort_by(|a, b| (b.end_ms - b.sent_ms).total_cmp(&(a.end_ms - a.sent_ms)));
+    series.slowest = measured
+        .iter()
+        .take(SLOWEST)
+        .map(|r| SlowRequest::of(r))
         .collect();
     for r in records {
         let (Some(&i), Some(first)) = (start.get(&r.round), r.first_token_ms) else {
