@@ -18,6 +18,7 @@ pub(crate) use outln;
 pub mod agent_client;
 pub mod agents;
 pub mod calibrate;
+pub mod compare;
 pub mod console;
 pub mod estimate;
 pub mod events;
@@ -95,6 +96,8 @@ pub enum Command {
         #[arg(long)]
         csv: bool,
     },
+    /// What changed from run A to run B, scenario by scenario, with confidence intervals.
+    Compare(compare::CompareArgs),
     /// Check a plan and every config file it names, without running anything.
     Validate {
         /// The plan file.
@@ -421,6 +424,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Agents { plan } => agents_command(&plan).await,
         Command::Validate { plan } => validate_command(&plan).await,
+        Command::Compare(args) => Ok(compare_command(&args)),
         Command::Report {
             run_dir,
             run,
@@ -580,6 +584,29 @@ struct RunOptions {
     json: bool,
     skip_unreachable: bool,
     only: Vec<String>,
+}
+
+/// `kvbench compare RUN_A RUN_B`: exit 0, 1 when a `--fail-on` metric regressed, 2 when
+/// the runs cannot be read or an option is wrong.
+fn compare_command(args: &compare::CompareArgs) -> ExitCode {
+    match compare::run(args) {
+        Ok((c, failed)) => {
+            outln!("{}", compare::markdown(&c));
+            if failed {
+                eprintln!(
+                    "kvbench compare: a metric of --fail-on ({}) regressed",
+                    args.fail_on.join(",")
+                );
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// `kvbench report RUN_DIR`: exit 0 with the report's path, 1 when it cannot be written.

@@ -75,6 +75,10 @@ pub struct RunScenario {
     /// The scenario it is compared with besides its round 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<String>,
+    /// What it sends: its type, rounds, concurrency, seed and config file's SHA-256
+    /// (`kvbench compare` compares only scenarios whose workloads are the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
 }
 
 /// A file the run read, and its SHA-256 when it was read.
@@ -195,6 +199,14 @@ impl RunFile {
                     agents: s.agents.clone(),
                     labels: scenario_labels(s, &agents),
                     baseline: s.baseline.clone(),
+                    workload: Some(format!(
+                        "{} x{} rounds, concurrency {}, seed {}, config sha256 {}",
+                        s.kind.label(),
+                        s.rounds,
+                        s.concurrency,
+                        s.config.workload.seed,
+                        sha256_file(&s.config_path).unwrap_or_else(|| "unreadable".into())
+                    )),
                 })
                 .collect(),
             agents,
