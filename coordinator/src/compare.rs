@@ -234,35 +234,14 @@ pub struct Comparison {
 /// Per round, the per-request samples of a scenario's results file.
 type Samples = BTreeMap<u32, BTreeMap<&'static str, Vec<f64>>>;
 
-#[derive(Deserialize)]
-struct Slim {
-    round: u32,
-    #[serde(default)]
-    warmup: bool,
-    sent_ms: f64,
-    first_token_ms: Option<f64>,
-    end_ms: f64,
-    output_tokens: Option<u32>,
-    outcome: Outcome,
-}
-
-#[derive(Deserialize)]
-struct ResultsFile {
-    records: Vec<Slim>,
-}
-
-fn samples(dir: &Path, results_file: Option<&str>) -> Samples {
+/// The per-request samples of a results file; an error when it cannot be read.
+fn samples(dir: &Path, results_file: Option<&str>) -> Result<Samples, String> {
     let mut out = Samples::new();
     let Some(name) = results_file else {
-        return out;
+        return Err("no results file was written".to_owned());
     };
-    let Ok(file) = std::fs::File::open(dir.join(name)) else {
-        return out;
-    };
-    let Ok(res) = serde_json::from_reader::<_, ResultsFile>(std::io::BufReader::new(file)) else {
-        return out;
-    };
-    for r in res.records {
+    let records = crate::report::timeline::read_records(dir, name)?;
+    for r in records {
         let (Outcome::Ok, false, Some(first)) = (r.outcome, r.warmup, r.first_token_ms) else {
             continue;
         };
@@ -275,7 +254,7 @@ fn samples(dir: &Path, results_file: Option<&str>) -> Samples {
                 .push((r.end_ms - first) / f64::from(n - 1));
         }
     }
-    out
+    Ok(out)
 }
 
 fn sample_key(s: Sample) -> &'static str {
@@ -393,10 +372,17 @@ pub fn compare(
                 .push(format!("{}: a run has no stats for it", sa.name));
             continue;
         };
-        let (xa, xb) = (
-            samples(dir_a, sa.results_file.as_deref()),
-            samples(dir_b, sb.results_file.as_deref()),
-        );
+        let mut read = |dir: &Path, file: Option<&str>, run: &str| {
+            samples(dir, file).unwrap_or_else(|e| {
+                c.not_compared.push(format!(
+                    "{} in run {run}: {e}; its per-request figures have no samples",
+                    sa.name
+                ));
+                Samples::new()
+            })
+        };
+        let xa = read(dir_a, sa.results_file.as_deref(), "A");
+        let xb = read(dir_b, sb.results_file.as_deref(), "B");
         for (label, round) in rounds(st_a) {
             let (Some(ra), Some(rb)) = (
                 st_a.rounds.iter().find(|r| r.round == round),

@@ -15,6 +15,8 @@ use kvbench_common::stats::ScenarioStats;
 use kvbench_common::telemetry::{
     engine_metric, GpuField, GpuKey, TelemetrySample, TelemetrySource,
 };
+use plotters::coord::ranged1d::{Ranged, ValueFormatter};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::Deserialize;
@@ -22,36 +24,37 @@ use serde::Deserialize;
 use super::charts::{fit_name, font, COLORS, W};
 use super::SavedRun;
 
-/// The fields of a record the charts read (the rest of the results file is skipped).
+/// The fields of a saved record that the charts, the drill-down and `kvbench compare` read
+/// (the rest of the results file is skipped).
 #[derive(Debug, Deserialize)]
-struct Slim {
-    round: u32,
+pub struct SavedRecord {
+    pub round: u32,
     #[serde(default)]
-    warmup: bool,
-    sent_ms: f64,
-    first_token_ms: Option<f64>,
-    outcome: Outcome,
+    pub warmup: bool,
+    pub sent_ms: f64,
+    pub first_token_ms: Option<f64>,
+    pub outcome: Outcome,
     #[serde(default)]
-    request_id: u32,
+    pub request_id: u32,
     #[serde(default)]
-    conversation_id: u32,
+    pub conversation_id: u32,
     #[serde(default)]
-    turn: u32,
+    pub turn: u32,
     #[serde(default)]
-    queue_ms: f64,
-    end_ms: f64,
+    pub queue_ms: f64,
+    pub end_ms: f64,
     #[serde(default)]
-    prompt_tokens_client: u32,
+    pub prompt_tokens_client: u32,
     #[serde(default)]
-    prompt_tokens: Option<u32>,
+    pub prompt_tokens: Option<u32>,
     #[serde(default)]
-    cached_tokens: Option<u32>,
+    pub cached_tokens: Option<u32>,
     #[serde(default)]
-    output_tokens: Option<u32>,
+    pub output_tokens: Option<u32>,
     #[serde(default)]
-    retried: bool,
+    pub retried: bool,
     #[serde(default)]
-    error: String,
+    pub error: String,
 }
 
 /// How many of a scenario's slowest requests the HTML report lists.
@@ -78,7 +81,7 @@ pub struct SlowRequest {
 }
 
 impl SlowRequest {
-    fn of(r: &Slim) -> SlowRequest {
+    fn of(r: &SavedRecord) -> SlowRequest {
         let mut error: String = r
             .error
             .lines()
@@ -110,7 +113,7 @@ impl SlowRequest {
 
 #[derive(Debug, Deserialize)]
 struct ResultsFile {
-    records: Vec<Slim>,
+    records: Vec<SavedRecord>,
 }
 
 /// One round on the run's time axis.
@@ -148,7 +151,7 @@ fn slug_of(stats_file: &str) -> Option<&str> {
 
 /// The records of the results file `name` in `dir` (errors name the file alone: the
 /// report reads the same from a copied folder).
-fn read_records(dir: &Path, name: &str) -> Result<Vec<Slim>, String> {
+pub fn read_records(dir: &Path, name: &str) -> Result<Vec<SavedRecord>, String> {
     let file =
         std::fs::File::open(dir.join(name)).map_err(|e| format!("cannot read {name}: {e}"))?;
     let results: ResultsFile = serde_json::from_reader(std::io::BufReader::new(file))
@@ -239,14 +242,14 @@ fn place_rounds(
     starts
 }
 
-fn add_records(series: &mut ScenarioSeries, records: &[Slim]) {
+fn add_records(series: &mut ScenarioSeries, records: &[SavedRecord]) {
     let start: BTreeMap<u32, usize> = series
         .rounds
         .iter()
         .enumerate()
         .map(|(i, r)| (r.round, i))
         .collect();
-    let mut measured: Vec<&Slim> = records.iter().filter(|r| !r.warmup).collect();
+    let mut measured: Vec<&SavedRecord> = records.iter().filter(|r| !r.warmup).collect();
     measured.sort_by(|a, b| (b.end_ms - b.sent_ms).total_cmp(&(a.end_ms - a.sent_ms)));
     series.slowest = measured
         .iter()
@@ -351,57 +354,50 @@ pub fn draw_cdf(series: &ScenarioSeries, path: &Path) -> anyhow::Result<bool> {
         .margin(16)
         .x_label_area_size(46)
         .y_label_area_size(60);
-    let line = |k: usize| COLORS[k % COLORS.len()].stroke_width(2);
-    let label = |round: u32, n: usize| {
-        format!(
-            "round {round}{} ({n} requests)",
-            if round == 1 { ", cold" } else { "" }
-        )
-    };
-    let points = |v: &[f64]| -> Vec<(f64, f64)> {
-        let n = v.len() as f64;
-        v.iter()
-            .enumerate()
-            .flat_map(|(i, t)| [(*t, i as f64 / n), (*t, (i + 1) as f64 / n)])
-            .collect()
-    };
     if hi / lo.max(1e-9) > 20.0 {
-        let mut chart = builder.build_cartesian_2d((lo * 0.8..hi * 1.25).log_scale(), 0.0..1.0)?;
-        chart
-            .configure_mesh()
-            .x_desc("TTFT, ms (logarithmic)")
-            .y_desc("share of requests")
-            .label_style(font(14))
-            .axis_desc_style(font(15))
-            .draw()?;
-        for (k, (round, v)) in rounds.iter().enumerate() {
-            chart
-                .draw_series(LineSeries::new(points(v), line(k)))?
-                .label(label(*round, v.len()))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], line(k)));
-        }
-        legend(&mut chart)?;
+        let chart = builder.build_cartesian_2d((lo * 0.8..hi * 1.25).log_scale(), 0.0..1.0)?;
+        cdf_lines(chart, &rounds, "TTFT, ms (logarithmic)")?;
     } else {
         let pad = (hi - lo).max(1.0) * 0.05;
-        let mut chart = builder.build_cartesian_2d((lo - pad).max(0.0)..hi + pad, 0.0..1.0)?;
-        chart
-            .configure_mesh()
-            .x_desc("TTFT, ms")
-            .y_desc("share of requests")
-            .label_style(font(14))
-            .axis_desc_style(font(15))
-            .draw()?;
-        for (k, (round, v)) in rounds.iter().enumerate() {
-            chart
-                .draw_series(LineSeries::new(points(v), line(k)))?
-                .label(label(*round, v.len()))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], line(k)));
-        }
-        legend(&mut chart)?;
+        let chart = builder.build_cartesian_2d((lo - pad).max(0.0)..hi + pad, 0.0..1.0)?;
+        cdf_lines(chart, &rounds, "TTFT, ms")?;
     }
     root.present()
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(true)
+}
+
+/// The CDF's axes and one step line per round (sorted TTFTs), on a linear or a
+/// logarithmic TTFT axis.
+fn cdf_lines<'a, X>(
+    mut chart: ChartContext<'a, BitMapBackend<'a>, Cartesian2d<X, RangedCoordf64>>,
+    rounds: &[(u32, Vec<f64>)],
+    x_desc: &str,
+) -> anyhow::Result<()>
+where
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc("share of requests")
+        .label_style(font(14))
+        .axis_desc_style(font(15))
+        .draw()?;
+    let line = |k: usize| COLORS[k % COLORS.len()].stroke_width(2);
+    for (k, (round, v)) in rounds.iter().enumerate() {
+        let n = v.len() as f64;
+        let steps = v
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| [(*t, i as f64 / n), (*t, (i + 1) as f64 / n)]);
+        let cold = if *round == 1 { ", cold" } else { "" };
+        chart
+            .draw_series(LineSeries::new(steps, line(k)))?
+            .label(format!("round {round}{cold} ({} requests)", v.len()))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], line(k)));
+    }
+    legend(&mut chart)
 }
 
 fn legend<'a, X, Y>(
