@@ -96,6 +96,9 @@ struct RawScenario {
     /// The scenario it is compared with besides its own round 1 (`without-cache`).
     #[serde(default)]
     baseline: Option<String>,
+    /// Run its rounds this many times, each after its isolation (default 1).
+    #[serde(default)]
+    repeats: Option<u32>,
 }
 
 /// How a scenario placed on several agents runs.
@@ -319,6 +322,44 @@ pub struct Scenario {
     pub labels: std::collections::BTreeMap<String, String>,
     /// The scenario (by its name as run) it is compared with, as well as with its round 1.
     pub baseline: Option<String>,
+    /// One of the runs of a scenario with `repeats:` (named `<name>#<index>`).
+    pub repeat: Option<Repeat>,
+}
+
+/// The most repeats a scenario may ask for.
+pub const MAX_REPEATS: u32 = 100;
+
+/// Which run of a repeated scenario this is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repeat {
+    /// 1-based.
+    pub index: u32,
+    pub of: u32,
+    /// The scenario's name without `#<index>`: what the report and `compare` group by.
+    pub scenario: String,
+}
+
+/// A scenario as many times as it repeats: `<name>#1` ... `<name>#N`, each a scenario of
+/// the run (so each runs after its isolation, with its own files); once when it does not.
+fn repeated(s: Scenario, n: u32) -> Vec<Scenario> {
+    if n <= 1 {
+        return vec![s];
+    }
+    (1..=n)
+        .map(|k| {
+            let name = format!("{}#{k}", s.name);
+            Scenario {
+                slug: slug(&name),
+                repeat: Some(Repeat {
+                    index: k,
+                    of: n,
+                    scenario: s.name.clone(),
+                }),
+                name,
+                ..s.clone()
+            }
+        })
+        .collect()
 }
 
 /// The labels a scenario name of the seed's form `<platform>-<deployment>-<model>` stands
@@ -678,12 +719,14 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
             &format!("test_scenarios[{i}].targets"),
             s.targets.take().unwrap_or_default(),
         );
+        let repeats = c.repeats(i, s.repeats);
         let Some(mut scenario) = c.scenario(i, s) else {
             continue;
         };
         scenario.targets = crate::targets::merged(&targets, &own);
         let first = scenarios.len();
-        for sc in c.expand(i, scenario, placed) {
+        let placed_runs = c.expand(i, scenario, placed);
+        for sc in placed_runs.into_iter().flat_map(|sc| repeated(sc, repeats)) {
             if !sc.name.is_empty() && !slugs.insert(sc.slug.clone()) {
                 c.err(
                     &format!("test_scenarios[{i}].name"),
@@ -939,6 +982,21 @@ impl PlanCheck<'_> {
         Some((names, s.placement.unwrap_or(Placement::Each)))
     }
 
+    /// `repeats:` checked: 1 to [`MAX_REPEATS`].
+    fn repeats(&mut self, i: usize, raw: Option<u32>) -> u32 {
+        match raw {
+            None => 1,
+            Some(n) if (1..=MAX_REPEATS).contains(&n) => n,
+            Some(n) => {
+                self.err(
+                    &format!("test_scenarios[{i}].repeats"),
+                    format!("must be 1 to {MAX_REPEATS} (runs of the scenario's rounds, each after its isolation), got {n}"),
+                );
+                1
+            }
+        }
+    }
+
     /// Resolves each `baseline:` to a scenario as run: the one of that name, or, for a
     /// scenario run once per agent, the baseline's run on the same agent
     /// (`without-cache@gpu-a` for `with-cache@gpu-a`).
@@ -954,9 +1012,13 @@ impl PlanCheck<'_> {
                 [a] => Some(format!("{b}@{a}")),
                 _ => None,
             };
-            let found = on_same_agent
-                .filter(|n| names.contains(n))
-                .or_else(|| names.contains(&b).then(|| b.clone()));
+            // The baseline's run with the same repeat index, else its first, else itself.
+            let index = own.repeat.as_ref().map_or(1, |r| r.index);
+            let found = on_same_agent.into_iter().chain([b.clone()]).find_map(|c| {
+                [format!("{c}#{index}"), format!("{c}#1"), c]
+                    .into_iter()
+                    .find(|n| names.contains(n))
+            });
             match found {
                 Some(n) if n == own.name => {
                     self.err(
@@ -1079,6 +1141,7 @@ impl PlanCheck<'_> {
                 None => labels_from_name(&name_for_labels),
             },
             baseline: s.baseline.map(|b| b.trim().to_owned()),
+            repeat: None,
         };
         // The trust boundary: the same check an agent makes before it allocates.
         for e in scenario.load_limits() {

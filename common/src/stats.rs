@@ -640,6 +640,9 @@ pub struct ScenarioInfo {
     /// The agents a split scenario runs across at once (`placement: split`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub split_across: Vec<String>,
+    /// A scenario with `repeats:`: which of its runs this is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat: Option<crate::plan::Repeat>,
 }
 
 /// How a scenario ended (`status` in the stats file).

@@ -235,6 +235,7 @@ mod tests {
                 concurrency: 1,
                 tokenizer: String::new(),
                 split_across: Vec::new(),
+                repeat: None,
             },
             status: ScenarioStatus::Completed,
             error: None,

@@ -133,9 +133,15 @@ pub struct Change {
 const ITERATIONS: usize = 1000;
 /// Fewer samples than this on a side: no verdict.
 pub const MIN_SAMPLES: usize = 10;
+/// Fewer repeats than this on a side: no verdict.
+pub const MIN_REPEATS: usize = 3;
 
 fn bootstrap(a: &[f64], b: &[f64], stat: Stat, seed: u64) -> Option<Change> {
-    if a.len() < MIN_SAMPLES || b.len() < MIN_SAMPLES {
+    bootstrap_min(a, b, stat, seed, MIN_SAMPLES)
+}
+
+fn bootstrap_min(a: &[f64], b: &[f64], stat: Stat, seed: u64, min: usize) -> Option<Change> {
+    if a.len() < min || b.len() < min {
         return None;
     }
     let sorted = |v: &[f64]| {
@@ -352,7 +358,15 @@ pub fn compare(
         not_compared: Vec::new(),
         rows: Vec::new(),
     };
+    let grouped = repeat_rows(&mut c, a, b, noise_threshold_pct);
     for (i, sa) in a.run.scenarios.iter().enumerate() {
+        if sa
+            .repeat
+            .as_ref()
+            .is_some_and(|r| grouped.contains(&r.scenario))
+        {
+            continue;
+        }
         let Some(j) = b.run.scenarios.iter().position(|s| s.name == sa.name) else {
             c.not_compared.push(format!("{}: not in run B", sa.name));
             continue;
@@ -475,6 +489,78 @@ fn metric_row(
             }
         }
     }
+}
+
+/// A figure of one run of a scenario: the round's own statistic from its stats file.
+fn round_figure(r: &RoundStats, metric: Metric) -> Option<f64> {
+    let l = &r.latency;
+    match metric {
+        Metric::TtftMean => l.ttft.mean,
+        Metric::TtftP50 => l.ttft.median,
+        Metric::TtftP99 => l.ttft.p99(),
+        Metric::TpotMean => l.tpot.mean,
+        Metric::E2elMean => l.e2el.mean,
+        Metric::E2elP99 => l.e2el.p99(),
+        Metric::OutputThroughput => Some(r.output_throughput),
+    }
+}
+
+/// Scenarios with `repeats:` in both runs: the repeats are the samples (each run's figure
+/// of the round), compared by their mean. Returns the scenarios so compared.
+fn repeat_rows(c: &mut Comparison, a: &SavedRun, b: &SavedRun, noise: f64) -> Vec<String> {
+    let (ga, gb) = (
+        crate::report::views::repeat_groups(a),
+        crate::report::views::repeat_groups(b),
+    );
+    let mut done = Vec::new();
+    for (gi, (name, _, runs_a)) in ga.iter().enumerate() {
+        let Some((_, _, runs_b)) = gb.iter().find(|(n, _, _)| n == name) else {
+            continue;
+        };
+        let workload = |r: &SavedRun| {
+            r.run
+                .scenarios
+                .iter()
+                .find(|s| s.repeat.as_ref().is_some_and(|x| &x.scenario == name))
+                .and_then(|s| s.workload.clone())
+        };
+        if workload(a) != workload(b) {
+            c.not_compared.push(format!("{name}: the workloads differ"));
+            done.push(name.clone());
+            continue;
+        }
+        done.push(name.clone());
+        let Some(first) = runs_a.first() else {
+            continue;
+        };
+        for (label, round) in rounds(first) {
+            for (k, metric) in Metric::ALL.into_iter().enumerate() {
+                let values = |runs: &[&ScenarioStats]| -> Vec<f64> {
+                    runs.iter()
+                        .filter_map(|st| st.rounds.iter().find(|r| r.round == round))
+                        .filter_map(|r| round_figure(r, metric))
+                        .collect()
+                };
+                let (va, vb) = (values(runs_a), values(runs_b));
+                let seed = (gi as u64) << 40 | u64::from(round) << 8 | k as u64;
+                let change = bootstrap_min(&va, &vb, Stat::Mean, seed, MIN_REPEATS);
+                let mean =
+                    |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+                c.rows.push(Row {
+                    scenario: name.clone(),
+                    round: label.clone(),
+                    metric,
+                    unit: metric.unit(),
+                    a: mean(&va),
+                    b: mean(&vb),
+                    change,
+                    samples: format!("{} vs {} repeats", va.len(), vb.len()),
+                    verdict: verdict(metric, change, noise),
+                });
+            }
+        }
+    }
+    done
 }
 
 fn verdict(metric: Metric, change: Option<Change>, noise: f64) -> Verdict {

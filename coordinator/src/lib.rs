@@ -231,7 +231,8 @@ fn keep_only(p: &mut Plan, only: &[String]) -> Result<(), String> {
     if only.is_empty() {
         return Ok(());
     }
-    let base = |name: &str| name.split('@').next().unwrap_or(name).to_owned();
+    // A plan name stands for its runs on each agent (`@agent`) and its repeats (`#k`).
+    let base = |name: &str| name.split(['@', '#']).next().unwrap_or(name).to_owned();
     for want in only {
         if !p
             .scenarios

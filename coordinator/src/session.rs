@@ -466,6 +466,7 @@ fn scenario_info(s: &Scenario) -> ScenarioInfo {
         } else {
             Vec::new()
         },
+        repeat: s.repeat.clone(),
     }
 }
 

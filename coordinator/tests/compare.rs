@@ -41,8 +41,12 @@ async fn compare_finds_a_slower_engine_and_nothing_in_a_run_against_itself() {
         "endpoint: sim\nnum_requests: 30\noutput_tokens: 4\nworkload:\n  prompt_tokens: 200\n",
     );
     let scenarios = |cfg: &str| {
-        format!("output_dir: out\nwait_between_scenarios: 0\ntest_scenarios:\n  - {{name: cold, config_file: cold.yaml, scenario: cold_start, rounds: 2, concurrency: 4}}\n  - {{name: other, config_file: {cfg}, scenario: cold_start, rounds: 1, concurrency: 4}}\n")
+        format!("output_dir: out\nwait_between_scenarios: 0\ntest_scenarios:\n  - {{name: cold, config_file: cold.yaml, scenario: cold_start, rounds: 2, concurrency: 4}}\n  - {{name: other, config_file: {cfg}, scenario: cold_start, rounds: 1, concurrency: 4}}\n  - {{name: rep, config_file: rep.yaml, scenario: long_context_high_reuse, rounds: 2, concurrency: 2, repeats: 3}}\n")
     };
+    dir.write(
+        "rep.yaml",
+        "endpoint: sim\nnum_requests: 6\noutput_tokens: 4\nworkload:\n  documents: 2\n  document_tokens: 400\n",
+    );
     dir.write("plan.yaml", &scenarios("cold.yaml"));
     dir.write("plan2.yaml", &scenarios("other.yaml"));
     let a = run_into(&dir, "plan.yaml", "a", SimConfig::default()).await;
@@ -51,6 +55,27 @@ async fn compare_finds_a_slower_engine_and_nothing_in_a_run_against_itself() {
         ..SimConfig::default()
     };
     let b = run_into(&dir, "plan2.yaml", "b", slow).await;
+
+    // Repeats: each run a scenario of its own (`rep#1`..`rep#3`, its stats saying which),
+    // and the report's mean and 95 % interval over them, drawn with whiskers.
+    for k in 1..=3 {
+        let st = read_json(&common::out_file(&a, &format!("rep_{k}_stats_")));
+        assert_eq!(
+            st["scenario"]["repeat"],
+            serde_json::json!({"index": k, "of": 3, "scenario": "rep"})
+        );
+        common::assert_stats_schema(&st);
+    }
+    let report =
+        std::fs::read_to_string(common::out_file(&a, "multi_scenario_report_")).expect("report");
+    let row = report
+        .lines()
+        .find(|l| l.starts_with("| rep | 3 of 3 |"))
+        .unwrap_or_else(|| panic!("no repeats row:\n{report}"));
+    assert_eq!(row.matches("(n=3)").count(), 4, "{row}");
+    assert!(common::out_file(&a, "multi_scenario_charts_")
+        .join("repeats_comparison.png")
+        .is_file());
 
     // A run against itself: nothing significant, exit 0 even with --fail-on.
     let out = compare(&a, &a, &["--fail-on", "ttft_mean,ttft_p99"]);
@@ -65,6 +90,15 @@ async fn compare_finds_a_slower_engine_and_nothing_in_a_run_against_itself() {
         "{text}"
     );
     assert!(text.contains("| cold | round 1 | ttft_mean ms |"), "{text}");
+    // The repeats are the samples of a repeated scenario, throughput included.
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("| rep | last round (2) | output_throughput tok/s |")
+                && l.contains("| 3 vs 3 repeats |")
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("| rep#1 |"), "{text}");
 
     // Against the slower prefill: TTFT regressed, significantly; --fail-on says so.
     let json = dir.path().join("cmp.json");
@@ -124,7 +158,7 @@ async fn compare_finds_a_slower_engine_and_nothing_in_a_run_against_itself() {
         .as_array()
         .expect("rows")
         .iter()
-        .all(|r| r["scenario"] == "cold"));
+        .all(|r| r["scenario"] == "cold" || r["scenario"] == "rep"));
     let diffs = v["provenance_differences"].to_string();
     assert!(
         diffs.contains("plan2.yaml") && diffs.contains("other.yaml"),

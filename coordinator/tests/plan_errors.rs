@@ -487,3 +487,25 @@ fn a_baseline_must_name_another_scenario_and_labels_come_from_the_plan_or_the_na
         Some("腾讯云-单机多卡-Qwen2.5-72B")
     );
 }
+
+#[test]
+fn repeats_run_a_scenario_as_numbered_runs_and_out_of_range_is_refused() {
+    let dir = TempDir::new("repeats");
+    dir.write("a.yaml", GOOD_CONFIG);
+    for bad in ["0", "101"] {
+        let errs = errors(&dir, &plan_with(&format!("    repeats: {bad}\n")));
+        let e = errs
+            .iter()
+            .find(|e| e.key == "test_scenarios[0].repeats")
+            .unwrap_or_else(|| panic!("no repeats error: {errs:?}"));
+        assert_eq!(e.line, Some(6), "{e:?}");
+        assert!(e.message.contains("1 to 100"), "{e:?}");
+    }
+    let p = dir.write("plan.yaml", &plan_with("    repeats: 3\n"));
+    let plan = plan::load(&p).expect("repeats load");
+    let names: Vec<&str> = plan.scenarios.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["a#1", "a#2", "a#3"]);
+    let r = plan.scenarios[1].repeat.as_ref().expect("a repeat");
+    assert_eq!((r.index, r.of, r.scenario.as_str()), (2, 3, "a"));
+    assert_eq!(plan.scenarios[2].slug, "a_3");
+}

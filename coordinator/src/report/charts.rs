@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 use ab_glyph::Font as _;
 use anyhow::Context;
 use kvbench_common::stats::ScenarioStats;
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -85,6 +86,8 @@ pub struct Charts {
     pub timeline_key: Vec<String>,
     /// What the charts could not show, and why (an unreadable results file, ...).
     pub notes: Vec<String>,
+    /// `repeats_comparison.png`, when the run has repeated scenarios.
+    pub repeats: Option<String>,
     /// Each scenario's slowest requests, by scenario name (read with the records; the
     /// HTML report lists them).
     pub slowest: std::collections::BTreeMap<String, Vec<super::timeline::SlowRequest>>,
@@ -119,6 +122,8 @@ struct Bars<'a> {
     unit: &'a str,
     series: &'a [&'a str],
     rows: Vec<(String, Vec<Option<f64>>)>,
+    /// Half-widths of confidence intervals, parallel to `rows` (empty: none drawn).
+    ci: Vec<Vec<Option<f64>>>,
 }
 
 pub(super) const COLORS: [RGBColor; 4] = [
@@ -141,7 +146,7 @@ impl Bars<'_> {
         let values = self.rows.iter().flat_map(|(_, v)| v.iter().flatten());
         let (lo, hi) = values.fold((0.0f64, 0.0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
         // Room at the right for the figures and, with two series, the legend.
-        let pad = (hi - lo).max(1.0) * if self.series.len() > 1 { 0.3 } else { 0.12 };
+        let pad = (hi - lo).max(1.0) * if self.series.len() > 1 { 0.4 } else { 0.12 };
         let x = (if lo < 0.0 { lo - pad } else { 0.0 })..(hi + pad);
         let (left, right) = root.split_horizontally(300);
         let mut chart = ChartBuilder::on(&right)
@@ -182,7 +187,14 @@ impl Bars<'_> {
                     Some(v) => format!("{v:.1}"),
                     None => "n/a".to_owned(),
                 };
-                let at = v.get(s).copied().flatten().unwrap_or(0.0).max(x.start);
+                // After the bar, and after its whisker when it has one.
+                let half = self
+                    .ci
+                    .get(i)
+                    .and_then(|c| c.get(s).copied().flatten())
+                    .unwrap_or(0.0);
+                let gap = (x.end - x.start) * 0.006;
+                let at = (v.get(s).copied().flatten().unwrap_or(0.0) + half + gap).max(x.start);
                 Text::new(
                     text,
                     (at, top - 0.35 / k),
@@ -191,6 +203,7 @@ impl Bars<'_> {
             });
             chart.draw_series(labels)?;
         }
+        self.whiskers(&mut chart, n, k)?;
         if self.series.len() > 1 {
             chart
                 .configure_series_labels()
@@ -203,6 +216,41 @@ impl Bars<'_> {
         name_column(&left, &chart.as_coord_spec().clone(), &self.rows, n)?;
         root.present()
             .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(())
+    }
+
+    /// Confidence intervals: a whisker with caps across each bar's middle.
+    fn whiskers(
+        &self,
+        chart: &mut ChartContext<
+            '_,
+            BitMapBackend<'_>,
+            Cartesian2d<RangedCoordf64, RangedCoordf64>,
+        >,
+        n: usize,
+        k: f64,
+    ) -> anyhow::Result<()> {
+        for (i, (_, v)) in self.rows.iter().enumerate() {
+            for s in 0..self.series.len() {
+                let (Some(Some(mid)), Some(Some(h))) =
+                    (v.get(s), self.ci.get(i).and_then(|c| c.get(s)))
+                else {
+                    continue;
+                };
+                let y = (n - 1 - i) as f64 + 0.85 - 0.7 * s as f64 / k - 0.35 / k;
+                let cap = 0.15 / k;
+                for seg in [
+                    vec![(mid - h, y), (mid + h, y)],
+                    vec![(mid - h, y - cap), (mid - h, y + cap)],
+                    vec![(mid + h, y - cap), (mid + h, y + cap)],
+                ] {
+                    chart.draw_series(std::iter::once(PathElement::new(
+                        seg,
+                        BLACK.stroke_width(2),
+                    )))?;
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -267,6 +315,7 @@ pub fn draw(saved: &SavedRun, dir: &Path, font_path: Option<&Path>) -> anyhow::R
                 unit: "ms (lower is better)",
                 series: &two,
                 rows: rows(&|st| vec![mean_ttft(round1(st)), mean_ttft(last_round(st))]),
+                ci: Vec::new(),
             },
         ),
         (
@@ -276,6 +325,7 @@ pub fn draw(saved: &SavedRun, dir: &Path, font_path: Option<&Path>) -> anyhow::R
                 unit: "tokens/s (higher is better)",
                 series: &two,
                 rows: rows(&|st| vec![tput(round1(st)), tput(last_round(st))]),
+                ci: Vec::new(),
             },
         ),
         (
@@ -285,6 +335,7 @@ pub fn draw(saved: &SavedRun, dir: &Path, font_path: Option<&Path>) -> anyhow::R
                 unit: "% (higher is better)",
                 series: &["TTFT reduction"],
                 rows: rows(&|st| vec![st.comparison.as_ref().and_then(|c| c.ttft_reduction_pct)]),
+                ci: Vec::new(),
             },
         ),
         (
@@ -299,6 +350,7 @@ pub fn draw(saved: &SavedRun, dir: &Path, font_path: Option<&Path>) -> anyhow::R
                         .as_ref()
                         .and_then(|c| c.throughput_increase_pct)]
                 }),
+                ci: Vec::new(),
             },
         ),
     ];
@@ -319,9 +371,46 @@ pub fn draw(saved: &SavedRun, dir: &Path, font_path: Option<&Path>) -> anyhow::R
         files,
         ..Charts::default()
     };
+    if let Some(bars) = repeats_bars(saved) {
+        texts.extend([bars.title.to_owned(), bars.unit.to_owned()]);
+        texts.extend(bars.rows.iter().map(|(n, _)| fit_name(n)));
+        let path = out.join("repeats_comparison.png");
+        bars.draw(&path)?;
+        charts.files.push(path);
+        charts.repeats = Some("repeats_comparison.png".to_owned());
+    }
     over_time(saved, dir, &out, &mut charts, &mut texts)?;
     charts.missing_glyphs = missing_glyphs(font, texts.iter().map(String::as_str));
     Ok(charts)
+}
+
+/// `repeats_comparison.png`: each repeated scenario's TTFT reduction and throughput
+/// increase, the mean over its runs with the 95 % interval as a whisker.
+fn repeats_bars(saved: &SavedRun) -> Option<Bars<'static>> {
+    let groups = super::views::repeat_groups(saved);
+    if groups.is_empty() {
+        return None;
+    }
+    let figures = &super::views::REPEAT_FIGURES[2..];
+    let (mut rows, mut ci) = (Vec::new(), Vec::new());
+    for (name, _, runs) in &groups {
+        let stats: Vec<Option<(f64, Option<f64>)>> = figures
+            .iter()
+            .map(|(_, fig)| {
+                let values: Vec<f64> = runs.iter().filter_map(|st| fig(st)).collect();
+                super::views::mean_ci(&values)
+            })
+            .collect();
+        rows.push((name.clone(), stats.iter().map(|s| s.map(|s| s.0)).collect()));
+        ci.push(stats.iter().map(|s| s.and_then(|s| s.1)).collect());
+    }
+    Some(Bars {
+        title: "Repeated scenarios: mean over runs, 95 % interval",
+        unit: "% (higher is better)",
+        series: &["TTFT reduction", "throughput increase"],
+        rows,
+        ci,
+    })
 }
 
 /// The per-scenario TTFT distributions and the run's timeline, from the results and

@@ -62,6 +62,7 @@ pub fn render(saved: &SavedRun, charts: Option<&Charts>) -> String {
     }
     cache(&mut out, saved);
     super::views::baselines(&mut out, saved);
+    super::views::repeats(&mut out, saved);
     super::views::pivots(&mut out, saved);
     isolation(&mut out, saved);
     let checked = targets(&mut out, saved);
@@ -261,6 +262,12 @@ fn chart_section(out: &mut String, charts: &Charts) {
         ("performance_radar.png", "Performance radar"),
     ] {
         let _ = writeln!(out, "![{what}]({folder}/{file})\n");
+    }
+    if let Some(r) = &charts.repeats {
+        let _ = writeln!(
+            out,
+            "![Repeated scenarios: mean TTFT reduction and throughput increase over their runs, with 95 % intervals]({folder}/{r})\n"
+        );
     }
     if let Some(t) = &charts.timeline {
         let _ = writeln!(

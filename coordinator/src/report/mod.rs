@@ -79,6 +79,9 @@ pub struct RunScenario {
     /// (`kvbench compare` compares only scenarios whose workloads are the same).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<String>,
+    /// A scenario with `repeats:`: which of its runs this is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat: Option<kvbench_common::plan::Repeat>,
 }
 
 /// A file the run read, and its SHA-256 when it was read.
@@ -199,6 +202,7 @@ impl RunFile {
                     agents: s.agents.clone(),
                     labels: scenario_labels(s, &agents),
                     baseline: s.baseline.clone(),
+                    repeat: s.repeat.clone(),
                     workload: Some(format!(
                         "{} x{} rounds, concurrency {}, seed {}, config sha256 {}",
                         s.kind.label(),
