@@ -302,7 +302,32 @@ impl AgentService {
             engine_models: Vec::new(),
             engine_healthy: None,
             engine_health_detail: String::new(),
+            engine_version: String::new(),
         }
+    }
+
+    /// The version the engine reports, from the first of vLLM's `/version` (`version`),
+    /// llama.cpp's `/props` (`build_info`) and SGLang's `/get_server_info` (`version`) that
+    /// answers with one; empty when none does.
+    async fn engine_version(&self) -> String {
+        let timeout = Duration::from_secs(3);
+        for (path, field) in [
+            ("/version", "version"),
+            ("/props", "build_info"),
+            ("/get_server_info", "version"),
+        ] {
+            let url = format!("{}{path}", self.base_url);
+            let Ok(body) = crate::http::get(&self.client, &url, timeout).await else {
+                continue;
+            };
+            let version = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get(field)?.as_str().map(str::to_owned));
+            if let Some(v) = version.filter(|v| !v.is_empty()) {
+                return v.chars().take(120).collect();
+            }
+        }
+        String::new()
     }
 
     /// The engine as it is now: healthy or why not, the models it lists, and the warnings
@@ -312,7 +337,13 @@ impl AgentService {
         let health = crate::http::get(&self.client, &self.config.health_url, timeout);
         let models_url = format!("{}/v1/models", self.base_url);
         let models = crate::http::get(&self.client, &models_url, timeout);
-        let (health, models, warnings) = tokio::join!(health, models, self.engine_warnings());
+        let (health, models, warnings, version) = tokio::join!(
+            health,
+            models,
+            self.engine_warnings(),
+            self.engine_version()
+        );
+        info.engine_version = version;
         info.engine_healthy = Some(health.is_ok());
         let mut detail = Vec::new();
         if let Err(e) = health {

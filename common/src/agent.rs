@@ -159,6 +159,8 @@ pub struct AgentInfo {
     pub engine_healthy: Option<bool>,
     /// Why the engine is not healthy, or its models could not be read.
     pub engine_health_detail: String,
+    /// The version the engine reports (asked with its status); empty when it reports none.
+    pub engine_version: String,
 }
 
 impl AgentInfo {

@@ -307,7 +307,91 @@ pub async fn run(args: &CalibrateArgs) -> anyhow::Result<CalibrationReport> {
         std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
         crate::outln!("JSON: {}", path.display());
     }
+    let record = Record::of(&report);
+    crate::outln!("Verdict: {}", record.verdict);
+    match record.save() {
+        Ok(path) => crate::outln!("Kept for this host's reports: {}", path.display()),
+        Err(e) => crate::outln!("warning: the verdict is not kept for reports: {e:#}"),
+    }
     Ok(report)
+}
+
+/// The latest calibration of this host, kept where `kvbench run` finds it
+/// (`$XDG_CACHE_HOME/kvbench/calibration.json`, else `~/.cache/kvbench/...`), so that the
+/// reports of runs on this host say how far the harness itself can be trusted.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Record {
+    pub hostname: String,
+    /// When it was measured (RFC 3339, UTC).
+    pub at: String,
+    pub kvbench_version: String,
+    /// One sentence from the figures.
+    pub verdict: String,
+}
+
+impl Record {
+    /// The verdict of a calibration: the harness's largest steady-state TTFT overhead, up
+    /// to the largest concurrency measured, or where its load generator saturated.
+    pub fn of(report: &CalibrationReport) -> Record {
+        let max = |f: fn(&CalibrationRun) -> Option<f64>| {
+            report
+                .runs
+                .iter()
+                .filter_map(f)
+                .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+        };
+        let top = report.runs.iter().map(|r| r.concurrency).max().unwrap_or(0);
+        let saturated: Vec<u32> = report
+            .runs
+            .iter()
+            .filter(|r| r.generator_saturated)
+            .map(|r| r.concurrency)
+            .collect();
+        let shown = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.2} ms"));
+        let verdict = match saturated.iter().min() {
+            Some(c) => format!(
+                "the load generator saturated at {c} streams (of up to {top} measured): figures of rounds at that load include the harness's own delay"
+            ),
+            None => format!(
+                "the harness adds at most {} (p50) / {} (p99) to TTFT in steady state at up to {top} streams, and its load generator kept up",
+                shown(max(|r| r.ttft_overhead_ms.p50)),
+                shown(max(|r| r.ttft_overhead_ms.p99)),
+            ),
+        };
+        Record {
+            hostname: kvbench_agent::hostname(),
+            at: kvbench_common::util::rfc3339_utc(std::time::SystemTime::now()),
+            kvbench_version: report.kvbench_version.clone(),
+            verdict,
+        }
+    }
+
+    /// Where it is kept.
+    pub fn path() -> Option<PathBuf> {
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(base.join("kvbench").join("calibration.json"))
+    }
+
+    fn save(&self) -> anyhow::Result<PathBuf> {
+        let path = Record::path().context("neither XDG_CACHE_HOME nor HOME is set")?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(self)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// This host's latest calibration, when there is one.
+    pub fn of_this_host() -> Option<Record> {
+        let text = std::fs::read_to_string(Record::path()?).ok()?;
+        let r: Record = serde_json::from_str(&text).ok()?;
+        (r.hostname == kvbench_agent::hostname()).then_some(r)
+    }
 }
 
 async fn one(

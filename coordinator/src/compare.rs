@@ -321,8 +321,9 @@ fn provenance_differences(a: &SavedRun, b: &SavedRun) -> Vec<String> {
                 (
                     x.name.clone(),
                     format!(
-                        "engine {} models {} GPUs {}",
+                        "engine {} {} models {} GPUs {}",
                         x.engine_kind,
+                        x.engine_version,
                         x.engine_models.join(","),
                         x.gpus
                     ),

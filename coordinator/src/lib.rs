@@ -275,8 +275,13 @@ fn print_agents(reached: &[agents::Reached]) {
                     )
                 };
                 let engine = format!(
-                    "{} {}  model {}  {}",
+                    "{}{} {}  model {}  {}",
                     i.engine_kind,
+                    if i.engine_version.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", i.engine_version)
+                    },
                     i.engine_display,
                     if i.engine_models.is_empty() {
                         "?".to_owned()

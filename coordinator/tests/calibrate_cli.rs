@@ -26,6 +26,7 @@ fn calibrate_writes_the_documented_json() {
             "--json",
         ])
         .arg(&json)
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
         .output()
         .expect("kvbench runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -37,6 +38,35 @@ fn calibrate_writes_the_documented_json() {
     assert!(
         stdout.contains("| concurrency | telemetry | requests |"),
         "{stdout}"
+    );
+    // The verdict is kept for this host, and the report of a run here says it.
+    let kept = read_json(&dir.path().join("cache/kvbench/calibration.json"));
+    let verdict = kept["verdict"].as_str().expect("a verdict").to_owned();
+    assert!(
+        verdict.contains("at up to 16 streams") || verdict.contains("saturated at"),
+        "{verdict}"
+    );
+    assert!(stdout.contains(&format!("Verdict: {verdict}")), "{stdout}");
+    dir.write(
+        "c.yaml",
+        "endpoint: sim\nnum_requests: 2\noutput_tokens: 2\nworkload:\n  prompt_tokens: 16\n",
+    );
+    let plan = dir.write("plan.yaml", "output_dir: out\nwait_between_scenarios: 0\ntest_scenarios:\n  - {name: s, config_file: c.yaml, scenario: cold_start, rounds: 1}\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_kvbench"))
+        .arg("run")
+        .arg(&plan)
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .output()
+        .expect("kvbench runs");
+    assert!(out.status.success());
+    let report = std::fs::read_to_string(common::out_file(
+        &dir.path().join("out"),
+        "multi_scenario_report_",
+    ))
+    .expect("report");
+    assert!(
+        report.contains("- Harness calibration of this host (") && report.contains(&verdict),
+        "{report}"
     );
     let v = read_json(&json);
     let runs = v["runs"].as_array().expect("runs");
@@ -85,6 +115,7 @@ fn repeats_give_a_spread_and_pin_names_the_cores() {
     let json = dir.path().join("cal.json");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kvbench"));
+    cmd.env("XDG_CACHE_HOME", dir.path().join("cache"));
     cmd.args(["calibrate", "--concurrency", "4", "--requests", "12"])
         .args(["--ttft-ms", "5", "--itl-ms", "1", "--output-tokens", "4"])
         .args(["--repeat", "2", "--json"])
@@ -165,6 +196,7 @@ fn calibrate_measures_against_the_independent_stamping_mock() {
     assert!(line.contains("listening"), "{line}");
     let json = dir.path().join("cal.json");
     let out = Command::new(env!("CARGO_BIN_EXE_kvbench"))
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
         .args(["calibrate", "--engine", &format!("http://127.0.0.1:{port}")])
         .args(["--concurrency", "4", "--requests", "16", "--ttft-ms", "10"])
         .args(["--itl-ms", "2", "--output-tokens", "6", "--json"])

@@ -576,8 +576,11 @@ async fn an_agent_of_another_protocol_version_is_refused_with_both_versions_name
     );
     let a_line = line("dc-a");
     assert!(
-        a_line.contains(&format!("engine vllm {}", a.sim.base_url()))
-            && a_line.contains("model kvbench-sim")
+        a_line.contains(&format!(
+            "engine vllm (kvbench-sim {}) {}",
+            env!("CARGO_PKG_VERSION"),
+            a.sim.base_url()
+        )) && a_line.contains("model kvbench-sim")
             && a_line.contains("healthy"),
         "{a_line}"
     );

@@ -107,6 +107,14 @@ fn a_run_writes_its_report_and_report_rewrites_it_from_a_copy_of_the_folder() {
         "{stdout}"
     );
     let first = std::fs::read_to_string(&written[0]).expect("the report");
+    // Provenance: the engine's version as it reports it (the sim answers /version as vLLM
+    // does), and said when it reports none (nothing listens on port 9).
+    for needle in [
+        concat!(", kvbench-sim ", env!("CARGO_PKG_VERSION"), ")"),
+        "vllm (http://127.0.0.1:9, version not reported by the engine)",
+    ] {
+        assert!(first.contains(needle), "{needle} missing:\n{first}");
+    }
     assert!(
         first.contains("| dead-engine | 1 | failed | 0 / 2 |"),
         "{first}"

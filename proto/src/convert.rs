@@ -745,6 +745,7 @@ impl From<&AgentInfo> for v1::HelloResponse {
             engine_models: a.engine_models.clone(),
             engine_healthy: a.engine_healthy,
             engine_health_detail: a.engine_health_detail.clone(),
+            engine_version: a.engine_version.clone(),
         }
     }
 }
@@ -766,6 +767,7 @@ impl From<v1::HelloResponse> for AgentInfo {
             engine_models: h.engine_models,
             engine_healthy: h.engine_healthy,
             engine_health_detail: h.engine_health_detail,
+            engine_version: h.engine_version,
         }
     }
 }
@@ -1124,7 +1126,13 @@ mod tests {
             vec(gpu(), 0..3),
             text(),
             (option::of("[a-z ]{1,10}"), vec(text(), 0..3), any::<i64>()),
-            (text(), vec(text(), 0..3), option::of(any::<bool>()), text()),
+            (
+                text(),
+                vec(text(), 0..3),
+                option::of(any::<bool>()),
+                text(),
+                text(),
+            ),
         )
             .prop_map(
                 |(a, labels, gpus, engine_display, (gpu_note, warnings, agent_time_us), e)| {
@@ -1143,6 +1151,7 @@ mod tests {
                         engine_models: e.1,
                         engine_healthy: e.2,
                         engine_health_detail: e.3,
+                        engine_version: e.4,
                     }
                 },
             )

@@ -123,6 +123,11 @@ async fn handle(
     let path = req.uri().path().to_owned();
     Ok(match (req.method().clone(), path.as_str()) {
         (Method::GET, "/health") => full(StatusCode::OK, "text/plain", ""),
+        // As vLLM answers it.
+        (Method::GET, "/version") => json_response(
+            StatusCode::OK,
+            &json!({"version": concat!("kvbench-sim ", env!("CARGO_PKG_VERSION"))}),
+        ),
         (Method::GET, "/v1/models") => json_response(
             StatusCode::OK,
             &json!({"object": "list", "data": [{

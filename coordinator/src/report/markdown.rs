@@ -104,6 +104,18 @@ fn header(out: &mut String, saved: &SavedRun) {
             String::new()
         }
     );
+    match &r.calibration {
+        Some(c) => {
+            let _ = writeln!(
+                out,
+                "- Harness calibration of this host ({}, {}, kvbench {}; applies to its embedded agents): {}",
+                c.hostname, c.at, c.kvbench_version, c.verdict
+            );
+        }
+        None => out.push_str(
+            "- Harness calibration: none on record for this host (`kvbench calibrate` measures what the harness itself adds)\n",
+        ),
+    }
     if !r.targets.is_empty() {
         let t: Vec<String> = r.targets.iter().map(|t| format!("`{t}`")).collect();
         let _ = writeln!(out, "- Targets of every scenario: {}", t.join(", "));
@@ -140,10 +152,12 @@ fn provenance(out: &mut String, saved: &SavedRun) {
         .agents
         .iter()
         .map(|a| {
-            format!(
-                "{} ({}, version not reported by the engine)",
-                a.engine_kind, a.engine_url
-            )
+            let version = if a.engine_version.is_empty() {
+                "version not reported by the engine"
+            } else {
+                &a.engine_version
+            };
+            format!("{} ({}, {version})", a.engine_kind, a.engine_url)
         })
         .collect();
     engines.dedup();
@@ -172,7 +186,7 @@ fn agents(out: &mut String, saved: &SavedRun) {
             cell(&a.hostname),
             cell(&labels.join(", ")),
             cell(&a.gpus),
-            cell(&a.engine_kind),
+            cell(format!("{} {}", a.engine_kind, a.engine_version).trim()),
             cell(&a.engine_url),
             cell(&a.engine_models.join(", "))
         );

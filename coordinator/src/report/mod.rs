@@ -50,6 +50,9 @@ pub struct RunAgent {
     pub engine_kind: String,
     pub engine_url: String,
     pub engine_models: Vec<String>,
+    /// As the engine reports it; empty when it reports none.
+    #[serde(default)]
+    pub engine_version: String,
 }
 
 /// A scenario of the plan, in order, and where its results are.
@@ -174,6 +177,9 @@ pub struct RunFile {
     /// The files the run read, hashed, and its seeds.
     #[serde(default)]
     pub provenance: Provenance,
+    /// The latest `kvbench calibrate` of the host the run started on, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<crate::calibrate::Record>,
 }
 
 impl RunFile {
@@ -215,6 +221,7 @@ impl RunFile {
                 .collect(),
             agents,
             provenance: Provenance::of(plan),
+            calibration: crate::calibrate::Record::of_this_host(),
         }
     }
 
@@ -310,6 +317,7 @@ pub fn run_agent(info: &AgentInfo, address: &str, plan: &Plan) -> RunAgent {
         engine_kind: info.engine_kind.clone(),
         engine_url: info.engine_display.clone(),
         engine_models: info.engine_models.clone(),
+        engine_version: info.engine_version.clone(),
     }
 }
 
