@@ -303,17 +303,9 @@ fn provenance_differences(a: &SavedRun, b: &SavedRun) -> Vec<String> {
             })
             .collect()
     };
-    let (fa, fb) = (files(ra), files(rb));
-    for (k, h) in &fa {
-        match fb.get(k) {
-            None => out.push(format!("{k}: only in A")),
-            Some(h2) if h2 != h => out.push(format!("{k}: its content differs (SHA-256)")),
-            _ => {}
-        }
-    }
-    for k in fb.keys().filter(|k| !fa.contains_key(*k)) {
-        out.push(format!("{k}: only in B"));
-    }
+    diff(&files(ra), &files(rb), &mut out, |k, _, _| {
+        format!("{k}: its content differs (SHA-256)")
+    });
     let agents = |r: &report::RunFile| -> BTreeMap<String, String> {
         r.agents
             .iter()
@@ -331,18 +323,40 @@ fn provenance_differences(a: &SavedRun, b: &SavedRun) -> Vec<String> {
             })
             .collect()
     };
-    let (aa, ab) = (agents(ra), agents(rb));
-    for (name, what) in &aa {
-        match ab.get(name) {
-            None => out.push(format!("agent {name}: only in A")),
-            Some(w) if w != what => out.push(format!("agent {name}: {what} vs {w}")),
+    let named = |m: BTreeMap<String, String>| -> BTreeMap<String, String> {
+        m.into_iter()
+            .map(|(k, v)| (format!("agent {k}"), v))
+            .collect()
+    };
+    diff(
+        &named(agents(ra)),
+        &named(agents(rb)),
+        &mut out,
+        |k, a, b| format!("{k}: {a} vs {b}"),
+    );
+    out
+}
+
+/// What differs between two keyed maps: keys only in A, only in B, and values that differ
+/// (said by `changed`).
+fn diff<V: PartialEq>(
+    a: &BTreeMap<String, V>,
+    b: &BTreeMap<String, V>,
+    out: &mut Vec<String>,
+    changed: impl Fn(&str, &V, &V) -> String,
+) {
+    for (k, va) in a {
+        match b.get(k) {
+            None => out.push(format!("{k}: only in A")),
+            Some(vb) if vb != va => out.push(changed(k, va, vb)),
             _ => {}
         }
     }
-    for name in ab.keys().filter(|k| !aa.contains_key(*k)) {
-        out.push(format!("agent {name}: only in B"));
-    }
-    out
+    out.extend(
+        b.keys()
+            .filter(|k| !a.contains_key(*k))
+            .map(|k| format!("{k}: only in B")),
+    );
 }
 
 /// Compares run B against run A.

@@ -133,6 +133,26 @@ pub(super) const COLORS: [RGBColor; 4] = [
     RGBColor(180, 70, 70),
 ];
 
+/// A chart's legend of its labelled series: a framed, nearly opaque box at `position`.
+pub(super) fn legend<'a, X, Y>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<X, Y>>,
+    position: SeriesLabelPosition,
+    size: u32,
+) -> anyhow::Result<()>
+where
+    X: plotters::coord::ranged1d::Ranged,
+    Y: plotters::coord::ranged1d::Ranged,
+{
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(font(size))
+        .draw()?;
+    Ok(())
+}
+
 pub(super) fn font(size: u32) -> TextStyle<'static> {
     (FAMILY, size).into_font().color(&BLACK)
 }
@@ -205,13 +225,7 @@ impl Bars<'_> {
         }
         self.whiskers(&mut chart, n, k)?;
         if self.series.len() > 1 {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font(font(15))
-                .draw()?;
+            legend(&mut chart, SeriesLabelPosition::LowerRight, 15)?;
         }
         name_column(&left, &chart.as_coord_spec().clone(), &self.rows, n)?;
         root.present()
@@ -535,13 +549,7 @@ fn radar(ran: &[(&str, &ScenarioStats)], path: &Path) -> anyhow::Result<Vec<Stri
                 PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
             });
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(font(14))
-        .draw()?;
+    legend(&mut chart, SeriesLabelPosition::UpperLeft, 14)?;
     root.present()
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(texts)

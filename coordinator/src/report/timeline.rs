@@ -21,7 +21,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::Deserialize;
 
-use super::charts::{fit_name, font, COLORS, W};
+use super::charts::{fit_name, font, legend, COLORS, W};
 use super::SavedRun;
 
 /// The fields of a saved record that the charts, the drill-down and `kvbench compare` read
@@ -397,24 +397,7 @@ where
             .label(format!("round {round}{cold} ({} requests)", v.len()))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], line(k)));
     }
-    legend(&mut chart)
-}
-
-fn legend<'a, X, Y>(
-    chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<X, Y>>,
-) -> anyhow::Result<()>
-where
-    X: plotters::coord::ranged1d::Ranged,
-    Y: plotters::coord::ranged1d::Ranged,
-{
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(font(14))
-        .draw()?;
-    Ok(())
+    legend(&mut chart, SeriesLabelPosition::LowerRight, 14)
 }
 
 /// The panels of the timeline: a title, a unit and each scenario's series.
@@ -563,13 +546,7 @@ fn draw_panel(
         }
     }
     if !lines.is_empty() {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(font(12))
-            .draw()?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight, 12)?;
     }
     boundaries(&mut chart, all, top.max(1.0), false)?;
     Ok(())
