@@ -66,7 +66,7 @@ def main():
             f"{crate:12} longest fn {longest[2]} ({longest[1]}:{longest[3]}) {longest[0]} lines; "
             f"fns over 100 lines: {over}; largest file {largest[1]} {largest[0]} non-test lines"
         )
-    adapters = {"agent/src/service.rs", "coordinator/src/agent_client.rs"}
+    adapters = {"agent/src/grpc.rs", "coordinator/src/agents/client.rs"}
     named = {True: 0, False: 0}
     for crate in ["common", "sim", "agent", "coordinator"]:
         for p in pathlib.Path(crate, "src").rglob("*.rs"):

@@ -45,7 +45,7 @@ use kvbench_common::plan::{read_yaml, PlanError, PlanErrors};
 use kvbench_common::yaml_index::YamlIndex;
 use serde::Deserialize;
 
-use crate::clear::{preset, ClearStep, PRESETS};
+use crate::engine::clear::{preset, ClearStep, PRESETS};
 use crate::telemetry::{GpuChoice, TelemetryConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

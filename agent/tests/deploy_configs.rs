@@ -76,29 +76,3 @@ fn broken_agent_configs_name_the_key() {
         assert!(stderr.contains(want), "{text}: {stderr}");
     }
 }
-
-#[tokio::test]
-async fn clear_steps_run_in_order_and_stop_at_the_first_failure() {
-    use kvbench_agent::clear::{preset, run_all};
-    let sim = kvbench_sim::spawn(kvbench_sim::SimConfig::default())
-        .await
-        .expect("sim");
-    let client = kvbench_agent::client::http_client();
-    let base = sim.base_url();
-    let ok = run_all(&client, &[preset("vllm", &base, None).expect("preset")])
-        .await
-        .expect("vLLM reset on the sim");
-    assert!(ok.contains("\"success\":true"), "{ok}");
-    // kvbench-sim has no SGLang endpoint: the answer says what the endpoint is for.
-    let steps = [
-        preset("sglang", &base, None).expect("preset"),
-        preset("vllm", &base, None).expect("preset"),
-    ];
-    let err = run_all(&client, &steps).await.expect_err("404");
-    assert!(err.contains("/flush_cache") && err.contains("404"), "{err}");
-    assert!(
-        !err.contains("reset_prefix_cache"),
-        "stopped at the first failure: {err}"
-    );
-    sim.stop().await;
-}

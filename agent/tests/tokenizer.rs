@@ -3,8 +3,8 @@
 //! texts hit their requested lengths in that tokenizer's tokens within 2 %, and records
 //! count prompts in them too.
 
-use kvbench_agent::tokenizer::HfTokenizer;
 use kvbench_agent::AgentConfig;
+use kvbench_common::tokenizer::HfTokenizer;
 use kvbench_common::tokenizer::{count_tokens, TokenCounter};
 use kvbench_common::workload::{
     generate_with, OutputDist, WorkloadKind, WorkloadParams, WorkloadSpec,

@@ -14,6 +14,8 @@ pub mod dataset;
 pub mod limits;
 pub mod load;
 pub mod plan;
+pub mod process;
+pub mod prometheus;
 pub mod record;
 pub mod rng;
 pub mod stats;

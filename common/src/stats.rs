@@ -215,6 +215,16 @@ impl FirstWave {
 }
 
 impl RoundStats {
+    /// Failed requests per outcome class (`ok` is not a failure): `timeout: 2, refused: 1`.
+    pub fn failure_counts(&self) -> String {
+        self.outcomes
+            .iter()
+            .filter(|(k, _)| **k != Outcome::Ok)
+            .map(|(k, v)| format!("{}: {v}", k.label()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Statistics of one round known only by its records (see [`RoundAccumulator`]).
     pub fn from_records(
         round: u32,

@@ -1,4 +1,4 @@
-//! `kvbench`: thin entry point over [`kvbench_coordinator::run`].
+//! `kvbench`: thin entry point over [`kvbench_coordinator::cli::run`]: parse, tracing, run, exit code.
 
 use clap::Parser;
 
@@ -16,7 +16,7 @@ async fn main() -> std::process::ExitCode {
         // Colour codes only on a terminal, never in a redirected log.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match kvbench_coordinator::run(kvbench_coordinator::Cli::parse()).await {
+    match kvbench_coordinator::cli::run(kvbench_coordinator::cli::Cli::parse()).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("kvbench: error: {e:#}");

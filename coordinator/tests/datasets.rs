@@ -7,7 +7,7 @@ mod common;
 use common::{load, read_json, run, TempDir};
 use kvbench_common::rng::Rng;
 use kvbench_common::tokenizer::{count_tokens, render_chat};
-use kvbench_coordinator::inspect::inspect_config;
+use kvbench_coordinator::engine::inspect::inspect_config;
 
 /// A synthetic trace with real prefix sharing: each request continues one of a few
 /// "sessions" (its hash ids are a session's ids so far plus new ones).

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{load, run, TempDir};
-use kvbench_coordinator::inspect::inspect_config;
+use kvbench_coordinator::engine::inspect::inspect_config;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn theoretical_ratios_match_measured_ones() {

@@ -12,8 +12,8 @@ use std::time::Duration;
 use common::{read_json, run_with_agents, TempDir};
 use kvbench_common::plan::{Endpoint, Plan};
 use kvbench_common::stats::Verdict;
-use kvbench_coordinator::agent_client::AgentClient;
-use kvbench_coordinator::runner::RunSummary;
+use kvbench_coordinator::agents::AgentClient;
+use kvbench_coordinator::engine::outcome::RunSummary;
 
 /// `bin/llama-server` and `model.gguf`, where the build script leaves them.
 fn engine_dir() -> Option<PathBuf> {

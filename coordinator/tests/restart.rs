@@ -116,7 +116,9 @@ async fn an_engine_that_never_comes_back_is_a_restart_timeout() {
 
 /// Two scenarios under `isolation: clear_or_restart` on a kvbench-sim process started with
 /// `sim_flag`, whose agent restarts it through a configured argv; the second scenario.
-async fn clear_or_restart_on(sim_flag: &str) -> kvbench_coordinator::runner::ScenarioOutcome {
+async fn clear_or_restart_on(
+    sim_flag: &str,
+) -> kvbench_coordinator::engine::outcome::ScenarioOutcome {
     let sim = SimProcess::start(sim_flag).await;
     sim.dir.write(
         "docs.yaml",
@@ -249,12 +251,13 @@ impl SimProcess {
             .expect("sh");
         assert!(started.success());
         let url = format!("http://127.0.0.1:{port}");
-        let client = kvbench_agent::client::http_client();
         let mut ready = false;
         for _ in 0..100 {
-            if kvbench_agent::metrics::scrape(&client, &format!("{url}/metrics"))
+            let metrics = format!("{url}/metrics");
+            let wait = std::time::Duration::from_secs(1);
+            if kvbench_agent::scrape_metrics(&metrics, &[], wait)
                 .await
-                .is_some()
+                .is_ok()
             {
                 ready = true;
                 break;
@@ -274,12 +277,12 @@ impl SimProcess {
         &self,
     ) -> std::collections::BTreeMap<
         kvbench_common::plan::Endpoint,
-        kvbench_coordinator::agent_client::AgentClient,
+        kvbench_coordinator::agents::AgentClient,
     > {
         let url = self.agent.as_ref().expect("agent").url();
         std::collections::BTreeMap::from([(
             kvbench_common::plan::Endpoint::Url(self.url.clone()),
-            kvbench_coordinator::agent_client::AgentClient::connect(&url)
+            kvbench_coordinator::agents::AgentClient::connect(&url)
                 .await
                 .expect("agent"),
         )])

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{assert_stats_schema, load, read_json, TempDir};
-use kvbench_agent::gpu::FakeGpu;
-use kvbench_agent::telemetry::GpuChoice;
 use kvbench_agent::AgentConfig;
+use kvbench_agent::FakeGpu;
+use kvbench_agent::GpuChoice;
 use kvbench_common::plan::Endpoint;
-use kvbench_coordinator::agent_client::AgentClient;
-use kvbench_coordinator::runner::RunSummary;
+use kvbench_coordinator::agents::AgentClient;
+use kvbench_coordinator::engine::outcome::RunSummary;
 use kvbench_sim::SimConfig;
 
 /// Runs `plan` (whose scenarios name `endpoint: URL` of a sim started here) with an agent
@@ -24,7 +24,7 @@ async fn run_with_gpu(
     gpu: GpuChoice,
     scenario: &str,
 ) -> (RunSummary, kvbench_common::agent::AgentInfo) {
-    let mut t = kvbench_agent::telemetry::TelemetryConfig {
+    let mut t = kvbench_agent::TelemetryConfig {
         gpu,
         ..Default::default()
     };
@@ -36,7 +36,7 @@ async fn run_with_gpu(
 
 async fn run_with_telemetry(
     dir: &TempDir,
-    telemetry: kvbench_agent::telemetry::TelemetryConfig,
+    telemetry: kvbench_agent::TelemetryConfig,
     scenario: &str,
 ) -> (RunSummary, kvbench_common::agent::AgentInfo) {
     let sim = kvbench_sim::spawn(SimConfig::default())
@@ -182,7 +182,7 @@ async fn a_failing_gpu_read_is_noted_once_and_the_rest_still_sampled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_nvml_there_is_one_note_and_no_gpu_section() {
-    if kvbench_agent::gpu::NvmlSource::open().is_ok() {
+    if kvbench_agent::NvmlSource::open().is_ok() {
         eprintln!("this host has NVML: the no-NVML path cannot be shown here");
         return;
     }
@@ -213,7 +213,7 @@ async fn telemetry_off_samples_nothing() {
     let dir = TempDir::new("telemetry-off");
     let (summary, _) = run_with_telemetry(
         &dir,
-        kvbench_agent::telemetry::TelemetryConfig::off(),
+        kvbench_agent::TelemetryConfig::off(),
         "workload:\n  documents: 2\n  document_tokens: 500\n",
     )
     .await;

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 /// Source files allowed to name generated types, relative to the workspace root.
-const ADAPTERS: [&str; 2] = ["agent/src/service.rs", "coordinator/src/agent_client.rs"];
+const ADAPTERS: [&str; 2] = ["agent/src/grpc.rs", "coordinator/src/agents/client.rs"];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("readable source folder") {

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use kvbench_common::plan::{self, Plan};
 use kvbench_coordinator::agents::Embedded;
-use kvbench_coordinator::runner::{run_plan, RunSummary};
+use kvbench_coordinator::cli::run::run_plan;
+use kvbench_coordinator::engine::outcome::RunSummary;
 use kvbench_sim::{EngineCounters, SimConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -46,15 +47,15 @@ pub async fn run_with_agents(
     plan: &Plan,
     agents: &std::collections::BTreeMap<
         kvbench_common::plan::Endpoint,
-        kvbench_coordinator::agent_client::AgentClient,
+        kvbench_coordinator::agents::AgentClient,
     >,
 ) -> RunSummary {
     run_plan(
         plan,
-        &kvbench_coordinator::inputs::Inputs::load(plan).expect("inputs load"),
+        &kvbench_coordinator::engine::inputs::Inputs::load(plan).expect("inputs load"),
         &agents.clone().into(),
         CancellationToken::new(),
-        &mut kvbench_coordinator::events::Silent,
+        &mut kvbench_coordinator::engine::events::Silent,
     )
     .await
     .expect("plan runs")

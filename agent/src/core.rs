@@ -1,0 +1,629 @@
+//! The agent's domain core, in domain types only (no tonic, no generated types): the
+//! rounds it runs and their registry, drain before a clear or restart, stop, restart,
+//! the cold probe after a clear, and what it tells about itself and its engine.
+//! [`crate::grpc`] adapts it to the wire.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kvbench_common::agent::{
+    AgentInfo, ClearOutcome, ColdProbe, GpuInfo, RestartError, RestartOutcome, RoundRequest,
+    RoundRequests,
+};
+use kvbench_common::dataset::trace_conversations;
+use kvbench_common::telemetry::engine_metric;
+use kvbench_common::tokenizer::Whitespace;
+use kvbench_common::PROTOCOL_VERSION;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::clear::ClearFailed;
+use crate::engine::http::{http_client, EngineCallError, HttpClient};
+use crate::engine::identity::model_ids;
+use crate::load::{self, ReplyStore, RoundSpec};
+use crate::telemetry::Telemetry;
+use crate::AgentConfig;
+
+/// The furthest ahead a round may ask to start (its `start_at`), in seconds.
+const MAX_START_AHEAD_S: f64 = 600.0;
+
+/// A coordinator that speaks another protocol version.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("protocol version mismatch: coordinator speaks {theirs}, agent {} speaks {PROTOCOL_VERSION}; use matching kvbench releases", env!("CARGO_PKG_VERSION"))]
+pub struct ProtocolMismatch {
+    pub theirs: u32,
+}
+
+/// Why a round is not started.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RoundRefused {
+    #[error("rounds are numbered from 1")]
+    RoundZero,
+    /// Something it asks for is past kvbench's limits (each named).
+    #[error("out of range: {0} (see kvbench's limits)")]
+    OutOfRange(String),
+    #[error("start_at is {ahead_s:.0} s ahead of this agent's clock, more than {MAX_START_AHEAD_S} s: are the coordinator's and this host's clocks set?")]
+    StartTooFarAhead { ahead_s: f64 },
+    /// The tokenizer the round brought cannot be loaded.
+    #[error(transparent)]
+    Tokenizer(#[from] kvbench_common::tokenizer::NotATokenizer),
+    /// `tokenizer: engine`, and the engine's `/tokenize` did not answer as it should.
+    #[error("tokenizer: engine needs the engine's /tokenize: {0}")]
+    EngineTokenizer(EngineCallError),
+}
+
+impl RoundRefused {
+    /// Whether the request itself is at fault (else: the engine's state is).
+    pub fn is_bad_request(&self) -> bool {
+        !matches!(self, RoundRefused::EngineTokenizer(_))
+    }
+}
+
+/// How long ClearCache waits for this agent's rounds to finish before giving up.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+pub(crate) struct AgentCore {
+    config: AgentConfig,
+    base_url: Arc<str>,
+    name: Arc<str>,
+    hostname: String,
+    gpus: Vec<GpuInfo>,
+    gpu_note: Option<String>,
+    client: HttpClient,
+    telemetry: Telemetry,
+    replies: Arc<ReplyStore>,
+    probe: Arc<std::sync::Mutex<Option<load::Probe>>>,
+    tokenizers: crate::tokenizer::TokenizerCache,
+    /// `tokenizer: engine`: the engine's token costs, measured at its first round.
+    engine_tokens: tokio::sync::Mutex<Option<Arc<crate::engine::tokens::EngineTokens>>>,
+    active: Arc<(AtomicUsize, Notify)>,
+    /// Rounds running now, by (scenario id, round): StopRound cancels them.
+    running: Arc<std::sync::Mutex<std::collections::HashMap<(String, u32), CancellationToken>>>,
+    shutdown: CancellationToken,
+}
+
+impl AgentCore {
+    pub fn new(
+        config: AgentConfig,
+        gpu_source: Option<Arc<dyn crate::telemetry::gpu::GpuSource>>,
+        gpus: Vec<GpuInfo>,
+        gpu_note: Option<String>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let client = http_client();
+        let telemetry = Telemetry {
+            config: config.telemetry.clone(),
+            gpus: gpu_source,
+            client: client.clone(),
+            metrics_url: config.metrics_url.as_str().into(),
+        };
+        AgentCore {
+            base_url: config.engine_url.trim_end_matches('/').into(),
+            name: config.name.clone().into(),
+            hostname: kvbench_common::util::hostname(),
+            config,
+            gpus,
+            gpu_note,
+            client,
+            telemetry,
+            replies: Arc::new(ReplyStore::default()),
+            probe: Arc::default(),
+            tokenizers: Default::default(),
+            engine_tokens: Default::default(),
+            active: Arc::new((AtomicUsize::new(0), Notify::new())),
+            running: Arc::default(),
+            shutdown,
+        }
+    }
+
+    /// Waits until no round of this agent is running.
+    async fn drain(&self) -> bool {
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        loop {
+            let notified = self.active.1.notified();
+            if self.active.0.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// Runs the configured clear steps in order.
+    async fn reset_prefix_cache(&self) -> Result<String, ClearFailed> {
+        crate::engine::clear::run_all(&self.client, &self.config.clear_steps).await
+    }
+}
+
+impl AgentCore {
+    /// Runs the configured restart command, then waits until `/health` is 200 and
+    /// `/v1/models` answers (listing the configured model, if one is named), then checks
+    /// that the engine really restarted (see [`crate::identity`]).
+    async fn restart(&self) -> Result<String, (RestartError, String)> {
+        let before = self.identity().await;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let health = crate::engine::identity::watch_health(
+            self.client.clone(),
+            self.config.health_url.clone(),
+            stop.clone(),
+        );
+        let result = self.restart_and_wait(&health).await;
+        stop.cancel();
+        let done = result?;
+        let mut evidence = Vec::new();
+        if health.went_down.load(std::sync::atomic::Ordering::Relaxed) {
+            evidence.push("its health went down".to_owned());
+        }
+        evidence.extend(before.changes(&self.identity().await));
+        if evidence.is_empty() {
+            let pid = before.pid.map_or(String::new(), |p| {
+                format!(", the same process (pid {p}) listens on its port")
+            });
+            return Err((
+                RestartError::RestartUnverified,
+                format!("{done}, but nothing shows the engine restarted: its health never failed{pid}, its counters did not reset; the old engine may still be serving"),
+            ));
+        }
+        Ok(format!("{done}; restart verified: {}", evidence.join(", ")))
+    }
+
+    async fn identity(&self) -> crate::engine::identity::Identity {
+        crate::engine::identity::Identity::of(
+            &self.client,
+            &self.base_url,
+            &self.config.metrics_url,
+        )
+        .await
+    }
+
+    /// The restart command, then the wait for health: `/v1/models` answers and `/health`
+    /// has been steady for 300 ms after the command (an engine still going down when it
+    /// first answers is not back).
+    async fn restart_and_wait(
+        &self,
+        health: &crate::engine::identity::HealthWatch,
+    ) -> Result<String, (RestartError, String)> {
+        let Some(r) = &self.config.restart else {
+            return Err((
+                RestartError::NotConfigured,
+                "this agent has no restart_engine in its config file".into(),
+            ));
+        };
+        let cmd = r.command();
+        let (prog, args) = cmd.split_first().ok_or((
+            RestartError::NotConfigured,
+            "empty restart command".to_owned(),
+        ))?;
+        let status = tokio::process::Command::new(prog)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .status()
+            .await
+            .map_err(|e| {
+                (
+                    RestartError::CommandFailed,
+                    format!("{}: {e}", cmd.join(" ")),
+                )
+            })?;
+        if !status.success() {
+            return Err((
+                RestartError::CommandFailed,
+                format!("{} exited with {status}", cmd.join(" ")),
+            ));
+        }
+        health
+            .up_streak
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        let timeout = Duration::from_secs_f64(r.timeout_s.unwrap_or(600.0));
+        let deadline = Instant::now() + timeout;
+        let mut last = String::from("no answer yet");
+        while Instant::now() < deadline {
+            match self
+                .ready(r.model.as_deref().or(self.config.model.as_deref()))
+                .await
+            {
+                Ok(()) if health.steady(3) => {
+                    return Ok(format!("{} done; the engine is healthy", cmd.join(" ")))
+                }
+                Ok(()) => last = "healthy, not yet for 300 ms".into(),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err((
+            RestartError::RestartTimeout,
+            format!(
+                "the engine was not healthy {} s after {} ({last})",
+                timeout.as_secs_f64(),
+                cmd.join(" ")
+            ),
+        ))
+    }
+
+    async fn ready(&self, model: Option<&str>) -> Result<(), NotReady> {
+        let get = |url: String| {
+            let client = self.client.clone();
+            async move { crate::engine::http::get(&client, &url, Duration::from_secs(5)).await }
+        };
+        get(self.config.health_url.clone()).await?;
+        let models = get(format!("{}/v1/models", self.base_url)).await?;
+        if let Some(m) = model {
+            if !models.contains(&format!("\"{m}\"")) {
+                return Err(NotReady::ModelNotListed(m.to_owned()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the latest round's first prompt again (1 output token) and reads what the
+    /// engine reused of it, from its usage and from its prefix-cache counters; then clears
+    /// again, so that the probe leaves nothing behind. `None` before any round ran.
+    async fn cold_probe(&self) -> Option<ColdProbe> {
+        let probe = self.probe.lock().ok()?.clone()?;
+        let before = crate::engine::metrics::scrape(&self.client, &self.config.metrics_url).await;
+        let call = crate::load::request::Call {
+            base_url: &self.base_url,
+            api: probe.api,
+            model: &probe.model,
+            messages: &probe.messages,
+            max_tokens: 1,
+            enforce_output_length: false,
+            ttft_timeout: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(60),
+        };
+        let reply = crate::load::request::send(&self.client, &call).await;
+        let after = crate::engine::metrics::scrape(&self.client, &self.config.metrics_url).await;
+        let delta = |k: &str| Some(after.as_ref()?.get(k)? - before.as_ref()?.get(k)?);
+        let cleared_again = self.reset_prefix_cache().await;
+        let mut error = if reply.outcome == kvbench_common::record::Outcome::Ok {
+            String::new()
+        } else {
+            format!("probe failed ({}): {}", reply.outcome, reply.error)
+        };
+        if let Err(e) = cleared_again {
+            error = format!(
+                "{error}{}clearing after the probe failed: {e}",
+                if error.is_empty() { "" } else { "; " }
+            );
+        }
+        Some(ColdProbe {
+            prompt_tokens: reply.prompt_tokens.unwrap_or(0),
+            cached_tokens: reply.cached_tokens,
+            counter_hits: delta(engine_metric::PREFIX_CACHE_HITS[0]),
+            counter_queries: delta(engine_metric::PREFIX_CACHE_QUERIES[0]),
+            error,
+        })
+    }
+}
+
+struct ActiveGuard(Arc<(AtomicUsize, Notify)>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        if self.0 .0.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0 .1.notify_waiters();
+        }
+    }
+}
+
+/// The agent's actions in domain types; the gRPC trait below only converts.
+impl AgentCore {
+    fn info(&self) -> AgentInfo {
+        AgentInfo {
+            protocol_version: PROTOCOL_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            hostname: self.hostname.clone(),
+            agent_name: self.config.name.clone(),
+            labels: self.config.labels.clone().into_iter().collect(),
+            gpus: self.gpus.clone(),
+            engine_display: self.config.engine_url.clone(),
+            gpu_note: self.gpu_note.clone(),
+            warnings: Vec::new(),
+            agent_time_us: 0,
+            engine_kind: self.config.kind.label().into(),
+            engine_models: Vec::new(),
+            engine_healthy: None,
+            engine_health_detail: String::new(),
+            engine_version: String::new(),
+        }
+    }
+
+    /// The version the engine reports, from the first of vLLM's `/version` (`version`),
+    /// llama.cpp's `/props` (`build_info`) and SGLang's `/get_server_info` (`version`) that
+    /// answers with one; empty when none does.
+    async fn engine_version(&self) -> String {
+        let timeout = Duration::from_secs(3);
+        for (path, field) in [
+            ("/version", "version"),
+            ("/props", "build_info"),
+            ("/get_server_info", "version"),
+        ] {
+            let url = format!("{}{path}", self.base_url);
+            let Ok(body) = crate::engine::http::get(&self.client, &url, timeout).await else {
+                continue;
+            };
+            let version = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get(field)?.as_str().map(str::to_owned));
+            if let Some(v) = version.filter(|v| !v.is_empty()) {
+                return v.chars().take(120).collect();
+            }
+        }
+        String::new()
+    }
+
+    /// The engine as it is now: healthy or why not, the models it lists, and the warnings
+    /// about it; the three asked at once.
+    async fn engine_status(&self, info: &mut AgentInfo) {
+        let timeout = Duration::from_secs(3);
+        let health = crate::engine::http::get(&self.client, &self.config.health_url, timeout);
+        let models_url = format!("{}/v1/models", self.base_url);
+        let models = crate::engine::http::get(&self.client, &models_url, timeout);
+        let (health, models, warnings, version) = tokio::join!(
+            health,
+            models,
+            self.engine_warnings(),
+            self.engine_version()
+        );
+        info.engine_version = version;
+        info.engine_healthy = Some(health.is_ok());
+        let mut detail = Vec::new();
+        if let Err(e) = health {
+            detail.push(e.to_string());
+        }
+        match models.and_then(|body| model_ids(&models_url, &body)) {
+            Ok(ids) => info.engine_models = ids,
+            Err(e) => detail.push(e.to_string()),
+        }
+        info.engine_health_detail = detail.join("; ");
+        info.warnings = warnings;
+    }
+
+    /// The engine's token costs, measured through its `/tokenize` once per agent.
+    async fn engine_tokens(
+        &self,
+        model: &str,
+    ) -> Result<Arc<crate::engine::tokens::EngineTokens>, RoundRefused> {
+        let mut cached = self.engine_tokens.lock().await;
+        if let Some(t) = cached.as_ref() {
+            return Ok(t.clone());
+        }
+        let t = crate::engine::tokens::EngineTokens::measure(
+            &self.client,
+            &self.config.engine_url,
+            model,
+        )
+        .await
+        .map_err(RoundRefused::EngineTokenizer)?;
+        tracing::info!(pieces = t.len(), "measured the engine's token costs");
+        let t = Arc::new(t);
+        *cached = Some(t.clone());
+        Ok(t)
+    }
+
+    /// What the agent can tell about its engine now that a plan should know.
+    async fn engine_warnings(&self) -> Vec<String> {
+        if self.config.kind != crate::config::EngineKind::Llamacpp {
+            return Vec::new();
+        }
+        let h =
+            crate::engine::notes::llamacpp_host_cache(&self.client, &self.config.engine_url).await;
+        crate::engine::notes::host_cache_warning(&h)
+            .into_iter()
+            .collect()
+    }
+
+    pub(crate) async fn restart_outcome(&self) -> RestartOutcome {
+        let start = Instant::now();
+        let took = || start.elapsed().as_secs_f64() * 1000.0;
+        if !self.drain().await {
+            return RestartOutcome {
+                error: Some(RestartError::CommandFailed),
+                detail: "rounds still running: not restarting".into(),
+                took_ms: took(),
+            };
+        }
+        let r = self.restart().await;
+        tracing::info!(result = ?r, "restart_engine");
+        let (error, detail) = match r {
+            Ok(d) => (None, d),
+            Err((c, d)) => (Some(c), d),
+        };
+        RestartOutcome {
+            error,
+            detail,
+            took_ms: took(),
+        }
+    }
+
+    pub(crate) async fn clear_outcome(&self) -> ClearOutcome {
+        let start = Instant::now();
+        let took = || start.elapsed().as_secs_f64() * 1000.0;
+        if !self.drain().await {
+            return ClearOutcome {
+                success: false,
+                detail: format!(
+                    "rounds still running after {} s; cache not cleared",
+                    DRAIN_TIMEOUT.as_secs()
+                ),
+                took_ms: took(),
+                probe: None,
+            };
+        }
+        let (success, detail) = match self.reset_prefix_cache().await {
+            Ok(d) => (true, d),
+            Err(d) => (false, d.to_string()),
+        };
+        let probe = if success {
+            self.cold_probe().await
+        } else {
+            None
+        };
+        tracing::info!(success, detail = %detail, probe = ?probe, "clear_cache");
+        ClearOutcome {
+            success,
+            detail,
+            took_ms: took(),
+            probe,
+        }
+    }
+
+    /// The round's spec as the load engine runs it: requests expanded, tokenizer loaded
+    /// (or, for `tokenizer: engine`, the engine's token costs measured once).
+    pub(crate) async fn round_spec(&self, mut r: RoundRequest) -> Result<RoundSpec, RoundRefused> {
+        if r.round == 0 {
+            return Err(RoundRefused::RoundZero);
+        }
+        // The trust boundary: nothing is generated or allocated for a request out of range.
+        let mut refused = r.workload.validate().err().unwrap_or_default();
+        refused.extend(r.load.validate().err().unwrap_or_default());
+        match &r.requests {
+            RoundRequests::Trace { entries, .. } => refused.extend(
+                kvbench_common::limits::check_trace(entries)
+                    .err()
+                    .unwrap_or_default(),
+            ),
+            RoundRequests::Conversations(cs)
+                if cs.len() > kvbench_common::limits::MAX_REQUESTS as usize =>
+            {
+                refused.push(kvbench_common::limits::LimitError {
+                    field: "conversations".into(),
+                    message: format!(
+                        "{} is over the limit of {}",
+                        cs.len(),
+                        kvbench_common::limits::MAX_REQUESTS
+                    ),
+                })
+            }
+            _ => {}
+        }
+        if !refused.is_empty() {
+            let msg = refused
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            tracing::warn!(scenario = %r.scenario_name, round = r.round, refused = %msg, "round refused");
+            return Err(RoundRefused::OutOfRange(msg));
+        }
+        if let Some(at) = r.start_at_us {
+            let ahead_s = (at - crate::load::now_us()) as f64 / 1e6;
+            if ahead_s > MAX_START_AHEAD_S {
+                return Err(RoundRefused::StartTooFarAhead { ahead_s });
+            }
+        }
+        let dataset = match std::mem::replace(&mut r.requests, RoundRequests::Generated) {
+            RoundRequests::Generated => None,
+            RoundRequests::Conversations(cs) => Some(cs),
+            RoundRequests::Trace {
+                entries,
+                use_timestamps,
+                speedup,
+            } => Some(trace_conversations(&entries, use_timestamps, speedup)),
+        };
+        let counter = match r.tokenizer_json.take() {
+            None if r.engine_tokenizer => {
+                self.engine_tokens(&r.model).await?
+                    as Arc<dyn kvbench_common::tokenizer::TokenCounter>
+            }
+            None => Arc::new(Whitespace) as Arc<dyn kvbench_common::tokenizer::TokenCounter>,
+            Some(json) => self.tokenizers.get(&json)?,
+        };
+        Ok(RoundSpec {
+            request: r,
+            dataset,
+            counter,
+        })
+    }
+
+    /// Starts the round; its events arrive on the returned receiver. The load stops as
+    /// soon as the receiver is dropped (the coordinator left).
+    pub(crate) fn start_round(
+        &self,
+        spec: RoundSpec,
+    ) -> mpsc::Receiver<kvbench_common::agent::RoundEvent> {
+        tracing::info!(scenario = %spec.request.scenario_name, round = spec.request.round, load = ?spec.request.load.arrivals, "round starting");
+        let (tx, rx) = mpsc::channel(1024);
+        self.active.0.fetch_add(1, Ordering::SeqCst);
+        let guard = ActiveGuard(self.active.clone());
+        let cancel = self.shutdown.child_token();
+        let key = (spec.request.scenario_id.clone(), spec.request.round);
+        if let Ok(mut r) = self.running.lock() {
+            r.insert(key.clone(), cancel.clone());
+        }
+        let running = self.running.clone();
+        let ctx = load::RoundContext {
+            probe: self.probe.clone(),
+            client: self.client.clone(),
+            base_url: self.base_url.clone(),
+            agent_name: self.name.clone(),
+            replies: self.replies.clone(),
+            telemetry: self.telemetry.clone(),
+        };
+        tokio::spawn(async move {
+            let _guard = guard;
+            let watch = {
+                let (tx, cancel) = (tx.clone(), cancel.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = tx.closed() => cancel.cancel(),
+                        _ = cancel.cancelled() => {}
+                    }
+                })
+            };
+            load::run(ctx, spec, tx, cancel.clone()).await;
+            watch.abort();
+            if let Ok(mut r) = running.lock() {
+                r.remove(&key);
+            }
+        });
+        rx
+    }
+
+    /// Stops a running round; false when it was not running.
+    pub(crate) fn stop_round(&self, scenario_id: &str, round: u32) -> bool {
+        let token = self
+            .running
+            .lock()
+            .ok()
+            .and_then(|r| r.get(&(scenario_id.to_owned(), round)).cloned());
+        tracing::info!(scenario_id, round, running = token.is_some(), "stop_round");
+        token.map(|t| t.cancel()).is_some()
+    }
+}
+
+/// Why the engine is not ready after a restart (yet).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+enum NotReady {
+    #[error(transparent)]
+    Call(#[from] EngineCallError),
+    #[error("/v1/models does not list {0} yet")]
+    ModelNotListed(String),
+}
+
+impl AgentCore {
+    /// The handshake: this agent and, when asked, its engine as they are now; refused to a
+    /// coordinator of another protocol version.
+    pub(crate) async fn hello(
+        &self,
+        protocol_version: u32,
+        engine_status: bool,
+    ) -> Result<AgentInfo, ProtocolMismatch> {
+        if protocol_version != PROTOCOL_VERSION {
+            return Err(ProtocolMismatch {
+                theirs: protocol_version,
+            });
+        }
+        let mut info = self.info();
+        // Stamped first: a clock ping's answer leaves at once.
+        info.agent_time_us = crate::load::now_us();
+        if engine_status {
+            self.engine_status(&mut info).await;
+        }
+        Ok(info)
+    }
+}

@@ -1,0 +1,203 @@
+//! One request's record, built from the engine's reply on the round's clock.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+use kvbench_common::record::RequestRecord;
+use kvbench_common::workload::Conversation;
+use tokio::time::Instant;
+
+/// What a measured prompt shares with the prompts sent before it in the round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shared {
+    /// It shares not even its first chunk: a cold engine can have none of it cached.
+    pub(crate) first_touch: bool,
+    /// Tokens (the client's count) of the shared prefix.
+    pub(crate) tokens: u32,
+}
+
+/// What a record says besides the engine's reply.
+#[derive(Debug, Clone)]
+pub(crate) struct RecordContext<'a> {
+    pub(crate) scenario: &'a str,
+    pub(crate) round: u32,
+    pub(crate) agent: &'a str,
+    pub(crate) request_id: u32,
+    pub(crate) conversation_id: u32,
+    pub(crate) turn: u32,
+    pub(crate) warmup: bool,
+    /// What this prompt shares with those sent before it in the round (None: warmup).
+    pub(crate) shared: Option<Shared>,
+    /// The round's zero: every time in the record is relative to it.
+    pub(crate) t0: Instant,
+    /// When the load shape meant the request to go out.
+    pub(crate) scheduled: Instant,
+    pub(crate) queue_ms: f64,
+    pub(crate) prompt_tokens_client: u32,
+}
+
+/// Milliseconds from `zero` to `t` (instants before the zero, none in practice, clamp to 0).
+pub(crate) fn ms_since(zero: Instant, t: Instant) -> f64 {
+    t.saturating_duration_since(zero).as_secs_f64() * 1000.0
+}
+
+/// One request's record: the reply's times on the round's clock, its counts and outcome.
+pub(crate) fn build_record(c: &RecordContext<'_>, reply: &request::Reply) -> RequestRecord {
+    RequestRecord {
+        scenario: c.scenario.to_owned(),
+        round: c.round,
+        agent: c.agent.to_owned(),
+        request_id: c.request_id,
+        conversation_id: c.conversation_id,
+        turn: c.turn,
+        warmup: c.warmup,
+        scheduled_ms: ms_since(c.t0, c.scheduled),
+        queue_ms: c.queue_ms,
+        sent_ms: ms_since(c.t0, reply.sent),
+        first_byte_ms: reply.first_byte.map(|t| ms_since(c.t0, t)),
+        first_token_ms: reply.first_token.map(|t| ms_since(c.t0, t)),
+        chunk_offsets_ms: reply
+            .chunks
+            .iter()
+            .map(|t| ms_since(reply.sent, *t))
+            .collect(),
+        end_ms: ms_since(c.t0, reply.end),
+        prompt_tokens_client: c.prompt_tokens_client,
+        prompt_tokens: reply.prompt_tokens,
+        output_tokens: reply.output_tokens,
+        output_chunks: reply.chunks.len() as u32,
+        cached_tokens: reply.cached_tokens,
+        finish_reason: reply.finish_reason.clone(),
+        engine_ttft_ms: reply.engine_ttft_us.map(|us| us as f64 / 1000.0),
+        first_touch: c.shared.is_some_and(|s| s.first_touch),
+        shared_prefix_tokens: c.shared.map(|s| s.tokens),
+        retried: reply.retried,
+        outcome: reply.outcome,
+        error: reply.error.clone(),
+        http_status: reply.http_status,
+    }
+}
+
+/// The messages a conversation starts with: its system prompt and earlier messages.
+pub(crate) fn opening_messages(conv: &Conversation) -> Vec<(String, String)> {
+    let mut messages = Vec::new();
+    if let Some(s) = &conv.system {
+        messages.push(("system".into(), s.clone()));
+    }
+    messages.extend(conv.prefix.iter().cloned());
+    messages
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    pub(crate) fn a_record_puts_the_reply_on_the_rounds_clock() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let reply = request::Reply {
+            sent: at(100),
+            first_byte: Some(at(140)),
+            first_token: Some(at(150)),
+            chunks: vec![at(150), at(160), at(175)],
+            end: at(180),
+            prompt_tokens: Some(40),
+            output_tokens: Some(3),
+            cached_tokens: Some(16),
+            finish_reason: "length".into(),
+            outcome: Outcome::Ok,
+            error: String::new(),
+            http_status: Some(200),
+            text: "a b c".into(),
+            engine_ttft_us: Some(45_500),
+            retried: true,
+        };
+        let ctx = RecordContext {
+            scenario: "s",
+            round: 2,
+            agent: "a",
+            request_id: 7,
+            conversation_id: 3,
+            turn: 1,
+            warmup: false,
+            shared: Some(Shared {
+                first_touch: true,
+                tokens: 0,
+            }),
+            t0,
+            scheduled: at(90),
+            queue_ms: 10.0,
+            prompt_tokens_client: 38,
+        };
+        let r = build_record(&ctx, &reply);
+        assert_eq!(
+            (r.scenario.as_str(), r.round, r.agent.as_str()),
+            ("s", 2, "a")
+        );
+        assert_eq!((r.request_id, r.conversation_id, r.turn), (7, 3, 1));
+        assert_eq!(r.scheduled_ms, 90.0);
+        assert_eq!(r.sent_ms, 100.0);
+        assert_eq!(r.first_byte_ms, Some(140.0));
+        assert_eq!(r.first_token_ms, Some(150.0));
+        assert_eq!(
+            r.chunk_offsets_ms,
+            vec![50.0, 60.0, 75.0],
+            "relative to sent"
+        );
+        assert_eq!(r.end_ms, 180.0);
+        assert_eq!(r.output_chunks, 3);
+        assert_eq!(r.engine_ttft_ms, Some(45.5));
+        assert_eq!(r.ttft_ms(), Some(50.0));
+        assert!(r.first_touch && r.retried);
+        assert_eq!(r.shared_prefix_tokens, Some(0));
+        assert_eq!(r.http_status, Some(200));
+    }
+
+    #[test]
+    pub(crate) fn a_request_stopped_in_flight_is_a_cancelled_record() {
+        // The request went out 5 ms after the round's zero, 50 ms ago.
+        let t0 = Instant::now() - Duration::from_millis(55);
+        let reply = request::Reply::cancelled(t0 + Duration::from_millis(5));
+        let ctx = RecordContext {
+            scenario: "s",
+            round: 1,
+            agent: "a",
+            request_id: 0,
+            conversation_id: 0,
+            turn: 0,
+            warmup: false,
+            shared: None,
+            t0,
+            scheduled: t0,
+            queue_ms: 0.0,
+            prompt_tokens_client: 10,
+        };
+        let r = build_record(&ctx, &reply);
+        assert_eq!(r.outcome, Outcome::Cancelled);
+        assert_eq!(r.sent_ms, 5.0);
+        assert!(r.end_ms >= r.sent_ms);
+        assert!(r.first_token_ms.is_none());
+    }
+
+    #[test]
+    pub(crate) fn opening_messages_are_the_system_prompt_then_the_prefix() {
+        let conv = Conversation {
+            id: 0,
+            first_request_id: 0,
+            system: Some("sys".into()),
+            user_turns: vec!["u".into()],
+            max_tokens: vec![1],
+            think_time_ms: 0,
+            prefix: vec![("assistant".into(), "earlier".into())],
+            due_ms: None,
+        };
+        assert_eq!(
+            opening_messages(&conv),
+            vec![
+                ("system".to_owned(), "sys".to_owned()),
+                ("assistant".to_owned(), "earlier".to_owned())
+            ]
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! What happens during a run, as events. The runner, the isolation step and the scenario
+//! session emit them; the console reporter ([`crate::present::console`]) turns them into what people
+//! read, and tests (or a report writer, or a JSON event stream) can listen to the same
+//! events. Nothing in the library prints.
+
+use std::cell::RefCell;
+
+use kvbench_common::agent::{AgentInfo, ClearOutcome, RestartOutcome, RoundEvent};
+use kvbench_common::plan::{IsolationPolicy, Plan, Scenario};
+use kvbench_common::stats::{Comparison, IsolationInfo, RoundStats};
+
+use super::outcome::{RunSummary, ScenarioOutcome};
+
+/// One thing that happened, borrowed from whoever made it happen.
+#[derive(Debug)]
+pub enum RunEvent<'a> {
+    /// The plan is about to run with these agents.
+    RunStarted {
+        plan: &'a Plan,
+        agents: Vec<&'a AgentInfo>,
+    },
+    /// Isolation before the next scenario begins.
+    IsolationStarted {
+        policy: IsolationPolicy,
+    },
+    Clearing {
+        agent: &'a str,
+    },
+    /// The agent answered the clear (successfully or not).
+    Cleared(&'a ClearOutcome),
+    Restarting {
+        agent: &'a str,
+    },
+    /// The agent answered the restart (successfully or not).
+    Restarted(&'a RestartOutcome),
+    /// An agent call that got no answer at all.
+    AgentCallFailed {
+        what: &'static str,
+        error: String,
+    },
+    /// The clear left a warm cache (or failed): restarting instead.
+    FallingBackToRestart,
+    /// The policy does not clear.
+    NotClearing {
+        policy: IsolationPolicy,
+    },
+    Waiting {
+        seconds: f64,
+    },
+    ScenarioStarted {
+        /// From 1.
+        index: usize,
+        total: usize,
+        scenario: &'a Scenario,
+        /// The agent it runs on (several: a split scenario).
+        agents: Vec<&'a AgentInfo>,
+    },
+    /// A round's stream, event by event (progress).
+    Round {
+        scenario: &'a Scenario,
+        round: u32,
+        event: &'a RoundEvent,
+    },
+    /// A round's stream ended (whatever came of it).
+    RoundEnded {
+        scenario: &'a Scenario,
+        round: u32,
+    },
+    /// A round's statistics, complete.
+    RoundStats {
+        scenario: &'a Scenario,
+        stats: &'a RoundStats,
+    },
+    /// Round 1 was judged cold or not.
+    Verdict(&'a IsolationInfo),
+    /// Round 1 was not cold under `clear_or_restart`: the engine is restarted and the
+    /// scenario runs again from round 1 (once).
+    Rerunning {
+        scenario: &'a Scenario,
+        /// Round-1 requests that found more cached than they could share.
+        excess_requests: usize,
+    },
+    Comparison(&'a Comparison),
+    /// Something went wrong that does not stop the run but must be seen.
+    Problem(String),
+    ScenarioFinished {
+        outcome: &'a ScenarioOutcome,
+        took_s: f64,
+    },
+    RunFinished {
+        plan: &'a Plan,
+        summary: &'a RunSummary,
+    },
+}
+
+/// Whoever listens to a run.
+pub trait Observer {
+    fn on(&mut self, event: &RunEvent<'_>);
+}
+
+/// Listens to nothing (library users that want only the summary).
+#[derive(Debug, Default)]
+pub struct Silent;
+
+impl Observer for Silent {
+    fn on(&mut self, _: &RunEvent<'_>) {}
+}
+
+/// One observer told by several tasks of the run at once (isolation and rounds on every
+/// agent of a split scenario, polled together on one task): each [`Tap`] passes its events
+/// on, one at a time.
+pub struct Shared<'o> {
+    inner: RefCell<&'o mut dyn Observer>,
+}
+
+impl<'o> Shared<'o> {
+    pub fn new(obs: &'o mut dyn Observer) -> Shared<'o> {
+        Shared {
+            inner: RefCell::new(obs),
+        }
+    }
+
+    /// An observer for one of the tasks.
+    pub fn tap(&self) -> Tap<'_, 'o> {
+        Tap(&self.inner)
+    }
+}
+
+/// One task's view of a [`Shared`] observer.
+pub struct Tap<'s, 'o>(&'s RefCell<&'o mut dyn Observer>);
+
+impl Observer for Tap<'_, '_> {
+    fn on(&mut self, event: &RunEvent<'_>) {
+        // Never held across an await: `on` is synchronous.
+        self.0.borrow_mut().on(event);
+    }
+}

@@ -1,0 +1,71 @@
+//! How a scenario and a whole run ended: what the engine hands to the presenters and to
+//! the CLI, which decides the exit status from it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kvbench_common::stats::{ScenarioStats, ScenarioStatus, Verdict};
+
+/// How one scenario ended.
+#[derive(Debug, Clone)]
+pub struct ScenarioOutcome {
+    pub name: String,
+    pub stats: ScenarioStats,
+    /// None when the file could not be written (the scenario then failed).
+    pub stats_path: Option<PathBuf>,
+    pub results_path: Option<PathBuf>,
+    /// `<slug>_telemetry_<ts>.jsonl`: one telemetry sample per line (none: no samples).
+    pub telemetry_path: Option<PathBuf>,
+    pub records: usize,
+}
+
+impl ScenarioOutcome {
+    pub fn succeeded(&self) -> bool {
+        self.stats.status == ScenarioStatus::Completed
+    }
+
+    /// Requests of measured rounds that failed.
+    pub fn failed_requests(&self) -> u32 {
+        self.stats.rounds.iter().map(|r| r.failed).sum()
+    }
+}
+
+/// How the whole plan ended.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub scenarios: Vec<ScenarioOutcome>,
+    pub cancelled: bool,
+    pub total: Duration,
+    /// `multi_scenario_report_<ts>.md` (none: it could not be written; the run said why).
+    pub report: Option<PathBuf>,
+    /// `report.html` beside it.
+    pub html_report: Option<PathBuf>,
+}
+
+impl RunSummary {
+    fn count(&self, status: ScenarioStatus) -> usize {
+        self.scenarios
+            .iter()
+            .filter(|s| s.stats.status == status)
+            .count()
+    }
+
+    /// Scenarios that failed or were cancelled.
+    pub fn failed(&self) -> usize {
+        self.count(ScenarioStatus::Failed) + self.count(ScenarioStatus::Cancelled)
+    }
+
+    /// Scenarios that ran but failed more requests than `max_error_rate` allows.
+    pub fn degraded(&self) -> usize {
+        self.count(ScenarioStatus::Degraded)
+    }
+
+    /// Scenarios whose round 1 was not a cold start.
+    pub fn not_cold(&self) -> Vec<&str> {
+        self.scenarios
+            .iter()
+            .filter(|o| o.stats.isolation.verdict == Verdict::Failed)
+            .map(|o| o.name.as_str())
+            .collect()
+    }
+}

@@ -1,0 +1,527 @@
+//! One scenario, round by round, through its agent: the rounds' requests, their statistics
+//! (complete, in one place), the isolation verdict after round 1, the comparison of the last
+//! round with round 1, the result files, and how the scenario ended. Everything it does is
+//! told to an [`Observer`]; a failing round or file never loses what was measured before.
+//!
+//! Records are never held: each one, as it arrives, goes into the round's statistics
+//! ([`RoundAccumulator`], and each agent's in a split round), round 1's evidence of a cold
+//! start, and the scenario's record file on disk ([`RecordSpool`]).
+
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime};
+
+use kvbench_common::accumulate::RoundAccumulator;
+use kvbench_common::agent::{RoundEvent, RoundRequest, RoundRequests};
+use kvbench_common::dataset::Dataset;
+use kvbench_common::load::Arrivals;
+use kvbench_common::plan::{IsolationPolicy, Plan, Scenario};
+use kvbench_common::stats::{
+    ColdEvidence, Comparison, DiscardedAttempt, IsolationInfo, RoundStats, ScenarioInfo,
+    ScenarioStats, ScenarioStatus,
+};
+use kvbench_common::util::{rfc3339_utc, timestamp_utc};
+use tokio_util::sync::CancellationToken;
+
+use super::events::{Observer, RunEvent};
+use super::outcome::ScenarioOutcome;
+use crate::agents::{AgentClient, RoundEnd};
+use crate::output::scenario_files::{self as results, RecordSpool, ScenarioFiles};
+
+/// What a scenario runs with.
+#[derive(Debug, Clone, Copy)]
+pub struct Session<'a> {
+    pub plan: &'a Plan,
+    pub scenario: &'a Scenario,
+    /// The agent it runs on; several: split across them at once.
+    pub agents: &'a [&'a AgentClient],
+    /// Unique per scenario run (the agent keys round 1's replies by it).
+    pub scenario_id: &'a str,
+    pub dataset: Option<&'a Dataset>,
+    pub tokenizer: Option<&'a [u8]>,
+    pub cancel: &'a CancellationToken,
+}
+
+/// The scenario's records (on disk) and rounds so far.
+#[derive(Debug)]
+struct Progress {
+    spool: RecordSpool,
+    /// Round 1's evidence of a cold start (of the attempt that counts).
+    cold: ColdEvidence,
+    rounds: Vec<RoundStats>,
+    /// Rounds that ran to their end (a cancelled or broken round is never compared).
+    complete: Vec<u32>,
+    status: Option<ScenarioStatus>,
+    error: Option<String>,
+    telemetry_written: bool,
+}
+
+impl Progress {
+    fn new(files: &ScenarioFiles) -> Progress {
+        Progress {
+            spool: RecordSpool::new(files.records.clone()),
+            cold: ColdEvidence::default(),
+            rounds: Vec::new(),
+            complete: Vec::new(),
+            status: None,
+            error: None,
+            telemetry_written: false,
+        }
+    }
+}
+
+impl Session<'_> {
+    /// Runs every round, then writes the result files.
+    pub async fn run(
+        &self,
+        mut isolation: IsolationInfo,
+        obs: &mut dyn Observer,
+    ) -> ScenarioOutcome {
+        let started = Instant::now();
+        let started_at = rfc3339_utc(SystemTime::now());
+        // One timestamp names all of this scenario's files.
+        let files = ScenarioFiles::new(
+            &self.plan.output_dir,
+            &self.scenario.slug,
+            &timestamp_utc(SystemTime::now()),
+        );
+        let mut p = Progress::new(&files);
+        let mut round = 0;
+        if let Some(e) = isolation.restart_error.filter(|e| e.engine_may_be_down()) {
+            // Nothing is sent to an engine that did not come back; the plan goes on.
+            p.status = Some(ScenarioStatus::Failed);
+            p.error = Some(format!(
+                "not run: the engine did not come back after the restart ({e}: {})",
+                isolation.detail
+            ));
+            round = self.scenario.rounds;
+        }
+        while round < self.scenario.rounds {
+            round += 1;
+            let (st, error) = self.round(round, &files, &mut p, obs).await;
+            if round == 1 {
+                isolation = isolation.judge(&p.cold);
+                obs.on(&RunEvent::Verdict(&isolation));
+                if error.is_none() && self.should_rerun(&isolation) {
+                    isolation = self.rerun(isolation, st, &mut p, obs).await;
+                    round = 0;
+                    continue;
+                }
+            }
+            if let Some(st) = st {
+                p.rounds.push(st);
+            }
+            if let Some(e) = error {
+                p.status = Some(if self.cancel.is_cancelled() {
+                    ScenarioStatus::Cancelled
+                } else {
+                    ScenarioStatus::Failed
+                });
+                p.error = Some(format!("round {round}: {e}"));
+                break;
+            }
+        }
+        let compared: Vec<RoundStats> = p
+            .rounds
+            .iter()
+            .filter(|r| p.complete.contains(&r.round) && r.completed > 0)
+            .cloned()
+            .collect();
+        let comparison = Comparison::on_common_requests(
+            &compared,
+            || p.spool.read_kept(),
+            &self.scenario.config.stats,
+        );
+        if let Some(c) = &comparison {
+            obs.on(&RunEvent::Comparison(c));
+        }
+        let status = p
+            .status
+            .unwrap_or_else(|| self.judge_errors(&p.rounds, &mut p.error));
+        let stats = ScenarioStats {
+            kvbench_version: env!("CARGO_PKG_VERSION").into(),
+            scenario: scenario_info(self.scenario),
+            status,
+            error: p.error.clone(),
+            started_at,
+            finished_at: rfc3339_utc(SystemTime::now()),
+            engine: engine_info(self.scenario, self.agents),
+            agent: if self.agents.len() == 1 {
+                agent_info(self.agents[0])
+            } else {
+                split_info(self.agents)
+            },
+            agents: if self.agents.len() > 1 {
+                self.agents.iter().map(|a| agent_info(a)).collect()
+            } else {
+                Vec::new()
+            },
+            isolation,
+            rounds: std::mem::take(&mut p.rounds),
+            comparison,
+        };
+        let outcome = finish(stats, &files, &mut p);
+        obs.on(&RunEvent::ScenarioFinished {
+            outcome: &outcome,
+            took_s: started.elapsed().as_secs_f64(),
+        });
+        outcome
+    }
+
+    /// `clear_or_restart`, round 1 found more cached than it could share, the run goes on
+    /// and this is the first attempt.
+    fn should_rerun(&self, isolation: &IsolationInfo) -> bool {
+        self.plan.isolation == IsolationPolicy::ClearOrRestart
+            && !isolation.excess.is_empty()
+            && isolation.rerun_after.is_none()
+            && !self.cancel.is_cancelled()
+    }
+
+    /// Sets the attempt aside (its round 1 and records are kept), restarts the engine and
+    /// returns the new attempt's isolation.
+    async fn rerun(
+        &self,
+        failed: IsolationInfo,
+        round1: Option<RoundStats>,
+        p: &mut Progress,
+        obs: &mut dyn Observer,
+    ) -> IsolationInfo {
+        obs.on(&RunEvent::Rerunning {
+            scenario: self.scenario,
+            excess_requests: failed.excess.len(),
+        });
+        let mut fresh = super::isolation::restart_for_rerun(self.plan, self.agents, obs).await;
+        fresh.rerun_after = Some(Box::new(DiscardedAttempt {
+            isolation: failed,
+            round1,
+        }));
+        p.spool.set_aside();
+        p.complete.clear();
+        fresh
+    }
+
+    /// `degraded` when some round failed more requests than the plan allows.
+    fn judge_errors(&self, rounds: &[RoundStats], error: &mut Option<String>) -> ScenarioStatus {
+        let limit = self.plan.max_error_rate;
+        let worst = rounds
+            .iter()
+            .filter(|r| r.completed + r.failed > 0)
+            .map(|r| {
+                (
+                    r.round,
+                    f64::from(r.failed) / f64::from(r.completed + r.failed),
+                )
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        match worst {
+            Some((round, rate)) if rate > limit => {
+                *error = Some(format!(
+                    "round {round}: {:.1} % of requests failed, more than max_error_rate {:.1} %",
+                    rate * 100.0,
+                    limit * 100.0
+                ));
+                ScenarioStatus::Degraded
+            }
+            _ => ScenarioStatus::Completed,
+        }
+    }
+
+    /// Runs one round; its statistics (none when nothing ran) and the error that ends the
+    /// scenario, if any. Records and telemetry are kept whatever happened.
+    async fn round(
+        &self,
+        round: u32,
+        files: &ScenarioFiles,
+        p: &mut Progress,
+        obs: &mut dyn Observer,
+    ) -> (Option<RoundStats>, Option<String>) {
+        let s = self.scenario;
+        let req = self.request(round);
+        let mut sink = RoundSink::new(self, &req, &mut p.spool);
+        let mut tee = Tee {
+            sink: &mut sink,
+            obs: &mut *obs,
+        };
+        let (run, per_agent) = if let [agent] = self.agents {
+            let run = agent
+                .run_round(&req, self.cancel, |e| {
+                    tee.on(&RunEvent::Round {
+                        scenario: s,
+                        round,
+                        event: e,
+                    })
+                })
+                .await;
+            (run, BTreeMap::new())
+        } else {
+            let reqs = super::split::requests(&req, self.agents);
+            let parts =
+                super::split::run_round(self.agents, &reqs, self.cancel, s, round, &mut tee).await;
+            let per_agent = parts
+                .iter()
+                .map(|part| (part.agent.clone(), tee.sink.part_stats(part)))
+                .collect();
+            (super::split::merge(parts), per_agent)
+        };
+        obs.on(&RunEvent::RoundEnded { scenario: s, round });
+        let (finished, mut error) = match &run.end {
+            RoundEnd::Finished(f) => (Some(f.clone()), None),
+            RoundEnd::Cancelled => (None, Some("cancelled by the user".to_owned())),
+            RoundEnd::Failed(e) => (None, Some(e.clone())),
+        };
+        let acc = &sink.merged;
+        let duration_s = finished
+            .as_ref()
+            .map_or_else(|| acc.span_s(), |f| f.duration_ms / 1000.0);
+        let mut st = acc.finish(
+            duration_s,
+            &run.telemetry,
+            finished.as_ref().and_then(|f| f.health.as_ref()),
+        );
+        st.per_agent = per_agent;
+        st.started_at_us = run.anchor_us;
+        obs.on(&RunEvent::RoundStats {
+            scenario: s,
+            stats: &st,
+        });
+        if error.is_none() && st.completed == 0 && st.failed > 0 {
+            error = Some(all_failed(&st, acc.first_error()));
+        }
+        if finished.is_some() {
+            p.complete.push(round);
+        }
+        let ran = acc.records() > 0 || finished.is_some();
+        if let Some(cold) = sink.cold {
+            p.cold = cold;
+        }
+        // Each round's samples are on disk as soon as the round ends.
+        if !run.telemetry.is_empty() {
+            match results::append_jsonl(&files.telemetry, &run.telemetry) {
+                Ok(()) => p.telemetry_written = true,
+                Err(e) => obs.on(&RunEvent::Problem(format!(
+                    "cannot write telemetry samples: {e:#}"
+                ))),
+            }
+        }
+        (ran.then_some(st), error)
+    }
+
+    fn request(&self, round: u32) -> RoundRequest {
+        let s = self.scenario;
+        let c = &s.config;
+        RoundRequest {
+            scenario_id: self.scenario_id.to_owned(),
+            scenario_name: s.name.clone(),
+            round,
+            workload: c.workload.clone(),
+            load: s.load_spec(round),
+            model: c.model.clone(),
+            api: c.api,
+            enforce_output_length: c.enforce_output_length,
+            requests: match self.dataset {
+                Some(Dataset::Conversations(cs)) => RoundRequests::Conversations(cs.clone()),
+                Some(Dataset::Trace(t)) => RoundRequests::Trace {
+                    entries: t.clone(),
+                    use_timestamps: c.dataset.as_ref().is_some_and(|d| d.use_timestamps),
+                    speedup: c.dataset.as_ref().map_or(1.0, |d| d.speedup),
+                },
+                None => RoundRequests::Generated,
+            },
+            tokenizer_json: self.tokenizer.map(<[u8]>::to_vec),
+            engine_tokenizer: c.engine_tokenizer,
+            share: None,
+            start_at_us: None,
+        }
+    }
+}
+
+/// Where a round's records go as they arrive: its statistics, each agent's part of them
+/// (a split round), round 1's evidence of a cold start, and the scenario's record file.
+struct RoundSink<'p> {
+    merged: RoundAccumulator,
+    per_agent: BTreeMap<String, RoundAccumulator>,
+    cold: Option<ColdEvidence>,
+    spool: &'p mut RecordSpool,
+}
+
+impl<'p> RoundSink<'p> {
+    fn new(session: &Session<'_>, req: &RoundRequest, spool: &'p mut RecordSpool) -> Self {
+        let opts = &session.scenario.config.stats;
+        // A closed loop's start-up burst is reported apart.
+        let wave = match req.load.arrivals {
+            Arrivals::Closed { concurrency } => Some(concurrency),
+            _ => None,
+        };
+        let per_agent = if session.agents.len() > 1 {
+            session
+                .agents
+                .iter()
+                .map(|a| {
+                    let acc = RoundAccumulator::new(req.round, opts, None);
+                    (a.name().to_owned(), acc)
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        RoundSink {
+            merged: RoundAccumulator::new(req.round, opts, wave),
+            per_agent,
+            cold: (req.round == 1).then(ColdEvidence::default),
+            spool,
+        }
+    }
+
+    /// Takes one record; a record that cannot be written is the error (said once).
+    fn add(&mut self, r: &kvbench_common::record::RequestRecord) -> Result<(), String> {
+        self.merged.add(r);
+        if let Some(acc) = self.per_agent.get_mut(&r.agent) {
+            acc.add(r);
+        }
+        if let Some(c) = &mut self.cold {
+            c.add(r);
+        }
+        self.spool.append(r)
+    }
+
+    /// One agent's part of a split round, on its own.
+    fn part_stats(&self, part: &super::split::Part) -> RoundStats {
+        let Some(acc) = self.per_agent.get(&part.agent) else {
+            return self.merged.finish_records(0.0);
+        };
+        let health = match &part.run.end {
+            RoundEnd::Finished(f) => f.health.as_ref(),
+            _ => None,
+        };
+        let duration_s = part.duration_s.unwrap_or_else(|| acc.span_s());
+        let mut st = acc.finish(duration_s, &part.run.telemetry, health);
+        st.started_at_us = part.run.anchor_us;
+        st
+    }
+}
+
+/// Feeds each record to the sink on its way to the observer.
+struct Tee<'a, 'p> {
+    sink: &'a mut RoundSink<'p>,
+    obs: &'a mut dyn Observer,
+}
+
+impl Observer for Tee<'_, '_> {
+    fn on(&mut self, event: &RunEvent<'_>) {
+        if let RunEvent::Round {
+            event: RoundEvent::Record(r),
+            ..
+        } = event
+        {
+            if let Err(e) = self.sink.add(r) {
+                self.obs.on(&RunEvent::Problem(e));
+            }
+        }
+        self.obs.on(event);
+    }
+}
+
+/// Writes the files; a scenario whose files cannot be written has failed (what was
+/// measured is still in the outcome, for the summary).
+fn finish(mut stats: ScenarioStats, files: &ScenarioFiles, p: &mut Progress) -> ScenarioOutcome {
+    let written = results::write_scenario(files, &stats, &mut p.spool);
+    let write_error = written.as_ref().err().map(|e| format!("{e:#}"));
+    if let Some(e) = &write_error {
+        stats.status = ScenarioStatus::Failed;
+        let before = stats.error.take();
+        stats.error = Some(match before {
+            Some(b) => format!("{b}; cannot write result files: {e}"),
+            None => format!("cannot write result files: {e}"),
+        });
+    }
+    let ok = write_error.is_none();
+    ScenarioOutcome {
+        name: stats.scenario.name.clone(),
+        stats,
+        stats_path: ok.then(|| files.stats.clone()),
+        results_path: ok.then(|| files.results.clone()),
+        telemetry_path: p.telemetry_written.then(|| files.telemetry.clone()),
+        records: p.spool.kept() as usize,
+    }
+}
+
+fn all_failed(st: &RoundStats, first_error: Option<&str>) -> String {
+    format!(
+        "all {} requests failed ({}); first error: {}",
+        st.failed,
+        st.failure_counts(),
+        first_error.unwrap_or("")
+    )
+}
+
+fn scenario_info(s: &Scenario) -> ScenarioInfo {
+    ScenarioInfo {
+        name: s.name.clone(),
+        kind: s.kind.label().into(),
+        config_file: s.config_file.clone(),
+        rounds: s.rounds,
+        concurrency: s.concurrency,
+        tokenizer: s.config.tokenizer_label(),
+        split_across: if s.is_split() {
+            s.agents.clone()
+        } else {
+            Vec::new()
+        },
+        repeat: s.repeat.clone(),
+    }
+}
+
+fn engine_info(s: &Scenario, agents: &[&AgentClient]) -> BTreeMap<String, String> {
+    let urls: Vec<&str> = agents
+        .iter()
+        .map(|a| a.info().engine_display.as_str())
+        .collect();
+    BTreeMap::from([
+        ("endpoint".to_owned(), s.config.endpoint.to_string()),
+        ("engine_url".to_owned(), urls.join(", ")),
+        ("model".to_owned(), s.config.model.clone()),
+        ("api".to_owned(), s.config.api.label().to_owned()),
+    ])
+}
+
+/// A split scenario's `agent`: its agents' names, hosts and versions (each in full is in
+/// `agents`), and how it ran.
+fn split_info(agents: &[&AgentClient]) -> BTreeMap<String, String> {
+    let joined = |f: fn(&AgentClient) -> &str| {
+        let mut v: Vec<&str> = agents.iter().map(|a| f(a)).collect();
+        v.dedup();
+        v.join(",")
+    };
+    BTreeMap::from([
+        ("name".to_owned(), joined(|a| a.name())),
+        ("hostname".to_owned(), joined(|a| &a.info().hostname)),
+        ("version".to_owned(), joined(|a| &a.info().agent_version)),
+        ("address".to_owned(), joined(|a| a.url())),
+        ("placement".to_owned(), "split".to_owned()),
+    ])
+}
+
+fn agent_info(agent: &AgentClient) -> BTreeMap<String, String> {
+    let i = agent.info();
+    let mut m = BTreeMap::from([
+        ("name".to_owned(), i.agent_name.clone()),
+        ("hostname".to_owned(), i.hostname.clone()),
+        ("version".to_owned(), i.agent_version.clone()),
+        ("address".to_owned(), agent.url().to_owned()),
+    ]);
+    // Remote agents: the clock as measured before the run.
+    if let Some(c) = agent.measured_clock() {
+        m.insert("clock_offset_ms".into(), format!("{:.3}", c.offset_ms));
+        m.insert("rtt_ms".into(), format!("{:.3}", c.rtt_ms));
+        if c.offset_ms.abs() > crate::agents::CLOCK_OFFSET_WARN_MS {
+            m.insert(
+                "clock_warning".into(),
+                format!(
+                    "the agent's clock is {:+.1} ms off the coordinator's (more than {} ms)",
+                    c.offset_ms,
+                    crate::agents::CLOCK_OFFSET_WARN_MS
+                ),
+            );
+        }
+    }
+    m
+}

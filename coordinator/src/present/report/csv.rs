@@ -1,0 +1,185 @@
+//! `kvbench report RUN_DIR --csv`: the per-round statistics of a saved run in long form,
+//! one figure per line (`run,agent,scenario,round,repeat,metric,statistic,value,unit`), for
+//! spreadsheets and dataframes. A split scenario has its merged rows (agent `all`) and each
+//! agent's part.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use kvbench_common::stats::{pct_label, LatencyMetric, RoundStats};
+
+use crate::output::SavedRun;
+
+pub const HEADER: &str = "run,agent,scenario,round,repeat,metric,statistic,value,unit";
+
+/// A field as RFC 4180 wants it: quoted when it holds a comma, a quote or a line break.
+fn field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// Where one round's figures belong.
+struct Key<'a> {
+    run: &'a str,
+    agent: &'a str,
+    scenario: &'a str,
+    round: u32,
+    repeat: u32,
+}
+
+/// `(metric, statistic, value, unit)` of one round, the figures that it has.
+fn figures(r: &RoundStats) -> Vec<(String, String, f64, &'static str)> {
+    let mut out = Vec::new();
+    let mut push = |metric: &str, stat: &str, v: Option<f64>, unit: &'static str| {
+        if let Some(v) = v.filter(|v| v.is_finite()) {
+            out.push((metric.to_owned(), stat.to_owned(), v, unit));
+        }
+    };
+    for m in LatencyMetric::ALL {
+        let s = r.latency.metric(m);
+        let name = m.key().trim_end_matches("_ms");
+        for (stat, v) in [
+            ("mean", s.mean),
+            ("median", s.median),
+            ("std", s.std),
+            ("min", s.min),
+            ("max", s.max),
+        ] {
+            push(name, stat, v, "ms");
+        }
+        for &(q, v) in &s.percentiles {
+            push(name, &format!("p{}", pct_label(q)), v, "ms");
+        }
+    }
+    let value = "value";
+    push("completed", value, Some(f64::from(r.completed)), "requests");
+    push("failed", value, Some(f64::from(r.failed)), "requests");
+    push("duration", value, Some(r.duration), "s");
+    push(
+        "request_throughput",
+        value,
+        Some(r.request_throughput),
+        "req/s",
+    );
+    push(
+        "output_throughput",
+        value,
+        Some(r.output_throughput),
+        "tok/s",
+    );
+    push(
+        "total_token_throughput",
+        value,
+        Some(r.total_token_throughput),
+        "tok/s",
+    );
+    push("cache_hit_ratio", value, r.cache_hit_ratio, "ratio");
+    push(
+        "max_concurrent_requests",
+        value,
+        Some(f64::from(r.max_concurrent_requests)),
+        "requests",
+    );
+    let engine = r.engine_metrics.as_ref();
+    push(
+        "engine_prefix_cache_hit_ratio",
+        value,
+        engine.and_then(|e| e.prefix_cache_hit_rate),
+        "ratio",
+    );
+    push(
+        "engine_preemptions",
+        value,
+        engine.and_then(|e| e.preemptions),
+        "count",
+    );
+    let gpu = r.telemetry.as_ref().and_then(|t| t.gpu.as_ref());
+    push("gpu_util", "mean", gpu.and_then(|g| g.util_mean_pct), "%");
+    push("gpu_util", "max", gpu.and_then(|g| g.util_max_pct), "%");
+    push(
+        "gpu_mem_used",
+        "peak",
+        gpu.and_then(|g| g.mem_used_peak_bytes),
+        "bytes",
+    );
+    push("gpu_power", "mean", gpu.and_then(|g| g.power_mean_w), "W");
+    push("gpu_energy", value, gpu.and_then(|g| g.energy_j), "J");
+    push(
+        "energy_per_output_token",
+        value,
+        gpu.and_then(|g| g.j_per_output_token),
+        "J/token",
+    );
+    out
+}
+
+fn rows(out: &mut String, key: &Key, r: &RoundStats) {
+    for (metric, stat, v, unit) in figures(r) {
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{},{},{v},{}",
+            field(key.run),
+            field(key.agent),
+            field(key.scenario),
+            key.round,
+            key.repeat,
+            field(&metric),
+            field(&stat),
+            field(unit)
+        );
+    }
+}
+
+/// The CSV text of a saved run.
+pub fn render(saved: &SavedRun) -> String {
+    let mut out = String::from(HEADER);
+    out.push('\n');
+    for (s, st) in saved.run.scenarios.iter().zip(&saved.stats) {
+        let Ok(st) = st else { continue };
+        let split = !st.agents.is_empty();
+        let agent = if split {
+            "all"
+        } else {
+            st.agent.get("name").map_or("", String::as_str)
+        };
+        for r in &st.rounds {
+            let key = Key {
+                run: &saved.run.timestamp,
+                agent,
+                scenario: &s.name,
+                round: r.round,
+                repeat: 1,
+            };
+            rows(&mut out, &key, r);
+            for (name, part) in &r.per_agent {
+                rows(&mut out, &Key { agent: name, ..key }, part);
+            }
+        }
+    }
+    out
+}
+
+/// Writes `multi_scenario_stats_<ts>.csv` into `dir`.
+pub fn write(dir: &Path, saved: &SavedRun) -> anyhow::Result<PathBuf> {
+    let path = dir.join(format!("multi_scenario_stats_{}.csv", saved.run.timestamp));
+    std::fs::write(&path, render(saved))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_quoted_only_when_they_must_be() {
+        assert_eq!(field("ttft"), "ttft");
+        assert_eq!(field("a,b"), "\"a,b\"");
+        assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(field("腾讯云-单机多卡"), "腾讯云-单机多卡");
+    }
+}
