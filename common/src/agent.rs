@@ -12,7 +12,7 @@ use crate::dataset::TraceEntry;
 use crate::load::LoadSpec;
 use crate::plan::ApiFlavor;
 use crate::record::RequestRecord;
-use crate::stats::AgentHealth;
+use crate::results::AgentHealth;
 use crate::telemetry::TelemetrySample;
 use crate::workload::{Conversation, WorkloadSpec};
 

@@ -8,15 +8,16 @@
 //! - [`stats`]: the statistics computed from records, and the stats file layout;
 //! - [`telemetry`]: samples streamed with the records (engine metrics) and their summaries.
 
-pub mod accumulate;
 pub mod agent;
 pub mod dataset;
+pub mod isolation;
 pub mod limits;
 pub mod load;
 pub mod plan;
 pub mod process;
 pub mod prometheus;
 pub mod record;
+pub mod results;
 pub mod rng;
 pub mod stats;
 pub mod targets;
@@ -24,21 +25,6 @@ pub mod telemetry;
 pub mod tokenizer;
 pub mod util;
 
-/// Resolves on SIGINT or SIGTERM (SIGINT alone where there is no SIGTERM).
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = term.recv() => {},
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-}
 pub mod workload;
 pub mod yaml_index;
 

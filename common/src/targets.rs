@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::stats::{LatencyMetric, RoundStats, ScenarioStats};
+use crate::results::{LatencyMetric, RoundStats, ScenarioStats};
 
 /// How a figure compares with its threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,11 +195,11 @@ pub fn merged(plan: &[Target], scenario: &[Target]) -> Vec<Target> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::isolation::{IsolationInfo, IsolationStatus};
     use crate::plan::IsolationPolicy;
     use crate::record::{Outcome, RequestRecord};
-    use crate::stats::{
-        Comparison, IsolationInfo, IsolationStatus, ScenarioInfo, ScenarioStatus, StatsOptions,
-    };
+    use crate::results::{Comparison, ScenarioInfo, ScenarioStatus};
+    use crate::stats::StatsOptions;
 
     fn rec(id: u32, ttft: f64, cached: u32, outcome: Outcome) -> RequestRecord {
         RequestRecord {

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{assert_stats_schema, load, read_json, run_with, run_with_agents, TempDir};
-use kvbench_common::stats::Verdict;
+use kvbench_common::isolation::Verdict;
 use kvbench_coordinator::agents::Embedded;
 use kvbench_sim::SimConfig;
 

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{assert_stats_schema, load, read_json, run_with, TempDir};
-use kvbench_common::stats::IsolationInfo;
+use kvbench_common::isolation::IsolationInfo;
 use kvbench_sim::SimConfig;
 
 fn plan_text(clear: bool) -> String {

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{read_json, run_with_agents, TempDir};
+use kvbench_common::isolation::Verdict;
 use kvbench_common::plan::{Endpoint, Plan};
-use kvbench_common::stats::Verdict;
 use kvbench_coordinator::agents::AgentClient;
 use kvbench_coordinator::engine::outcome::RunSummary;
 

@@ -17,7 +17,7 @@ use kvbench_common::limits::MAX_SHARES;
 use kvbench_common::load::{Arrivals, LoadSpec, RampStrategy, Rate};
 use kvbench_common::plan::ApiFlavor;
 use kvbench_common::record::{Outcome, RequestRecord};
-use kvbench_common::stats::AgentHealth;
+use kvbench_common::results::AgentHealth;
 use kvbench_common::telemetry::{TelemetrySample, TelemetrySource};
 use kvbench_common::workload::Conversation;
 use kvbench_common::workload::{

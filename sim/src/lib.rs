@@ -212,7 +212,17 @@ pub async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let s = shutdown.clone();
     tokio::spawn(async move {
-        kvbench_common::shutdown_signal().await;
+        // SIGINT or SIGTERM (SIGINT alone where there is no SIGTERM).
+        #[cfg(unix)]
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        #[cfg(unix)]
+        if let Ok(mut term) = term {
+            tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+        } else {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
         s.cancel();
     });
     serve(listener, engine, shutdown).await?;

@@ -35,7 +35,7 @@ pub(crate) fn progress_ticker(
 /// What the measured phase gives besides its records.
 pub(crate) struct Measured {
     pub(crate) duration_s: f64,
-    pub(crate) health: kvbench_common::stats::AgentHealth,
+    pub(crate) health: kvbench_common::results::AgentHealth,
 }
 
 /// One round's shared state, from which its workers are made.

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use kvbench_common::process::peak_rss_bytes;
-use kvbench_common::stats::{AgentHealth, Summary};
+use kvbench_common::results::AgentHealth;
+use kvbench_common::stats::Summary;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 

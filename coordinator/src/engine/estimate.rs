@@ -125,7 +125,7 @@ fn last_run(dir: &Path, slug: &str) -> Option<(PathBuf, f64)> {
                 .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".json"))
         })
         .max()?;
-    let stats: kvbench_common::stats::ScenarioStats =
+    let stats: kvbench_common::results::ScenarioStats =
         serde_json::from_slice(&std::fs::read(&latest).ok()?).ok()?;
     let seconds: f64 = stats.rounds.iter().map(|r| r.duration).sum();
     (seconds > 0.0).then_some((latest, seconds))

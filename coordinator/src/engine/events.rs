@@ -6,8 +6,9 @@
 use std::cell::RefCell;
 
 use kvbench_common::agent::{AgentInfo, ClearOutcome, RestartOutcome, RoundEvent};
+use kvbench_common::isolation::IsolationInfo;
 use kvbench_common::plan::{IsolationPolicy, Plan, Scenario};
-use kvbench_common::stats::{Comparison, IsolationInfo, RoundStats};
+use kvbench_common::results::{Comparison, RoundStats};
 
 use super::outcome::{RunSummary, ScenarioOutcome};
 

@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use kvbench_common::agent::{ColdProbe, RestartError, RestartOutcome};
+use kvbench_common::isolation::{IsolationInfo, IsolationStatus};
 use kvbench_common::plan::{IsolationPolicy, Plan};
-use kvbench_common::stats::{IsolationInfo, IsolationStatus};
 use tokio_util::sync::CancellationToken;
 
 use super::events::{Observer, RunEvent, Shared};

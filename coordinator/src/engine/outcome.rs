@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kvbench_common::stats::{ScenarioStats, ScenarioStatus, Verdict};
+use kvbench_common::isolation::Verdict;
+use kvbench_common::results::{ScenarioStats, ScenarioStatus};
 
 /// How one scenario ended.
 #[derive(Debug, Clone)]

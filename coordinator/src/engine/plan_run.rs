@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use kvbench_common::plan::Plan;
-use kvbench_common::stats::ScenarioStatus;
+use kvbench_common::results::ScenarioStatus;
 use kvbench_common::util::timestamp_utc;
 use tokio_util::sync::CancellationToken;
 

@@ -10,15 +10,16 @@
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime};
 
-use kvbench_common::accumulate::RoundAccumulator;
 use kvbench_common::agent::{RoundEvent, RoundRequest, RoundRequests};
 use kvbench_common::dataset::Dataset;
+use kvbench_common::isolation::{ColdEvidence, DiscardedAttempt, IsolationInfo};
 use kvbench_common::load::Arrivals;
-use kvbench_common::plan::{IsolationPolicy, Plan, Scenario};
-use kvbench_common::stats::{
-    ColdEvidence, Comparison, DiscardedAttempt, IsolationInfo, RoundStats, ScenarioInfo,
-    ScenarioStats, ScenarioStatus,
+use kvbench_common::plan::{IsolationPolicy, Placement, Plan, Scenario};
+use kvbench_common::results::{
+    Comparison, RoundStats, ScenarioAgent, ScenarioEngine, ScenarioInfo, ScenarioStats,
+    ScenarioStatus,
 };
+use kvbench_common::stats::accumulate::RoundAccumulator;
 use kvbench_common::util::{rfc3339_utc, timestamp_utc};
 use tokio_util::sync::CancellationToken;
 
@@ -470,58 +471,57 @@ fn scenario_info(s: &Scenario) -> ScenarioInfo {
     }
 }
 
-fn engine_info(s: &Scenario, agents: &[&AgentClient]) -> BTreeMap<String, String> {
+fn engine_info(s: &Scenario, agents: &[&AgentClient]) -> ScenarioEngine {
     let urls: Vec<&str> = agents
         .iter()
         .map(|a| a.info().engine_display.as_str())
         .collect();
-    BTreeMap::from([
-        ("endpoint".to_owned(), s.config.endpoint.to_string()),
-        ("engine_url".to_owned(), urls.join(", ")),
-        ("model".to_owned(), s.config.model.clone()),
-        ("api".to_owned(), s.config.api.label().to_owned()),
-    ])
+    ScenarioEngine {
+        endpoint: s.config.endpoint.to_string(),
+        engine_url: urls.join(", "),
+        model: s.config.model.clone(),
+        api: s.config.api.label().to_owned(),
+    }
 }
 
 /// A split scenario's `agent`: its agents' names, hosts and versions (each in full is in
 /// `agents`), and how it ran.
-fn split_info(agents: &[&AgentClient]) -> BTreeMap<String, String> {
+fn split_info(agents: &[&AgentClient]) -> ScenarioAgent {
     let joined = |f: fn(&AgentClient) -> &str| {
         let mut v: Vec<&str> = agents.iter().map(|a| f(a)).collect();
         v.dedup();
         v.join(",")
     };
-    BTreeMap::from([
-        ("name".to_owned(), joined(|a| a.name())),
-        ("hostname".to_owned(), joined(|a| &a.info().hostname)),
-        ("version".to_owned(), joined(|a| &a.info().agent_version)),
-        ("address".to_owned(), joined(|a| a.url())),
-        ("placement".to_owned(), "split".to_owned()),
-    ])
+    ScenarioAgent {
+        name: joined(|a| a.name()),
+        hostname: joined(|a| &a.info().hostname),
+        version: joined(|a| &a.info().agent_version),
+        address: joined(|a| a.url()),
+        placement: Some(Placement::Split),
+        ..ScenarioAgent::default()
+    }
 }
 
-fn agent_info(agent: &AgentClient) -> BTreeMap<String, String> {
+fn agent_info(agent: &AgentClient) -> ScenarioAgent {
     let i = agent.info();
-    let mut m = BTreeMap::from([
-        ("name".to_owned(), i.agent_name.clone()),
-        ("hostname".to_owned(), i.hostname.clone()),
-        ("version".to_owned(), i.agent_version.clone()),
-        ("address".to_owned(), agent.url().to_owned()),
-    ]);
     // Remote agents: the clock as measured before the run.
-    if let Some(c) = agent.measured_clock() {
-        m.insert("clock_offset_ms".into(), format!("{:.3}", c.offset_ms));
-        m.insert("rtt_ms".into(), format!("{:.3}", c.rtt_ms));
-        if c.offset_ms.abs() > crate::agents::CLOCK_OFFSET_WARN_MS {
-            m.insert(
-                "clock_warning".into(),
+    let clock = agent.measured_clock();
+    ScenarioAgent {
+        name: i.agent_name.clone(),
+        hostname: i.hostname.clone(),
+        version: i.agent_version.clone(),
+        address: agent.url().to_owned(),
+        clock_offset_ms: clock.map(|c| c.offset_ms),
+        rtt_ms: clock.map(|c| c.rtt_ms),
+        clock_warning: clock
+            .filter(|c| c.offset_ms.abs() > crate::agents::CLOCK_OFFSET_WARN_MS)
+            .map(|c| {
                 format!(
                     "the agent's clock is {:+.1} ms off the coordinator's (more than {} ms)",
                     c.offset_ms,
                     crate::agents::CLOCK_OFFSET_WARN_MS
-                ),
-            );
-        }
+                )
+            }),
+        placement: None,
     }
-    m
 }

@@ -13,7 +13,7 @@ use kvbench_common::agent::{
     Progress, RoundEvent, RoundFinished, RoundRequest, RoundStarted, Share,
 };
 use kvbench_common::plan::Scenario;
-use kvbench_common::stats::AgentHealth;
+use kvbench_common::results::AgentHealth;
 use tokio_util::sync::CancellationToken;
 
 use super::events::{Observer, RunEvent, Shared};

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use kvbench_common::agent::AgentInfo;
 use kvbench_common::plan::{IsolationPolicy, Plan};
-use kvbench_common::stats::ScenarioStatus;
+use kvbench_common::results::ScenarioStatus;
 use kvbench_common::targets::Target;
 use serde::{Deserialize, Serialize};
 

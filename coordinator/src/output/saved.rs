@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use kvbench_common::record::Outcome;
-use kvbench_common::stats::{ScenarioStats, ScenarioStatus};
+use kvbench_common::results::{ScenarioStats, ScenarioStatus};
 use kvbench_common::telemetry::TelemetrySample;
 use serde::Deserialize;
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use kvbench_common::record::RequestRecord;
-use kvbench_common::stats::ScenarioStats;
+use kvbench_common::results::ScenarioStats;
 use kvbench_common::telemetry::TelemetrySample;
 use serde::Serialize;
 

@@ -14,8 +14,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use kvbench_common::record::Outcome;
-use kvbench_common::rng::Rng;
-use kvbench_common::stats::{RoundStats, ScenarioStats};
+use kvbench_common::results::{RoundStats, ScenarioStats};
+use kvbench_common::stats::intervals::{bootstrap_change, Change, Stat};
 use serde::{Deserialize, Serialize};
 
 use crate::output::{self, SavedRun};
@@ -39,12 +39,6 @@ enum Sample {
     Ttft,
     Tpot,
     E2el,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stat {
-    Mean,
-    Quantile(u8),
 }
 
 impl Metric {
@@ -91,98 +85,23 @@ impl Metric {
     fn of_requests(self) -> Option<(Sample, Stat)> {
         Some(match self {
             Metric::TtftMean => (Sample::Ttft, Stat::Mean),
-            Metric::TtftP50 => (Sample::Ttft, Stat::Quantile(50)),
-            Metric::TtftP99 => (Sample::Ttft, Stat::Quantile(99)),
+            Metric::TtftP50 => (Sample::Ttft, Stat::Quantile(50.0)),
+            Metric::TtftP99 => (Sample::Ttft, Stat::Quantile(99.0)),
             Metric::TpotMean => (Sample::Tpot, Stat::Mean),
             Metric::E2elMean => (Sample::E2el, Stat::Mean),
-            Metric::E2elP99 => (Sample::E2el, Stat::Quantile(99)),
+            Metric::E2elP99 => (Sample::E2el, Stat::Quantile(99.0)),
             Metric::OutputThroughput => return None,
         })
     }
 }
 
-/// The statistic of sorted values (quantiles interpolated between ranks, as numpy does).
-fn statistic(sorted: &[f64], stat: Stat) -> f64 {
-    match stat {
-        Stat::Mean => sorted.iter().sum::<f64>() / sorted.len() as f64,
-        Stat::Quantile(q) => quantile(sorted, f64::from(q)),
-    }
-}
-
-/// The `q`-th percentile of sorted values, interpolated between ranks.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let pos = q / 100.0 * (sorted.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
-}
-
-/// The relative change from `a` to `b` in percent, a bootstrap 95 % interval of it and the
-/// bootstrap test's two-sided p-value for "no change" (`iterations` resamples of each side,
-/// with replacement, from a fixed seed: the same inputs give the same answer).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Change {
-    pub a: f64,
-    pub b: f64,
-    pub change_pct: f64,
-    pub ci_low_pct: f64,
-    pub ci_high_pct: f64,
-    pub p_value: f64,
-}
-
-const ITERATIONS: usize = 1000;
 /// Fewer samples than this on a side: no verdict.
 pub const MIN_SAMPLES: usize = 10;
 /// Fewer repeats than this on a side: no verdict.
 pub const MIN_REPEATS: usize = 3;
 
 fn bootstrap(a: &[f64], b: &[f64], stat: Stat, seed: u64) -> Option<Change> {
-    bootstrap_min(a, b, stat, seed, MIN_SAMPLES)
-}
-
-fn bootstrap_min(a: &[f64], b: &[f64], stat: Stat, seed: u64, min: usize) -> Option<Change> {
-    if a.len() < min || b.len() < min {
-        return None;
-    }
-    let sorted = |v: &[f64]| {
-        let mut s = v.to_vec();
-        s.sort_by(f64::total_cmp);
-        s
-    };
-    let (sa, sb) = (sorted(a), sorted(b));
-    let (va, vb) = (statistic(&sa, stat), statistic(&sb, stat));
-    if va <= 0.0 {
-        return None;
-    }
-    let mut rng = Rng::new(seed);
-    let mut draw = |from: &[f64], buf: &mut Vec<f64>| {
-        buf.clear();
-        buf.extend((0..from.len()).map(|_| from[rng.below(from.len() as u64) as usize]));
-        buf.sort_by(f64::total_cmp);
-    };
-    let (mut ra, mut rb) = (Vec::new(), Vec::new());
-    let mut changes: Vec<f64> = (0..ITERATIONS)
-        .filter_map(|_| {
-            draw(&sa, &mut ra);
-            draw(&sb, &mut rb);
-            let x = statistic(&ra, stat);
-            (x > 0.0).then(|| (statistic(&rb, stat) - x) / x * 100.0)
-        })
-        .collect();
-    if changes.is_empty() {
-        return None;
-    }
-    changes.sort_by(f64::total_cmp);
-    let n = changes.len().max(1) as f64;
-    let below = changes.iter().filter(|c| **c <= 0.0).count() as f64 / n;
-    let above = changes.iter().filter(|c| **c >= 0.0).count() as f64 / n;
-    Some(Change {
-        a: va,
-        b: vb,
-        change_pct: (vb - va) / va * 100.0,
-        ci_low_pct: quantile(&changes, 2.5),
-        ci_high_pct: quantile(&changes, 97.5),
-        p_value: (2.0 * below.min(above)).min(1.0),
-    })
+    bootstrap_change(a, b, stat, seed, MIN_SAMPLES)
 }
 
 /// What the comparison says of one figure.
@@ -493,7 +412,7 @@ fn metric_row(
             let value = |v: &[f64]| {
                 let mut s = v.to_vec();
                 s.sort_by(f64::total_cmp);
-                (!s.is_empty()).then(|| statistic(&s, stat))
+                (!s.is_empty()).then(|| stat.of_sorted(&s))
             };
             Row {
                 scenario: at.scenario.to_owned(),
@@ -566,7 +485,7 @@ fn repeat_rows(c: &mut Comparison, a: &SavedRun, b: &SavedRun, noise: f64) -> Ve
                 };
                 let (va, vb) = (values(runs_a), values(runs_b));
                 let seed = (gi as u64) << 40 | u64::from(round) << 8 | k as u64;
-                let change = bootstrap_min(&va, &vb, Stat::Mean, seed, MIN_REPEATS);
+                let change = bootstrap_change(&va, &vb, Stat::Mean, seed, MIN_REPEATS);
                 let mean =
                     |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
                 c.rows.push(Row {
@@ -668,6 +587,7 @@ pub fn markdown(c: &Comparison) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kvbench_common::rng::Rng;
 
     fn normal(seed: u64, n: usize, mean: f64, sd: f64) -> Vec<f64> {
         let mut r = Rng::new(seed);
@@ -695,7 +615,7 @@ mod tests {
         // A real 2 % shift inside a 3 % noise threshold is not a finding.
         let close = normal(4, 4000, 102.0, 1.0);
         let base = normal(5, 4000, 100.0, 1.0);
-        let c = bootstrap(&base, &close, Stat::Quantile(50), 7).expect("enough");
+        let c = bootstrap(&base, &close, Stat::Quantile(50.0), 7).expect("enough");
         assert!(c.p_value < 0.05, "{c:?}");
         assert_eq!(verdict(Metric::TtftP50, Some(c), 3.0), Verdict::NoChange);
         assert_eq!(verdict(Metric::TtftP50, Some(c), 1.0), Verdict::Regressed);
@@ -710,8 +630,8 @@ mod tests {
     #[test]
     fn quantiles_interpolate_like_numpy() {
         let v = [1.0, 2.0, 3.0, 4.0];
-        assert_eq!(statistic(&v, Stat::Quantile(50)), 2.5);
-        assert!((statistic(&v, Stat::Quantile(99)) - 3.97).abs() < 1e-12);
-        assert_eq!(statistic(&v, Stat::Mean), 2.5);
+        assert_eq!(Stat::Quantile(50.0).of_sorted(&v), 2.5);
+        assert!((Stat::Quantile(99.0).of_sorted(&v) - 3.97).abs() < 1e-12);
+        assert_eq!(Stat::Mean.of_sorted(&v), 2.5);
     }
 }

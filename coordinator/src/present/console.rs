@@ -7,9 +7,10 @@ use std::io::Write;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kvbench_common::agent::{AgentInfo, RoundEvent};
+use kvbench_common::isolation::{IsolationInfo, Verdict};
 use kvbench_common::plan::{IsolationPolicy, Plan, Scenario};
 use kvbench_common::record::Outcome;
-use kvbench_common::stats::{IsolationInfo, RoundStats, ScenarioStatus, Verdict};
+use kvbench_common::results::{RoundStats, ScenarioStatus};
 use kvbench_common::telemetry::TelemetrySummary;
 use kvbench_common::workload::WorkloadKind;
 

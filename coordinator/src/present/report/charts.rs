@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 use ab_glyph::Font as _;
 use anyhow::Context;
-use kvbench_common::stats::ScenarioStats;
+use kvbench_common::results::ScenarioStats;
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -290,14 +290,14 @@ fn name_column(
     Ok(())
 }
 
-fn last_round(st: &ScenarioStats) -> Option<&kvbench_common::stats::RoundStats> {
+fn last_round(st: &ScenarioStats) -> Option<&kvbench_common::results::RoundStats> {
     st.rounds
         .iter()
         .filter(|r| r.round > 1)
         .max_by_key(|r| r.round)
 }
 
-fn round1(st: &ScenarioStats) -> Option<&kvbench_common::stats::RoundStats> {
+fn round1(st: &ScenarioStats) -> Option<&kvbench_common::results::RoundStats> {
     st.rounds.iter().find(|r| r.round == 1)
 }
 
@@ -318,8 +318,8 @@ pub fn draw(saved: &SavedRun, dir: &Path, font_path: Option<&Path>) -> anyhow::R
         ran.iter().map(|(n, st)| ((*n).to_owned(), f(st))).collect()
     };
     let mean_ttft =
-        |r: Option<&kvbench_common::stats::RoundStats>| r.and_then(|r| r.latency.ttft.mean);
-    let tput = |r: Option<&kvbench_common::stats::RoundStats>| r.map(|r| r.output_throughput);
+        |r: Option<&kvbench_common::results::RoundStats>| r.and_then(|r| r.latency.ttft.mean);
+    let tput = |r: Option<&kvbench_common::results::RoundStats>| r.map(|r| r.output_throughput);
     let two = ["round 1 (cold)", "last round (cache)"];
     let charts: Vec<(&str, Bars)> = vec![
         (
@@ -412,7 +412,7 @@ fn repeats_bars(saved: &SavedRun) -> Option<Bars<'static>> {
             .iter()
             .map(|(_, fig)| {
                 let values: Vec<f64> = runs.iter().filter_map(|st| fig(st)).collect();
-                super::views::mean_ci(&values)
+                kvbench_common::stats::intervals::mean_ci95(&values)
             })
             .collect();
         rows.push((name.clone(), stats.iter().map(|s| s.map(|s| s.0)).collect()));

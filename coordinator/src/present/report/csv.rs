@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use kvbench_common::stats::{pct_label, LatencyMetric, RoundStats};
+use kvbench_common::results::{LatencyMetric, RoundStats};
+use kvbench_common::stats::pct_label;
 
 use crate::output::SavedRun;
 
@@ -141,11 +142,7 @@ pub fn render(saved: &SavedRun) -> String {
     for (s, st) in saved.run.scenarios.iter().zip(&saved.stats) {
         let Ok(st) = st else { continue };
         let split = !st.agents.is_empty();
-        let agent = if split {
-            "all"
-        } else {
-            st.agent.get("name").map_or("", String::as_str)
-        };
+        let agent = if split { "all" } else { st.agent.name.as_str() };
         for r in &st.rounds {
             let key = Key {
                 run: &saved.run.timestamp,

@@ -5,7 +5,8 @@
 
 use std::fmt::Write as _;
 
-use kvbench_common::stats::{IsolationStatus, RoundStats, ScenarioStats, ScenarioStatus, Verdict};
+use kvbench_common::isolation::{IsolationStatus, Verdict};
+use kvbench_common::results::{RoundStats, ScenarioStats, ScenarioStatus};
 use kvbench_common::targets::TargetResult;
 
 use super::charts::Charts;
@@ -554,11 +555,8 @@ fn scenario_anomalies(name: &str, st: &ScenarioStats) -> Vec<String> {
     }
     let agents = std::iter::once(&st.agent).chain(&st.agents);
     for a in agents {
-        if let Some(w) = a.get("clock_warning") {
-            out.push(format!(
-                "**{name}**: agent {}: {w}.",
-                a.get("name").map_or("?", String::as_str)
-            ));
+        if let Some(w) = &a.clock_warning {
+            out.push(format!("**{name}**: agent {}: {w}.", a.name));
         }
     }
     out
@@ -584,10 +582,10 @@ fn details(out: &mut String, saved: &SavedRun, charts: Option<&Charts>) {
         let _ = writeln!(
             out,
             "- engine {} (model {}), agent {} on {}",
-            st.engine.get("engine_url").map_or("?", String::as_str),
-            st.engine.get("model").map_or("?", String::as_str),
-            st.agent.get("name").map_or("?", String::as_str),
-            st.agent.get("hostname").map_or("?", String::as_str),
+            or_unknown(&st.engine.engine_url),
+            or_unknown(&st.engine.model),
+            or_unknown(&st.agent.name),
+            or_unknown(&st.agent.hostname),
         );
         if st.rounds.is_empty() {
             out.push_str("- no round ran\n\n");
@@ -684,4 +682,13 @@ fn detail_table(out: &mut String, st: &ScenarioStats) {
         out.push('\n');
     }
     out.push('\n');
+}
+
+/// A field of a stats file, or `?` when it was not written.
+fn or_unknown(s: &str) -> &str {
+    if s.is_empty() {
+        "?"
+    } else {
+        s
+    }
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use kvbench_common::record::Outcome;
-use kvbench_common::stats::ScenarioStats;
+use kvbench_common::results::ScenarioStats;
 use kvbench_common::telemetry::{
     engine_metric, GpuField, GpuKey, TelemetrySample, TelemetrySource,
 };

@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use kvbench_common::stats::ScenarioStats;
+use kvbench_common::results::ScenarioStats;
+use kvbench_common::stats::intervals::mean_ci95;
 
 use super::markdown::{cell, f, first, last, pct};
 use crate::output::SavedRun;
@@ -200,36 +201,6 @@ fn matrix(out: &mut String, saved: &SavedRun, rows: &str, cols: &str, fig: &Figu
     out.push('\n');
 }
 
-/// The two-sided 95 % critical value of Student's t with `df` degrees of freedom (table
-/// to 30, then 1.96 + 2.4 / df, within 0.003 of the exact value beyond).
-pub fn t95(df: usize) -> f64 {
-    const TABLE: [f64; 30] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-        2.052, 2.048, 2.045, 2.042,
-    ];
-    match df {
-        0 => f64::NAN,
-        1..=30 => TABLE[df - 1],
-        _ => 1.96 + 2.4 / df as f64,
-    }
-}
-
-/// The mean of `values` and the half-width of its 95 % confidence interval
-/// (t-distribution); no half-width for fewer than two values.
-pub fn mean_ci(values: &[f64]) -> Option<(f64, Option<f64>)> {
-    let n = values.len();
-    if n == 0 {
-        return None;
-    }
-    let mean = values.iter().sum::<f64>() / n as f64;
-    if n < 2 {
-        return Some((mean, None));
-    }
-    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-    Some((mean, Some(t95(n - 1) * (var / n as f64).sqrt())))
-}
-
 /// The figures of a repeated scenario's runs, by the scenario's plan name, in plan order.
 pub fn repeat_groups(saved: &SavedRun) -> Vec<(String, u32, Vec<&ScenarioStats>)> {
     let mut out: Vec<(String, u32, Vec<&ScenarioStats>)> = Vec::new();
@@ -274,7 +245,7 @@ pub const REPEAT_FIGURES: [(&str, RunFigure); 4] = [
 
 /// `mean ± half-width (n)`, or why there is no interval.
 fn with_ci(values: &[f64]) -> String {
-    match mean_ci(values) {
+    match mean_ci95(values) {
         None => "-".to_owned(),
         Some((m, Some(h))) => format!("{m:.1} ± {h:.1} (n={})", values.len()),
         Some((m, None)) => format!("{m:.1} (one run: no interval)"),
@@ -315,18 +286,6 @@ pub fn repeats(out: &mut String, saved: &SavedRun) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn t_intervals_follow_students_t() {
-        assert_eq!(mean_ci(&[]), None);
-        assert_eq!(mean_ci(&[5.0]), Some((5.0, None)));
-        // n = 3, sd = 1: half-width 4.303 / sqrt(3).
-        let (m, h) = mean_ci(&[1.0, 2.0, 3.0]).expect("values");
-        assert_eq!(m, 2.0);
-        assert!((h.expect("an interval") - 4.303 / 3f64.sqrt()).abs() < 1e-9);
-        assert!((t95(40) - 2.021).abs() < 0.003 && (t95(120) - 1.980).abs() < 0.003);
-        assert!((t95(1000) - 1.962).abs() < 0.003);
-    }
 
     #[test]
     fn reductions_and_increases_are_relative_to_the_base() {

@@ -1,118 +1,18 @@
-//! Statistics computed from request records, and the stats file's layout.
-//!
-//! Percentiles use linear interpolation between closest ranks (numpy's default, which
-//! vLLM's benchmark uses), so numbers compare with vLLM's `bench serve` directly. Key names
-//! follow vLLM's (`mean_ttft_ms`, `request_throughput`, ...).
+//! The stats file, `<slug>_stats_<ts>.json` ([`ScenarioStats`]): a scenario's rounds
+//! ([`RoundStats`]) with their latency figures under vLLM's flat key names
+//! (`mean_ttft_ms`, `request_throughput`, ...), the comparison of its last round with round
+//! 1, the engine and agents it ran on, and its isolation verdict.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::accumulate::RoundAccumulator;
-use crate::agent::{is_stale, ColdProbe};
+use crate::isolation::IsolationInfo;
 use crate::record::{Outcome, RequestRecord};
+use crate::stats::accumulate::RoundAccumulator;
+use crate::stats::{pct_label, StatsOptions};
+
 use crate::telemetry::EngineMetricsSummary;
-
-/// The percentiles reported for every latency metric.
-pub const DEFAULT_PERCENTILES: [f64; 4] = [50.0, 90.0, 95.0, 99.0];
-
-/// Service-level objectives for goodput (vLLM's `--goodput`): a completed request is good
-/// when every objective that is set holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Goodput {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ttft_ms: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tpot_ms: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub e2el_ms: Option<f64>,
-}
-
-impl Goodput {
-    pub fn is_good(&self, r: &RequestRecord) -> bool {
-        let within = |limit: Option<f64>, v: Option<f64>| match (limit, v) {
-            (None, _) => true,
-            (Some(l), Some(v)) => v <= l,
-            (Some(_), None) => false,
-        };
-        within(self.ttft_ms, r.ttft_ms())
-            && within(self.tpot_ms, r.tpot_ms().or(Some(0.0)))
-            && within(self.e2el_ms, Some(r.e2el_ms()))
-    }
-}
-
-/// What statistics to compute.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StatsOptions {
-    /// Percentiles reported for every latency metric (`p<q>_<metric>`), besides p99,
-    /// which is always reported.
-    pub percentiles: Vec<f64>,
-    pub goodput: Option<Goodput>,
-}
-
-impl Default for StatsOptions {
-    fn default() -> Self {
-        StatsOptions {
-            percentiles: DEFAULT_PERCENTILES.to_vec(),
-            goodput: None,
-        }
-    }
-}
-
-/// Summary of one sample set.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Summary {
-    pub count: usize,
-    pub mean: f64,
-    pub std: f64,
-    pub min: f64,
-    pub max: f64,
-    sorted: Vec<f64>,
-}
-
-impl Summary {
-    /// `None` for an empty sample set. NaN values are dropped.
-    pub fn of(samples: impl IntoIterator<Item = f64>) -> Option<Summary> {
-        let mut sorted: Vec<f64> = samples.into_iter().filter(|v| !v.is_nan()).collect();
-        if sorted.is_empty() {
-            return None;
-        }
-        sorted.sort_by(f64::total_cmp);
-        let n = sorted.len() as f64;
-        let mean = sorted.iter().sum::<f64>() / n;
-        let var = sorted.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
-        Some(Summary {
-            count: sorted.len(),
-            mean,
-            std: var.sqrt(),
-            min: sorted[0],
-            max: sorted[sorted.len() - 1],
-            sorted,
-        })
-    }
-
-    /// The `q`-th percentile (0..=100), linear interpolation between closest ranks.
-    pub fn percentile(&self, q: f64) -> f64 {
-        let q = q.clamp(0.0, 100.0) / 100.0;
-        let pos = q * (self.sorted.len() - 1) as f64;
-        let lo = pos.floor() as usize;
-        let hi = pos.ceil() as usize;
-        let frac = pos - lo as f64;
-        self.sorted[lo] + (self.sorted[hi] - self.sorted[lo]) * frac
-    }
-
-    pub fn median(&self) -> f64 {
-        self.percentile(50.0)
-    }
-}
-
-/// Formats a percentile for a key: 99 -> "99", 99.9 -> "99.9".
-pub fn pct_label(q: f64) -> String {
-    let s = format!("{q}");
-    s.trim_end_matches(".0").to_owned()
-}
 
 /// Per-round statistics: one object of the stats file's `rounds` list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -448,94 +348,6 @@ pub struct AgentHealth {
     pub saturation_reason: String,
 }
 
-/// An HDR histogram of latencies in microseconds (1 us to 1 hour, 3 significant digits):
-/// the form in which distributions merge exactly across agents.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LatencyHistogram(hdrhistogram::Histogram<u64>);
-
-impl Default for LatencyHistogram {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl LatencyHistogram {
-    const MAX_US: u64 = 3_600_000_000;
-
-    pub fn new() -> Self {
-        // Bounds are constants that hdrhistogram accepts.
-        let h = hdrhistogram::Histogram::new_with_bounds(1, Self::MAX_US, 3)
-            .unwrap_or_else(|_| hdrhistogram::Histogram::new(3).unwrap_or_else(|_| unreachable!()));
-        LatencyHistogram(h)
-    }
-
-    /// Records a latency; negative values count as 0, values beyond an hour as an hour.
-    pub fn record_ms(&mut self, ms: f64) {
-        if ms.is_nan() {
-            return;
-        }
-        let us = (ms * 1000.0).round().clamp(1.0, Self::MAX_US as f64) as u64;
-        let _ = self.0.record(us);
-    }
-
-    pub fn len(&self) -> u64 {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Adds another histogram's counts (exact).
-    pub fn merge(&mut self, other: &LatencyHistogram) {
-        let _ = self.0.add(&other.0);
-    }
-
-    /// The `q`-th percentile (0..=100) in milliseconds, interpolated linearly between the
-    /// two closest ranks as numpy's default (and vLLM's benchmark) does; each rank's value
-    /// is the middle of its histogram bucket, so within 0.1 % of the sample. 0 when empty.
-    pub fn percentile_ms(&self, q: f64) -> f64 {
-        let n = self.0.len();
-        if n == 0 {
-            return 0.0;
-        }
-        let pos = q.clamp(0.0, 100.0) / 100.0 * (n - 1) as f64;
-        let (lo, frac) = (pos.floor(), pos - pos.floor());
-        // The value of 0-based rank `k`: the quantile half a sample into it.
-        let at = |k: f64| {
-            let v = self.0.value_at_quantile((k + 0.5) / n as f64);
-            self.0.median_equivalent(v) as f64 / 1000.0
-        };
-        let low = at(lo);
-        if frac == 0.0 {
-            low
-        } else {
-            low + (at(lo + 1.0) - low) * frac
-        }
-    }
-
-    /// Base64 of the V2 + deflate serialization; `None` when empty.
-    pub fn to_base64(&self) -> Option<String> {
-        if self.0.is_empty() {
-            return None;
-        }
-        let mut buf = Vec::new();
-        use hdrhistogram::serialization::Serializer as _;
-        hdrhistogram::serialization::V2DeflateSerializer::new()
-            .serialize(&self.0, &mut buf)
-            .ok()?;
-        Some(base64::engine::general_purpose::STANDARD.encode(&buf))
-    }
-
-    pub fn from_base64(s: &str) -> Option<LatencyHistogram> {
-        let bytes = base64::engine::general_purpose::STANDARD.decode(s).ok()?;
-        let h = hdrhistogram::serialization::Deserializer::new()
-            .deserialize(&mut std::io::Cursor::new(bytes))
-            .ok()?;
-        Some(LatencyHistogram(h))
-    }
-}
-
 /// Round N against round 1.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Comparison {
@@ -686,443 +498,68 @@ impl std::fmt::Display for ScenarioStatus {
     }
 }
 
-/// What the isolation step before a scenario did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum IsolationStatus {
-    /// No isolation step ran (the first scenario of the plan).
-    None,
-    /// The policy does not clear (`wait`, `none`).
-    Skipped,
-    Cleared,
-    Restarted,
-    Failed,
+/// The engine a scenario ran against (`engine` in the stats file). Fields in the file's
+/// key order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ScenarioEngine {
+    /// `chat` or `completions`.
+    pub api: String,
+    /// As the scenario's config gives it (`sim`, `agent` or a URL).
+    pub endpoint: String,
+    /// The engine's URL as its agents know it (a split scenario's, comma-separated).
+    pub engine_url: String,
+    pub model: String,
 }
 
-impl IsolationStatus {
-    /// How bad, to pick the worst of several agents'.
-    pub fn severity(self) -> u8 {
-        match self {
-            IsolationStatus::Cleared | IsolationStatus::Restarted => 0,
-            IsolationStatus::Skipped => 1,
-            IsolationStatus::None => 2,
-            IsolationStatus::Failed => 3,
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            IsolationStatus::None => "none",
-            IsolationStatus::Skipped => "skipped",
-            IsolationStatus::Cleared => "cleared",
-            IsolationStatus::Restarted => "restarted",
-            IsolationStatus::Failed => "failed",
-        }
-    }
+/// An agent a scenario ran on (`agent` in the stats file; each of a split scenario's in
+/// `agents`, and theirs together in `agent`). Fields in the file's key order; numbers are
+/// written as text with three decimals, as they always were.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ScenarioAgent {
+    pub address: String,
+    /// A remote agent's clock offset from the coordinator's, measured before the run.
+    #[serde(skip_serializing_if = "Option::is_none", with = "ms_text")]
+    pub clock_offset_ms: Option<f64>,
+    /// Said when the offset is past what keeps its times comparable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock_warning: Option<String>,
+    pub hostname: String,
+    pub name: String,
+    /// `split` for the agents of a split scenario together.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<crate::plan::Placement>,
+    /// The round trip to it, measured with the offset.
+    #[serde(skip_serializing_if = "Option::is_none", with = "ms_text")]
+    pub rtt_ms: Option<f64>,
+    pub version: String,
 }
 
-impl std::fmt::Display for IsolationStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.label())
-    }
-}
+/// Milliseconds as text with three decimals (`"0.125"`), the stats file's form for them.
+mod ms_text {
+    use serde::{Deserialize, Deserializer, Serializer};
 
-/// Whether round 1 was really cold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    /// The engine's reports show nothing reused that a cold cache could not give.
-    Verified,
-    /// The engine reports neither cached tokens nor prefix-cache counters.
-    Unverified,
-    /// Round 1 reused a cache that should have been empty (see the evidence).
-    Failed,
-    /// No isolation step ran before this scenario.
-    None,
-}
-
-impl Verdict {
-    /// How bad, to pick the worst of several agents': verified < none < unverified < failed.
-    pub fn severity(self) -> u8 {
-        match self {
-            Verdict::Verified => 0,
-            Verdict::None => 1,
-            Verdict::Unverified => 2,
-            Verdict::Failed => 3,
+    pub fn serialize<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_str(&format!("{v:.3}")),
+            None => s.serialize_none(),
         }
     }
 
-    pub fn label(self) -> &'static str {
-        match self {
-            Verdict::Verified => "verified",
-            Verdict::Unverified => "unverified",
-            Verdict::Failed => "failed",
-            Verdict::None => "none",
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Text(String),
+            Number(f64),
         }
-    }
-}
-
-impl std::fmt::Display for Verdict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.label())
-    }
-}
-
-/// What isolation before the scenario did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IsolationInfo {
-    /// What was asked.
-    pub policy: crate::plan::IsolationPolicy,
-    /// What the isolation step did.
-    pub status: IsolationStatus,
-    pub detail: String,
-    pub wait_s: f64,
-    /// Whether round 1 was really cold; judged once round 1 ran ([`IsolationInfo::judge`]).
-    pub verdict: Verdict,
-    /// What the verdict rests on, in words.
-    pub evidence: Vec<String>,
-    /// The cold check after the clear: the previous round's first prompt sent again.
-    pub probe: Option<ColdProbe>,
-    /// Round-1 requests with more cached tokens than they could share (see [`judge`]).
-    ///
-    /// [`judge`]: IsolationInfo::judge
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub excess: Vec<ExcessCached>,
-    /// Why the restart failed, when this isolation restarted the engine and it failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restart_error: Option<crate::agent::RestartError>,
-    /// With `clear_or_restart`: the clear's cold check that found a warm cache, so that the
-    /// engine was restarted instead.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fallback_probe: Option<ColdProbe>,
-    /// With `clear_or_restart`: the scenario's first attempt, whose round 1 found a cache
-    /// that was not cold; the engine was restarted and the scenario ran again (once).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rerun_after: Option<Box<DiscardedAttempt>>,
-    /// A split scenario: each agent's isolation and verdict, by agent name (the policy ran
-    /// on every agent at once; the scenario's verdict is the worst of theirs).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub per_agent: BTreeMap<String, IsolationInfo>,
-}
-
-/// A scenario attempt set aside because its round 1 was not a cold start.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DiscardedAttempt {
-    /// Its isolation and verdict, with the evidence.
-    pub isolation: IsolationInfo,
-    /// Its round 1 (its records are the results file's `discarded_records`).
-    pub round1: Option<RoundStats>,
-}
-
-impl IsolationInfo {
-    /// What an isolation step did, not judged yet (verdict `none`), with no evidence.
-    pub fn new(
-        policy: crate::plan::IsolationPolicy,
-        status: IsolationStatus,
-        detail: String,
-    ) -> IsolationInfo {
-        IsolationInfo {
-            policy,
-            status,
-            detail,
-            wait_s: 0.0,
-            verdict: Verdict::None,
-            evidence: Vec::new(),
-            probe: None,
-            excess: Vec::new(),
-            restart_error: None,
-            fallback_probe: None,
-            rerun_after: None,
-            per_agent: BTreeMap::new(),
-        }
-    }
-
-    /// The isolation of a scenario split across agents, from each agent's: the worst
-    /// status, each agent's detail, the first restart error; judged per agent later.
-    pub fn across(
-        policy: crate::plan::IsolationPolicy,
-        parts: Vec<(String, IsolationInfo)>,
-        wait_s: f64,
-    ) -> IsolationInfo {
-        let status = parts
-            .iter()
-            .map(|(_, i)| i.status)
-            .max_by_key(|s| s.severity())
-            .unwrap_or(IsolationStatus::None);
-        let detail = parts
-            .iter()
-            .map(|(a, i)| format!("{a}: {}", i.detail))
-            .collect::<Vec<_>>()
-            .join("; ");
-        IsolationInfo {
-            wait_s,
-            restart_error: parts.iter().find_map(|(_, i)| i.restart_error),
-            per_agent: parts.into_iter().collect(),
-            ..IsolationInfo::new(policy, status, detail)
-        }
-    }
-
-    /// Judges round 1 of a split scenario agent by agent (each on its own records); the
-    /// scenario's verdict is the worst, its evidence every agent's, its excess all of them.
-    fn judge_across(mut self, round1: &ColdEvidence) -> IsolationInfo {
-        let parts = std::mem::take(&mut self.per_agent);
-        let mut judged = BTreeMap::new();
-        self.evidence.clear();
-        self.excess.clear();
-        self.verdict = Verdict::Verified;
-        for (agent, info) in parts {
-            let mine = round1.per_agent.get(&agent).cloned().unwrap_or_default();
-            let info = info.judge_part(mine);
-            if info.verdict.severity() > self.verdict.severity() {
-                self.verdict = info.verdict;
-            }
-            self.evidence
-                .extend(info.evidence.iter().map(|e| format!("{agent}: {e}")));
-            self.excess.extend(info.excess.iter().cloned());
-            judged.insert(agent, info);
-        }
-        self.per_agent = judged;
-        self
-    }
-
-    /// Judges whether round 1 was cold: from the probe after the clear, and from every
-    /// round-1 request's excess cached tokens (cached beyond what its prompt shared with
-    /// prompts sent before it in the round: see [`excess_cached_tokens`]). Excess is
-    /// evidence in every scenario, the first one and those without isolation included.
-    pub fn judge(self, round1: &ColdEvidence) -> IsolationInfo {
-        if !self.per_agent.is_empty() {
-            return self.judge_across(round1);
-        }
-        self.judge_part(round1.total())
-    }
-
-    fn judge_part(mut self, round1: AgentEvidence) -> IsolationInfo {
-        let mut failed = Vec::new();
-        let mut fine = Vec::new();
-        let mut reported = false;
-        self.excess = round1.excess;
-        let judged = round1.judged;
-        if judged > 0 {
-            reported = true;
-            if self.excess.is_empty() {
-                let cached = round1.cached_tokens;
-                fine.push(format!(
-                    "round 1: no request had more cached tokens than it shared with prompts sent before it ({judged} requests, {cached} cached tokens in all)"
-                ));
-            } else {
-                failed.push(excess_line(&self.excess, judged));
-            }
-        }
-        if let Some(p) = &self.probe {
-            reported |= probe_lines(p, &mut failed, &mut fine);
-        }
-        if let Some(p) = &self.fallback_probe {
-            fine.push(format!(
-                "the clear's cold check found a warm cache ({} of {} tokens reused), so the engine was restarted instead",
-                p.cached_tokens.unwrap_or(0),
-                p.prompt_tokens
-            ));
-        }
-        if let Some(a) = &self.rerun_after {
-            fine.push(format!(
-                "ran again after an engine restart: the first attempt's round 1 was not cold ({} requests with excess cached tokens)",
-                a.isolation.excess.len()
-            ));
-        }
-        let (verdict, mut evidence) = match self.status {
-            IsolationStatus::None | IsolationStatus::Skipped if !self.excess.is_empty() => {
-                (Verdict::Failed, failed)
-            }
-            IsolationStatus::None | IsolationStatus::Skipped => {
-                (Verdict::None, [failed, fine].concat())
-            }
-            IsolationStatus::Failed => {
-                let what = match self.restart_error {
-                    Some(e) => format!("the restart failed ({e}): {}", self.detail),
-                    None => format!("the clear failed: {}", self.detail),
-                };
-                (Verdict::Failed, [vec![what], failed].concat())
-            }
-            _ if !failed.is_empty() => (Verdict::Failed, failed),
-            _ if !reported => (
-                Verdict::Unverified,
-                vec!["the engine reports neither cached tokens nor prefix-cache counters: start vLLM with --enable-prompt-tokens-details (SGLang: --enable-cache-report) and keep its /metrics reachable".to_owned()],
-            ),
-            _ => (Verdict::Verified, fine),
-        };
-        if evidence.is_empty() {
-            evidence.push("no request of round 1 could show it".into());
-        }
-        self.verdict = verdict;
-        self.evidence = evidence;
-        self
-    }
-}
-
-/// The probe's evidence, as lines; true when it reported anything.
-fn probe_lines(p: &ColdProbe, failed: &mut Vec<String>, fine: &mut Vec<String>) -> bool {
-    let mut reported = false;
-    if let Some(c) = p.cached_tokens {
-        reported = true;
-        let line = format!(
-            "probe after the clear: the engine reused {c} of {} tokens of the previous round's first prompt",
-            p.prompt_tokens
-        );
-        if is_stale(f64::from(c), f64::from(p.prompt_tokens)) {
-            failed.push(line);
-        } else {
-            fine.push(line);
-        }
-    }
-    if let (Some(h), Some(q)) = (p.counter_hits, p.counter_queries) {
-        reported = true;
-        let line =
-            format!("prefix-cache counters over the probe: {h:.0} hits of {q:.0} queried tokens");
-        if is_stale(h, q) {
-            failed.push(line);
-        } else {
-            fine.push(line);
-        }
-    }
-    if !p.error.is_empty() {
-        fine.push(p.error.clone());
-    }
-    reported
-}
-
-/// "round 1: 3 of 40 requests had ... : request 12 (2810 cached of 2871, at most 61
-/// shareable, TTFT 75 ms), ..." (the five largest).
-fn excess_line(excess: &[ExcessCached], judged: usize) -> String {
-    let mut worst: Vec<&ExcessCached> = excess.iter().collect();
-    worst.sort_by_key(|e| std::cmp::Reverse(e.cached_tokens.saturating_sub(e.shareable_tokens)));
-    let shown: Vec<String> = worst
-        .iter()
-        .take(5)
-        .map(|e| {
-            format!(
-                "request {} ({} of {} tokens cached, at most {} shareable, TTFT {})",
-                e.request_id,
-                e.cached_tokens,
-                e.prompt_tokens,
-                e.shareable_tokens,
-                e.ttft_ms.map_or("n/a".to_owned(), |t| format!("{t:.0} ms"))
-            )
+        Ok(match Option::<Either>::deserialize(d)? {
+            Some(Either::Number(v)) => Some(v),
+            Some(Either::Text(t)) => t.parse().ok(),
+            None => None,
         })
-        .collect();
-    let more = if excess.len() > 5 {
-        format!(", and {} more", excess.len() - 5)
-    } else {
-        String::new()
-    };
-    format!(
-        "round 1: {} of {judged} requests had cached tokens beyond what they shared with prompts sent before them, so the cache was not cold: {}{more}",
-        excess.len(),
-        shown.join(", ")
-    )
-}
-
-/// Tokens per block assumed when rounding what a prompt could share (vLLM's default; an
-/// engine that caches per token shares no more).
-pub const SHARE_BLOCK_TOKENS: u32 = 16;
-
-/// How many of a round-1 request's prompt tokens an engine that was cold when the round
-/// began could have cached: the prefix it shared with prompts sent before it (the agent's
-/// count, scaled to the engine's tokenizer by the ratio of the two prompt counts), plus
-/// the chat template's tokens and the estimate's slack (one block and 5 % of the prompt),
-/// rounded up to a block. `None` when the agent did not say what it shared.
-pub fn shareable_tokens(r: &RequestRecord) -> Option<u32> {
-    let shared = f64::from(r.shared_prefix_tokens?);
-    let prompt = f64::from(r.input_tokens());
-    let scale = if r.prompt_tokens_client > 0 {
-        (prompt / f64::from(r.prompt_tokens_client)).clamp(0.25, 4.0)
-    } else {
-        1.0
-    };
-    let bound = shared * scale + f64::from(SHARE_BLOCK_TOKENS) + 0.05 * prompt;
-    let block = f64::from(SHARE_BLOCK_TOKENS);
-    Some(((bound / block).ceil() * block) as u32)
-}
-
-/// Cached tokens of a round-1 request beyond [`shareable_tokens`]: evidence of a cache
-/// that was not cold. `None` when the engine or the agent did not report what it takes.
-pub fn excess_cached_tokens(r: &RequestRecord) -> Option<u32> {
-    Some(r.cached_tokens?.saturating_sub(shareable_tokens(r)?))
-}
-
-/// What round 1's records say about a cold start, gathered record by record, per agent:
-/// the completed requests whose engine reported cached tokens, those of them judged (their
-/// shareable prefix known), the cached tokens in all, and each request with excess.
-#[derive(Debug, Clone, Default)]
-pub struct ColdEvidence {
-    per_agent: BTreeMap<String, AgentEvidence>,
-}
-
-#[derive(Debug, Clone, Default)]
-struct AgentEvidence {
-    judged: usize,
-    cached_tokens: u64,
-    excess: Vec<ExcessCached>,
-}
-
-impl ColdEvidence {
-    pub fn of(round1: &[RequestRecord]) -> ColdEvidence {
-        let mut e = ColdEvidence::default();
-        round1.iter().for_each(|r| e.add(r));
-        e
     }
-
-    /// One record of round 1; warmups, failures and requests without a cached-token count
-    /// say nothing.
-    pub fn add(&mut self, r: &RequestRecord) {
-        let Some(cached) = r.cached_tokens else {
-            return;
-        };
-        if r.warmup || r.outcome != Outcome::Ok {
-            return;
-        }
-        if !self.per_agent.contains_key(&r.agent) {
-            self.per_agent
-                .insert(r.agent.clone(), AgentEvidence::default());
-        }
-        let Some(e) = self.per_agent.get_mut(&r.agent) else {
-            return;
-        };
-        e.cached_tokens += u64::from(cached);
-        if r.shared_prefix_tokens.is_some() {
-            e.judged += 1;
-        }
-        if excess_cached_tokens(r).is_some_and(|x| x > 0) {
-            e.excess.push(ExcessCached {
-                request_id: r.request_id,
-                cached_tokens: cached,
-                shareable_tokens: shareable_tokens(r).unwrap_or(0),
-                prompt_tokens: r.input_tokens(),
-                ttft_ms: r.ttft_ms(),
-            });
-        }
-    }
-
-    /// All agents' evidence together.
-    fn total(&self) -> AgentEvidence {
-        let mut all = AgentEvidence::default();
-        for e in self.per_agent.values() {
-            all.judged += e.judged;
-            all.cached_tokens += e.cached_tokens;
-            all.excess.extend(e.excess.iter().cloned());
-        }
-        all
-    }
-}
-
-/// A round-1 request that found more of its prompt cached than it could have shared.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExcessCached {
-    pub request_id: u32,
-    pub cached_tokens: u32,
-    /// At most this much could have been cached on a cold engine.
-    pub shareable_tokens: u32,
-    pub prompt_tokens: u32,
-    pub ttft_ms: Option<f64>,
 }
 
 /// The whole `<slug>_stats_<ts>.json` file.
@@ -1134,11 +571,11 @@ pub struct ScenarioStats {
     pub error: Option<String>,
     pub started_at: String,
     pub finished_at: String,
-    pub engine: BTreeMap<String, String>,
-    pub agent: BTreeMap<String, String>,
+    pub engine: ScenarioEngine,
+    pub agent: ScenarioAgent,
     /// A split scenario: each of its agents as `agent` shows one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub agents: Vec<BTreeMap<String, String>>,
+    pub agents: Vec<ScenarioAgent>,
     pub isolation: IsolationInfo,
     pub rounds: Vec<RoundStats>,
     pub comparison: Option<Comparison>,
@@ -1147,6 +584,7 @@ pub struct ScenarioStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::{Goodput, LatencyHistogram, Summary};
 
     #[test]
     fn the_first_wave_is_reported_apart_from_the_steady_state() {

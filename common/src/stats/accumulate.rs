@@ -11,10 +11,10 @@
 use std::collections::{BTreeMap, BinaryHeap};
 
 use crate::record::{Outcome, RequestRecord};
-use crate::stats::{
-    AgentHealth, FirstWave, LatencyHistogram, LatencyMetric, LatencyStats, MetricStats, RoundStats,
-    StatsOptions, Summary,
+use crate::results::{
+    AgentHealth, FirstWave, LatencyMetric, LatencyStats, MetricStats, RoundStats,
 };
+use crate::stats::{LatencyHistogram, StatsOptions, Summary};
 use crate::telemetry::{EngineMetricsSummary, TelemetrySample, TelemetrySummary};
 
 /// One latency metric's samples, as moments and a histogram.

@@ -1,0 +1,13 @@
+//! Statistics computed from request records: sample summaries and percentiles
+//! ([`summary`]), latency histograms ([`histogram`]), a round's statistics built record by
+//! record ([`accumulate`]), and means, confidence intervals and the bootstrap
+//! ([`intervals`]). The stats file's layout is [`crate::results`]; the cold-start verdict
+//! is [`crate::isolation`].
+
+pub mod accumulate;
+pub mod histogram;
+pub mod intervals;
+pub mod summary;
+
+pub use histogram::LatencyHistogram;
+pub use summary::*;
