@@ -42,10 +42,15 @@ pub struct ServeArgs {
     pub no_telemetry: bool,
 }
 
-fn parse_label(s: &str) -> Result<(String, String), String> {
+/// A `--label` that is not `KEY=VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected KEY=VALUE, got {0:?}")]
+pub struct NotALabel(String);
+
+fn parse_label(s: &str) -> Result<(String, String), NotALabel> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+        _ => Err(NotALabel(s.to_owned())),
     }
 }
 

@@ -145,7 +145,7 @@ fn open_gpus(
         crate::telemetry::GpuChoice::Source(s) => s,
         crate::telemetry::GpuChoice::Nvml => match crate::telemetry::gpu::NvmlSource::open() {
             Ok(s) => std::sync::Arc::new(s),
-            Err(e) => return (None, Vec::new(), Some(e)),
+            Err(e) => return (None, Vec::new(), Some(e.to_string())),
         },
     };
     let (gpus, note) = crate::telemetry::gpu::inventory(&*source);

@@ -87,16 +87,26 @@ impl Dataset {
     }
 }
 
-fn err(path: &Path, line: Option<usize>, msg: impl fmt::Display) -> String {
-    match line {
-        Some(l) => format!("{}:{l}: {msg}", path.display()),
-        None => format!("{}: {msg}", path.display()),
+/// A dataset that cannot be read: its file, the line when one is at fault, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}: {message}", .file.display(), .line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct DatasetError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+fn err(path: &Path, line: Option<usize>, msg: impl fmt::Display) -> DatasetError {
+    DatasetError {
+        file: path.to_owned(),
+        line,
+        message: msg.to_string(),
     }
 }
 
 /// Reads at most `limit` requests of a dataset (whole conversations; a conversation that
 /// would cross the limit is cut to fit).
-pub fn load(spec: &DatasetSpec, limit: usize) -> Result<Dataset, String> {
+pub fn load(spec: &DatasetSpec, limit: usize) -> Result<Dataset, DatasetError> {
     let path = &spec.path;
     let file =
         std::fs::File::open(path).map_err(|e| err(path, None, format!("cannot open: {e}")))?;
@@ -208,7 +218,7 @@ fn sharegpt(
     path: &Path,
     reader: impl std::io::Read,
     limit: usize,
-) -> Result<Vec<Conversation>, String> {
+) -> Result<Vec<Conversation>, DatasetError> {
     use serde::de::DeserializeSeed;
     let mut de = serde_json::Deserializer::from_reader(reader);
     FirstRequests(limit)
@@ -239,7 +249,11 @@ struct JsonlMessage {
 
 const DEFAULT_DATASET_MAX_TOKENS: u32 = 128;
 
-fn jsonl(path: &Path, reader: impl BufRead, limit: usize) -> Result<Vec<Conversation>, String> {
+fn jsonl(
+    path: &Path,
+    reader: impl BufRead,
+    limit: usize,
+) -> Result<Vec<Conversation>, DatasetError> {
     // Conversations in order of first appearance; a line without conversation_id is one.
     let mut order: Vec<String> = Vec::new();
     let mut lines: BTreeMap<String, Vec<(u32, usize, JsonlLine)>> = BTreeMap::new();
@@ -319,7 +333,7 @@ fn jsonl(path: &Path, reader: impl BufRead, limit: usize) -> Result<Vec<Conversa
     Ok(out)
 }
 
-fn trace(path: &Path, reader: impl BufRead, limit: usize) -> Result<Vec<TraceEntry>, String> {
+fn trace(path: &Path, reader: impl BufRead, limit: usize) -> Result<Vec<TraceEntry>, DatasetError> {
     let mut out = Vec::new();
     for (i, line) in reader.lines().enumerate() {
         if out.len() >= limit {
@@ -482,7 +496,9 @@ mod tests {
             "{\"prompt\": \"a\"}\n{\"prompt\": \"b\", \"messages\": []}\n",
         );
         let e = load(&spec(DatasetFormat::Jsonl, bad.to_path_buf()), 10).expect_err("both keys");
-        assert!(e.contains(":2:") && e.contains("exactly one"), "{e}");
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("exactly one"), "{e}");
+        assert!(e.to_string().contains("bad.jsonl:2: "), "{e}");
     }
 
     #[test]

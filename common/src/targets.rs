@@ -80,15 +80,23 @@ impl std::fmt::Display for Target {
     }
 }
 
+/// A target that does not parse, saying what would be valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("{0:?} is not a figure a target can name: use one of {figures}, or a latency figure of the last round such as p99_ttft_ms, mean_tpot_ms or median_e2el_ms (<mean|median|std|min|max|pNN>_<ttft_ms|tpot_ms|itl_ms|e2el_ms|queue_ms>)", figures = FIGURES.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", "))]
+    UnknownFigure(String),
+    #[error("{0:?} must start with >=, <=, > or <, then a number, as \">= 50\"")]
+    NoOperator(String),
+    #[error("{condition:?}: {value:?} is not a number")]
+    NotANumber { condition: String, value: String },
+}
+
 impl Target {
     /// `metric` with its condition as written in the plan (`">= 50"`); the error says what
     /// would be valid.
-    pub fn parse(metric: &str, condition: &str) -> Result<Target, String> {
+    pub fn parse(metric: &str, condition: &str) -> Result<Target, TargetError> {
         if !is_figure(metric) {
-            return Err(format!(
-                "{metric:?} is not a figure a target can name: use one of {}, or a latency figure of the last round such as p99_ttft_ms, mean_tpot_ms or median_e2el_ms (<mean|median|std|min|max|pNN>_<ttft_ms|tpot_ms|itl_ms|e2el_ms|queue_ms>)",
-                FIGURES.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
-            ));
+            return Err(TargetError::UnknownFigure(metric.to_owned()));
         }
         let c = condition.trim();
         let (op, rest) = [
@@ -99,15 +107,16 @@ impl Target {
         ]
         .into_iter()
         .find_map(|(s, op)| c.strip_prefix(s).map(|rest| (op, rest)))
-        .ok_or_else(|| {
-            format!("{condition:?} must start with >=, <=, > or <, then a number, as \">= 50\"")
-        })?;
+        .ok_or_else(|| TargetError::NoOperator(condition.to_owned()))?;
         let value: f64 = rest
             .trim()
             .parse()
             .ok()
             .filter(|v: &f64| v.is_finite())
-            .ok_or_else(|| format!("{condition:?}: {:?} is not a number", rest.trim()))?;
+            .ok_or_else(|| TargetError::NotANumber {
+                condition: condition.to_owned(),
+                value: rest.trim().to_owned(),
+            })?;
         Ok(Target {
             metric: metric.to_owned(),
             op,
@@ -279,14 +288,20 @@ mod tests {
 
     #[test]
     fn bad_targets_say_what_would_be_valid() {
-        let e = Target::parse("ttft_reduction", ">= 50").expect_err("unknown figure");
+        let e = Target::parse("ttft_reduction", ">= 50")
+            .expect_err("unknown figure")
+            .to_string();
         assert!(
             e.contains("ttft_reduction_pct") && e.contains("p99_ttft_ms"),
             "{e}"
         );
-        let e = Target::parse("p99_ttft_ms", "2000").expect_err("no operator");
+        let e = Target::parse("p99_ttft_ms", "2000")
+            .expect_err("no operator")
+            .to_string();
         assert!(e.contains(">=, <=, > or <"), "{e}");
-        let e = Target::parse("p99_ttft_ms", "<= fast").expect_err("no number");
+        let e = Target::parse("p99_ttft_ms", "<= fast")
+            .expect_err("no number")
+            .to_string();
         assert!(e.contains("not a number"), "{e}");
         assert!(Target::parse("p99.9_itl_ms", "< 5").is_ok());
         assert!(Target::parse("p101_itl_ms", "< 5").is_err());

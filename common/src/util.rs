@@ -4,21 +4,33 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A listen address: `IP:PORT`, or `HOST:PORT` resolved here (`localhost:9000`); an IPv4
 /// address is preferred where the name has both.
-pub fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+pub fn parse_listen(s: &str) -> Result<std::net::SocketAddr, ListenAddrError> {
     use std::net::ToSocketAddrs;
     if let Ok(a) = s.parse() {
         return Ok(a);
     }
     let addrs: Vec<std::net::SocketAddr> = s
         .to_socket_addrs()
-        .map_err(|e| format!("{s:?} is not HOST:PORT or IP:PORT ({e})"))?
+        .map_err(|e| ListenAddrError::Malformed {
+            given: s.to_owned(),
+            detail: e.to_string(),
+        })?
         .collect();
     addrs
         .iter()
         .find(|a| a.is_ipv4())
         .or(addrs.first())
         .copied()
-        .ok_or_else(|| format!("{s:?} resolves to no address"))
+        .ok_or_else(|| ListenAddrError::NoAddress(s.to_owned()))
+}
+
+/// An address to listen on that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListenAddrError {
+    #[error("{given:?} is not HOST:PORT or IP:PORT ({detail})")]
+    Malformed { given: String, detail: String },
+    #[error("{0:?} resolves to no address")]
+    NoAddress(String),
 }
 
 /// Longest slug in bytes: `<slug>_telemetry_<ts>.jsonl` and `<slug>_results_<ts>.json.tmp`

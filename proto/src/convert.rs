@@ -329,29 +329,29 @@ fn load_to_wire(l: &LoadSpec) -> v1::LoadSpec {
     w
 }
 
-/// A load spec from the wire; the message says which field is wrong.
-fn load_from_wire(w: &v1::LoadSpec) -> Result<LoadSpec, String> {
-    let positive = |v: f64, what: &str| {
-        if v.is_finite() && v > 0.0 {
-            Ok(v)
-        } else {
-            Err(format!("{what} must be > 0, got {v}"))
-        }
-    };
+/// The load as the wire carries it, converted as it is: the one thing the wire can get
+/// wrong in shape (both a rate and a ramp, an unknown ramp strategy) is an error here;
+/// whether its values are in range is `kvbench_common::limits` (`LoadSpec::validate`),
+/// which the agent checks before it runs anything.
+fn load_from_wire(w: &v1::LoadSpec) -> Result<LoadSpec, InvalidWire> {
     let rate = match (&w.request_rate, &w.ramp_up) {
-        (Some(_), Some(_)) => return Err("request_rate and ramp_up are exclusive".into()),
-        (Some(r), None) if *r > 0.0 => Some(Rate::Fixed(*r)),
-        (Some(r), None) => return Err(format!("request_rate must be > 0, got {r}")),
+        (Some(_), Some(_)) => {
+            return Err(InvalidWire {
+                field: "load",
+                reason: "request_rate and ramp_up are exclusive".into(),
+            })
+        }
+        (Some(r), None) => Some(Rate::Fixed(*r)),
         (None, Some(ramp)) => {
             let strategy = match v1::RampStrategy::try_from(ramp.strategy) {
                 Ok(v1::RampStrategy::Linear) => RampStrategy::Linear,
                 Ok(v1::RampStrategy::Exponential) => RampStrategy::Exponential,
-                _ => return Err(format!("invalid ramp strategy {}", ramp.strategy)),
+                _ => return Err(InvalidWire::value("ramp strategy", ramp.strategy)),
             };
             Some(Rate::Ramp {
                 strategy,
-                start: positive(ramp.start_rate, "ramp_up.start_rate")?,
-                end: positive(ramp.end_rate, "ramp_up.end_rate")?,
+                start: ramp.start_rate,
+                end: ramp.end_rate,
             })
         }
         (None, None) => None,
@@ -359,22 +359,19 @@ fn load_from_wire(w: &v1::LoadSpec) -> Result<LoadSpec, String> {
     let arrivals = match rate {
         Some(rate) => Arrivals::Open {
             rate,
-            burstiness: positive(w.burstiness, "burstiness")?,
+            burstiness: w.burstiness,
             max_concurrency: w.max_concurrency.filter(|m| *m > 0),
         },
         None => Arrivals::Closed {
             concurrency: w.concurrency.max(1),
         },
     };
-    if let Some(d) = w.duration_s {
-        positive(d, "duration_s")?;
-    }
     Ok(LoadSpec {
         arrivals,
         duration_s: w.duration_s,
         warmup_requests: w.warmup_requests,
-        ttft_timeout_s: positive(w.ttft_timeout_s, "ttft_timeout_s")?,
-        idle_timeout_s: positive(w.idle_timeout_s, "idle_timeout_s")?,
+        ttft_timeout_s: w.ttft_timeout_s,
+        idle_timeout_s: w.idle_timeout_s,
     })
 }
 
@@ -483,10 +480,7 @@ impl From<&LoadSpec> for v1::LoadSpec {
 impl TryFrom<&v1::LoadSpec> for LoadSpec {
     type Error = InvalidWire;
     fn try_from(l: &v1::LoadSpec) -> Result<Self, InvalidWire> {
-        load_from_wire(l).map_err(|reason| InvalidWire {
-            field: "load",
-            reason,
-        })
+        load_from_wire(l)
     }
 }
 

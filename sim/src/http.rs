@@ -204,13 +204,24 @@ fn content_text(v: &Value) -> String {
     }
 }
 
-fn parse_request(engine: &Engine, body: &[u8], chat: bool) -> Result<GenRequest, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
+/// A request body the sim cannot serve (answered 400 with this text).
+#[derive(Debug, thiserror::Error)]
+enum BadRequest {
+    #[error("invalid JSON body: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("`messages` must be a list")]
+    Messages,
+    #[error("`prompt` must be a string")]
+    Prompt,
+}
+
+fn parse_request(engine: &Engine, body: &[u8], chat: bool) -> Result<GenRequest, BadRequest> {
+    let v: Value = serde_json::from_slice(body)?;
     let prompt = if chat {
         let msgs = v
             .get("messages")
             .and_then(Value::as_array)
-            .ok_or("`messages` must be a list")?;
+            .ok_or(BadRequest::Messages)?;
         let parts: Vec<(String, String)> = msgs
             .iter()
             .map(|m| {
@@ -229,7 +240,7 @@ fn parse_request(engine: &Engine, body: &[u8], chat: bool) -> Result<GenRequest,
             Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
                 a[0].as_str().unwrap_or_default().to_owned()
             }
-            _ => return Err("`prompt` must be a string".into()),
+            _ => return Err(BadRequest::Prompt),
         }
     };
     let max_tokens = v
@@ -294,7 +305,7 @@ async fn generate(
     let received = arrival.instant();
     let g = match parse_request(&engine, &body, chat) {
         Ok(g) => g,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     let id = format!(
         "{}-{}",

@@ -113,6 +113,19 @@ pub struct SimConfig {
     pub fault_seed: u64,
 }
 
+/// A sim configuration that cannot run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SimConfigError {
+    #[error("--fault-{flag} must be a share between 0 and 1, got {share}")]
+    Share { flag: &'static str, share: f64 },
+    #[error("fault shares add up to {0}, more than 1")]
+    Shares(f64),
+    #[error("{flag} must be >= 0, got {value}")]
+    Negative { flag: &'static str, value: f64 },
+    #[error("--block-size and --max-num-seqs must be at least 1")]
+    Zero,
+}
+
 impl SimConfig {
     /// Fault shares in draw order.
     pub fn fault_shares(&self) -> [(Fault, f64); 6] {
@@ -127,19 +140,19 @@ impl SimConfig {
     }
 
     /// Checks the parameters; the message names the flag.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SimConfigError> {
         let mut total = 0.0;
         for (f, share) in self.fault_shares() {
             if !(0.0..=1.0).contains(&share) {
-                return Err(format!(
-                    "--fault-{} must be a share between 0 and 1, got {share}",
-                    f.flag()
-                ));
+                return Err(SimConfigError::Share {
+                    flag: f.flag(),
+                    share,
+                });
             }
             total += share;
         }
         if total > 1.0 + 1e-9 {
-            return Err(format!("fault shares add up to {total}, more than 1"));
+            return Err(SimConfigError::Shares(total));
         }
         for (flag, v) in [
             ("--fixed-ttft-ms", self.fixed_ttft_ms),
@@ -147,12 +160,12 @@ impl SimConfig {
         ] {
             if let Some(v) = v {
                 if !(v.is_finite() && v >= 0.0) {
-                    return Err(format!("{flag} must be >= 0, got {v}"));
+                    return Err(SimConfigError::Negative { flag, value: v });
                 }
             }
         }
         if self.block_size == 0 || self.max_num_seqs == 0 {
-            return Err("--block-size and --max-num-seqs must be at least 1".into());
+            return Err(SimConfigError::Zero);
         }
         Ok(())
     }
@@ -202,7 +215,7 @@ pub struct ServeArgs {
 /// Serves until SIGINT or SIGTERM, after printing `kvbench-sim listening on ADDR` on stdout.
 pub async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
     use anyhow::Context;
-    args.sim.validate().map_err(anyhow::Error::msg)?;
+    args.sim.validate()?;
     let listener =
         bind(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;

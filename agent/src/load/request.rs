@@ -18,7 +18,9 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::sse::SseParser;
-use crate::engine::http::{died_before_answer, error_chain, fresh_client, HttpClient};
+use crate::engine::http::{
+    died_before_answer, error_chain, fresh_client, EngineCallError, HttpClient,
+};
 
 /// What to send.
 #[derive(Debug, Clone)]
@@ -95,7 +97,7 @@ pub async fn send(client: &HttpClient, call: &Call<'_>) -> Reply {
     let mut reply = Reply::new();
     let req = match request(call) {
         Ok(r) => r,
-        Err(e) => return fail(reply, Outcome::ConnectError, e),
+        Err(e) => return fail(reply, Outcome::ConnectError, e.to_string()),
     };
     reply.sent = Instant::now();
     let ttft_deadline = reply.sent + call.ttft_timeout;
@@ -148,20 +150,25 @@ pub async fn send(client: &HttpClient, call: &Call<'_>) -> Reply {
 }
 
 /// The request of a call: POST to the API's path with the JSON body.
-fn request(call: &Call<'_>) -> Result<Request<Full<Bytes>>, String> {
+fn request(call: &Call<'_>) -> Result<Request<Full<Bytes>>, EngineCallError> {
     let path = match call.api {
         ApiFlavor::Chat => "/v1/chat/completions",
         ApiFlavor::Completions => "/v1/completions",
     };
-    let uri: Uri = format!("{}{}", call.base_url, path)
+    let url = format!("{}{}", call.base_url, path);
+    let bad = |detail: String| EngineCallError::Request {
+        call: format!("POST {url}"),
+        detail,
+    };
+    let uri: Uri = url
         .parse()
-        .map_err(|e| format!("bad engine URL: {e}"))?;
+        .map_err(|e| bad(format!("bad engine URL: {e}")))?;
     Request::builder()
         .method(Method::POST)
         .uri(uri)
         .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
         .body(Full::new(Bytes::from(body_json(call).to_string())))
-        .map_err(|e| format!("cannot build request: {e}"))
+        .map_err(|e| bad(format!("cannot build request: {e}")))
 }
 
 /// Reads an SSE stream to `data: [DONE]`, stamping each frame as it arrives (before

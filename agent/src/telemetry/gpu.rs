@@ -11,7 +11,24 @@ use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
 use nvml_wrapper::enums::device::UsedGpuMemory;
 
 /// One read of one field: its value, or why it could not be read.
-pub type Read<T> = Result<T, String>;
+pub type Read<T> = Result<T, GpuReadError>;
+
+/// A GPU reading the driver refused, in the driver's own words (`Not Supported`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct GpuReadError(pub String);
+
+impl From<&str> for GpuReadError {
+    fn from(s: &str) -> Self {
+        GpuReadError(s.to_owned())
+    }
+}
+
+impl From<String> for GpuReadError {
+    fn from(s: String) -> Self {
+        GpuReadError(s)
+    }
+}
 
 /// A field that could not be read, and why.
 pub type FailedRead = (&'static str, String);
@@ -53,7 +70,7 @@ impl GpuReading {
         for (field, read) in scalars {
             match read {
                 Ok(v) => values.push((key(field), *v)),
-                Err(e) => errors.push((field.name(), e.clone())),
+                Err(e) => errors.push((field.name(), e.0.clone())),
             }
         }
         match &self.processes {
@@ -66,7 +83,7 @@ impl GpuReading {
                     }
                 }
             }
-            Err(e) => errors.push((GpuField::Processes.name(), e.clone())),
+            Err(e) => errors.push((GpuField::Processes.name(), e.0.clone())),
         }
         (values, errors)
     }
@@ -91,7 +108,7 @@ pub struct NvmlSource {
 
 impl NvmlSource {
     /// Loads NVML; the error says why there is no GPU telemetry on this host.
-    pub fn open() -> Result<NvmlSource, String> {
+    pub fn open() -> Result<NvmlSource, GpuReadError> {
         let nvml = nvml_wrapper::Nvml::init().map_err(|e| format!("NVML unavailable: {e}"))?;
         let count = nvml
             .device_count()
@@ -100,8 +117,8 @@ impl NvmlSource {
     }
 }
 
-fn text(e: impl std::fmt::Display) -> String {
-    e.to_string()
+fn text(e: impl std::fmt::Display) -> GpuReadError {
+    GpuReadError(e.to_string())
 }
 
 impl GpuSource for NvmlSource {
@@ -122,7 +139,7 @@ impl GpuSource for NvmlSource {
     fn read(&self, index: u32) -> GpuReading {
         let d = match self.nvml.device_by_index(index) {
             Ok(d) => d,
-            Err(e) => return GpuReading::failed(&text(e)),
+            Err(e) => return GpuReading::failed(&e.to_string()),
         };
         let util = d.utilization_rates().map_err(text);
         let mem = d.memory_info().map_err(text);
@@ -165,7 +182,7 @@ impl GpuSource for NvmlSource {
 impl GpuReading {
     /// A reading where every field failed the same way (the device itself is unreachable).
     pub fn failed(why: &str) -> GpuReading {
-        let e = || Err(why.to_owned());
+        let e = || Err(GpuReadError::from(why));
         GpuReading {
             util_pct: e(),
             mem_util_pct: e(),
@@ -175,7 +192,7 @@ impl GpuReading {
             energy_mj: e(),
             temp_c: e(),
             sm_clock_mhz: e(),
-            processes: Err(why.to_owned()),
+            processes: Err(why.into()),
         }
     }
 }

@@ -154,7 +154,7 @@ impl PlanCheck<'_> {
             };
             match crate::targets::Target::parse(&metric, &condition) {
                 Ok(t) => out.push(t),
-                Err(e) => self.err(&at, e),
+                Err(e) => self.err(&at, e.to_string()),
             }
         }
         out

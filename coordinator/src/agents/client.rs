@@ -62,8 +62,33 @@ pub enum RoundEnd {
     Finished(kvbench_common::agent::RoundFinished),
     /// The user stopped the run.
     Cancelled,
-    /// The agent refused the round, went silent, or its stream broke or ended early.
-    Failed(String),
+    /// The agent refused the round, went silent, its stream broke or ended early, or it
+    /// sent events this coordinator cannot read.
+    Failed(RoundFailure),
+}
+
+/// Why a round's stream failed; what arrived before is kept whatever the reason.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RoundFailure {
+    #[error("agent {agent} refused the round: {message}")]
+    Refused { agent: String, message: String },
+    #[error("agent {agent} sent nothing for {secs} s: lost")]
+    Silent { agent: String, secs: u64 },
+    #[error("stream from agent {agent} broke: {message}")]
+    Broke { agent: String, message: String },
+    #[error("agent {agent} ended the round early")]
+    EndedEarly { agent: String },
+    /// Events that do not convert (a record with an unknown outcome, a sample with no
+    /// source): each is left out and counted, and the round fails.
+    #[error("agent {agent} sent {count} event(s) this coordinator cannot read (left out; the first: {first})")]
+    Malformed {
+        agent: String,
+        count: u32,
+        first: kvbench_proto::convert::InvalidWire,
+    },
+    /// Another agent of the same split round failed.
+    #[error("{0}")]
+    Other(String),
 }
 
 /// What one round's stream carried besides its records (the observer takes each record as
@@ -271,9 +296,10 @@ impl AgentClient {
     ) -> RoundRun {
         let mut run = RoundRun {
             telemetry: Vec::new(),
-            end: RoundEnd::Failed(String::new()),
+            end: RoundEnd::Cancelled,
             anchor_us: None,
         };
+        let mut malformed: Option<(u32, kvbench_proto::convert::InvalidWire)> = None;
         let agent = self.name().to_owned();
         let mut stream = match self
             .wire
@@ -283,8 +309,10 @@ impl AgentClient {
         {
             Ok(r) => r.into_inner(),
             Err(s) => {
-                run.end =
-                    RoundEnd::Failed(format!("agent {agent} refused the round: {}", s.message()));
+                run.end = RoundEnd::Failed(RoundFailure::Refused {
+                    agent,
+                    message: s.message().to_owned(),
+                });
                 return run;
             }
         };
@@ -307,26 +335,32 @@ impl AgentClient {
             };
             let wire = match next {
                 Err(_) => {
-                    break RoundEnd::Failed(format!(
-                        "agent {agent} sent nothing for {} s: lost",
-                        AGENT_SILENCE_LIMIT.as_secs()
-                    ))
+                    break RoundEnd::Failed(RoundFailure::Silent {
+                        agent: agent.clone(),
+                        secs: AGENT_SILENCE_LIMIT.as_secs(),
+                    })
                 }
                 Ok(Err(s)) => {
-                    break RoundEnd::Failed(format!(
-                        "stream from agent {agent} broke: {}",
-                        s.message()
-                    ))
+                    break RoundEnd::Failed(RoundFailure::Broke {
+                        agent: agent.clone(),
+                        message: s.message().to_owned(),
+                    })
                 }
                 Ok(Ok(None)) => {
-                    break RoundEnd::Failed(format!("agent {agent} ended the round early"))
+                    break RoundEnd::Failed(RoundFailure::EndedEarly {
+                        agent: agent.clone(),
+                    })
                 }
                 Ok(Ok(Some(m))) => m,
             };
             let mut event = match RoundEvent::try_from(wire) {
                 Ok(e) => e,
                 Err(e) => {
-                    tracing::warn!(agent = %agent, error = %e, "dropping an event the agent mangled");
+                    tracing::warn!(agent = %agent, error = %e, "an event the agent sent cannot be read: left out, the round fails");
+                    match &mut malformed {
+                        Some((n, _)) => *n += 1,
+                        None => malformed = Some((1, e)),
+                    }
                     continue;
                 }
             };
@@ -344,6 +378,15 @@ impl AgentClient {
         if stop_deadline.is_some() {
             // However the stream ended after the stop, the round was cancelled.
             run.end = RoundEnd::Cancelled;
+        }
+        if let Some((count, first)) = malformed {
+            if matches!(run.end, RoundEnd::Finished(_)) {
+                run.end = RoundEnd::Failed(RoundFailure::Malformed {
+                    agent,
+                    count,
+                    first,
+                });
+            }
         }
         run
     }

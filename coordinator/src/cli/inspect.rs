@@ -28,14 +28,13 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
-fn parse_kind(s: &str) -> Result<WorkloadKind, String> {
-    WorkloadKind::from_label(s).ok_or_else(|| {
-        let all: Vec<&str> = WorkloadKind::ALL.iter().map(|k| k.label()).collect();
-        format!(
-            "unknown workload type {s:?}; valid types: {}",
-            all.join(", ")
-        )
-    })
+/// A `--type` that is no workload type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown workload type {0:?}; valid types: {types}", types = WorkloadKind::ALL.iter().map(|k| k.label()).collect::<Vec<_>>().join(", "))]
+pub struct UnknownWorkloadType(String);
+
+fn parse_kind(s: &str) -> Result<WorkloadKind, UnknownWorkloadType> {
+    WorkloadKind::from_label(s).ok_or_else(|| UnknownWorkloadType(s.to_owned()))
 }
 
 /// Inspects a config file (with its type) or every scenario of a plan.

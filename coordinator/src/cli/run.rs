@@ -119,9 +119,17 @@ fn on_stop_signals(cancel: CancellationToken) -> std::sync::Arc<Stops> {
     stops
 }
 
+/// A name `--only` gives that is no scenario of the plan.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no scenario named {name:?}; the plan's scenarios are: {}", .known.join(", "))]
+struct UnknownScenario {
+    name: String,
+    known: Vec<String>,
+}
+
 /// Keeps the scenarios `--only` names (all when it names none); an unknown name is an error
 /// listing the plan's.
-fn keep_only(p: &mut Plan, only: &[String]) -> Result<(), String> {
+fn keep_only(p: &mut Plan, only: &[String]) -> Result<(), UnknownScenario> {
     if only.is_empty() {
         return Ok(());
     }
@@ -133,11 +141,10 @@ fn keep_only(p: &mut Plan, only: &[String]) -> Result<(), String> {
             .iter()
             .any(|s| s.name == *want || base(&s.name) == *want)
         {
-            let names: Vec<&str> = p.scenarios.iter().map(|s| s.name.as_str()).collect();
-            return Err(format!(
-                "no scenario named {want:?}; the plan's scenarios are: {}",
-                names.join(", ")
-            ));
+            return Err(UnknownScenario {
+                name: want.clone(),
+                known: p.scenarios.iter().map(|s| s.name.clone()).collect(),
+            });
         }
     }
     p.scenarios

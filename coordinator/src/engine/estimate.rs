@@ -114,19 +114,7 @@ fn isolation_s(plan: &Plan) -> f64 {
 
 /// The latest stats file of the scenario in `dir` and the seconds its rounds took.
 fn last_run(dir: &Path, slug: &str) -> Option<(PathBuf, f64)> {
-    let prefix = format!("{slug}_stats_");
-    let latest = std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".json"))
-        })
-        .max()?;
-    let stats: kvbench_common::results::ScenarioStats =
-        serde_json::from_slice(&std::fs::read(&latest).ok()?).ok()?;
+    let (latest, stats) = crate::output::saved::latest_stats(dir, slug)?;
     let seconds: f64 = stats.rounds.iter().map(|r| r.duration).sum();
     (seconds > 0.0).then_some((latest, seconds))
 }

@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use kvbench_common::dataset::{self, Dataset};
+use kvbench_common::dataset::{self, Dataset, DatasetError};
+use kvbench_common::limits::LimitError;
 use kvbench_common::plan::{Plan, PlanError, PlanErrors, Scenario};
+use kvbench_common::tokenizer::{HfTokenizer, NotATokenizer};
 
 /// Datasets and tokenizers of a plan, by scenario index.
 #[derive(Debug, Default)]
@@ -31,17 +33,20 @@ impl Inputs {
                 let key = (spec.path.clone(), format!("{:?}", spec.format), limit);
                 let loaded = match datasets.get(&key) {
                     Some(d) => Ok(d.clone()),
-                    None => dataset::load(spec, limit).map(Arc::new).and_then(|d| {
-                        check_trace(&d)?;
-                        Ok(d)
-                    }),
+                    None => dataset::load(spec, limit)
+                        .map_err(InputError::from)
+                        .map(Arc::new)
+                        .and_then(|d| {
+                            check_trace(&d)?;
+                            Ok(d)
+                        }),
                 };
                 match loaded {
                     Ok(d) => {
                         datasets.insert(key, d.clone());
                         inputs.datasets.insert(i, d);
                     }
-                    Err(e) => errors.push(error(s, "dataset.path", e)),
+                    Err(e) => errors.push(error(s, "dataset.path", &e)),
                 }
             }
             if let Some(path) = &s.config.tokenizer {
@@ -54,7 +59,7 @@ impl Inputs {
                         tokenizers.insert(path.clone(), t.clone());
                         inputs.tokenizers.insert(i, t);
                     }
-                    Err(e) => errors.push(error(s, "tokenizer", e)),
+                    Err(e) => errors.push(error(s, "tokenizer", &e)),
                 }
             }
         }
@@ -74,31 +79,52 @@ impl Inputs {
     }
 }
 
-fn check_trace(d: &Dataset) -> Result<(), String> {
+/// A file a scenario reads that cannot be used.
+#[derive(Debug, thiserror::Error)]
+enum InputError {
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    OverLimits(Vec<LimitError>),
+    #[error("{}: cannot read: {source}", .path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", .path.display())]
+    NotATokenizer {
+        path: PathBuf,
+        source: NotATokenizer,
+    },
+}
+
+fn check_trace(d: &Dataset) -> Result<(), InputError> {
     match d {
-        Dataset::Trace(entries) => kvbench_common::limits::check_trace(entries).map_err(|e| {
-            e.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        }),
+        Dataset::Trace(entries) => {
+            kvbench_common::limits::check_trace(entries).map_err(InputError::OverLimits)
+        }
         Dataset::Conversations(_) => Ok(()),
     }
 }
 
 /// The file's bytes, once they parse as a `tokenizer.json`.
-fn read_tokenizer(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    kvbench_common::tokenizer::HfTokenizer::from_bytes(&bytes)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+fn read_tokenizer(path: &std::path::Path) -> Result<Vec<u8>, InputError> {
+    let bytes = std::fs::read(path).map_err(|source| InputError::Unreadable {
+        path: path.to_owned(),
+        source,
+    })?;
+    HfTokenizer::from_bytes(&bytes).map_err(|source| InputError::NotATokenizer {
+        path: path.to_owned(),
+        source,
+    })?;
     Ok(bytes)
 }
 
-fn error(s: &Scenario, key: &str, message: String) -> PlanError {
+fn error(s: &Scenario, key: &str, e: &InputError) -> PlanError {
     PlanError {
         file: s.config_path.clone(),
         line: kvbench_common::plan::line_of(&s.config_path, key),
         key: key.to_owned(),
-        message,
+        message: e.to_string(),
     }
 }

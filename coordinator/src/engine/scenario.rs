@@ -267,7 +267,7 @@ impl Session<'_> {
         let (finished, mut error) = match &run.end {
             RoundEnd::Finished(f) => (Some(f.clone()), None),
             RoundEnd::Cancelled => (None, Some("cancelled by the user".to_owned())),
-            RoundEnd::Failed(e) => (None, Some(e.clone())),
+            RoundEnd::Failed(e) => (None, Some(e.to_string())),
         };
         let acc = &sink.merged;
         let duration_s = finished
@@ -373,7 +373,10 @@ impl<'p> RoundSink<'p> {
     }
 
     /// Takes one record; a record that cannot be written is the error (said once).
-    fn add(&mut self, r: &kvbench_common::record::RequestRecord) -> Result<(), String> {
+    fn add(
+        &mut self,
+        r: &kvbench_common::record::RequestRecord,
+    ) -> Result<(), crate::output::scenario_files::SpoolError> {
         self.merged.add(r);
         if let Some(acc) = self.per_agent.get_mut(&r.agent) {
             acc.add(r);
@@ -414,7 +417,7 @@ impl Observer for Tee<'_, '_> {
         } = event
         {
             if let Err(e) = self.sink.add(r) {
-                self.obs.on(&RunEvent::Problem(e));
+                self.obs.on(&RunEvent::Problem(e.to_string()));
             }
         }
         self.obs.on(event);

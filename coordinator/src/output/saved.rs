@@ -2,7 +2,7 @@
 //! ([`SavedRun`]), its records and its telemetry samples. The report, the CSV, the charts
 //! and `kvbench compare` read through here alone.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use kvbench_common::record::Outcome;
 use kvbench_common::results::{ScenarioStats, ScenarioStatus};
@@ -118,6 +118,24 @@ pub struct SavedRecord {
 #[derive(Debug, Deserialize)]
 struct ResultsFile {
     records: Vec<SavedRecord>,
+}
+
+/// The newest stats file of scenario `slug` in `dir` (their names sort by time), read;
+/// none when there is none or it cannot be read.
+pub fn latest_stats(dir: &Path, slug: &str) -> Option<(PathBuf, ScenarioStats)> {
+    let prefix = format!("{slug}_stats_");
+    let latest = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".json"))
+        })
+        .max()?;
+    let stats = serde_json::from_slice(&std::fs::read(&latest).ok()?).ok()?;
+    Some((latest, stats))
 }
 
 /// The records of the results file `name` in `dir`.

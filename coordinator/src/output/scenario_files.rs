@@ -39,6 +39,15 @@ impl ScenarioFiles {
     }
 }
 
+/// Records that cannot be written to the spool (the results file then cannot be written;
+/// the figures can).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot write records to {}: {message}", .path.display())]
+pub struct SpoolError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
 /// A scenario's records on disk as they arrive, one JSON object per line (the file is
 /// created with the first record). Records of an attempt set aside (`clear_or_restart` ran
 /// the scenario again) stay in it, before the line where the new attempt begins.
@@ -68,7 +77,7 @@ impl RecordSpool {
 
     /// Appends a record. The first failure is returned once and kept (the results file
     /// then cannot be written); later records are dropped without another word.
-    pub fn append(&mut self, r: &RequestRecord) -> Result<(), String> {
+    pub fn append(&mut self, r: &RequestRecord) -> Result<(), SpoolError> {
         if self.error.is_some() {
             return Ok(());
         }
@@ -78,14 +87,17 @@ impl RecordSpool {
                 Ok(())
             }
             Err(e) => {
-                let msg = format!("cannot write records to {}: {e:#}", self.path.display());
-                self.error = Some(msg.clone());
-                Err(msg)
+                let e = SpoolError {
+                    path: self.path.clone(),
+                    message: e.to_string(),
+                };
+                self.error = Some(e.to_string());
+                Err(e)
             }
         }
     }
 
-    fn write(&mut self, r: &RequestRecord) -> anyhow::Result<()> {
+    fn write(&mut self, r: &RequestRecord) -> std::io::Result<()> {
         if self.out.is_none() {
             self.out = Some(File::create(&self.path)?);
         }

@@ -3,7 +3,6 @@
 //! spreadsheets and dataframes. A split scenario has its merged rows (agent `all`) and each
 //! agent's part.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -14,12 +13,15 @@ use crate::output::SavedRun;
 
 pub const HEADER: &str = "run,agent,scenario,round,repeat,metric,statistic,value,unit";
 
-/// A field as RFC 4180 wants it: quoted when it holds a comma, a quote or a line break.
-fn field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
+/// A text cell that a spreadsheet would run as a formula (it begins with `=`, `+`, `-`,
+/// `@`, a tab or a carriage return) gets a leading `'`, OWASP's rule against CSV
+/// injection: a scenario named `=HYPERLINK(...)` is shown, never evaluated. Figures are
+/// numbers and never need it.
+fn text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}").into()
     } else {
-        s.to_owned()
+        s.into()
     }
 }
 
@@ -118,27 +120,30 @@ fn figures(r: &RoundStats) -> Vec<(String, String, f64, &'static str)> {
     out
 }
 
-fn rows(out: &mut String, key: &Key, r: &RoundStats) {
+fn rows(out: &mut csv::Writer<Vec<u8>>, key: &Key, r: &RoundStats) -> csv::Result<()> {
     for (metric, stat, v, unit) in figures(r) {
-        let _ = writeln!(
-            out,
-            "{},{},{},{},{},{},{},{v},{}",
-            field(key.run),
-            field(key.agent),
-            field(key.scenario),
-            key.round,
-            key.repeat,
-            field(&metric),
-            field(&stat),
-            field(unit)
-        );
+        out.write_record([
+            text(key.run).as_ref(),
+            &text(key.agent),
+            &text(key.scenario),
+            &key.round.to_string(),
+            &key.repeat.to_string(),
+            &text(&metric),
+            &text(&stat),
+            &v.to_string(),
+            &text(unit),
+        ])?;
     }
+    Ok(())
 }
 
 /// The CSV text of a saved run.
 pub fn render(saved: &SavedRun) -> String {
-    let mut out = String::from(HEADER);
-    out.push('\n');
+    let mut out = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    // Writing into memory fails only on a field the writer cannot take, which none is.
+    let _ = out.write_record(HEADER.split(','));
     for (s, st) in saved.run.scenarios.iter().zip(&saved.stats) {
         let Ok(st) = st else { continue };
         let split = !st.agents.is_empty();
@@ -151,13 +156,13 @@ pub fn render(saved: &SavedRun) -> String {
                 round: r.round,
                 repeat: 1,
             };
-            rows(&mut out, &key, r);
+            let _ = rows(&mut out, &key, r);
             for (name, part) in &r.per_agent {
-                rows(&mut out, &Key { agent: name, ..key }, part);
+                let _ = rows(&mut out, &Key { agent: name, ..key }, part);
             }
         }
     }
-    out
+    String::from_utf8(out.into_inner().unwrap_or_default()).unwrap_or_default()
 }
 
 /// Writes `multi_scenario_stats_<ts>.csv` into `dir`.
@@ -173,10 +178,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fields_are_quoted_only_when_they_must_be() {
-        assert_eq!(field("ttft"), "ttft");
-        assert_eq!(field("a,b"), "\"a,b\"");
-        assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(field("腾讯云-单机多卡"), "腾讯云-单机多卡");
+    fn formulas_are_shown_never_run() {
+        assert_eq!(text("ttft"), "ttft");
+        assert_eq!(
+            text("=HYPERLINK(\"http://x\",\"y\")"),
+            "'=HYPERLINK(\"http://x\",\"y\")"
+        );
+        for s in ["+1", "-1", "@SUM(A1)", "\tx", "\rx"] {
+            assert!(text(s).starts_with('\''), "{s}");
+        }
+        assert_eq!(text("腾讯云-单机多卡"), "腾讯云-单机多卡");
     }
 }

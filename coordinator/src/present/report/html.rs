@@ -29,125 +29,41 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// Inline markdown of escaped text: `**bold**` and `` `code` ``.
-fn inline(escaped: &str) -> String {
-    let mut out = String::new();
-    for (i, part) in escaped.split('`').enumerate() {
-        if i % 2 == 1 {
-            let _ = write!(out, "<code>{part}</code>");
-            continue;
-        }
-        for (j, p) in part.split("**").enumerate() {
-            if j % 2 == 1 {
-                let _ = write!(out, "<strong>{p}</strong>");
-            } else {
-                out.push_str(p);
-            }
-        }
-    }
-    out
-}
-
-/// The cells of a markdown table row (`\|` is a pipe inside a cell).
-fn cells(line: &str) -> Vec<String> {
-    let inner = line.trim().trim_start_matches('|');
-    let inner = inner.strip_suffix('|').unwrap_or(inner);
-    let mut out = vec![String::new()];
-    let mut chars = inner.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' if chars.peek() == Some(&'|') => {
-                chars.next();
-                out.last_mut().expect("a cell").push('|');
-            }
-            '|' => out.push(String::new()),
-            _ => out.last_mut().expect("a cell").push(c),
-        }
-    }
-    out.into_iter().map(|c| c.trim().to_owned()).collect()
-}
-
-/// `![alt](src)` on a line of its own.
-fn image(line: &str) -> Option<(&str, &str)> {
-    let rest = line.trim().strip_prefix("![")?;
-    let (alt, rest) = rest.split_once("](")?;
-    Some((alt, rest.strip_suffix(')')?))
-}
-
-/// The markdown the report writer produces (headings, tables, lists, images, paragraphs),
-/// as HTML; `img` turns an image's path into what the page shows.
+/// The report's markdown as HTML (pulldown-cmark, with tables); `img` turns an image's
+/// path into what the page shows. Raw HTML in the markdown (a label an agent sent, say) is
+/// shown as text, never passed through; an image becomes a figure with its caption; every
+/// table sorts when its header is clicked.
 pub fn from_markdown(md: &str, img: &dyn Fn(&str) -> String) -> String {
+    use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
+    let mut events = Vec::new();
+    let mut image: Option<(String, String)> = None;
+    for e in Parser::new_ext(md, Options::ENABLE_TABLES) {
+        match (e, &mut image) {
+            (Event::Start(Tag::Image { dest_url, .. }), None) => {
+                image = Some((dest_url.into_string(), String::new()));
+            }
+            (Event::End(TagEnd::Image), Some(_)) => {
+                let (src, alt) = image.take().unwrap_or_default();
+                events.push(Event::Html(
+                    format!(
+                        "<figure><img alt=\"{alt}\" src=\"{}\"><figcaption>{alt}</figcaption></figure>",
+                        img(&src),
+                        alt = escape(&alt)
+                    )
+                    .into(),
+                ));
+            }
+            (Event::Text(t) | Event::Code(t), Some((_, alt))) => alt.push_str(&t),
+            (_, Some(_)) => {}
+            (Event::Html(t) | Event::InlineHtml(t), None) => events.push(Event::Text(t)),
+            (e, None) => events.push(e),
+        }
+    }
     let mut out = String::new();
-    let lines: Vec<&str> = md.lines().collect();
-    let mut i = 0;
-    let mut para: Vec<String> = Vec::new();
-    let flush = |out: &mut String, para: &mut Vec<String>| {
-        if !para.is_empty() {
-            let _ = writeln!(out, "<p>{}</p>", para.join(" "));
-            para.clear();
-        }
-    };
-    while i < lines.len() {
-        let line = lines[i];
-        let t = line.trim();
-        if t.is_empty() {
-            flush(&mut out, &mut para);
-            i += 1;
-        } else if let Some(level) = ["### ", "## ", "# "].iter().position(|h| t.starts_with(h)) {
-            flush(&mut out, &mut para);
-            let n = 3 - level;
-            let text = &t[n + 1..];
-            let _ = writeln!(out, "<h{n}>{}</h{n}>", inline(&escape(text)));
-            i += 1;
-        } else if t.starts_with('|') {
-            flush(&mut out, &mut para);
-            let start = i;
-            while i < lines.len() && lines[i].trim().starts_with('|') {
-                i += 1;
-            }
-            table(&mut out, &lines[start..i]);
-        } else if t.starts_with("- ") {
-            flush(&mut out, &mut para);
-            out.push_str("<ul>\n");
-            while i < lines.len() && lines[i].trim().starts_with("- ") {
-                let _ = writeln!(out, "<li>{}</li>", inline(&escape(&lines[i].trim()[2..])));
-                i += 1;
-            }
-            out.push_str("</ul>\n");
-        } else if let Some((alt, src)) = image(t) {
-            flush(&mut out, &mut para);
-            let _ = writeln!(
-                out,
-                "<figure><img alt=\"{}\" src=\"{}\"><figcaption>{}</figcaption></figure>",
-                escape(alt),
-                img(src),
-                escape(alt)
-            );
-            i += 1;
-        } else {
-            para.push(inline(&escape(t)));
-            i += 1;
-        }
-    }
-    flush(&mut out, &mut para);
-    out
-}
-
-/// A markdown table: header, separator, rows; sortable by a click on a header.
-fn table(out: &mut String, rows: &[&str]) {
-    out.push_str("<table class=\"sortable\">\n<thead><tr>");
-    for c in cells(rows[0]) {
-        let _ = write!(out, "<th>{}</th>", inline(&escape(&c)));
-    }
-    out.push_str("</tr></thead>\n<tbody>\n");
-    for r in rows.iter().skip(2) {
-        out.push_str("<tr>");
-        for c in cells(r) {
-            let _ = write!(out, "<td>{}</td>", inline(&escape(&c)));
-        }
-        out.push_str("</tr>\n");
-    }
-    out.push_str("</tbody></table>\n");
+    pulldown_cmark::html::push_html(&mut out, events.into_iter());
+    out.replace("<table>", "<table class=\"sortable\">")
+        .replace("<p><figure>", "<figure>")
+        .replace("</figure></p>", "</figure>")
 }
 
 /// A chart of the charts folder as a data URI (the page carries its images).
@@ -261,9 +177,32 @@ mod tests {
     fn markdown_of_the_report_becomes_html() {
         let md = "# kvbench report: p<1>.yaml\n\n- Run: **stopped**\n- `clear`\n\n| a | b\\|c |\n|---|---|\n| 1 | x & y |\n\n![A chart](f/c.png)\n\nsome text\nmore\n";
         let html = from_markdown(md, &|s| format!("IMG:{s}"));
-        assert_eq!(
-            html,
-            "<h1>kvbench report: p&lt;1&gt;.yaml</h1>\n<ul>\n<li>Run: <strong>stopped</strong></li>\n<li><code>clear</code></li>\n</ul>\n<table class=\"sortable\">\n<thead><tr><th>a</th><th>b|c</th></tr></thead>\n<tbody>\n<tr><td>1</td><td>x &amp; y</td></tr>\n</tbody></table>\n<figure><img alt=\"A chart\" src=\"IMG:f/c.png\"><figcaption>A chart</figcaption></figure>\n<p>some text more</p>\n"
+        for want in [
+            "<h1>kvbench report: p&lt;1&gt;.yaml</h1>",
+            "<li>Run: <strong>stopped</strong></li>",
+            "<li><code>clear</code></li>",
+            "<table class=\"sortable\">",
+            "<th>b|c</th>",
+            "<td>x &amp; y</td>",
+            "<figure><img alt=\"A chart\" src=\"IMG:f/c.png\"><figcaption>A chart</figcaption></figure>",
+            "<p>some text\nmore</p>",
+        ] {
+            assert!(html.contains(want), "{want} in {html}");
+        }
+        assert!(!html.contains("<p><figure>"), "{html}");
+    }
+
+    #[test]
+    fn html_in_the_markdown_is_shown_as_text() {
+        let md = "A label: <script>alert(1)</script>\n\n<img src=x onerror=alert(1)>\n\n| l |\n|---|\n| <b>x</b> |\n";
+        let html = from_markdown(md, &|s| s.to_owned());
+        assert!(
+            !html.contains("<script>") && !html.contains("<img") && !html.contains("<b>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{html}"
         );
     }
 }
