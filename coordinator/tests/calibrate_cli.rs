@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::kvbench;
+
 use std::process::Command;
 
 use common::{read_json, TempDir};
@@ -12,7 +14,7 @@ use common::{read_json, TempDir};
 fn calibrate_writes_the_documented_json() {
     let dir = TempDir::new("calibrate");
     let json = dir.path().join("cal.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_kvbench"))
+    let out = kvbench()
         .args(["calibrate", "--concurrency", "1,16", "--requests", "48"])
         .args([
             "--ttft-ms",
@@ -52,7 +54,7 @@ fn calibrate_writes_the_documented_json() {
         "endpoint: sim\nnum_requests: 2\noutput_tokens: 2\nworkload:\n  prompt_tokens: 16\n",
     );
     let plan = dir.write("plan.yaml", "output_dir: out\nwait_between_scenarios: 0\ntest_scenarios:\n  - {name: s, config_file: c.yaml, scenario: cold_start, rounds: 1}\n");
-    let out = Command::new(env!("CARGO_BIN_EXE_kvbench"))
+    let out = kvbench()
         .arg("run")
         .arg(&plan)
         .env("XDG_CACHE_HOME", dir.path().join("cache"))
@@ -114,7 +116,7 @@ fn repeats_give_a_spread_and_pin_names_the_cores() {
     let dir = TempDir::new("calibrate-repeat");
     let json = dir.path().join("cal.json");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kvbench"));
+    let mut cmd = kvbench();
     cmd.env("XDG_CACHE_HOME", dir.path().join("cache"));
     cmd.args(["calibrate", "--concurrency", "4", "--requests", "12"])
         .args(["--ttft-ms", "5", "--itl-ms", "1", "--output-tokens", "4"])
@@ -195,7 +197,7 @@ fn calibrate_measures_against_the_independent_stamping_mock() {
     .expect("the mock's first line");
     assert!(line.contains("listening"), "{line}");
     let json = dir.path().join("cal.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_kvbench"))
+    let out = kvbench()
         .env("XDG_CACHE_HOME", dir.path().join("cache"))
         .args(["calibrate", "--engine", &format!("http://127.0.0.1:{port}")])
         .args(["--concurrency", "4", "--requests", "16", "--ttft-ms", "10"])

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::process::Command;
+use common::kvbench;
 
 use common::{read_json, TempDir};
 
@@ -12,7 +12,7 @@ fn quickstart_plan_writes_stats_and_results_for_every_scenario() {
     let plan = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples/quickstart/multi_scenario_config.yaml");
     let started = std::time::Instant::now();
-    let run = Command::new(env!("CARGO_BIN_EXE_kvbench"))
+    let run = kvbench()
         .arg("run")
         .arg(&plan)
         .arg("--output-dir")
@@ -114,7 +114,7 @@ fn json_event_stream_carries_the_run() {
             cfg.display()
         ),
     );
-    let run = Command::new(env!("CARGO_BIN_EXE_kvbench"))
+    let run = kvbench()
         .args(["run", "--json"])
         .arg(&plan)
         .output()
@@ -199,7 +199,7 @@ fn only_reruns_the_named_scenarios() {
     let plan = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples/quickstart/multi_scenario_config.yaml");
     let run = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_kvbench"))
+        kvbench()
             .arg("run")
             .arg(&plan)
             .arg("--output-dir")

@@ -5,14 +5,15 @@
 
 mod common;
 
+use common::kvbench;
+
 use std::path::Path;
-use std::process::Command;
 
 use common::{load, read_json, run_with, TempDir};
 use kvbench_sim::SimConfig;
 
 fn compare(a: &Path, b: &Path, extra: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_kvbench"))
+    kvbench()
         .arg("compare")
         .arg(a)
         .arg(b)

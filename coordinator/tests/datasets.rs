@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::kvbench;
+
 use common::{load, read_json, run, TempDir};
 use kvbench_common::rng::Rng;
 use kvbench_common::tokenizer::{count_tokens, render_chat};
@@ -182,11 +184,7 @@ fn validate_reads_datasets_and_tokenizers_and_names_the_broken_file_and_line() {
         "output_dir: out\ntest_scenarios:\n  - {name: sg, config_file: sg.yaml, scenario: multi_turn_conversation}\n  - {name: tok, config_file: tok.yaml, scenario: cold_start}\n",
     );
     for cmd in ["validate", "run"] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kvbench"))
-            .arg(cmd)
-            .arg(&plan)
-            .output()
-            .expect("kvbench");
+        let out = kvbench().arg(cmd).arg(&plan).output().expect("kvbench");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{cmd}: {stderr}");
         assert!(

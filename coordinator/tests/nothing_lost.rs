@@ -4,16 +4,14 @@
 
 mod common;
 
+use common::kvbench;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{read_json, TempDir};
-
-fn kvbench() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_kvbench"))
-}
 
 /// A kvbench-sim process (`kvbench internal-sim`) on a free loopback port.
 struct SimProcess {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::process::Command;
+use common::kvbench;
 
 use common::TempDir;
 use kvbench_common::plan;
@@ -148,7 +148,7 @@ fn cli_exits_non_zero_and_runs_nothing() {
     dir.write("a.yaml", GOOD_CONFIG);
     let plan = dir.write("plan.yaml", &plan_with("    concurency: 3\n"));
     for cmd in ["validate", "run"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_kvbench"))
+        let out = kvbench()
             .arg(cmd)
             .arg(&plan)
             .output()
@@ -246,11 +246,7 @@ fn agent_config_must_exist_check_and_serve_a_scenario() {
     for (agent, want) in cases {
         dir.write("agent.yaml", agent);
         for cmd in ["validate", "run"] {
-            let out = Command::new(env!("CARGO_BIN_EXE_kvbench"))
-                .arg(cmd)
-                .arg(&p)
-                .output()
-                .expect("kvbench runs");
+            let out = kvbench().arg(cmd).arg(&p).output().expect("kvbench runs");
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{cmd}: {stderr}");
             assert!(stderr.contains(want), "{cmd}: {stderr}");
@@ -261,7 +257,7 @@ fn agent_config_must_exist_check_and_serve_a_scenario() {
         "agent.yaml",
         "engine:\n  kind: vllm\n  base_url: http://127.0.0.1:8000/\n",
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_kvbench"))
+    let out = kvbench()
         .arg("validate")
         .arg(&p)
         .output()

@@ -3,13 +3,14 @@
 
 mod common;
 
+use common::kvbench;
+
 use std::path::Path;
-use std::process::Command;
 
 use common::TempDir;
 
 fn validate(plan: &Path) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kvbench"))
+    let out = kvbench()
         .arg("validate")
         .arg(plan)
         .output()
@@ -74,7 +75,7 @@ fn validate_estimates_from_the_sims_model_then_from_the_last_run_and_warns_about
         "{out}"
     );
     assert!(!out.contains("\"sim-serial-tiny\" does not"), "{out}");
-    let run = Command::new(env!("CARGO_BIN_EXE_kvbench"))
+    let run = kvbench()
         .arg("run")
         .arg(&plan)
         .output()

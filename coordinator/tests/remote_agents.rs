@@ -51,7 +51,7 @@ fn listed(a: &Host, b: &Host, c: &Host) -> [(&'static str, String, &'static str)
 /// Runs the `kvbench` binary off the runtime (the agents answer meanwhile).
 async fn kvbench(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_kvbench"))
+        common::kvbench()
             .args(&args)
             .output()
             .expect("kvbench runs")
@@ -651,7 +651,7 @@ fn the_multi_datacenter_example_compares_three_clouds() {
     let up = sh(None);
     assert!(up.status.success(), "{}", text(&up));
     let out = TempDir::new("multi-dc-out");
-    let run = Command::new(env!("CARGO_BIN_EXE_kvbench"))
+    let run = common::kvbench()
         .arg("run")
         .arg(root.join("examples/multi-datacenter/multi_scenario_config.yaml"))
         .arg("--output-dir")

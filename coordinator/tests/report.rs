@@ -5,14 +5,12 @@
 
 mod common;
 
+use common::kvbench;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{out_file, out_files, read_json, TempDir};
-
-fn kvbench() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_kvbench"))
-}
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::kvbench;
+
 use kvbench_agent::config::Restart;
 use kvbench_agent::AgentConfig;
 use kvbench_proto::v1::{self, agent_client::AgentClient};
@@ -180,7 +182,7 @@ fn clear_or_restart_restarts_an_engine_that_refuses_to_clear() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     assert!(up, "the sim came up at {url}");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kvbench"))
+    let out = kvbench()
         .arg("run")
         .arg(&plan)
         .output()

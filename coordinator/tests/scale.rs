@@ -1,13 +1,15 @@
 //! `kvbench scale` as someone reruns it: agents and sims as processes, one coordinator,
 //! nothing lost.
 
-use std::process::Command;
+mod common;
+
+use common::kvbench;
 
 #[test]
 fn two_agents_streaming_to_one_coordinator_lose_no_record() {
     let dir = tempfile::tempdir().expect("temp");
     let json = dir.path().join("scale.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_kvbench"))
+    let out = kvbench()
         .args([
             "scale",
             "--agents",

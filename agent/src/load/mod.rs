@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use kvbench_common::agent::{
     Progress, RoundEvent, RoundFinished, RoundRequest, RoundStarted, Share,
@@ -157,13 +157,7 @@ pub async fn run(ctx: RoundContext, spec: RoundSpec, tx: EventTx, cancel: Cancel
         .await;
 }
 
-/// Microseconds since the Unix epoch on this host's wall clock.
-pub(crate) fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use kvbench_common::util::now_us;
 
 /// Sleeps until the wall-clock time `at_us` (or `cancel`); how late that time already was,
 /// in ms (0 when it was still ahead).

@@ -417,9 +417,4 @@ pub struct Clock {
     pub rtt_ms: f64,
 }
 
-/// Microseconds since the Unix epoch on the coordinator's wall clock.
-pub(crate) fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
+pub(crate) use kvbench_common::util::now_us;

@@ -12,6 +12,11 @@ use kvbench_coordinator::engine::outcome::RunSummary;
 use kvbench_sim::{EngineCounters, SimConfig};
 use tokio_util::sync::CancellationToken;
 
+/// The `kvbench` binary of this build, as a command to give arguments to.
+pub fn kvbench() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_kvbench"))
+}
+
 /// A fresh folder under the system temp dir, removed on drop.
 pub struct TempDir(tempfile::TempDir);
 
