@@ -1,12 +1,23 @@
-//! Domain types shared by the coordinator, the agent and the simulator.
+//! Domain types shared by the coordinator, the agent and the simulator: pure code, no
+//! async runtime, no network (a test holds it so).
 //!
+//! # Layout
+//!
+//! - [`plan`]: the seed-compatible plan and per-scenario config files (raw -> validated,
+//!   errors with file, line and key); [`yaml_index`]: the line of every key;
+//! - [`workload`], [`dataset`], [`load`]: what a round sends and when (the five seed types,
+//!   ShareGPT, Mooncake traces, JSONL; closed and open loops, arrival processes);
 //! - [`agent`]: what crosses the agent boundary (round requests, round events, handshake);
-//! - [`plan`]: the seed-compatible plan and per-scenario config files (raw -> validated);
-//! - [`workload`]: deterministic workload generators for the five seed types;
-//! - [`tokenizer`]: the documented tokenizer shared by the simulator and the generators;
+//!   [`limits`]: the trust boundary, what an agent accepts;
 //! - [`record`]: one request as the agent saw it, and its outcome class;
-//! - [`stats`]: the statistics computed from records, and the stats file layout;
-//! - [`telemetry`]: samples streamed with the records (engine metrics) and their summaries.
+//! - [`stats`]: figures from samples (the one percentile, mean and variance, histograms,
+//!   intervals, a round's accumulation); [`results`]: the stats file's schema;
+//!   [`isolation`]: who judges a cold start;
+//! - [`telemetry`]: samples streamed with the records and their summaries; [`targets`]:
+//!   pass/fail objectives on figures;
+//! - [`tokenizer`]: kvbench's documented tokenizer, and Hugging Face's as a counter;
+//!   [`prometheus`]: engine metrics as text; [`process`]: `/proc` readings;
+//!   [`rng`], [`util`]: a seeded generator, times, slugs, names.
 
 pub mod agent;
 pub mod dataset;
@@ -24,7 +35,6 @@ pub mod targets;
 pub mod telemetry;
 pub mod tokenizer;
 pub mod util;
-
 pub mod workload;
 pub mod yaml_index;
 

@@ -57,7 +57,7 @@ pub struct RoundStats {
     pub agent_health: Option<AgentHealth>,
     /// HDR histograms (microseconds, 3 significant digits, V2 + deflate, base64) of
     /// `ttft_ms`, `tpot_ms`, `itl_ms`, `e2el_ms`, `queue_ms`: they merge exactly across
-    /// agents and runs (see [`LatencyHistogram`]).
+    /// agents and runs (see [`crate::stats::LatencyHistogram`]).
     #[serde(default)]
     pub histograms: BTreeMap<String, String>,
     /// The engine's own counters over the round (server-side; null when it exports none).

@@ -17,7 +17,7 @@
 //! - [`cli`]: one file per command; the only place that prints directly and decides exit
 //!   codes.
 //!
-//! `main.rs` parses the command line, sets up tracing and calls [`cli::run`].
+//! `main.rs` parses the command line, sets up tracing and calls [`cli::run()`].
 
 pub mod agents;
 pub mod cli;

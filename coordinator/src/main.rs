@@ -1,4 +1,4 @@
-//! `kvbench`: thin entry point over [`kvbench_coordinator::cli::run`]: parse, tracing, run, exit code.
+//! `kvbench`: thin entry point over [`kvbench_coordinator::cli::run()`]: parse, tracing, run, exit code.
 
 use clap::Parser;
 

@@ -158,18 +158,18 @@ fn json_event_stream_carries_the_run() {
     assert_eq!(events.last().expect("last")["failed"], 0);
 }
 
-/// The README's engine-metrics table names every metric the agent keeps, and nothing else
+/// The docs' engine-metrics table names every metric the agent keeps, and nothing else
 /// is claimed there: one table in the code, the same in the docs.
 #[test]
-fn the_readme_lists_every_engine_metric_the_code_reads() {
-    let readme = include_str!("../../README.md");
+fn the_docs_list_every_engine_metric_the_code_reads() {
+    let readme = include_str!("../../docs/agents-and-engines.md");
     let start = readme.find("### Engine metrics").expect("the section");
     let section = &readme[start..];
     let section = &section[..section[4..].find("\n### ").map_or(section.len(), |i| i + 4)];
     for name in kvbench_common::telemetry::engine_metric::names() {
         assert!(
             section.contains(&format!("`{name}`")),
-            "README lacks {name}"
+            "docs/agents-and-engines.md lacks {name}"
         );
     }
     let named = section
@@ -187,7 +187,7 @@ fn the_readme_lists_every_engine_metric_the_code_reads() {
     assert_eq!(
         named,
         kvbench_common::telemetry::engine_metric::names().len(),
-        "the README names metrics the code does not read"
+        "docs/agents-and-engines.md names metrics the code does not read"
     );
 }
 

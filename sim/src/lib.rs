@@ -16,6 +16,15 @@
 //! - Fault injection (`--fault-*`): shares of requests answered 5xx or 429, streams reset,
 //!   carrying malformed SSE or JSON, or stalling; counted per kind at `/metrics`.
 //! - Only async timers: thousands of concurrent streams on one core.
+//!
+//! # Layout
+//!
+//! - [`cache`]: the prefix-cache model (public: `kvbench workload inspect` uses it);
+//! - `engine`: the latency model, the scheduler and the counters;
+//! - `http`: the OpenAI-compatible surface, metrics and faults;
+//! - `socket`: the kernel's receive time of a request (what TTFT counts from).
+//!
+//! May import: `kvbench_common` only (never the agent or the coordinator).
 
 pub mod cache;
 mod engine;

@@ -1,6 +1,15 @@
 //! The load engine: one round of a scenario, released as its load shape says (closed loop
 //! of `concurrency` in flight, or open-loop arrivals with an optional cap), streaming one
 //! record per request as it ends.
+//!
+//! - `feeder`: the round's conversations, in order (a share of a split scenario's);
+//! - `schedule`: closed and open loops, progress, the agent watching its own delay;
+//! - `runner`: a conversation, turn by turn; `request`: one request and its SSE stream
+//!   (`sse`), stamped before parsing; `record`: a reply as a record on the round's clock;
+//! - `replies`: round 1's replies, replayed by later rounds; `prefix`: what a prompt
+//!   shares with those before it.
+//!
+//! May import: `kvbench_common`, [`crate::engine`] (the transport), [`crate::telemetry`].
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -7,6 +7,9 @@
 //! - `error`: [`PlanError`], with file, line and key;
 //! - `check_plan`: [`load`], the plan file and its scenarios;
 //! - `check_config`: [`load_config`], a per-scenario config file.
+//!
+//! May import: the rest of common (workloads, load shapes, datasets, statistics options,
+//! the YAML index). Nothing that runs anything.
 
 mod check_config;
 mod check_plan;

@@ -3,6 +3,9 @@
 //! record ([`accumulate`]), and means, confidence intervals and the bootstrap
 //! ([`intervals`]). The stats file's layout is [`crate::results`]; the cold-start verdict
 //! is [`crate::isolation`].
+//!
+//! May import: std, serde, hdrhistogram, statrs, and the records it reads
+//! ([`crate::record`]). Never an async runtime.
 
 pub mod accumulate;
 pub mod histogram;

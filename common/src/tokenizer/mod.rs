@@ -8,6 +8,9 @@
 //!
 //! Chat requests are rendered with [`render_chat`] (a ChatML-like template) before
 //! tokenizing, so that a conversation's history is a token prefix of its next turn.
+//!
+//! `hf`: a Hugging Face `tokenizer.json` as a [`TokenCounter`] ([`HfTokenizer`]), for
+//! exact counts in an engine's own tokens.
 
 mod hf;
 
@@ -15,7 +18,7 @@ pub use hf::{HfTokenizer, NotATokenizer};
 
 /// Counts tokens the way some engine's tokenizer does. kvbench's own rule
 /// ([`Whitespace`]) is the default; a Hugging Face `tokenizer.json` gives exact counts
-/// (the agent provides that implementation).
+/// ([`HfTokenizer`]).
 pub trait TokenCounter: Send + Sync {
     fn count(&self, text: &str) -> usize;
 

@@ -2,7 +2,14 @@
 //! end of every run (an interrupted one, or one whose scenarios failed, included) and
 //! rewritten by `kvbench report RUN_DIR` from the saved files alone ([`crate::output`]
 //! reads them). Charts are drawn and files written synchronously: async callers run
-//! [`write`] on a blocking thread.
+//! [`write()`] on a blocking thread.
+//!
+//! - [`markdown`]: the report's text; [`views`]: its baselines, pivots and repeats;
+//! - [`html`]: the same report as one self-contained page; [`csv`]: figures in long form;
+//! - [`charts`]: the five bar and radar charts; [`timeline`]: distributions and the run's
+//!   timeline from records and samples.
+//!
+//! May import: `kvbench_common` and [`crate::output`] (saved runs, records, samples).
 
 pub mod charts;
 pub mod csv;
