@@ -459,13 +459,14 @@ async fn a_far_agent_measures_what_a_near_one_does_and_its_clock_is_estimated() 
             ms(&f, key)
         );
     }
-    // Within 0.5 ms where the WAN would add 80 ms had the load crossed it. The p99 of 40
-    // requests is about their slowest one: this machine's own jitter (2 ms apart with the
-    // whole suite running beside it), not the WAN's, so it only has to stay far below it.
+    // Far below the 80 ms the WAN would add had the load crossed it: a busy 2-core machine
+    // (the whole suite beside it) moves these by milliseconds, never by tens. How close the
+    // two really are is measured in docs/benchmarks.md ("Near and far agents"), with this
+    // test's printed figures.
     for (key, within) in [
-        ("mean_ttft_ms", 0.5),
-        ("median_ttft_ms", 0.5),
-        ("p99_ttft_ms", 10.0),
+        ("mean_ttft_ms", 20.0),
+        ("median_ttft_ms", 20.0),
+        ("p99_ttft_ms", 40.0),
     ] {
         let (a, b) = (ms(&n, key), ms(&f, key));
         assert!((a - b).abs() < within, "{key}: near {a} far {b}");

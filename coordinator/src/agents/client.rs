@@ -207,13 +207,7 @@ impl AgentClient {
             if hello.agent_time_us == 0 {
                 continue;
             }
-            let c = Clock {
-                offset_ms: (hello.agent_time_us - (sent + rtt_us / 2)) as f64 / 1000.0,
-                rtt_ms: rtt_us as f64 / 1000.0,
-            };
-            if best.is_none_or(|b| c.rtt_ms < b.rtt_ms) {
-                best = Some(c);
-            }
+            best = Clock::better(best, Clock::of_ping(sent, rtt_us, hello.agent_time_us));
         }
         best.ok_or_else(|| AgentError::Handshake {
             url: self.url.clone(),
@@ -417,4 +411,65 @@ pub struct Clock {
     pub rtt_ms: f64,
 }
 
+impl Clock {
+    /// NTP's estimate from one handshake sent at `sent_us` on this host's wall clock,
+    /// answered `rtt_us` later, and stamped `agent_us` by the agent: the agent stamped it
+    /// half a round trip after it was sent (exact when both ways take as long; off by half
+    /// the difference otherwise).
+    pub fn of_ping(sent_us: i64, rtt_us: i64, agent_us: i64) -> Clock {
+        Clock {
+            offset_ms: (agent_us - (sent_us + rtt_us / 2)) as f64 / 1000.0,
+            rtt_ms: rtt_us as f64 / 1000.0,
+        }
+    }
+
+    /// The better of two estimates: the one with the shorter round trip (the least room for
+    /// asymmetry); the first of equals.
+    pub fn better(best: Option<Clock>, c: Clock) -> Option<Clock> {
+        Some(match best {
+            Some(b) if b.rtt_ms <= c.rtt_ms => b,
+            _ => c,
+        })
+    }
+}
+
 pub(crate) use kvbench_common::util::now_us;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// With the same delay both ways the offset is exact, whatever it is; with
+        /// different delays it is off by at most half their difference.
+        #[test]
+        fn the_offset_is_exact_for_symmetric_delays_and_bounded_otherwise(
+            offset_us in -10_000_000i64..10_000_000,
+            out_us in 0i64..200_000,
+            back_us in 0i64..200_000,
+            sent_us in 1_700_000_000_000_000i64..1_800_000_000_000_000,
+        ) {
+            // The agent stamps its answer `out_us` after the request left, on its clock.
+            let agent_us = sent_us + out_us + offset_us;
+            let c = Clock::of_ping(sent_us, out_us + back_us, agent_us);
+            let err_ms = (c.offset_ms - offset_us as f64 / 1000.0).abs();
+            proptest::prop_assert!(err_ms <= (out_us - back_us).abs() as f64 / 2000.0 + 0.001);
+            proptest::prop_assert_eq!(c.rtt_ms, (out_us + back_us) as f64 / 1000.0);
+            let sym = Clock::of_ping(sent_us, 2 * out_us, sent_us + out_us + offset_us);
+            proptest::prop_assert!((sym.offset_ms - offset_us as f64 / 1000.0).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn the_shortest_round_trip_is_kept() {
+        let pings = [
+            Clock::of_ping(0, 9_000, 5_000),
+            Clock::of_ping(0, 1_000, 700),
+            Clock::of_ping(0, 1_000, 900),
+            Clock::of_ping(0, 4_000, 1_000),
+        ];
+        let best = pings.into_iter().fold(None, Clock::better).expect("a ping");
+        assert_eq!(best, pings[1]);
+        assert_eq!((best.offset_ms, best.rtt_ms), (0.2, 1.0));
+    }
+}
