@@ -293,7 +293,7 @@ impl AgentClient {
             end: RoundEnd::Cancelled,
             anchor_us: None,
         };
-        let mut malformed: Option<(u32, kvbench_proto::convert::InvalidWire)> = None;
+        let mut malformed = Malformed::default();
         let agent = self.name().to_owned();
         let mut stream = match self
             .wire
@@ -350,11 +350,7 @@ impl AgentClient {
             let mut event = match RoundEvent::try_from(wire) {
                 Ok(e) => e,
                 Err(e) => {
-                    tracing::warn!(agent = %agent, error = %e, "an event the agent sent cannot be read: left out, the round fails");
-                    match &mut malformed {
-                        Some((n, _)) => *n += 1,
-                        None => malformed = Some((1, e)),
-                    }
+                    malformed.add(&agent, e);
                     continue;
                 }
             };
@@ -373,16 +369,37 @@ impl AgentClient {
             // However the stream ended after the stop, the round was cancelled.
             run.end = RoundEnd::Cancelled;
         }
-        if let Some((count, first)) = malformed {
-            if matches!(run.end, RoundEnd::Finished(_)) {
-                run.end = RoundEnd::Failed(RoundFailure::Malformed {
+        run.end = malformed.end(agent, run.end);
+        run
+    }
+}
+
+/// The events of a round's stream that do not convert: counted, the first kept.
+#[derive(Debug, Default)]
+struct Malformed(Option<(u32, kvbench_proto::convert::InvalidWire)>);
+
+impl Malformed {
+    fn add(&mut self, agent: &str, e: kvbench_proto::convert::InvalidWire) {
+        tracing::warn!(agent = %agent, error = %e, "an event the agent sent cannot be read: left out, the round fails");
+        match &mut self.0 {
+            Some((n, _)) => *n += 1,
+            None => self.0 = Some((1, e)),
+        }
+    }
+
+    /// How the round ended, given what it would have been: a round that finished with
+    /// events left out failed.
+    fn end(self, agent: String, end: RoundEnd) -> RoundEnd {
+        match (self.0, end) {
+            (Some((count, first)), RoundEnd::Finished(_)) => {
+                RoundEnd::Failed(RoundFailure::Malformed {
                     agent,
                     count,
                     first,
-                });
+                })
             }
+            (_, end) => end,
         }
-        run
     }
 }
 
