@@ -175,4 +175,15 @@ nested:
         assert_eq!(broken.exact("a"), Some(1));
         assert_eq!(YamlIndex::of(""), YamlIndex::default());
     }
+
+    #[test]
+    fn finds_keys_inside_list_items() {
+        let text = "output_dir: x\ntest_scenarios:\n  - name: a\n    config_file: a.yaml\n  - name: b\n    # c\n    rounds: 3\n    config_file: b.yaml\nwait_between_scenarios: 1\n";
+        let ix = YamlIndex::of(text);
+        assert_eq!(ix.line("test_scenarios[0].config_file"), Some(4));
+        assert_eq!(ix.line("test_scenarios[1].config_file"), Some(8));
+        assert_eq!(ix.line("test_scenarios[1].name"), Some(5));
+        assert_eq!(ix.line("test_scenarios[1].rounds"), Some(7));
+        assert_eq!(ix.line("wait_between_scenarios"), Some(9));
+    }
 }

@@ -1,7 +1,18 @@
 //! Loading and checking a per-scenario config file against its workload type.
 
-#[allow(clippy::wildcard_imports)]
-use super::*;
+use super::check_plan::read_yaml;
+use super::error::{PlanError, PlanErrors};
+use super::model::{
+    ApiFlavor, Endpoint, OpenLoop, ScenarioConfig, DEFAULT_IDLE_TIMEOUT_S, DEFAULT_MODEL,
+    DEFAULT_SEED, DEFAULT_TTFT_TIMEOUT_S,
+};
+use super::raw::RawConfig;
+use crate::dataset::DatasetSpec;
+use crate::load::Rate;
+use crate::stats::{Goodput, StatsOptions, DEFAULT_PERCENTILES};
+use crate::workload::{OutputDist, WorkloadKind, WorkloadParams, WorkloadSpec, MAX_OUTPUT_TOKENS};
+use crate::yaml_index::YamlIndex;
+use std::path::{Path, PathBuf};
 
 /// Loads and validates one per-scenario config file for a workload type.
 pub fn load_config(path: &Path, kind: WorkloadKind) -> Result<ScenarioConfig, PlanErrors> {

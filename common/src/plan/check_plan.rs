@@ -1,7 +1,16 @@
 //! Loading and checking a plan file: its keys, its scenarios and the agents they run on.
 
-#[allow(clippy::wildcard_imports)]
-use super::*;
+use super::check_config::load_config;
+use super::error::{line_of, yaml_error, PlanError, PlanErrors};
+use super::model::{
+    labels_from_name, repeated, Endpoint, IsolationPolicy, Plan, Scenario, DEFAULT_MAX_ERROR_RATE,
+    DEFAULT_OUTPUT_DIR, DEFAULT_ROUNDS, DEFAULT_WAIT_S, MAX_REPEATS,
+};
+use super::raw::{AgentSpec, Placement, RawAgent, RawPlan, RawScenario, RawTargets};
+use crate::util::slug;
+use crate::yaml_index::YamlIndex;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
 /// Reads a YAML file into a raw type: the positions of its keys and its value, or an
 /// error naming the file, the line and the key. Every YAML file kvbench reads comes in here.

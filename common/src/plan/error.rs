@@ -1,7 +1,8 @@
 //! Plan errors: each names the file, the line and the key, and says what is valid.
 
-#[allow(clippy::wildcard_imports)]
-use super::*;
+use crate::yaml_index::YamlIndex;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
 /// One problem in a plan or config file.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,8 +1,15 @@
 //! The validated plan: what a run is made of, every value checked and every default
 //! applied.
 
-#[allow(clippy::wildcard_imports)]
-use super::*;
+use super::raw::AgentSpec;
+use crate::dataset::DatasetSpec;
+use crate::load::{Arrivals, LoadSpec, RampStrategy, Rate};
+use crate::stats::StatsOptions;
+use crate::util::slug;
+use crate::workload::{WorkloadKind, WorkloadSpec};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
 
 /// Which OpenAI-compatible API the load uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

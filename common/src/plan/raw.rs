@@ -1,8 +1,13 @@
 //! The plan and config files as written: serde structs with `deny_unknown_fields`, read
 //! before anything is checked.
 
-#[allow(clippy::wildcard_imports)]
-use super::*;
+use super::model::{ApiFlavor, IsolationPolicy};
+use crate::dataset::DatasetSpec;
+use crate::load::RampStrategy;
+use crate::stats::Goodput;
+use crate::workload::{WorkloadKind, WorkloadParams};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 /// The plan file, as written (the seed's `multi_scenario_config.yaml`).
 #[derive(Debug, Deserialize)]
