@@ -182,13 +182,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Agents { plan } => agents::command(&plan).await,
         Command::Validate { plan } => validate::command(&plan).await,
-        Command::Compare(args) => Ok(compare::command(&args)),
+        Command::Compare(args) => {
+            Ok(tokio::task::spawn_blocking(move || compare::command(&args)).await?)
+        }
         Command::Report {
             run_dir,
             run,
             font,
             csv,
-        } => report::command(&run_dir, run.as_deref(), font.as_deref(), csv),
+        } => {
+            // Charts are drawn on the CPU: off the async workers.
+            tokio::task::spawn_blocking(move || {
+                report::command(&run_dir, run.as_deref(), font.as_deref(), csv)
+            })
+            .await?
+        }
         Command::Run {
             plan,
             output_dir,
