@@ -1,7 +1,6 @@
-//! What happens during a run, as events. The runner, the isolation step and the scenario
-//! session emit them; the console reporter ([`crate::present::console`]) turns them into what people
-//! read, and tests (or a report writer, or a JSON event stream) can listen to the same
-//! events. Nothing in the library prints.
+//! What happens during a run, as events. The plan's run, the isolation step and the
+//! scenario emit them; the presenters' console reporter turns them into what people read,
+//! and tests (or a JSON event stream) listen to the same events. The engine prints nothing.
 
 use std::cell::RefCell;
 
