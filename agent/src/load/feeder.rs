@@ -1,13 +1,12 @@
 //! Hands out a round's conversations: its request set (this agent's share of it), or, for
 //! a round limited by duration, pool after pool of fresh ones.
 
-#[allow(clippy::wildcard_imports)]
-use super::*;
-
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use kvbench_common::workload::{generate_pool, Conversation};
+use kvbench_common::agent::Share;
+use kvbench_common::tokenizer::TokenCounter;
+use kvbench_common::workload::{generate_pool, Conversation, WorkloadSpec};
 
 use super::RoundSpec;
 

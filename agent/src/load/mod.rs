@@ -11,21 +11,14 @@
 //!
 //! May import: `kvbench_common`, [`crate::engine`] (the transport), [`crate::telemetry`].
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kvbench_common::agent::{
-    Progress, RoundEvent, RoundFinished, RoundRequest, RoundStarted, Share,
-};
-use kvbench_common::load::{Arrivals, Schedule};
+use kvbench_common::agent::{Progress, RoundEvent, RoundFinished, RoundRequest, RoundStarted};
 use kvbench_common::plan::ApiFlavor;
-use kvbench_common::record::Outcome;
 use kvbench_common::tokenizer::TokenCounter;
-use kvbench_common::workload::{warmup, Conversation, WorkloadSpec};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use kvbench_common::workload::Conversation;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -39,14 +32,10 @@ mod schedule;
 pub(crate) mod sse;
 
 use crate::engine::http::HttpClient;
-use crate::telemetry::host as health;
 use crate::EventTx;
-use request::Call;
 
-use feeder::{feeder, Feeder};
-use record::{build_record, ms_since, opening_messages, RecordContext, Shared};
+use feeder::feeder;
 pub(crate) use replies::ReplyStore;
-use runner::Runner;
 use schedule::{progress_ticker, Round};
 
 /// One round to run, in domain types: the request as it came (its request set and

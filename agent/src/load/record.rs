@@ -1,11 +1,10 @@
 //! One request's record, built from the engine's reply on the round's clock.
 
-#[allow(clippy::wildcard_imports)]
-use super::*;
-
 use kvbench_common::record::RequestRecord;
 use kvbench_common::workload::Conversation;
 use tokio::time::Instant;
+
+use super::request;
 
 /// What a measured prompt shares with the prompts sent before it in the round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +89,10 @@ pub(crate) fn opening_messages(conv: &Conversation) -> Vec<(String, String)> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use kvbench_common::record::Outcome;
+
     use super::*;
 
     #[test]

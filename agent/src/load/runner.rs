@@ -1,7 +1,20 @@
 //! Runs conversations of a round, turn by turn, and streams their records.
 
-#[allow(clippy::wildcard_imports)]
-use super::*;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kvbench_common::agent::RoundEvent;
+use kvbench_common::record::Outcome;
+use kvbench_common::workload::Conversation;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::record::{build_record, ms_since, opening_messages, RecordContext, Shared};
+use super::request::Call;
+use super::schedule::Round;
+use super::{request, Probe};
+use crate::telemetry::host as health;
 
 /// Runs conversations of its round and streams their records.
 pub(crate) struct Runner {

@@ -2,8 +2,25 @@
 //! `concurrency` in flight, or open-loop arrivals with an optional cap), with progress
 //! every 250 ms and the agent watching its own delay.
 
-#[allow(clippy::wildcard_imports)]
-use super::*;
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kvbench_common::agent::{Progress, RoundEvent};
+use kvbench_common::load::{Arrivals, Schedule};
+use kvbench_common::workload::warmup;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::feeder::Feeder;
+use super::record::ms_since;
+use super::runner::Runner;
+use super::{Counts, RoundContext, RoundSpec};
+use crate::telemetry::host as health;
+use crate::EventTx;
 
 /// Sends the round's counts every 250 ms until `stop`.
 pub(crate) fn progress_ticker(
