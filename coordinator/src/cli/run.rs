@@ -16,26 +16,14 @@ use super::agents::print_agents;
 use super::{load_plan, EXIT_BAD_PLAN, EXIT_DEGRADED, EXIT_HANGUP, EXIT_INTERRUPTED};
 use super::{EXIT_NOT_COLD, EXIT_SCENARIO_FAILED, EXIT_TERMINATED};
 use crate::agents::{self, AgentClient, AgentSet};
-use crate::engine::events::Observer;
 use crate::engine::inputs::Inputs;
 use crate::engine::outcome::RunSummary;
-use crate::engine::plan_run::WrittenReports;
+use crate::engine::plan_run::{run_plan, WrittenReports};
 use crate::present::{console, json_lines, report};
 
-/// Runs every scenario of `plan` with the agents of `agents` (the engine's run), then
-/// writes its reports (the presenters' report writer, on a blocking thread).
-pub async fn run_plan(
-    plan: &Plan,
-    inputs: &Inputs,
-    agents: &AgentSet,
-    cancel: CancellationToken,
-    obs: &mut dyn Observer,
-) -> anyhow::Result<RunSummary> {
-    crate::engine::plan_run::run_plan(plan, inputs, agents, cancel, obs, write_reports).await
-}
-
-/// The reports of a finished (or stopped) run, for the engine's run end.
-fn write_reports(dir: &Path, run_file: &Path) -> anyhow::Result<WrittenReports> {
+/// The reports of a finished (or stopped) run: what the CLI hands the engine's
+/// [`run_plan`] to write them at the run's end (the presenters' report writer).
+pub fn write_reports(dir: &Path, run_file: &Path) -> anyhow::Result<WrittenReports> {
     let w = report::write(dir, run_file, None)?;
     Ok(WrittenReports {
         warning: w.glyph_warning(),
@@ -299,10 +287,10 @@ async fn run_with_embedded(
             console::Console::new(std::io::stderr(), false),
             json_lines::JsonEvents::new(std::io::stdout()),
         );
-        run_plan(p, inputs, &set, cancel, &mut both).await
+        run_plan(p, inputs, &set, cancel, &mut both, write_reports).await
     } else {
         let mut console = console::Console::stdout();
-        run_plan(p, inputs, &set, cancel, &mut console).await
+        run_plan(p, inputs, &set, cancel, &mut console, write_reports).await
     };
     if let Some(sim) = &embedded.sim {
         let c = sim.engine.counters();

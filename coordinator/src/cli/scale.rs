@@ -182,12 +182,13 @@ async fn measure(
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let rss_before = kvbench_common::process::rss_bytes("self").unwrap_or(0);
     let cpu_before = kvbench_common::process::cpu_seconds().unwrap_or(0.0);
-    let summary = super::run::run_plan(
+    let summary = crate::engine::plan_run::run_plan(
         &plan,
         &inputs,
         &set,
         CancellationToken::new(),
         &mut crate::engine::events::Silent,
+        super::run::write_reports,
     )
     .await?;
     let cpu = kvbench_common::process::cpu_seconds().unwrap_or(0.0) - cpu_before;

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use kvbench_common::plan::{self, Plan};
 use kvbench_coordinator::agents::Embedded;
-use kvbench_coordinator::cli::run::run_plan;
+use kvbench_coordinator::cli::run::write_reports;
 use kvbench_coordinator::engine::outcome::RunSummary;
+use kvbench_coordinator::engine::plan_run::run_plan;
 use kvbench_sim::{EngineCounters, SimConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -61,6 +62,7 @@ pub async fn run_with_agents(
         &agents.clone().into(),
         CancellationToken::new(),
         &mut kvbench_coordinator::engine::events::Silent,
+        write_reports,
     )
     .await
     .expect("plan runs")
