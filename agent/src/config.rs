@@ -87,6 +87,21 @@ struct RawFile {
     restart_engine: Option<Restart>,
     #[serde(default)]
     telemetry: Option<RawTelemetry>,
+    #[serde(default)]
+    scheduling: Option<Scheduling>,
+}
+
+/// The agent's own priority and CPUs (`scheduling:`), applied at start to all its threads:
+/// with the engine on the same cores, a raised priority keeps the agent's clock on time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scheduling {
+    /// -20 (first) to 19 (last); below the current value needs root or CAP_SYS_NICE.
+    #[serde(default)]
+    pub nice: Option<i32>,
+    /// The CPUs (numbers as the kernel counts them) the agent may run on.
+    #[serde(default)]
+    pub cpus: Option<Vec<usize>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,6 +197,7 @@ pub struct AgentFile {
     pub clear_steps: Vec<ClearStep>,
     pub restart: Option<Restart>,
     pub telemetry: TelemetryConfig,
+    pub scheduling: Scheduling,
 }
 
 /// Loads and checks an agent config file; errors name the file, the line and the key.
@@ -228,6 +244,24 @@ pub fn load(path: &Path) -> Result<AgentFile, PlanErrors> {
     if let Some(r) = &raw.restart_engine {
         c.restart(r);
     }
+    let scheduling = raw.scheduling.unwrap_or_default();
+    if let Some(n) = scheduling.nice.filter(|n| !(-20..=19).contains(n)) {
+        c.err(
+            "scheduling.nice".into(),
+            format!("must be from -20 (highest priority) to 19, got {n}"),
+        );
+    }
+    match &scheduling.cpus {
+        Some(cpus) if cpus.is_empty() => c.err(
+            "scheduling.cpus".into(),
+            "must list at least one CPU (leave it out for any)".into(),
+        ),
+        Some(cpus) if cpus.iter().any(|c| *c >= 1024) => c.err(
+            "scheduling.cpus".into(),
+            format!("CPU numbers go from 0 to 1023, got {cpus:?}"),
+        ),
+        _ => {}
+    }
     if !c.errors.is_empty() {
         return Err(PlanErrors(c.errors));
     }
@@ -243,6 +277,7 @@ pub fn load(path: &Path) -> Result<AgentFile, PlanErrors> {
         model: raw.engine.model,
         clear_steps,
         telemetry,
+        scheduling,
     })
 }
 

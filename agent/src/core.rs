@@ -83,9 +83,17 @@ pub(crate) struct AgentCore {
     /// Rounds running now, by (scenario id, round): StopRound cancels them.
     running: Arc<std::sync::Mutex<std::collections::HashMap<(String, u32), CancellationToken>>>,
     shutdown: CancellationToken,
+    /// What the agent could not do as configured when it started (its `scheduling:`).
+    start_warnings: Vec<String>,
 }
 
 impl AgentCore {
+    /// With what the agent could not do as configured at start, shown with its info.
+    pub fn with_start_warnings(mut self, warnings: Vec<String>) -> Self {
+        self.start_warnings = warnings;
+        self
+    }
+
     pub fn new(
         config: AgentConfig,
         gpu_source: Option<Arc<dyn crate::telemetry::gpu::GpuSource>>,
@@ -116,6 +124,7 @@ impl AgentCore {
             active: Arc::new((AtomicUsize::new(0), Notify::new())),
             running: Arc::default(),
             shutdown,
+            start_warnings: Vec::new(),
         }
     }
 
@@ -322,7 +331,7 @@ impl AgentCore {
             gpus: self.gpus.clone(),
             engine_display: self.config.engine_url.clone(),
             gpu_note: self.gpu_note.clone(),
-            warnings: Vec::new(),
+            warnings: self.start_warnings.clone(),
             agent_time_us: 0,
             engine_kind: self.config.kind.label().into(),
             engine_models: Vec::new(),
@@ -380,7 +389,7 @@ impl AgentCore {
             Err(e) => detail.push(e.to_string()),
         }
         info.engine_health_detail = detail.join("; ");
-        info.warnings = warnings;
+        info.warnings = [self.start_warnings.clone(), warnings].concat();
     }
 
     /// The engine's token costs, measured through its `/tokenize` once per agent.

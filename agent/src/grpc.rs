@@ -116,7 +116,14 @@ pub async fn serve(
     if let Some(note) = &gpu_note {
         tracing::info!("no GPU telemetry: {note}");
     }
-    let core = AgentCore::new(config, source, gpus, gpu_note, shutdown.child_token());
+    let unapplied = crate::scheduling::apply(&config.scheduling);
+    for p in &unapplied {
+        tracing::warn!("{p}");
+    }
+    let (nice, cpus) = crate::scheduling::current();
+    tracing::info!(nice, cpus = ?cpus, "scheduling");
+    let core = AgentCore::new(config, source, gpus, gpu_note, shutdown.child_token())
+        .with_start_warnings(unapplied);
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))

@@ -29,6 +29,7 @@ mod core;
 mod engine;
 mod grpc;
 mod load;
+mod scheduling;
 mod telemetry;
 mod tokenizer;
 
@@ -78,6 +79,8 @@ pub struct AgentConfig {
     pub restart: Option<config::Restart>,
     /// What kind of engine it is (what its clear and its quirks are).
     pub kind: config::EngineKind,
+    /// Its own priority and CPUs, applied when it starts serving.
+    pub scheduling: config::Scheduling,
 }
 
 impl AgentConfig {
@@ -98,6 +101,7 @@ impl AgentConfig {
             engine_url,
             labels: BTreeMap::new(),
             kind: config::EngineKind::Vllm,
+            scheduling: config::Scheduling::default(),
         }
     }
 }
@@ -123,6 +127,7 @@ impl AgentConfig {
             clear_steps: f.clear_steps,
             restart: f.restart,
             kind: f.engine_kind,
+            scheduling: f.scheduling,
         }
     }
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{is_stale, ColdProbe};
+use crate::prefix_cache::{PromptShare, DEFAULT_BLOCK_TOKENS};
 use crate::record::{Outcome, RequestRecord};
 use crate::results::RoundStats;
 
@@ -113,6 +114,14 @@ pub struct IsolationInfo {
     /// [`judge`]: IsolationInfo::judge
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excess: Vec<ExcessCached>,
+    /// Round-1 prefix groups whose every request found their common start cached: none of
+    /// them computed it (see [`ColdEvidence`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warm_groups: Vec<WarmGroup>,
+    /// Round 1's cached tokens against the most a cold cache could have given its requests
+    /// in the order they were sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round1_bound: Option<ColdBound>,
     /// Why the restart failed, when this isolation restarted the engine and it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_error: Option<crate::agent::RestartError>,
@@ -155,11 +164,54 @@ impl IsolationInfo {
             evidence: Vec::new(),
             probe: None,
             excess: Vec::new(),
+            warm_groups: Vec::new(),
+            round1_bound: None,
             restart_error: None,
             fallback_probe: None,
             rerun_after: None,
             per_agent: BTreeMap::new(),
         }
+    }
+
+    /// Round 1's own records (or the engine's counters over it) show a cache that was not
+    /// cold: a request with excess cached tokens, a prefix group none of whose requests
+    /// computed its start, or more cached tokens than a cold cache could have given.
+    pub fn found_warm(&self) -> bool {
+        !self.excess.is_empty()
+            || !self.warm_groups.is_empty()
+            || self.round1_bound.as_ref().is_some_and(|b| b.exceeded)
+            || self.per_agent.values().any(IsolationInfo::found_warm)
+    }
+
+    /// What showed round 1 warm, in a few words (empty when nothing did).
+    pub fn warm_summary(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.excess.is_empty() {
+            parts.push(format!(
+                "{} requests found more cached than they could share",
+                self.excess.len()
+            ));
+        }
+        if !self.warm_groups.is_empty() {
+            parts.push(format!(
+                "{} prefix groups none of whose requests computed their common start",
+                self.warm_groups.len()
+            ));
+        }
+        if let Some(b) = self.round1_bound.as_ref().filter(|b| b.exceeded) {
+            parts.push(format!(
+                "{} tokens cached where a cold cache could give at most {}",
+                thousands(b.cached_tokens),
+                thousands(b.cold_limit_tokens)
+            ));
+        }
+        for (agent, info) in &self.per_agent {
+            let s = info.warm_summary();
+            if !s.is_empty() {
+                parts.push(format!("{agent}: {s}"));
+            }
+        }
+        parts.join("; ")
     }
 
     /// The isolation of a scenario split across agents, from each agent's: the worst
@@ -194,6 +246,7 @@ impl IsolationInfo {
         let mut judged = BTreeMap::new();
         self.evidence.clear();
         self.excess.clear();
+        self.warm_groups.clear();
         self.verdict = Verdict::Verified;
         for (agent, info) in parts {
             let mine = round1.per_agent.get(&agent).cloned().unwrap_or_default();
@@ -204,6 +257,7 @@ impl IsolationInfo {
             self.evidence
                 .extend(info.evidence.iter().map(|e| format!("{agent}: {e}")));
             self.excess.extend(info.excess.iter().cloned());
+            self.warm_groups.extend(info.warm_groups.iter().cloned());
             judged.insert(agent, info);
         }
         self.per_agent = judged;
@@ -225,7 +279,7 @@ impl IsolationInfo {
         let mut failed = Vec::new();
         let mut fine = Vec::new();
         let mut reported = false;
-        self.excess = round1.excess;
+        self.excess = round1.excess.clone();
         let judged = round1.judged;
         if judged > 0 {
             reported = true;
@@ -236,6 +290,19 @@ impl IsolationInfo {
                 ));
             } else {
                 failed.push(excess_line(&self.excess, judged));
+            }
+        }
+        self.warm_groups = round1.warm_groups();
+        for g in &self.warm_groups {
+            failed.push(g.line());
+        }
+        self.round1_bound = round1.bound();
+        if let Some(b) = &self.round1_bound {
+            reported = true;
+            if b.exceeded {
+                failed.push(b.line());
+            } else {
+                fine.push(b.line());
             }
         }
         if let Some(p) = &self.probe {
@@ -250,12 +317,12 @@ impl IsolationInfo {
         }
         if let Some(a) = &self.rerun_after {
             fine.push(format!(
-                "ran again after an engine restart: the first attempt's round 1 was not cold ({} requests with excess cached tokens)",
-                a.isolation.excess.len()
+                "ran again after an engine restart: the first attempt's round 1 was not cold ({})",
+                a.isolation.warm_summary()
             ));
         }
         let (verdict, mut evidence) = match self.status {
-            IsolationStatus::None | IsolationStatus::Skipped if !self.excess.is_empty() => {
+            IsolationStatus::None | IsolationStatus::Skipped if self.found_warm() => {
                 (Verdict::Failed, failed)
             }
             IsolationStatus::None | IsolationStatus::Skipped => {
@@ -269,10 +336,7 @@ impl IsolationInfo {
                 (Verdict::Failed, [vec![what], failed].concat())
             }
             _ if !failed.is_empty() => (Verdict::Failed, failed),
-            _ if !reported => (
-                Verdict::Unverified,
-                vec!["the engine reports neither cached tokens nor prefix-cache counters: start vLLM with --enable-prompt-tokens-details (SGLang: --enable-cache-report) and keep its /metrics reachable".to_owned()],
-            ),
+            _ if !reported => (Verdict::Unverified, vec![unreported(&round1)]),
             _ => (Verdict::Verified, fine),
         };
         if evidence.is_empty() {
@@ -376,7 +440,10 @@ pub fn excess_cached_tokens(r: &RequestRecord) -> Option<u32> {
 
 /// What round 1's records say about a cold start, gathered record by record, per agent:
 /// the completed requests whose engine reported cached tokens, those of them judged (their
-/// shareable prefix known), the cached tokens in all, and each request with excess.
+/// shareable prefix known), the cached tokens in all, each request with excess, and what
+/// every request shared in the order sent (for the prefix groups and the round's bound);
+/// then, once the round ended, the engine's counters and block size
+/// ([`ColdEvidence::engine`]).
 #[derive(Debug, Clone, Default)]
 pub struct ColdEvidence {
     per_agent: BTreeMap<String, AgentEvidence>,
@@ -387,6 +454,25 @@ struct AgentEvidence {
     judged: usize,
     cached_tokens: u64,
     excess: Vec<ExcessCached>,
+    /// Every measured request sent, with what it shared in the order sent.
+    requests: Vec<SentRequest>,
+    /// Completed requests without a cached-token count.
+    requests_without_cached: usize,
+    /// Measured requests without an in-order share (an agent that does not say).
+    requests_without_share: usize,
+    /// The engine's prefix-cache hits over the round (its counters), when it reports them.
+    counter_hits: Option<f64>,
+    block: u32,
+}
+
+/// One measured round-1 request, for the prefix groups and the round's bound.
+#[derive(Debug, Clone, Copy)]
+struct SentRequest {
+    group: Option<u32>,
+    share: PromptShare,
+    /// The engine's cached tokens when it completed and reported them.
+    cached: Option<u32>,
+    ok: bool,
 }
 
 impl ColdEvidence {
@@ -396,20 +482,33 @@ impl ColdEvidence {
         e
     }
 
-    /// One record of round 1; warmups, failures and requests without a cached-token count
-    /// say nothing.
+    /// One record of round 1; warmups say nothing, failures only that they were sent.
     pub fn add(&mut self, r: &RequestRecord) {
+        if r.warmup {
+            return;
+        }
+        let e = self
+            .per_agent
+            .entry(r.agent.clone())
+            .or_insert_with(|| AgentEvidence {
+                block: DEFAULT_BLOCK_TOKENS,
+                ..AgentEvidence::default()
+            });
+        let ok = r.outcome == Outcome::Ok;
+        match PromptShare::of(r) {
+            Some(share) => e.requests.push(SentRequest {
+                group: r.prefix_group,
+                share,
+                cached: r.cached_tokens.filter(|_| ok),
+                ok,
+            }),
+            None => e.requests_without_share += 1,
+        }
+        if !ok {
+            return;
+        }
         let Some(cached) = r.cached_tokens else {
-            return;
-        };
-        if r.warmup || r.outcome != Outcome::Ok {
-            return;
-        }
-        if !self.per_agent.contains_key(&r.agent) {
-            self.per_agent
-                .insert(r.agent.clone(), AgentEvidence::default());
-        }
-        let Some(e) = self.per_agent.get_mut(&r.agent) else {
+            e.requests_without_cached += 1;
             return;
         };
         e.cached_tokens += u64::from(cached);
@@ -427,16 +526,195 @@ impl ColdEvidence {
         }
     }
 
-    /// All agents' evidence together.
+    /// What agent `agent`'s engine said of round 1 once it ended: its prefix-cache hits
+    /// over the round (its counters' delta) and its KV block size (see
+    /// [`crate::prefix_cache::block_tokens`]).
+    pub fn engine(&mut self, agent: &str, counter_hits: Option<f64>, block: u32) {
+        if let Some(e) = self.per_agent.get_mut(agent) {
+            e.counter_hits = counter_hits.filter(|h| h.is_finite() && *h >= 0.0);
+            e.block = block.max(1);
+        }
+    }
+
+    /// The agents with round-1 records.
+    pub fn agents(&self) -> Vec<String> {
+        self.per_agent.keys().cloned().collect()
+    }
+
+    /// All agents' evidence together (one engine: a scenario on one agent).
     fn total(&self) -> AgentEvidence {
-        let mut all = AgentEvidence::default();
+        let mut all = AgentEvidence {
+            block: DEFAULT_BLOCK_TOKENS,
+            ..AgentEvidence::default()
+        };
         for e in self.per_agent.values() {
             all.judged += e.judged;
             all.cached_tokens += e.cached_tokens;
             all.excess.extend(e.excess.iter().cloned());
+            all.requests.extend(e.requests.iter().copied());
+            all.requests_without_cached += e.requests_without_cached;
+            all.requests_without_share += e.requests_without_share;
+            all.counter_hits = match (all.counter_hits, e.counter_hits) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            };
+            all.block = e.block;
         }
         all
     }
+}
+
+impl AgentEvidence {
+    /// Prefix groups of two or more requests, every one of which completed and found a
+    /// block of 64 tokens or more (else more than 32 tokens) of its prompt cached: in a
+    /// cold round the request that reached the group's common start first computed it, and
+    /// no request outside the group began like it (not even its first 64 bytes, so shared
+    /// no whole block that large; a chat template's few tokens may be shared by all).
+    fn warm_groups(&self) -> Vec<WarmGroup> {
+        let mut groups: BTreeMap<u32, Vec<&SentRequest>> = BTreeMap::new();
+        for r in &self.requests {
+            if let Some(g) = r.group {
+                groups.entry(g).or_default().push(r);
+            }
+        }
+        let floor = if self.block >= 64 { self.block - 1 } else { 32 };
+        groups
+            .into_iter()
+            .filter(|(_, members)| members.len() >= 2)
+            .filter_map(|(group, members)| {
+                let cached: Option<Vec<u32>> = members.iter().map(|m| m.cached).collect();
+                let min = cached?.into_iter().min()?;
+                (min > floor).then_some(WarmGroup {
+                    group,
+                    requests: members.len() as u32,
+                    min_cached_tokens: min,
+                })
+            })
+            .collect()
+    }
+
+    /// Round 1's cached tokens (the requests' own, else the engine's counters) against the
+    /// most a cold cache could have given its requests in the order sent; none when some
+    /// request did not say what it shared, or nothing reported what the engine reused.
+    fn bound(&self) -> Option<ColdBound> {
+        if self.requests.is_empty() || self.requests_without_share > 0 {
+            return None;
+        }
+        let (cached, from, counted): (u64, BoundSource, Vec<&SentRequest>) =
+            if self.judged > 0 || self.requests_without_cached == 0 {
+                let ok: Vec<&SentRequest> = self.requests.iter().filter(|r| r.ok).collect();
+                if ok.is_empty() || ok.iter().any(|r| r.cached.is_none()) {
+                    return None;
+                }
+                (self.cached_tokens, BoundSource::Requests, ok)
+            } else {
+                // The counters count every request the engine looked up, failed ones too.
+                let hits = self.counter_hits?;
+                let all = self.requests.iter().collect();
+                (hits.round() as u64, BoundSource::Counters, all)
+            };
+        let limit: u64 = counted
+            .iter()
+            .map(|r| u64::from(r.share.cold_hit_tokens(self.block)))
+            .sum();
+        let slack = u64::from(self.block).max(limit / 50);
+        Some(ColdBound {
+            cached_tokens: cached,
+            cold_limit_tokens: limit,
+            block_tokens: self.block,
+            requests: counted.len() as u32,
+            from,
+            exceeded: cached > limit + slack,
+        })
+    }
+}
+
+/// The evidence line when nothing showed what the engine reused, saying what is missing.
+fn unreported(e: &AgentEvidence) -> String {
+    if e.counter_hits.is_some() && e.requests_without_share > 0 {
+        return "the engine reported no cached tokens per request, and the agent did not say what the requests shared in the order sent (an older agent), so the engine's prefix-cache counters could not be checked".to_owned();
+    }
+    "the engine reports neither cached tokens per request nor prefix-cache counters: start vLLM with --enable-prompt-tokens-details (SGLang: --enable-cache-report) and keep its /metrics reachable".to_owned()
+}
+
+/// A prefix group of round 1 none of whose requests computed its common start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WarmGroup {
+    /// The group's first request (whose prompt began like all of theirs).
+    pub group: u32,
+    pub requests: u32,
+    /// The fewest cached tokens any of them had.
+    pub min_cached_tokens: u32,
+}
+
+impl WarmGroup {
+    fn line(&self) -> String {
+        format!(
+            "round 1: all {} requests that began like request {} had at least {} of their tokens cached: none of them computed their common start, so the cache was not cold",
+            self.requests,
+            self.group,
+            thousands(u64::from(self.min_cached_tokens))
+        )
+    }
+}
+
+/// Where [`ColdBound::cached_tokens`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BoundSource {
+    /// The requests' own cached-token counts.
+    Requests,
+    /// The engine's prefix-cache hit counter over the round.
+    Counters,
+}
+
+/// Round 1's cached tokens against the most a cache that was empty when it began could have
+/// given its requests in the order sent ([`PromptShare::cold_hit_tokens`], summed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColdBound {
+    pub cached_tokens: u64,
+    pub cold_limit_tokens: u64,
+    /// The engine's KV block size the limit was counted in.
+    pub block_tokens: u32,
+    /// The requests counted.
+    pub requests: u32,
+    pub from: BoundSource,
+    /// More cached than the limit, beyond one block or 2 % of it.
+    pub exceeded: bool,
+}
+
+impl ColdBound {
+    fn line(&self) -> String {
+        let what = match self.from {
+            BoundSource::Requests => "cached tokens",
+            BoundSource::Counters => "prefix-cache hits (the engine's counters)",
+        };
+        let verb = if self.exceeded { "more than" } else { "within" };
+        let counters = match self.from {
+            BoundSource::Requests => "",
+            BoundSource::Counters => " (the engine reported no cached tokens per request, so round 1 was judged on its prefix-cache counters; vLLM reports them with --enable-prompt-tokens-details)",
+        };
+        format!(
+            "round 1: {} {what} over {} requests, {verb} the {} a cold cache could have given them in the order sent ({}-token blocks){counters}",
+            thousands(self.cached_tokens),
+            self.requests,
+            thousands(self.cold_limit_tokens),
+            self.block_tokens
+        )
+    }
+}
+
+/// 46080 -> "46,080".
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A round-1 request that found more of its prompt cached than it could have shared.
@@ -448,4 +726,259 @@ pub struct ExcessCached {
     pub shareable_tokens: u32,
     pub prompt_tokens: u32,
     pub ttft_ms: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    //! Round 1 on a simulated engine, with the agent's own prefix tracker: requests on a
+    //! few documents sent by a closed loop at some concurrency, reaching the engine in
+    //! another order than they were sent (jitter), the engine reusing whatever blocks were
+    //! registered when each arrived. From a cold cache every verdict is `verified`; from a
+    //! cache that already held the documents every verdict is `failed`, whatever the
+    //! concurrency and timing.
+    use super::*;
+    use crate::plan::IsolationPolicy;
+    use crate::prefix_cache::{render, PrefixTracker};
+    use crate::rng::Rng;
+    use proptest::prelude::*;
+
+    /// Characters per token in this test's engine (its tokenizer: one token per 4 bytes).
+    const CHARS: usize = 4;
+
+    fn tokens(bytes: usize) -> u32 {
+        (bytes / CHARS) as u32
+    }
+
+    /// A text of `n` bytes, different for each seed.
+    fn words(seed: u64, n: usize) -> String {
+        let mut rng = Rng::new(seed);
+        let mut s = String::new();
+        while s.len() < n {
+            s.push_str(["cache ", "block ", "token ", "model ", "prefix "][rng.below(5) as usize]);
+        }
+        s.truncate(n);
+        s
+    }
+
+    struct Sim {
+        block: usize,
+        /// Texts registered (prompt bytes), each from when.
+        registered: Vec<(String, f64)>,
+    }
+
+    impl Sim {
+        /// Blocks of `text` found at `t`, in tokens (whole blocks, never the whole prompt).
+        fn lookup(&self, text: &str, t: f64) -> u32 {
+            let block_bytes = self.block * CHARS;
+            let best = self
+                .registered
+                .iter()
+                .filter(|(_, at)| *at <= t)
+                .map(|(r, _)| {
+                    r.bytes()
+                        .zip(text.bytes())
+                        .take_while(|(a, b)| a == b)
+                        .count()
+                })
+                .max()
+                .unwrap_or(0);
+            let best = best.min(text.len().saturating_sub(1));
+            tokens(best / block_bytes * block_bytes)
+        }
+    }
+
+    /// One round: `docs` documents of `doc_bytes`, `per_doc` questions each, sent in a
+    /// shuffled order by a closed loop of `concurrency`; each request reaches the engine
+    /// `jitter` (up to, in ms) after it was sent and registers its blocks somewhere between
+    /// its arrival and its first token. `warm`: the engine already holds every document.
+    #[allow(clippy::too_many_arguments)]
+    fn round(
+        seed: u64,
+        docs: usize,
+        doc_bytes: usize,
+        per_doc: usize,
+        concurrency: usize,
+        jitter: f64,
+        block: usize,
+        warm: bool,
+    ) -> Vec<RequestRecord> {
+        let mut rng = Rng::new(seed);
+        let documents: Vec<String> = (0..docs)
+            .map(|d| words(seed * 31 + d as u64, doc_bytes))
+            .collect();
+        let mut order: Vec<(usize, usize)> = (0..docs)
+            .flat_map(|d| (0..per_doc).map(move |q| (d, q)))
+            .collect();
+        for i in (1..order.len()).rev() {
+            let j = rng.below(i as u64 + 1) as usize;
+            order.swap(i, j);
+        }
+        let mut sim = Sim {
+            block,
+            registered: Vec::new(),
+        };
+        if warm {
+            for d in &documents {
+                let text = render(&[("user".to_owned(), format!("{d}\n\nwarm"))]);
+                sim.registered.push((text, -1.0));
+            }
+        }
+        let mut tracker = PrefixTracker::default();
+        // Slots of the closed loop: when each is free again.
+        let mut free = vec![0.0f64; concurrency];
+        let mut sent: Vec<(u32, String, f64, f64, f64)> = Vec::new();
+        let mut records = Vec::new();
+        for (id, (d, q)) in order.iter().enumerate() {
+            let id = id as u32;
+            let slot = (0..concurrency)
+                .min_by(|a, b| free[*a].total_cmp(&free[*b]))
+                .unwrap_or(0);
+            let send = free[slot] + rng.unit() * 0.01;
+            let question = words(
+                seed * 977 + (d * 100 + q) as u64,
+                40 + rng.below(200) as usize,
+            );
+            let text = render(&[(
+                "user".to_owned(),
+                format!("{}\n\n{question}", documents[*d]),
+            )]);
+            let share = tracker.lookup(&text);
+            tracker.insert(&text, id);
+            let group = share.group.or_else(|| tracker.group_of(&text));
+            let arrive = send + rng.unit() * jitter;
+            let cached = sim.lookup(&text, arrive);
+            let prompt = tokens(text.len());
+            let prefill = 1.0 + f64::from(prompt - cached) * 0.01;
+            let first = arrive + prefill;
+            sim.registered
+                .push((text.clone(), arrive + rng.unit() * prefill));
+            let end = first + 5.0;
+            free[slot] = end;
+            sent.push((id, text.clone(), send, first, end));
+            let mut r = RequestRecord::for_test(id, send, first - send, end);
+            r.prompt_tokens = Some(prompt);
+            r.prompt_tokens_client = prompt;
+            r.cached_tokens = Some(cached);
+            r.cold_prefix_tokens = Some(tokens(share.bytes));
+            r.prefix_group = group;
+            records.push(r);
+        }
+        // The generous share, as the agent takes it when a request ends: with every text
+        // sent before then.
+        for r in &mut records {
+            let mut t = PrefixTracker::default();
+            for (id, text, send, _, _) in &sent {
+                if *send <= r.end_ms {
+                    t.insert(text, *id);
+                }
+            }
+            let own = &sent[r.request_id as usize].1;
+            r.shared_prefix_tokens = Some(tokens(t.shared_bytes(own, 2)));
+        }
+        records
+    }
+
+    fn verdict(records: &[RequestRecord], block: u32) -> IsolationInfo {
+        let mut e = ColdEvidence::of(records);
+        e.engine("a", None, block);
+        IsolationInfo::new(
+            IsolationPolicy::Clear,
+            IsolationStatus::Cleared,
+            "cleared".into(),
+        )
+        .judge(&e)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn a_cold_round_is_verified_at_any_concurrency_and_timing(
+            seed in 0u64..1_000_000,
+            docs in 1usize..5,
+            doc_bytes in 600usize..6000,
+            per_doc in 1usize..7,
+            concurrency in prop::sample::select(vec![1usize, 2, 4, 8, 16]),
+            jitter in 0.0f64..20.0,
+            block in prop::sample::select(vec![1usize, 16, 128]),
+        ) {
+            let records = round(seed, docs, doc_bytes, per_doc, concurrency, jitter, block, false);
+            let info = verdict(&records, block as u32);
+            prop_assert_eq!(info.verdict, Verdict::Verified, "{:?}", info.evidence);
+        }
+
+        #[test]
+        fn a_round_on_documents_already_cached_fails_at_any_concurrency_and_timing(
+            seed in 0u64..1_000_000,
+            docs in 1usize..5,
+            doc_bytes in 600usize..6000,
+            per_doc in 2usize..7,
+            concurrency in prop::sample::select(vec![1usize, 2, 4, 8, 16]),
+            jitter in 0.0f64..20.0,
+            block in prop::sample::select(vec![1usize, 16, 128]),
+        ) {
+            let records = round(seed, docs, doc_bytes, per_doc, concurrency, jitter, block, true);
+            let info = verdict(&records, block as u32);
+            prop_assert_eq!(info.verdict, Verdict::Failed, "{:?}", info.evidence);
+            prop_assert!(info.found_warm());
+        }
+    }
+
+    /// The shape of the report: every request on a document found its start cached.
+    #[test]
+    fn a_warm_group_is_named() {
+        let records = round(7, 2, 4000, 5, 2, 5.0, 128, true);
+        let info = verdict(&records, 128);
+        assert_eq!(info.verdict, Verdict::Failed);
+        let line = info
+            .evidence
+            .iter()
+            .find(|e| e.contains("none of them computed"))
+            .expect("a warm group");
+        assert!(
+            line.starts_with("round 1: all 5 requests that began like request"),
+            "{line}"
+        );
+    }
+
+    /// Without per-request counts, the engine's counters are held to the same bound.
+    #[test]
+    fn counters_alone_judge_a_round() {
+        for (warm, expected) in [(false, Verdict::Verified), (true, Verdict::Failed)] {
+            let mut records = round(11, 3, 3000, 4, 4, 2.0, 16, warm);
+            let hits: u32 = records.iter().filter_map(|r| r.cached_tokens).sum();
+            for r in &mut records {
+                r.cached_tokens = None;
+            }
+            let mut e = ColdEvidence::of(&records);
+            e.engine("a", Some(f64::from(hits)), 16);
+            let info = IsolationInfo::new(
+                IsolationPolicy::Clear,
+                IsolationStatus::Cleared,
+                "cleared".into(),
+            )
+            .judge(&e);
+            assert_eq!(info.verdict, expected, "{:?}", info.evidence);
+            assert_eq!(
+                info.round1_bound.as_ref().map(|b| b.from),
+                Some(BoundSource::Counters)
+            );
+            assert!(
+                info.evidence
+                    .iter()
+                    .any(|e| e.contains("judged on its prefix-cache counters")),
+                "{:?}",
+                info.evidence
+            );
+            let mut e = ColdEvidence::of(&records);
+            e.engine("a", None, 16);
+            let info = IsolationInfo::new(
+                IsolationPolicy::Clear,
+                IsolationStatus::Cleared,
+                "cleared".into(),
+            )
+            .judge(&e);
+            assert_eq!(info.verdict, Verdict::Unverified);
+        }
+    }
 }

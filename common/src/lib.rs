@@ -12,7 +12,8 @@
 //! - [`record`]: one request as the agent saw it, and its outcome class;
 //! - [`stats`]: figures from samples (the one percentile, mean and variance, histograms,
 //!   intervals, a round's accumulation); [`results`]: the stats file's schema;
-//!   [`isolation`]: who judges a cold start;
+//!   [`isolation`]: who judges a cold start; [`prefix_cache`]: what a perfect cache that
+//!   was cold could have given a round's prompts;
 //! - [`telemetry`]: samples streamed with the records and their summaries; [`targets`]:
 //!   pass/fail objectives on figures;
 //! - [`tokenizer`]: kvbench's documented tokenizer, and Hugging Face's as a counter;
@@ -25,6 +26,7 @@ pub mod isolation;
 pub mod limits;
 pub mod load;
 pub mod plan;
+pub mod prefix_cache;
 pub mod process;
 pub mod prometheus;
 pub mod record;

@@ -119,6 +119,17 @@ pub struct RequestRecord {
     /// engine that was cold when the round began may have cached of it. Null for warmups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_prefix_tokens: Option<u32>,
+    /// Tokens (the client's estimate) of the longest prefix this prompt shares with a
+    /// prompt, or a prompt and its reply, sent before it in the round, in the order sent:
+    /// what a cache that was empty when the round began could have given it, summed over
+    /// the round the most it could have given them all (see [`crate::prefix_cache`]). Null
+    /// for warmups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_prefix_tokens: Option<u32>,
+    /// The first request of the round whose prompt began like this one (itself when none
+    /// did): its prefix group. Null for warmups and prompts shorter than 64 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_group: Option<u32>,
     /// The first attempt died on a reused connection before any byte of its answer (a
     /// server that closed an idle keep-alive connection) and was sent again on a fresh one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -206,6 +217,8 @@ impl RequestRecord {
             engine_ttft_ms: None,
             first_touch: false,
             shared_prefix_tokens: None,
+            cold_prefix_tokens: None,
+            prefix_group: None,
             retried: false,
             outcome: Outcome::Ok,
             error: String::new(),

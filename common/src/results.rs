@@ -346,6 +346,46 @@ pub struct AgentHealth {
     pub peak_rss_bytes: u64,
     pub generator_saturated: bool,
     pub saturation_reason: String,
+    /// The agent's nice value during the round (its `scheduling.nice`, else inherited).
+    #[serde(default)]
+    pub nice: i32,
+    /// The CPUs the agent could run on during the round (empty: unknown).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpus: Vec<u32>,
+}
+
+impl AgentHealth {
+    /// Where the agent ran, and what its config can change: for the saturation warning.
+    pub fn scheduling_hint(&self) -> String {
+        let cpus = if self.cpus.is_empty() {
+            "unknown CPUs".to_owned()
+        } else {
+            format!("CPUs {}", cpu_list(&self.cpus))
+        };
+        format!(
+            "the agent ran at nice {} on {cpus}; a higher priority (`scheduling: {{nice: -10}}` in its config) or CPUs of its own (`scheduling.cpus`) keep its clock on time",
+            self.nice
+        )
+    }
+}
+
+/// [0, 1, 2, 5] -> "0-2,5".
+fn cpu_list(cpus: &[u32]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        parts.push(if i == j {
+            cpus[i].to_string()
+        } else {
+            format!("{}-{}", cpus[i], cpus[j])
+        });
+        i = j + 1;
+    }
+    parts.join(",")
 }
 
 /// Round N against round 1.

@@ -45,10 +45,24 @@ pub mod engine_metric {
         "vllm:gpu_cache_usage_perc",
         "sglang:token_usage",
     ];
+    /// Prompt tokens served from a cache, by where they came from (vLLM 0.32: `source` is
+    /// `local_compute`, `local_cache_hit` or `external_kv_transfer`; for the cached ones
+    /// `device`, `host`, ...). Kept summed, and per source as `FAMILY:SOURCE`.
+    pub const BY_SOURCE: &[&str] = &[
+        "vllm:prompt_tokens_by_source_total",
+        "vllm:prompt_tokens_cached_by_source_total",
+    ];
+    /// Prompt tokens found in any cache tier.
+    pub const PROMPT_TOKENS_CACHED: &[&str] = &["vllm:prompt_tokens_cached_total"];
+    /// vLLM's cache configuration (an info gauge); its `block_size` label is kept as
+    /// [`BLOCK_SIZE`].
+    pub const CACHE_CONFIG: &[&str] = &["vllm:cache_config_info"];
+    /// The KV block size in tokens, from [`CACHE_CONFIG`]'s `block_size` label.
+    pub const BLOCK_SIZE: &str = "vllm:cache_config_info:block_size";
 
     /// Every family above, with what it means (the README's table is checked against
     /// it): what the agent keeps of a scrape (summed over label sets).
-    pub const ALL: [(&str, &[&str]); 11] = [
+    pub const ALL: [(&str, &[&str]); 14] = [
         ("prefix_cache_queries", PREFIX_CACHE_QUERIES),
         ("prefix_cache_hits", PREFIX_CACHE_HITS),
         (
@@ -63,6 +77,9 @@ pub mod engine_metric {
         ("requests_running", REQUESTS_RUNNING),
         ("requests_waiting", REQUESTS_WAITING),
         ("kv_cache_usage", KV_CACHE_USAGE),
+        ("prompt_tokens_by_source", BY_SOURCE),
+        ("prompt_tokens_cached", PROMPT_TOKENS_CACHED),
+        ("cache_config", CACHE_CONFIG),
     ];
 
     /// Every name of [`ALL`], flat.
@@ -202,6 +219,14 @@ pub struct EngineMetricsSummary {
     pub max_num_requests_running: Option<f64>,
     pub max_num_requests_waiting: Option<f64>,
     pub max_kv_cache_usage_perc: Option<f64>,
+    /// The engine's KV block size in tokens, where it says (vLLM's `cache_config_info`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<f64>,
+    /// Prompt tokens over the round by where they came from (vLLM's `*_by_source_total`:
+    /// `local_compute`, `local_cache_hit`, `external_kv_transfer`; cached: `cached_device`,
+    /// `cached_host`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub prompt_tokens_by_source: BTreeMap<String, f64>,
 }
 
 impl EngineMetricsSummary {
@@ -247,8 +272,39 @@ impl EngineMetricsSummary {
             max_num_requests_running: max(m::REQUESTS_RUNNING),
             max_num_requests_waiting: max(m::REQUESTS_WAITING),
             max_kv_cache_usage_perc: max(m::KV_CACHE_USAGE),
+            block_size: max(&[m::BLOCK_SIZE]),
+            prompt_tokens_by_source: by_source(&s),
         })
     }
+}
+
+/// Each `FAMILY:SOURCE` counter of [`engine_metric::BY_SOURCE`] over the round, keyed by
+/// its source (`cached_` before the cached-tokens family's).
+fn by_source(s: &[&TelemetrySample]) -> BTreeMap<String, f64> {
+    let mut keys: Vec<&str> = s
+        .iter()
+        .flat_map(|x| x.values.keys())
+        .map(String::as_str)
+        .filter(|k| {
+            engine_metric::BY_SOURCE
+                .iter()
+                .any(|f| k.strip_prefix(f).is_some_and(|r| r.starts_with(':')))
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.into_iter()
+        .filter_map(|k| {
+            let d = counter_delta(s, &[k])?;
+            let (family, source) = k.rsplit_once(':')?;
+            let name = if family == engine_metric::BY_SOURCE[1] {
+                format!("cached_{source}")
+            } else {
+                source.to_owned()
+            };
+            Some((name, d))
+        })
+        .collect()
 }
 
 /// What the agents' telemetry says about one round (`telemetry` in each round's stats):

@@ -203,3 +203,43 @@ async fn engine_tokenizer_measures_through_tokenize() {
     }
     assert_stats_schema(&read_json(s.stats_path.as_ref().expect("stats")));
 }
+
+/// The same documents twice with nothing cleared between, requests in flight together:
+/// every request of the second scenario shares its document with another one sent at the
+/// same moment, so no request on its own found more than it could share, yet none of them
+/// computed its document. Caught at every concurrency, with the group named; with a clear
+/// between them the same plan is verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_together_cannot_excuse_each_other() {
+    let dir = TempDir::new("race");
+    dir.write(
+        "long.yaml",
+        "endpoint: sim\napi: chat\nseed: 9\nnum_requests: 12\noutput_tokens: 4\nworkload:\n  documents: 3\n  document_tokens: 1200\n",
+    );
+    for concurrency in [2, 4, 8] {
+        for (policy, expected) in [("none", Verdict::Failed), ("clear", Verdict::Verified)] {
+            let plan = load(&dir.write(
+                "plan.yaml",
+                &format!("output_dir: out\nisolation: {policy}\nwait_between_scenarios: 0\ntest_scenarios:\n  - {{name: first, config_file: long.yaml, scenario: long_context_high_reuse, rounds: 1, concurrency: {concurrency}}}\n  - {{name: second, config_file: long.yaml, scenario: long_context_high_reuse, rounds: 1, concurrency: {concurrency}}}\n"),
+            ));
+            let (summary, _) = run_with(&plan, SimConfig::default()).await;
+            let iso = &summary.scenarios[1].stats.isolation;
+            assert_eq!(
+                iso.verdict, expected,
+                "concurrency {concurrency}, isolation {policy}: {:?}",
+                iso.evidence
+            );
+            if expected == Verdict::Failed {
+                assert!(iso.excess.is_empty(), "no request alone shows it: {iso:?}");
+                assert!(
+                    iso.evidence
+                        .iter()
+                        .any(|e| e.contains("none of them computed their common start")),
+                    "{:?}",
+                    iso.evidence
+                );
+                assert!(iso.round1_bound.as_ref().is_some_and(|b| b.exceeded));
+            }
+        }
+    }
+}

@@ -246,6 +246,8 @@ fn record_to_wire(r: &RequestRecord) -> v1::RequestRecord {
         engine_ttft_ms: r.engine_ttft_ms,
         first_touch: r.first_touch,
         shared_prefix_tokens: r.shared_prefix_tokens,
+        cold_prefix_tokens: r.cold_prefix_tokens,
+        prefix_group: r.prefix_group,
         retried: r.retried,
         outcome: outcome_to_wire(r.outcome) as i32,
         error: r.error.clone(),
@@ -279,6 +281,8 @@ fn record_from_wire(r: v1::RequestRecord) -> Result<RequestRecord, InvalidWire> 
         engine_ttft_ms: r.engine_ttft_ms,
         first_touch: r.first_touch,
         shared_prefix_tokens: r.shared_prefix_tokens,
+        cold_prefix_tokens: r.cold_prefix_tokens,
+        prefix_group: r.prefix_group,
         retried: r.retried,
         outcome: outcome_from_wire(r.outcome)?,
         error: r.error,
@@ -387,6 +391,8 @@ fn health_to_wire(h: &AgentHealth) -> v1::AgentHealth {
         peak_rss_bytes: h.peak_rss_bytes,
         generator_saturated: h.generator_saturated,
         saturation_reason: h.saturation_reason.clone(),
+        nice: h.nice,
+        cpus: h.cpus.clone(),
     }
 }
 
@@ -402,6 +408,14 @@ fn health_from_wire(w: &v1::AgentHealth) -> AgentHealth {
         peak_rss_bytes: w.peak_rss_bytes,
         generator_saturated: w.generator_saturated,
         saturation_reason: w.saturation_reason.clone(),
+        nice: w.nice.clamp(-20, 19),
+        cpus: w
+            .cpus
+            .iter()
+            .copied()
+            .filter(|c| *c < 4096)
+            .take(4096)
+            .collect(),
     }
 }
 
@@ -1026,6 +1040,8 @@ mod tests {
                 engine_ttft_ms: e.2,
                 first_touch: e.3,
                 shared_prefix_tokens: f.3,
+                cold_prefix_tokens: f.3.map(|t| t / 2),
+                prefix_group: d.2.checked_rem(7),
                 retried: f.4,
                 outcome: f.0,
                 error: f.1,
@@ -1049,6 +1065,8 @@ mod tests {
                 peak_rss_bytes: b.1,
                 generator_saturated: b.2,
                 saturation_reason: b.3,
+                nice: (b.0 % 40) as i32 - 20,
+                cpus: vec![b.0 % 64, 3],
             })
     }
 

@@ -63,8 +63,12 @@ impl Fault {
 pub struct EngineCounters {
     /// `vllm:prefix_cache_queries_total`: prompt tokens looked up in the cache.
     pub prefix_cache_queries: u64,
-    /// `vllm:prefix_cache_hits_total`: prompt tokens found in the cache.
+    /// `vllm:prefix_cache_hits_total`: prompt tokens found in the cache (the host tier's
+    /// included).
     pub prefix_cache_hits: u64,
+    /// Of them, those restored from the host tier (`--host-prompt-cache`; vLLM's
+    /// `prompt_tokens_cached_by_source_total{source="host"}`).
+    pub host_hits: u64,
     /// `vllm:prompt_tokens_total`
     pub prompt_tokens: u64,
     /// `vllm:generation_tokens_total`
@@ -100,13 +104,17 @@ pub struct Engine {
     slots: Arc<Semaphore>,
     prefill_lane: tokio::sync::Mutex<()>,
     fault_seq: std::sync::atomic::AtomicU64,
+    tokenizer: Option<kvbench_common::tokenizer::HfTokenizer>,
 }
 
 impl Engine {
     pub fn new(config: SimConfig) -> Self {
         let cache = PrefixCache::new(config.block_size, config.num_blocks);
         let slots = Arc::new(Semaphore::new(config.max_num_seqs.max(1)));
+        // validate() said why a tokenizer cannot be loaded; here it is left out.
+        let tokenizer = config.load_tokenizer().ok().flatten();
         Engine {
+            tokenizer,
             config,
             state: Mutex::new(State {
                 cache,
@@ -117,6 +125,14 @@ impl Engine {
             prefill_lane: tokio::sync::Mutex::new(()),
             fault_seq: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// `text`'s tokens: in the `--tokenizer` given, else kvbench's.
+    pub fn tokens(&self, text: &str) -> Vec<u32> {
+        self.tokenizer
+            .as_ref()
+            .and_then(|t| t.ids(text))
+            .unwrap_or_else(|| tokenize(text))
     }
 
     fn fixed_mode(&self) -> bool {
@@ -181,7 +197,7 @@ impl Engine {
 
     /// Queues a prompt until a slot is free, then looks its prefix up in the cache.
     pub async fn admit(self: &Arc<Self>, prompt: &str) -> Running {
-        let tokens = tokenize(prompt);
+        let tokens = self.tokens(prompt);
         let hashes = block_hashes(&tokens, self.config.block_size);
         let seed = reply_seed(&tokens);
         {
@@ -220,11 +236,17 @@ impl Engine {
         let cached_tokens = ((hits + restored) * self.config.block_size) as u32;
         s.counters.prefix_cache_queries += tokens.len() as u64;
         s.counters.prefix_cache_hits += u64::from(cached_tokens);
+        s.counters.host_hits += (restored * self.config.block_size) as u64;
         s.counters.prompt_tokens += tokens.len() as u64;
         drop(s);
         Running {
             engine: self.clone(),
             _permit: permit,
+            created_cache_tokens: if self.config.no_prefix_caching {
+                0
+            } else {
+                (hashes.len().saturating_sub(hits + restored) * self.config.block_size) as u32
+            },
             hashes,
             held: hits,
             prompt_tokens: tokens.len() as u32,
@@ -274,6 +296,8 @@ pub struct Running {
     held: usize,
     pub prompt_tokens: u32,
     pub cached_tokens: u32,
+    /// Full blocks of the prompt this request computed (not cached), in tokens.
+    pub created_cache_tokens: u32,
     seed: u64,
 }
 

@@ -144,7 +144,7 @@ async fn handle(
             let ok = engine.reset_prefix_cache();
             json_response(StatusCode::OK, &json!({"success": ok}))
         }
-        (Method::POST, "/tokenize") => tokenize_endpoint(req).await,
+        (Method::POST, "/tokenize") => tokenize_endpoint(&engine, req).await,
         (Method::POST, "/v1/chat/completions") => {
             generate(engine, req, true, close, &arrival).await
         }
@@ -155,7 +155,7 @@ async fn handle(
 
 /// `POST /tokenize` (vLLM's `prompt`, llama.cpp's `content`): the text's tokens in the
 /// simulator's tokenizer, with their `count`.
-async fn tokenize_endpoint(req: Request<Incoming>) -> Response<Body> {
+async fn tokenize_endpoint(engine: &Engine, req: Request<Incoming>) -> Response<Body> {
     let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
         .collect()
         .await
@@ -174,7 +174,7 @@ async fn tokenize_endpoint(req: Request<Incoming>) -> Response<Body> {
     else {
         return error(StatusCode::BAD_REQUEST, "give `prompt` (or `content`)");
     };
-    let tokens = kvbench_common::tokenizer::tokenize(text);
+    let tokens = engine.tokens(text);
     json_response(
         StatusCode::OK,
         &json!({"count": tokens.len(), "tokens": tokens}),
@@ -271,12 +271,19 @@ fn parse_request(engine: &Engine, body: &[u8], chat: bool) -> Result<GenRequest,
     })
 }
 
-fn usage(r: &Running, completion: u32) -> Value {
+/// The usage object, as vLLM 0.32 writes it with `--enable-prompt-tokens-details`: chat
+/// answers also say how many prompt tokens this request added to the cache
+/// (`created_cache_tokens`: its full blocks that were not cached).
+fn usage(r: &Running, completion: u32, chat: bool) -> Value {
+    let mut details = json!({"cached_tokens": r.cached_tokens});
+    if chat {
+        details["created_cache_tokens"] = json!(r.created_cache_tokens);
+    }
     json!({
         "prompt_tokens": r.prompt_tokens,
         "completion_tokens": completion,
         "total_tokens": r.prompt_tokens + completion,
-        "prompt_tokens_details": {"cached_tokens": r.cached_tokens},
+        "prompt_tokens_details": details,
     })
 }
 
@@ -382,7 +389,7 @@ async fn generate(
                 "created": now_s(),
                 "model": g.model,
                 "choices": [choice],
-                "usage": usage(&running, g.max_tokens),
+                "usage": usage(&running, g.max_tokens, g.chat),
             }),
         )
     }
@@ -472,7 +479,7 @@ async fn stream_tokens(
     running.finish(g.max_tokens);
     if g.include_usage {
         let mut last = chunk(json!([]));
-        last["usage"] = usage(&running, g.max_tokens);
+        last["usage"] = usage(&running, g.max_tokens, g.chat);
         if tx.send(sse(&last)).await.is_err() {
             return;
         }
@@ -608,6 +615,24 @@ fn metrics_text(engine: &Engine) -> String {
         c.prompt_tokens as f64,
     );
     metric(
+        "vllm:external_prefix_cache_queries_total",
+        "counter",
+        "External prefix cache queries from KV connector cross-instance cache sharing, in terms of number of queried tokens.",
+        0.0,
+    );
+    metric(
+        "vllm:external_prefix_cache_hits_total",
+        "counter",
+        "External prefix cache hits from KV connector cross-instance cache sharing, in terms of number of cached tokens.",
+        0.0,
+    );
+    metric(
+        "vllm:prompt_tokens_cached_total",
+        "counter",
+        "Number of cached prompt tokens (local + external).",
+        c.prefix_cache_hits as f64,
+    );
+    metric(
         "vllm:generation_tokens_total",
         "counter",
         "Number of generation tokens processed.",
@@ -619,6 +644,39 @@ fn metrics_text(engine: &Engine) -> String {
         "Count of successfully processed requests.",
         c.request_success as f64,
     );
+    let by_source = [
+        (
+            "vllm:prompt_tokens_by_source_total",
+            "Number of prompt tokens by source.",
+            [
+                (
+                    "local_compute",
+                    c.prompt_tokens.saturating_sub(c.prefix_cache_hits),
+                ),
+                ("local_cache_hit", c.prefix_cache_hits),
+                ("external_kv_transfer", 0),
+            ],
+        ),
+        (
+            "vllm:prompt_tokens_cached_by_source_total",
+            "Number of cached prompt tokens by source.",
+            [
+                ("device", c.prefix_cache_hits.saturating_sub(c.host_hits)),
+                ("host", c.host_hits),
+                ("external", 0),
+            ],
+        ),
+    ];
+    for (name, help, sources) in by_source {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (source, v) in sources {
+            let _ = writeln!(
+                out,
+                "{name}{{engine=\"0\",model_name=\"{model}\",source=\"{source}\"}} {v}"
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "# HELP kvbench_sim:max_num_requests_running Most requests running at once since start."

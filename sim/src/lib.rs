@@ -116,6 +116,11 @@ pub struct SimConfig {
     /// (`Keep-Alive: timeout=5, max=100`), as llama.cpp's server does.
     #[arg(long)]
     pub close_after_stream: bool,
+    /// A Hugging Face `tokenizer.json`: prompts are counted, cached and answered on
+    /// `/tokenize` in its tokens instead of kvbench's (with the tokenizer of a model whose
+    /// chat template renders chats as the sim does, the sim caches what that engine caches).
+    #[arg(long)]
+    pub tokenizer: Option<std::path::PathBuf>,
     /// Seed of the fault draw (which request gets which fault is a function of the seed and
     /// the request's arrival order).
     #[arg(long, default_value_t = 0)]
@@ -133,6 +138,8 @@ pub enum SimConfigError {
     Negative { flag: &'static str, value: f64 },
     #[error("--block-size and --max-num-seqs must be at least 1")]
     Zero,
+    #[error("--tokenizer {path}: {reason}")]
+    Tokenizer { path: String, reason: String },
 }
 
 impl SimConfig {
@@ -148,8 +155,26 @@ impl SimConfig {
         ]
     }
 
+    /// The `--tokenizer` file, loaded (none without the flag).
+    pub fn load_tokenizer(
+        &self,
+    ) -> Result<Option<kvbench_common::tokenizer::HfTokenizer>, SimConfigError> {
+        let Some(path) = &self.tokenizer else {
+            return Ok(None);
+        };
+        let bad = |reason: String| SimConfigError::Tokenizer {
+            path: path.display().to_string(),
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        kvbench_common::tokenizer::HfTokenizer::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|e| bad(e.to_string()))
+    }
+
     /// Checks the parameters; the message names the flag.
     pub fn validate(&self) -> Result<(), SimConfigError> {
+        self.load_tokenizer()?;
         let mut total = 0.0;
         for (f, share) in self.fault_shares() {
             if !(0.0..=1.0).contains(&share) {
@@ -206,6 +231,7 @@ impl Default for SimConfig {
             refusing_reset: false,
             host_prompt_cache: false,
             close_after_stream: false,
+            tokenizer: None,
         }
     }
 }

@@ -62,6 +62,7 @@ async fn chat_stream_reports_usage_and_cached_tokens() {
     })
     .to_string();
     let mut cached = Vec::new();
+    let mut created = Vec::new();
     for _ in 0..2 {
         let (status, text) = http(sim.addr, "POST", "/v1/chat/completions", &body).await;
         assert_eq!(status, 200);
@@ -85,9 +86,16 @@ async fn chat_stream_reports_usage_and_cached_tokens() {
                 .as_u64()
                 .expect("cached"),
         );
+        created.push(
+            usage["prompt_tokens_details"]["created_cache_tokens"]
+                .as_u64()
+                .expect("created_cache_tokens (chat, as vLLM 0.32)"),
+        );
     }
-    // Cold, then every full block of the 205-token prompt: 12 blocks of 16 = 192.
+    // Cold, then every full block of the 205-token prompt: 12 blocks of 16 = 192. The
+    // first request added those 192 to the cache, the second nothing.
     assert_eq!(cached, vec![0, 192]);
+    assert_eq!(created, vec![192, 0]);
 
     let (_, m) = http(sim.addr, "GET", "/metrics", "").await;
     assert_eq!(metric(&m, "vllm:prefix_cache_queries_total"), 410.0);
@@ -98,6 +106,83 @@ async fn chat_stream_reports_usage_and_cached_tokens() {
     assert_eq!(metric(&m, "vllm:num_requests_running"), 0.0);
     assert_eq!(metric(&m, "vllm:num_requests_waiting"), 0.0);
     assert_eq!(metric(&m, "vllm:kv_cache_usage_perc"), 0.0);
+    // vLLM 0.32's counters by source: what was computed and what came from the cache.
+    let source = |name: &str, s: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(&format!("source=\"{s}\"")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} {s} missing"))
+    };
+    assert_eq!(metric(&m, "vllm:prompt_tokens_cached_total"), 192.0);
+    assert_eq!(
+        source("vllm:prompt_tokens_by_source_total", "local_compute"),
+        218.0
+    );
+    assert_eq!(
+        source("vllm:prompt_tokens_by_source_total", "local_cache_hit"),
+        192.0
+    );
+    assert_eq!(
+        source("vllm:prompt_tokens_cached_by_source_total", "device"),
+        192.0
+    );
+    assert_eq!(
+        source("vllm:prompt_tokens_cached_by_source_total", "host"),
+        0.0
+    );
+    assert_eq!(metric(&m, "vllm:external_prefix_cache_hits_total"), 0.0);
+    sim.stop().await;
+}
+
+/// Given a model's `tokenizer.json`, the sim counts and caches prompts in its tokens, and
+/// `/tokenize` answers in them.
+#[tokio::test]
+async fn a_tokenizer_json_decides_the_tokens() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("tokenizer.json");
+    // A word-level tokenizer: each of three words is one token, anything else <unk>.
+    std::fs::write(
+        &path,
+        r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
+"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,
+"model":{"type":"WordLevel","vocab":{"<unk>":0,"cache":1,"block":2,"token":3},"unk_token":"<unk>"}}"#,
+    )
+    .expect("write");
+    let bad = SimConfig {
+        tokenizer: Some(dir.path().join("missing.json")),
+        ..SimConfig::default()
+    };
+    assert!(bad
+        .validate()
+        .is_err_and(|e| e.to_string().starts_with("--tokenizer ")));
+    let sim = kvbench_sim::spawn(SimConfig {
+        tokenizer: Some(path),
+        block_size: 4,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("sim starts");
+    let (status, body) = http(
+        sim.addr,
+        "POST",
+        "/tokenize",
+        r#"{"prompt": "cache block token cache"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["tokens"], serde_json::json!([1, 2, 3, 1]));
+    let body = serde_json::json!({"model": "m", "prompt": "cache block token cache block token cache block token", "max_tokens": 1}).to_string();
+    let mut cached = Vec::new();
+    for _ in 0..2 {
+        let (_, text) = http(sim.addr, "POST", "/v1/completions", &body).await;
+        let v: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v["usage"]["prompt_tokens"], 9);
+        cached.push(v["usage"]["prompt_tokens_details"]["cached_tokens"].clone());
+    }
+    // Two full 4-token blocks of the 9 tokens.
+    assert_eq!(cached, [serde_json::json!(0), serde_json::json!(8)]);
     sim.stop().await;
 }
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kvbench_common::prometheus::parse;
+use kvbench_common::prometheus::{by_label, parse};
 
 use super::http::{EngineCallError, HttpClient};
 
@@ -41,7 +41,28 @@ pub async fn scrape_names(
     timeout: Duration,
 ) -> Result<BTreeMap<String, f64>, EngineCallError> {
     let body = super::http::get(client, url, timeout).await?;
-    Ok(parse(&body, wanted))
+    let mut values = parse(&body, wanted);
+    values.extend(labelled(&body));
+    Ok(values)
+}
+
+/// What an engine says only in labels: vLLM's KV block size (`cache_config_info`'s
+/// `block_size`) and its prompt tokens by source, each source as `FAMILY:SOURCE`.
+fn labelled(body: &str) -> BTreeMap<String, f64> {
+    use kvbench_common::telemetry::engine_metric as m;
+    let mut out = BTreeMap::new();
+    let block = by_label(body, m::CACHE_CONFIG[0], "block_size")
+        .into_keys()
+        .find_map(|b| b.parse::<u32>().ok().filter(|b| (1..=1 << 20).contains(b)));
+    if let Some(b) = block {
+        out.insert(m::BLOCK_SIZE.to_owned(), f64::from(b));
+    }
+    for family in m::BY_SOURCE {
+        for (source, v) in by_label(body, family, "source") {
+            out.insert(format!("{family}:{source}"), v);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

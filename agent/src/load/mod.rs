@@ -23,7 +23,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 mod feeder;
-mod prefix;
 mod record;
 mod replies;
 pub(crate) mod request;
@@ -59,7 +58,7 @@ struct Counts {
     gaps: std::sync::atomic::AtomicU64,
     coalesced_gaps: std::sync::atomic::AtomicU64,
     /// This round's prompts (and histories) so far: what a cold engine may share.
-    prefixes: Mutex<prefix::PrefixTracker>,
+    prefixes: Mutex<kvbench_common::prefix_cache::PrefixTracker>,
     probe_taken: std::sync::atomic::AtomicBool,
 }
 

@@ -13,6 +13,11 @@ pub(crate) struct Shared {
     pub(crate) first_touch: bool,
     /// Tokens (the client's count) of the shared prefix.
     pub(crate) tokens: u32,
+    /// Tokens (the client's count) of the prefix shared, in the order sent, with the texts
+    /// sent before it.
+    pub(crate) cold_tokens: u32,
+    /// Its prefix group (see [`kvbench_common::prefix_cache::Share::group`]).
+    pub(crate) group: Option<u32>,
 }
 
 /// What a record says besides the engine's reply.
@@ -70,6 +75,8 @@ pub(crate) fn build_record(c: &RecordContext<'_>, reply: &request::Reply) -> Req
         engine_ttft_ms: reply.engine_ttft_us.map(|us| us as f64 / 1000.0),
         first_touch: c.shared.is_some_and(|s| s.first_touch),
         shared_prefix_tokens: c.shared.map(|s| s.tokens),
+        cold_prefix_tokens: c.shared.map(|s| s.cold_tokens),
+        prefix_group: c.shared.and_then(|s| s.group),
         retried: reply.retried,
         outcome: reply.outcome,
         error: reply.error.clone(),
@@ -127,6 +134,8 @@ mod tests {
             shared: Some(Shared {
                 first_touch: true,
                 tokens: 0,
+                cold_tokens: 0,
+                group: Some(7),
             }),
             t0,
             scheduled: at(90),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kvbench_common::agent::RoundEvent;
+use kvbench_common::prefix_cache::{head, render, Share};
 use kvbench_common::record::Outcome;
 use kvbench_common::workload::Conversation;
 use tokio::sync::Semaphore;
@@ -89,7 +90,7 @@ impl Runner {
                 if !self.warmup {
                     // The engine has processed the reply too: the next turn may reuse it.
                     if let Ok(mut p) = self.round.counts.prefixes.lock() {
-                        p.insert(&super::prefix::render(&messages));
+                        p.insert(&render(&messages), conv.first_request_id + t as u32);
                     }
                 }
             }
@@ -146,7 +147,8 @@ impl Runner {
             ttft_timeout: Duration::from_secs_f64(spec.request.load.ttft_timeout_s),
             idle_timeout: Duration::from_secs_f64(spec.request.load.idle_timeout_s),
         };
-        let text = (!self.warmup).then(|| self.before_send(messages));
+        let id = conv.first_request_id + t as u32;
+        let measured = (!self.warmup).then(|| self.before_send(messages, id));
         let sent = Instant::now();
         let reply = tokio::select! {
             r = request::send(&self.round.ctx.client, &call) => r,
@@ -155,12 +157,12 @@ impl Runner {
         if !self.warmup {
             self.after_send(&reply);
         }
-        (reply, text.map(|t| self.shared(&t)))
+        (reply, measured.map(|(text, cold)| self.shared(&text, cold)))
     }
 
-    /// What a prompt shares with the others of the round sent before it ended (see
-    /// [`crate::prefix`]).
-    pub(crate) fn shared(&self, text: &str) -> Shared {
+    /// What a prompt shares with the others of the round: sent before it ended, and (`cold`)
+    /// in the order sent (see [`kvbench_common::prefix_cache`]).
+    pub(crate) fn shared(&self, text: &str, cold: Share) -> Shared {
         let bytes = self
             .round
             .counts
@@ -168,27 +170,33 @@ impl Runner {
             .lock()
             .map(|p| p.shared_bytes(text, 2))
             .unwrap_or(0);
-        Shared {
-            first_touch: bytes == 0,
-            tokens: if bytes == 0 {
+        let tokens = |bytes: usize| -> u32 {
+            if bytes == 0 {
                 0
             } else {
-                self.round
-                    .spec
-                    .counter
-                    .count(super::prefix::head(text, bytes)) as u32
-            },
+                self.round.spec.counter.count(head(text, bytes)) as u32
+            }
+        };
+        Shared {
+            first_touch: bytes == 0,
+            tokens: tokens(bytes),
+            cold_tokens: tokens(cold.bytes),
+            group: cold.group,
         }
     }
 
     /// Counts a measured request in flight, keeps the round's first prompt for the next
-    /// cold check, and registers the prompt as sent; its rendered text.
-    pub(crate) fn before_send(&self, messages: &[(String, String)]) -> String {
+    /// cold check, and registers the prompt as sent by request `id`; its rendered text and
+    /// what it shares, in the order sent, with the texts sent before it.
+    pub(crate) fn before_send(&self, messages: &[(String, String)], id: u32) -> (String, Share) {
         let spec = &*self.round.spec;
         self.round.counts.in_flight.fetch_add(1, Ordering::Relaxed);
-        let text = super::prefix::render(messages);
+        let text = render(messages);
+        let mut cold = Share::default();
         if let Ok(mut p) = self.round.counts.prefixes.lock() {
-            p.insert(&text);
+            cold = p.lookup(&text);
+            p.insert(&text, id);
+            cold.group = cold.group.or_else(|| p.group_of(&text));
         }
         if !self.round.counts.probe_taken.swap(true, Ordering::Relaxed) {
             if let Ok(mut p) = self.round.ctx.probe.lock() {
@@ -199,7 +207,7 @@ impl Runner {
                 });
             }
         }
-        text
+        (text, cold)
     }
 
     pub(crate) fn after_send(&self, reply: &request::Reply) {

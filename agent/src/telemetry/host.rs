@@ -95,6 +95,7 @@ pub fn assess(
     let dispatch_p99 =
         Summary::of(dispatch_lags_ms.iter().copied()).map_or(0.0, |s| s.percentile(99.0));
     let cpu = cpu_s.unwrap_or(0.0);
+    let (nice, cpus) = crate::scheduling::current();
     let mut reasons = Vec::new();
     if lag_p99 > LAG_LIMIT_MS {
         reasons.push(format!(
@@ -132,6 +133,8 @@ pub fn assess(
         peak_rss_bytes: peak_rss_bytes().unwrap_or(0),
         generator_saturated: !reasons.is_empty(),
         saturation_reason: reasons.join("; "),
+        nice,
+        cpus,
     }
 }
 

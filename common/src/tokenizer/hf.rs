@@ -26,6 +26,17 @@ impl HfTokenizer {
     }
 }
 
+impl HfTokenizer {
+    /// The token ids of `text` (no special tokens added; special tokens written in the text
+    /// are matched); `None` when the tokenizer cannot encode it.
+    pub fn ids(&self, text: &str) -> Option<Vec<u32>> {
+        self.0
+            .encode(text, false)
+            .ok()
+            .map(|e| e.get_ids().to_vec())
+    }
+}
+
 impl TokenCounter for HfTokenizer {
     fn count(&self, text: &str) -> usize {
         // Encoding without special tokens: the prompt's own tokens. A text the tokenizer

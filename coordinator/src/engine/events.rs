@@ -77,8 +77,8 @@ pub enum RunEvent<'a> {
     /// scenario runs again from round 1 (once).
     Rerunning {
         scenario: &'a Scenario,
-        /// Round-1 requests that found more cached than they could share.
-        excess_requests: usize,
+        /// The first attempt's isolation, with what showed its round 1 warm.
+        failed: &'a IsolationInfo,
     },
     Comparison(&'a Comparison),
     /// Something went wrong that does not stop the run but must be seen.

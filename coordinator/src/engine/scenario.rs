@@ -15,6 +15,7 @@ use kvbench_common::dataset::Dataset;
 use kvbench_common::isolation::{ColdEvidence, DiscardedAttempt, IsolationInfo};
 use kvbench_common::load::Arrivals;
 use kvbench_common::plan::{IsolationPolicy, Placement, Plan, Scenario};
+use kvbench_common::prefix_cache::block_tokens;
 use kvbench_common::results::{
     Comparison, RoundStats, ScenarioAgent, ScenarioEngine, ScenarioInfo, ScenarioStats,
     ScenarioStatus,
@@ -100,6 +101,9 @@ impl Session<'_> {
             round += 1;
             let (st, error) = self.round(round, &files, &mut p, obs).await;
             if round == 1 {
+                if let Some(st) = &st {
+                    self.engine_evidence(&mut p.cold, st);
+                }
                 isolation = isolation.judge(&p.cold);
                 obs.on(&RunEvent::Verdict(&isolation));
                 if error.is_none() && self.should_rerun(&isolation) {
@@ -168,11 +172,39 @@ impl Session<'_> {
         outcome
     }
 
-    /// `clear_or_restart`, round 1 found more cached than it could share, the run goes on
-    /// and this is the first attempt.
+    /// Hands round 1's evidence what each agent's engine said of the round: its
+    /// prefix-cache hits by its counters and its KV block size (else its kind's).
+    fn engine_evidence(&self, cold: &mut ColdEvidence, st: &RoundStats) {
+        for agent in cold.agents() {
+            let metrics = if st.per_agent.is_empty() {
+                st.engine_metrics.as_ref()
+            } else {
+                st.per_agent
+                    .get(&agent)
+                    .and_then(|s| s.engine_metrics.as_ref())
+            };
+            let kind = self
+                .agents
+                .iter()
+                .find(|a| a.name() == agent)
+                .map_or("", |a| a.info().engine_kind.as_str());
+            let reported = metrics
+                .and_then(|m| m.block_size)
+                .filter(|b| *b >= 1.0 && *b <= f64::from(u32::MAX))
+                .map(|b| b as u32);
+            cold.engine(
+                &agent,
+                metrics.and_then(|m| m.prefix_cache_hits),
+                block_tokens(reported, kind),
+            );
+        }
+    }
+
+    /// `clear_or_restart`, round 1 found a cache that was not cold, the run goes on and
+    /// this is the first attempt.
     fn should_rerun(&self, isolation: &IsolationInfo) -> bool {
         self.plan.isolation == IsolationPolicy::ClearOrRestart
-            && !isolation.excess.is_empty()
+            && isolation.found_warm()
             && isolation.rerun_after.is_none()
             && !self.cancel.is_cancelled()
     }
@@ -188,7 +220,7 @@ impl Session<'_> {
     ) -> IsolationInfo {
         obs.on(&RunEvent::Rerunning {
             scenario: self.scenario,
-            excess_requests: failed.excess.len(),
+            failed: &failed,
         });
         let mut fresh = super::isolation::restart_for_rerun(self.plan, self.agents, obs).await;
         fresh.rerun_after = Some(Box::new(DiscardedAttempt {

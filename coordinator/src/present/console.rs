@@ -143,13 +143,11 @@ impl<W: Write> Observer for Console<W> {
             }
             RunEvent::RoundStats { scenario, stats } => round_lines(w, scenario, stats),
             RunEvent::Verdict(i) => verdict(w, i),
-            RunEvent::Rerunning {
-                scenario,
-                excess_requests,
-            } => say!(
+            RunEvent::Rerunning { scenario, failed } => say!(
                 w,
-                "  Round 1 of {} was not a cold start ({excess_requests} requests found more cached than they could share): restarting the engine and running the scenario again",
-                scenario.name
+                "  Round 1 of {} was not a cold start ({}): restarting the engine and running the scenario again",
+                scenario.name,
+                failed.warm_summary()
             ),
             RunEvent::Comparison(c) => {
                 say!(
@@ -436,8 +434,9 @@ fn round_lines(w: &mut impl Write, s: &Scenario, st: &RoundStats) {
     if let Some(h) = st.agent_health.as_ref().filter(|h| h.generator_saturated) {
         say!(
             w,
-            "    WARNING: generator_saturated: the agent could not keep up ({}); latencies include the harness's own delay",
-            h.saturation_reason
+            "    WARNING: generator_saturated: the agent could not keep up ({}); latencies include the harness's own delay; {}",
+            h.saturation_reason,
+            h.scheduling_hint()
         );
     }
 }
@@ -575,9 +574,13 @@ fn summary_row(w: &mut impl Write, o: &ScenarioOutcome) {
     let st = &o.stats;
     let first = st.rounds.first();
     let last = st.rounds.last().filter(|r| r.round > 1);
-    let hit = |r: Option<&RoundStats>| {
-        r.and_then(|r| r.cache_hit_ratio)
-            .map_or("n/a".to_owned(), |h| format!("{:.1}%", h * 100.0))
+    // Where requests carry no cached-token counts, the engine's counters say it.
+    let hit = |r: Option<&RoundStats>| match r.and_then(|r| r.cache_hit_ratio) {
+        Some(h) => format!("{:.1}%", h * 100.0),
+        None => r
+            .and_then(|r| r.engine_metrics.as_ref())
+            .and_then(|m| m.prefix_cache_hit_rate)
+            .map_or("n/a".to_owned(), |h| format!("{:.1}% (engine)", h * 100.0)),
     };
     let sent: u32 = st.rounds.iter().map(|r| r.completed + r.failed).sum();
     // A comparison is only shown when both rounds compared ran to their end.

@@ -92,13 +92,13 @@ pub fn to_json(event: &RunEvent<'_>) -> Value {
             json!({"event": "round_stats", "scenario": scenario.name, "stats": stats})
         }
         RunEvent::Verdict(i) => json!({"event": "verdict", "isolation": i}),
-        RunEvent::Rerunning {
-            scenario,
-            excess_requests,
-        } => json!({
+        RunEvent::Rerunning { scenario, failed } => json!({
             "event": "rerunning",
             "scenario": scenario.name,
-            "excess_requests": excess_requests,
+            "excess_requests": failed.excess.len(),
+            "warm_groups": failed.warm_groups.len(),
+            "over_cold_limit": failed.round1_bound.as_ref().is_some_and(|b| b.exceeded),
+            "why": failed.warm_summary(),
         }),
         RunEvent::Comparison(c) => json!({"event": "comparison", "comparison": c}),
         RunEvent::Problem(p) => json!({"event": "problem", "message": p}),

@@ -520,17 +520,20 @@ fn scenario_anomalies(name: &str, st: &ScenarioStats) -> Vec<String> {
         ));
     }
     if st.isolation.verdict == Verdict::Failed {
+        let why = match st.isolation.warm_summary() {
+            s if s.is_empty() => st.isolation.evidence.first().cloned().unwrap_or_default(),
+            s => s,
+        };
         out.push(format!(
-            "**{name}**: round 1 was not a cold start ({} requests with more cached tokens than they could share); its TTFT reduction understates what the cache buys.",
-            st.isolation.excess.len()
+            "**{name}**: round 1 was not a cold start ({}); its TTFT reduction understates what the cache buys.",
+            why
         ));
     }
     for r in &st.rounds {
         if r.generator_saturated {
-            let why = r
-                .agent_health
-                .as_ref()
-                .map_or("", |h| h.saturation_reason.as_str());
+            let why = r.agent_health.as_ref().map_or(String::new(), |h| {
+                format!("{}; {}", h.saturation_reason, h.scheduling_hint())
+            });
             out.push(format!(
                 "**{name}** round {}: the load generator was saturated ({why}); its latencies include the harness's own lag.",
                 r.round
