@@ -224,3 +224,66 @@ async fn telemetry_off_samples_nothing() {
         assert!(round.telemetry.is_none() && round.engine_metrics.is_none());
     }
 }
+
+/// The agent's `scheduling:`: a priority it may take is applied and recorded in every
+/// round's `agent_health`; CPUs it cannot have are refused, and `kvbench agents` (the
+/// handshake's warnings) says why, while the agent runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_priority_is_applied_recorded_and_refusals_are_said() {
+    let dir = TempDir::new("scheduling");
+    let sim = kvbench_sim::spawn(SimConfig::default())
+        .await
+        .expect("sim starts");
+    let url = sim.base_url();
+    // This test's process alone: a lower priority needs no privilege.
+    let nice = 7;
+    let mut config = AgentConfig::vllm("sched-node", url.clone());
+    config.scheduling = kvbench_agent::config::Scheduling {
+        nice: Some(nice),
+        cpus: Some(vec![1023]),
+    };
+    let agent = kvbench_agent::spawn(config).await.expect("agent starts");
+    dir.write(
+        "s.yaml",
+        &format!(
+            "endpoint: {url}\nnum_requests: 4\noutput_tokens: 4\nworkload:\n  prompt_tokens: 200\n"
+        ),
+    );
+    let plan = load(&dir.write(
+        "plan.yaml",
+        "output_dir: out\nwait_between_scenarios: 0\ntest_scenarios:\n  - {name: sched, config_file: s.yaml, scenario: cold_start, rounds: 2, concurrency: 2}\n",
+    ));
+    // The agent applies its settings when it starts serving: wait for its handshake.
+    let a = AgentClient::connect(&agent.url())
+        .await
+        .expect("agent answers");
+    let warnings = a.info().warnings.clone();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("scheduling.cpus [1023] not applied: ")),
+        "{warnings:?}"
+    );
+    let mut agents = BTreeMap::new();
+    agents.insert(Endpoint::Url(url), a);
+    let summary = common::run_with_agents(&plan, &agents).await;
+    agent.stop().await;
+    sim.stop().await;
+    let st = &summary.scenarios[0].stats;
+    assert!(summary.scenarios[0].succeeded(), "{:?}", st.error);
+    for r in &st.rounds {
+        let h = r.agent_health.as_ref().expect("agent health");
+        assert_eq!(h.nice, nice, "round {}", r.round);
+        assert!(
+            !h.cpus.is_empty() && !h.cpus.contains(&1023),
+            "{:?}",
+            h.cpus
+        );
+        assert!(h
+            .scheduling_hint()
+            .contains(&format!("nice {nice} on CPUs ")));
+    }
+    let stats = read_json(&common::out_file(&dir.path().join("out"), "sched_stats_"));
+    assert_stats_schema(&stats);
+    assert_eq!(stats["rounds"][0]["agent_health"]["nice"], nice);
+}
