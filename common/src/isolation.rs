@@ -842,9 +842,8 @@ mod tests {
                 "user".to_owned(),
                 format!("{}\n\n{question}", documents[*d]),
             )]);
-            let share = tracker.lookup(&text);
-            tracker.insert(&text, id);
-            let group = share.group.or_else(|| tracker.group_of(&text));
+            let share = tracker.send(&text, id);
+            let group = share.group;
             let arrive = send + rng.unit() * jitter;
             let cached = sim.lookup(&text, arrive);
             let prompt = tokens(text.len());
@@ -878,15 +877,20 @@ mod tests {
         records
     }
 
-    fn verdict(records: &[RequestRecord], block: u32) -> IsolationInfo {
-        let mut e = ColdEvidence::of(records);
-        e.engine("a", None, block);
+    /// Round 1 after a clear, judged on `e`.
+    fn after_a_clear(e: &ColdEvidence) -> IsolationInfo {
         IsolationInfo::new(
             IsolationPolicy::Clear,
             IsolationStatus::Cleared,
             "cleared".into(),
         )
-        .judge(&e)
+        .judge(e)
+    }
+
+    fn verdict(records: &[RequestRecord], block: u32) -> IsolationInfo {
+        let mut e = ColdEvidence::of(records);
+        e.engine("a", None, block);
+        after_a_clear(&e)
     }
 
     proptest! {
@@ -952,12 +956,7 @@ mod tests {
             }
             let mut e = ColdEvidence::of(&records);
             e.engine("a", Some(f64::from(hits)), 16);
-            let info = IsolationInfo::new(
-                IsolationPolicy::Clear,
-                IsolationStatus::Cleared,
-                "cleared".into(),
-            )
-            .judge(&e);
+            let info = after_a_clear(&e);
             assert_eq!(info.verdict, expected, "{:?}", info.evidence);
             assert_eq!(
                 info.round1_bound.as_ref().map(|b| b.from),
@@ -972,12 +971,7 @@ mod tests {
             );
             let mut e = ColdEvidence::of(&records);
             e.engine("a", None, 16);
-            let info = IsolationInfo::new(
-                IsolationPolicy::Clear,
-                IsolationStatus::Cleared,
-                "cleared".into(),
-            )
-            .judge(&e);
+            let info = after_a_clear(&e);
             assert_eq!(info.verdict, Verdict::Unverified);
         }
     }

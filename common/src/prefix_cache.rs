@@ -8,7 +8,7 @@
 //! prompt's shared prefix costs one pass over it, however many prompts came before. Two
 //! questions are asked of the texts a round has sent ([`PrefixTracker`]):
 //!
-//! - **in the order sent** ([`PrefixTracker::lookup`], before the prompt is inserted): the
+//! - **in the order sent** ([`PrefixTracker::send`], as the prompt is inserted): the
 //!   longest prefix it shares with a prompt sent before it, or a prompt and its reply. Summed
 //!   over a round this is the most a cold cache could have given all of its requests
 //!   together, whatever order the engine really took them in: every shared block is
@@ -87,15 +87,23 @@ impl PrefixTracker {
             * CHUNK
     }
 
-    /// What `text`, not inserted yet, shares with the texts inserted so far.
-    pub fn lookup(&self, text: &str) -> Share {
+    /// Remembers `text` as sent by request `id`, in one pass: what it shared, in the order
+    /// sent, with the texts inserted before it, and its prefix group (`id` itself when no
+    /// text began like it).
+    pub fn send(&mut self, text: &str, id: u32) -> Share {
         let mut share = Share::default();
+        let mut sharing = true;
         for h in chunk_hashes(text) {
-            let Some(s) = self.seen.get(&h) else {
-                break;
-            };
+            let s = self.seen.entry(h).or_insert(Seen {
+                count: 0,
+                first: id,
+            });
+            sharing &= s.count > 0;
+            if sharing {
+                share.bytes += CHUNK;
+            }
             share.group.get_or_insert(s.first);
-            share.bytes += CHUNK;
+            s.count += 1;
         }
         share
     }
@@ -111,15 +119,6 @@ impl PrefixTracker {
                     first: id,
                 });
         }
-    }
-
-    /// The prefix group of `text` once inserted by request `id`: the first request whose
-    /// text began like it (itself when none did); none for a text shorter than a chunk.
-    pub fn group_of(&self, text: &str) -> Option<u32> {
-        chunk_hashes(text)
-            .next()
-            .and_then(|h| self.seen.get(&h))
-            .map(|s| s.first)
     }
 }
 
@@ -239,6 +238,39 @@ mod tests {
         assert!(t.shared_bytes(&next, 1) + CHUNK > render(&history).len());
         // A prompt that differs in its first bytes shares nothing.
         assert_eq!(t.shared_bytes(&render(&msgs(&[("user", &system)])), 1), 0);
+    }
+
+    /// In the order sent: the first of two prompts on a document shares nothing and leads
+    /// the group, the second shares the document and joins it; the first's share is not
+    /// revised when the second arrives.
+    #[test]
+    fn in_the_order_sent_the_first_of_a_group_shares_nothing() {
+        let doc = "the same long document ".repeat(20);
+        let mut t = PrefixTracker::default();
+        let a = t.send(&format!("{doc} first question"), 4);
+        let b = t.send(&format!("{doc} second question"), 9);
+        let other = t.send(&"another text entirely ".repeat(10), 11);
+        assert_eq!(
+            a,
+            Share {
+                bytes: 0,
+                group: Some(4)
+            }
+        );
+        assert_eq!(b.group, Some(4));
+        assert!(b.bytes <= doc.len() && b.bytes + CHUNK > doc.len(), "{b:?}");
+        assert_eq!(
+            other,
+            Share {
+                bytes: 0,
+                group: Some(11)
+            }
+        );
+        assert_eq!(
+            t.send("short", 12),
+            Share::default(),
+            "under a chunk: no group"
+        );
     }
 
     #[test]

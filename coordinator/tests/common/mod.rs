@@ -135,3 +135,59 @@ pub fn assert_stats_schema(stats: &serde_json::Value) {
         panic!("stats file does not match the schema:\n{e:#}");
     }
 }
+
+/// A free TCP port on loopback (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A real engine a build script left in kvbench's cache: `$override_var` if set, else
+/// `folder` under `KVBENCH_CACHE` (else `$XDG_CACHE_HOME/kvbench`, else
+/// `~/.cache/kvbench`). `None` (the test passes, saying to run `script`) when a file of
+/// `needs` is missing there, except under CI (`CI` set), where the test fails.
+pub fn require_engine(
+    override_var: &str,
+    folder: &str,
+    needs: &[&str],
+    script: &str,
+) -> Option<PathBuf> {
+    let dir = match std::env::var_os(override_var) {
+        Some(d) => Some(PathBuf::from(d)),
+        None => std::env::var_os("KVBENCH_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|x| Path::new(&x).join("kvbench")))
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/kvbench")))
+            .map(|c| c.join(folder)),
+    };
+    let dir = dir.filter(|d| needs.iter().all(|n| d.join(n).is_file()));
+    if dir.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{folder} is not built: run {script} (CI must)"
+        );
+        eprintln!("skipped: {folder} is not built (bash {script})");
+    }
+    dir
+}
+
+/// Polls `GET {url}/health` until it answers 200; false once `timeout` passed.
+pub fn wait_healthy(url: &str, timeout: std::time::Duration) -> bool {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://").to_owned();
+    let started = std::time::Instant::now();
+    while started.elapsed() < timeout {
+        if let Ok(mut c) = std::net::TcpStream::connect(&addr) {
+            let _ = c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut s = String::new();
+            let _ = c.read_to_string(&mut s);
+            if s.starts_with("HTTP/1.1 200") {
+                return true;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
+}
