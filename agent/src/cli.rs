@@ -26,7 +26,8 @@ pub struct ServeArgs {
     /// A label KEY=VALUE (cloud, region, node, engine, model, ...); repeatable.
     #[arg(long = "label", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
-    /// Accept a listen address beyond loopback without TLS (plaintext, unauthenticated).
+    /// Accept a listen address beyond loopback without TLS (plaintext: anyone who reaches
+    /// the port, or the path to it, can drive load; warned at every start).
     #[arg(long)]
     pub insecure: bool,
     /// The agent's config file: engine, cache-clearing calls, name, labels (see
@@ -84,6 +85,44 @@ pub async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
                         println!("  warning: {w}");
                     }
                 }
+                let a = &f.access;
+                match &a.tls {
+                    Some(t) => println!(
+                        "  tls: certificate {} ({}), clients {}",
+                        t.cert_file.display(),
+                        kvbench_common::tls::load_certs(&t.cert_file)
+                            .ok()
+                            .and_then(|c| c
+                                .first()
+                                .and_then(|c| kvbench_common::tls::describe(c).ok()))
+                            .map_or_else(String::new, |s| s.subject),
+                        match &t.client_ca_file {
+                            Some(ca) => format!("signed by {}", ca.display()),
+                            None => "of any certificate (token only)".into(),
+                        }
+                    ),
+                    None => println!("  tls: off (loopback only, unless --insecure)"),
+                }
+                match &a.token {
+                    Some(s) => println!("  token: required ({})", s.describe()),
+                    None => println!("  token: none"),
+                }
+                println!(
+                    "  commands: RestartEngine {}, ClearCache {}",
+                    if a.allow_restart {
+                        "allowed"
+                    } else {
+                        "refused"
+                    },
+                    if a.allow_clear { "allowed" } else { "refused" }
+                );
+                println!(
+                    "  limits: {} requests, {} in flight, {} s per round",
+                    a.limits.max_requests, a.limits.max_concurrency, a.limits.max_duration_s
+                );
+                if let Some(m) = f.metrics_listen {
+                    println!("  metrics: http://{m}/metrics");
+                }
                 let t = &f.telemetry;
                 let every = |on: bool, d: Duration| {
                     if on {
@@ -124,17 +163,21 @@ pub async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
     if args.no_telemetry {
         config.telemetry = crate::telemetry::TelemetryConfig::off();
     }
-    if !listen.ip().is_loopback() && !args.insecure {
-        bail!(
-            "refusing to listen on {listen} without TLS: this build has no TLS or authentication, so anyone who can reach the port could drive load; listen on loopback (and tunnel), or pass --insecure to accept that"
-        );
+    let tls = config.access.tls.is_some();
+    if !listen.ip().is_loopback() && !tls {
+        if !args.insecure {
+            bail!(
+                "refusing to listen on {listen} without TLS: anyone who can reach the port could drive load on the engine; give the agent's config a `tls:` section (kvbench certs init makes the files), listen on loopback and tunnel (ssh -L), or pass --insecure to accept that"
+            );
+        }
+        tracing::warn!(%listen, "--insecure: listening beyond loopback without TLS; anyone who reaches this port can drive load{}", if config.access.token.is_some() { ", and the token crosses the network in plaintext" } else { " (no token either)" });
     }
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     println!("kvbench-agent listening on {addr}");
-    tracing::info!(%addr, engine = %config.engine_url, name = %config.name, "kvbench-agent listening");
+    tracing::info!(%addr, engine = %config.engine_url, name = %config.name, tls, token = config.access.token.is_some(), allow_restart = config.access.allow_restart, allow_clear = config.access.allow_clear, "kvbench-agent listening");
     let shutdown = CancellationToken::new();
     let s = shutdown.clone();
     tokio::spawn(async move {

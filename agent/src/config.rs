@@ -27,6 +27,18 @@
 //!   systemd_unit: vllm.service     # systemctl restart UNIT; or argv: [...] (hosts without systemd)
 //!   model: Qwen2.5-72B-Instruct    # /v1/models must list it before the restart counts as done
 //!   timeout_s: 600                 # else restart_timeout
+//! tls:                             # serve gRPC over TLS (required beyond loopback)
+//!   cert_file: /etc/kvbench-agent/agent.pem   # this agent's certificate (chain), re-read when it changes
+//!   key_file: /etc/kvbench-agent/agent.key
+//!   client_ca_file: /etc/kvbench-agent/ca.pem # accept only clients whose certificate this CA signed
+//! token_file: /etc/kvbench-agent/token   # or token_env: KVBENCH_AGENT_TOKEN; a bearer token clients must present
+//! allow_restart: true              # false: RestartEngine is refused (PERMISSION_DENIED)
+//! allow_clear: true                # false: ClearCache is refused
+//! limits:                          # lower kvbench's built-in limits for this host
+//!   max_requests: 100000           # requests per round (warmups included)
+//!   max_concurrency: 512           # requests in flight
+//!   max_duration_s: 3600           # a round's duration_s
+//! metrics_listen: 127.0.0.1:9464   # the agent's own Prometheus metrics (off by default)
 //! telemetry:                       # all optional; these are the defaults
 //!   gpu: true                      # sample GPUs through NVML (where the driver is)
 //!   gpu_interval_ms: 100           # 10 Hz
@@ -89,6 +101,91 @@ struct RawFile {
     telemetry: Option<RawTelemetry>,
     #[serde(default)]
     scheduling: Option<Scheduling>,
+    #[serde(default)]
+    tls: Option<RawTls>,
+    #[serde(default)]
+    token_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    token_env: Option<String>,
+    #[serde(default)]
+    allow_restart: Option<bool>,
+    #[serde(default)]
+    allow_clear: Option<bool>,
+    #[serde(default)]
+    limits: Option<RawLimits>,
+    #[serde(default)]
+    metrics_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: std::path::PathBuf,
+    key_file: std::path::PathBuf,
+    #[serde(default)]
+    client_ca_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    #[serde(default)]
+    max_requests: Option<u32>,
+    #[serde(default)]
+    max_concurrency: Option<u32>,
+    #[serde(default)]
+    max_duration_s: Option<f64>,
+}
+
+/// The agent's TLS files (`tls:`), re-read when they change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
+    /// None: no client certificate asked for (a token is then required).
+    pub client_ca_file: Option<std::path::PathBuf>,
+}
+
+/// What a client may ask of this host (`limits:`): kvbench's built-in limits, or lower.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HostLimits {
+    pub max_requests: u32,
+    pub max_concurrency: u32,
+    /// None: no limit on a round's `duration_s` but kvbench's.
+    pub max_duration_s: f64,
+}
+
+impl Default for HostLimits {
+    fn default() -> Self {
+        HostLimits {
+            max_requests: kvbench_common::limits::MAX_REQUESTS,
+            max_concurrency: kvbench_common::limits::MAX_IN_FLIGHT,
+            max_duration_s: kvbench_common::limits::MAX_SECONDS,
+        }
+    }
+}
+
+/// Who may connect and what they may do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Access {
+    pub tls: Option<TlsFiles>,
+    pub token: Option<kvbench_common::auth::TokenSource>,
+    pub allow_restart: bool,
+    pub allow_clear: bool,
+    pub limits: HostLimits,
+}
+
+impl Default for Access {
+    /// Loopback's defaults: no TLS, no token, every command allowed, kvbench's limits.
+    fn default() -> Self {
+        Access {
+            tls: None,
+            token: None,
+            allow_restart: true,
+            allow_clear: true,
+            limits: HostLimits::default(),
+        }
+    }
 }
 
 /// The agent's own priority and CPUs (`scheduling:`), applied at start to all its threads:
@@ -198,6 +295,8 @@ pub struct AgentFile {
     pub restart: Option<Restart>,
     pub telemetry: TelemetryConfig,
     pub scheduling: Scheduling,
+    pub access: Access,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Loads and checks an agent config file; errors name the file, the line and the key.
@@ -208,6 +307,7 @@ pub fn load(path: &Path) -> Result<AgentFile, PlanErrors> {
         index: &index,
         errors: Vec::new(),
     };
+    let access = c.access(&raw, path.parent().unwrap_or(Path::new(".")));
     let base = raw.engine.base_url.trim_end_matches('/').to_owned();
     c.url("base_url", Some(base.clone()), String::new());
     let metrics_url = c.url(
@@ -266,6 +366,8 @@ pub fn load(path: &Path) -> Result<AgentFile, PlanErrors> {
         return Err(PlanErrors(c.errors));
     }
     Ok(AgentFile {
+        access,
+        metrics_listen: raw.metrics_listen,
         restart: raw.restart_engine,
         name: raw.name,
         listen: raw.listen,
@@ -421,6 +523,110 @@ impl FileCheck<'_> {
                 );
                 None
             }
+        }
+    }
+
+    /// `tls:`, `token_file`/`token_env`, `allow_*` and `limits:`: every file read now, so
+    /// that a bad one is an error at start, naming its key.
+    fn access(&mut self, raw: &RawFile, dir: &Path) -> Access {
+        use kvbench_common::auth::TokenSource;
+        use kvbench_common::tls;
+        let at = |p: &std::path::PathBuf| {
+            if p.is_relative() {
+                dir.join(p)
+            } else {
+                p.clone()
+            }
+        };
+        let tls = raw.tls.as_ref().map(|t| TlsFiles {
+            cert_file: at(&t.cert_file),
+            key_file: at(&t.key_file),
+            client_ca_file: t.client_ca_file.as_ref().map(at),
+        });
+        if let Some(t) = &tls {
+            if let Err(e) = tls::load_certs(&t.cert_file) {
+                self.err("tls.cert_file".into(), e.to_string());
+            }
+            if let Err(e) = tls::load_key(&t.key_file) {
+                self.err("tls.key_file".into(), e.to_string());
+            }
+            if let Some(ca) = &t.client_ca_file {
+                if let Err(e) = tls::load_roots(ca) {
+                    self.err("tls.client_ca_file".into(), e.to_string());
+                }
+            }
+        }
+        let token = match (&raw.token_file, &raw.token_env) {
+            (Some(_), Some(_)) => {
+                self.err(
+                    "token_file".into(),
+                    "give one of `token_file` and `token_env`, not both".into(),
+                );
+                None
+            }
+            (Some(f), None) => Some(("token_file", TokenSource::File(at(f)))),
+            (None, Some(v)) => Some(("token_env", TokenSource::Env(v.clone()))),
+            (None, None) => None,
+        };
+        if let Some((key, source)) = &token {
+            if let Err(e) = source.read() {
+                self.err((*key).into(), e.to_string());
+            }
+        }
+        if let Some(t) = &tls {
+            if t.client_ca_file.is_none() && token.is_none() {
+                self.err(
+                    "tls.client_ca_file".into(),
+                    "without client_ca_file any client could connect: give client_ca_file (mutual TLS), or a token (token_file or token_env), or both".into(),
+                );
+            }
+        }
+        let mut limits = HostLimits::default();
+        if let Some(l) = &raw.limits {
+            let built_in = HostLimits::default();
+            if let Some(n) = l.max_requests {
+                if n == 0 || n > built_in.max_requests {
+                    self.err(
+                        "limits.max_requests".into(),
+                        format!(
+                            "must be from 1 to {} (kvbench's limit), got {n}",
+                            built_in.max_requests
+                        ),
+                    );
+                }
+                limits.max_requests = n;
+            }
+            if let Some(n) = l.max_concurrency {
+                if n == 0 || n > built_in.max_concurrency {
+                    self.err(
+                        "limits.max_concurrency".into(),
+                        format!(
+                            "must be from 1 to {} (kvbench's limit), got {n}",
+                            built_in.max_concurrency
+                        ),
+                    );
+                }
+                limits.max_concurrency = n;
+            }
+            if let Some(s) = l.max_duration_s {
+                if !(s.is_finite() && s > 0.0 && s <= built_in.max_duration_s) {
+                    self.err(
+                        "limits.max_duration_s".into(),
+                        format!(
+                            "must be a number of seconds from 1 to {} (kvbench's limit), got {s}",
+                            built_in.max_duration_s
+                        ),
+                    );
+                }
+                limits.max_duration_s = s;
+            }
+        }
+        Access {
+            tls,
+            token: token.map(|(_, s)| s),
+            allow_restart: raw.allow_restart.unwrap_or(true),
+            allow_clear: raw.allow_clear.unwrap_or(true),
+            limits,
         }
     }
 

@@ -52,6 +52,9 @@ pub enum RoundRefused {
     /// `tokenizer: engine`, and the engine's `/tokenize` did not answer as it should.
     #[error("tokenizer: engine needs the engine's /tokenize: {0}")]
     EngineTokenizer(EngineCallError),
+    /// Past what this host's config allows (`limits:`).
+    #[error("over this host's limits: {0} (the agent's config, limits:)")]
+    HostLimit(String),
 }
 
 impl RoundRefused {
@@ -519,6 +522,10 @@ impl AgentCore {
             tracing::warn!(scenario = %r.scenario_name, round = r.round, refused = %msg, "round refused");
             return Err(RoundRefused::OutOfRange(msg));
         }
+        if let Err(over) = host_limits(&self.config.access.limits, &r) {
+            tracing::warn!(scenario = %r.scenario_name, round = r.round, refused = %over, "round refused");
+            return Err(RoundRefused::HostLimit(over));
+        }
         if let Some(at) = r.start_at_us {
             let ahead_s = (at - crate::load::now_us()) as f64 / 1e6;
             if ahead_s > MAX_START_AHEAD_S {
@@ -634,5 +641,58 @@ impl AgentCore {
             self.engine_status(&mut info).await;
         }
         Ok(info)
+    }
+}
+
+/// What a round asks against what this host allows: every excess, in one message.
+fn host_limits(l: &crate::config::HostLimits, r: &RoundRequest) -> Result<(), String> {
+    use kvbench_common::load::Arrivals;
+    let mut over = Vec::new();
+    let requests = u64::from(r.workload.num_requests) + u64::from(r.load.warmup_requests);
+    if requests > u64::from(l.max_requests) {
+        over.push(format!(
+            "{requests} requests (warmups included), max_requests is {}",
+            l.max_requests
+        ));
+    }
+    match r.load.arrivals {
+        Arrivals::Closed { concurrency } => {
+            // A count-limited closed loop never runs more workers than requests.
+            let workers = if r.load.duration_s.is_some() {
+                u64::from(concurrency)
+            } else {
+                u64::from(concurrency).min(requests)
+            };
+            if workers > u64::from(l.max_concurrency) {
+                over.push(format!(
+                    "concurrency {concurrency}, max_concurrency is {}",
+                    l.max_concurrency
+                ));
+            }
+        }
+        Arrivals::Open {
+            max_concurrency, ..
+        } => match max_concurrency {
+            Some(m) if m > l.max_concurrency => over.push(format!(
+                "max_concurrency {m}, this host allows {}",
+                l.max_concurrency
+            )),
+            None if l.max_concurrency < kvbench_common::limits::MAX_IN_FLIGHT => over.push(format!(
+                "an open loop without max_concurrency (this host allows {} in flight: give max_concurrency)",
+                l.max_concurrency
+            )),
+            _ => {}
+        },
+    }
+    if let Some(d) = r.load.duration_s.filter(|d| *d > l.max_duration_s) {
+        over.push(format!(
+            "duration_s {d}, max_duration_s is {}",
+            l.max_duration_s
+        ));
+    }
+    if over.is_empty() {
+        Ok(())
+    } else {
+        Err(over.join("; "))
     }
 }

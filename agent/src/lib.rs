@@ -20,6 +20,9 @@
 //! - `engine`: everything said to the engine: the HTTP transport (owned here), clear,
 //!   identity and restart checks, notes, token costs, metrics;
 //! - `telemetry`: GPU (NVML), host and the agent's own health, sampled during rounds;
+//! - `tls`: TLS on the agent's port (certificates re-read when they change), and which
+//!   connections reach the service at all;
+//! - `ops`: the agent's counters, audit lines and its own metrics endpoint;
 //! - `cli`: the binary's command line (the only place that prints);
 //! - `tokenizer`: the cache of the tokenizers rounds bring.
 
@@ -29,8 +32,10 @@ mod core;
 mod engine;
 mod grpc;
 mod load;
+mod ops;
 mod scheduling;
 mod telemetry;
+mod tls;
 mod tokenizer;
 
 use std::collections::BTreeMap;
@@ -38,7 +43,7 @@ use std::time::Duration;
 
 pub use cli::{serve_until_signal, ServeArgs};
 pub use engine::http::EngineCallError;
-pub use grpc::{serve, spawn, AgentHandle};
+pub use grpc::{serve, spawn, AgentHandle, ServeError};
 pub use telemetry::gpu::{FakeGpu, GpuSource, NvmlSource};
 pub use telemetry::{GpuChoice, TelemetryConfig};
 
@@ -81,6 +86,10 @@ pub struct AgentConfig {
     pub kind: config::EngineKind,
     /// Its own priority and CPUs, applied when it starts serving.
     pub scheduling: config::Scheduling,
+    /// TLS, token, the commands allowed and the limits of this host.
+    pub access: config::Access,
+    /// Where to serve the agent's own Prometheus metrics (none: not served).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl AgentConfig {
@@ -102,6 +111,8 @@ impl AgentConfig {
             labels: BTreeMap::new(),
             kind: config::EngineKind::Vllm,
             scheduling: config::Scheduling::default(),
+            access: config::Access::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -128,6 +139,8 @@ impl AgentConfig {
             restart: f.restart,
             kind: f.engine_kind,
             scheduling: f.scheduling,
+            access: f.access,
+            metrics_listen: f.metrics_listen,
         }
     }
 }

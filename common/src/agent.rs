@@ -192,6 +192,15 @@ pub struct ColdProbe {
     pub error: String,
 }
 
+/// What a coordinator keeps of the texts an agent sends (another process: untrusted).
+/// Names, versions, labels, model names and finish reasons: at most this many bytes each.
+pub const MAX_NAME_BYTES: usize = 256;
+/// Error texts, details, notes and warnings: at most this many bytes each.
+pub const MAX_TEXT_BYTES: usize = 4096;
+/// Labels, models, warnings, GPUs, notes and telemetry values of one message: at most
+/// this many (the rest are dropped, and the last kept says so).
+pub const MAX_ITEMS: usize = 256;
+
 /// More than this share of a prompt's tokens served from cache after a clear means the
 /// cache kept what it said it dropped (room for an engine's rounding).
 pub const STALE_SHARE_LIMIT: f64 = 0.02;

@@ -18,9 +18,12 @@
 //!   pass/fail objectives on figures;
 //! - [`tokenizer`]: kvbench's documented tokenizer, and Hugging Face's as a counter;
 //!   [`prometheus`]: engine metrics as text; [`process`]: `/proc` readings;
-//!   [`rng`], [`util`]: a seeded generator, times, slugs, names.
+//!   [`rng`], [`util`]: a seeded generator, times, slugs, names, untrusted text;
+//! - [`auth`]: the bearer token and its sources; [`tls`]: PEM files, certificates and
+//!   why a handshake failed, for the agent's server and the coordinator's client.
 
 pub mod agent;
+pub mod auth;
 pub mod dataset;
 pub mod isolation;
 pub mod limits;
@@ -35,6 +38,7 @@ pub mod rng;
 pub mod stats;
 pub mod targets;
 pub mod telemetry;
+pub mod tls;
 pub mod tokenizer;
 pub mod util;
 pub mod workload;

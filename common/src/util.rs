@@ -178,3 +178,50 @@ mod tests {
         assert_eq!(timestamp_utc(leap), "20000229_000000");
     }
 }
+
+/// Text another process sent (an agent's name, labels, an engine's error), made safe to
+/// keep and show: at most `max_bytes` (cut on a character boundary, `…` marking the cut),
+/// line breaks and tabs as spaces, other control characters (terminal escapes) as `�`.
+/// Escaping for a format (markdown, HTML, CSV) is still the presenter's.
+pub fn untrusted(s: &str, max_bytes: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max_bytes));
+    for c in s.chars() {
+        let c = match c {
+            '\n' | '\r' | '\t' => ' ',
+            c if c.is_control() => '\u{fffd}',
+            c => c,
+        };
+        if out.len() + c.len_utf8() > max_bytes {
+            while out.len() + '…'.len_utf8() > max_bytes {
+                out.pop();
+            }
+            out.push('…');
+            return out;
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod untrusted_tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn bounded_and_free_of_controls(s in any::<String>(), max in 3usize..64) {
+            let u = super::untrusted(&s, max);
+            prop_assert!(u.len() <= max);
+            prop_assert!(!u.chars().any(char::is_control));
+            if s.len() <= max && !s.chars().any(char::is_control) {
+                prop_assert_eq!(u, s);
+            }
+        }
+    }
+
+    #[test]
+    fn escapes_and_newlines_do_not_survive() {
+        assert_eq!(super::untrusted("a|b\nc\x1b[31m", 64), "a|b c\u{fffd}[31m");
+        assert_eq!(super::untrusted("abcdef", 5), "ab…");
+    }
+}

@@ -2,6 +2,11 @@
 //! `TryFrom` (or `From` where every wire value has a meaning) for wire -> domain. The
 //! domain types are in `kvbench_common::agent` and the modules it names.
 //!
+//! Everything from an agent is untrusted: texts are bounded and stripped of control
+//! characters ([`kvbench_common::agent::MAX_NAME_BYTES`] and its neighbours), lists are
+//! bounded, and a record whose times are not finite is invalid (the coordinator counts and
+//! names it).
+//!
 //! Records and telemetry samples carry their scenario, round and agent once per stream, not
 //! per message: from the wire they come with those fields empty, and the coordinator's agent
 //! client fills them in.
@@ -10,7 +15,8 @@ use std::collections::BTreeMap;
 
 use kvbench_common::agent::{
     AgentInfo, ClearOutcome, ColdProbe, GpuInfo, Progress, RestartError, RestartOutcome,
-    RoundEvent, RoundFinished, RoundRequest, RoundRequests, RoundStarted, Share,
+    RoundEvent, RoundFinished, RoundRequest, RoundRequests, RoundStarted, Share, MAX_ITEMS,
+    MAX_NAME_BYTES, MAX_TEXT_BYTES,
 };
 use kvbench_common::dataset::TraceEntry;
 use kvbench_common::limits::MAX_SHARES;
@@ -19,6 +25,7 @@ use kvbench_common::plan::ApiFlavor;
 use kvbench_common::record::{Outcome, RequestRecord};
 use kvbench_common::results::AgentHealth;
 use kvbench_common::telemetry::{TelemetrySample, TelemetrySource};
+use kvbench_common::util::untrusted;
 use kvbench_common::workload::Conversation;
 use kvbench_common::workload::{
     DocumentOrder, OutputDist, WorkloadKind, WorkloadParams, WorkloadSpec,
@@ -256,7 +263,81 @@ fn record_to_wire(r: &RequestRecord) -> v1::RequestRecord {
 }
 
 /// A record from the wire; scenario, round and agent empty (see the module's doc).
+/// An agent's name, version, label: bounded, without control characters.
+fn name(s: String) -> String {
+    if s.len() <= MAX_NAME_BYTES && !s.chars().any(char::is_control) {
+        s
+    } else {
+        untrusted(&s, MAX_NAME_BYTES)
+    }
+}
+
+/// An agent's error text, detail, note.
+fn text(s: String) -> String {
+    if s.len() <= MAX_TEXT_BYTES && !s.chars().any(char::is_control) {
+        s
+    } else {
+        untrusted(&s, MAX_TEXT_BYTES)
+    }
+}
+
+/// At most [`MAX_ITEMS`] of a list, each bounded by `f`.
+fn items(v: Vec<String>, f: fn(String) -> String) -> Vec<String> {
+    v.into_iter().take(MAX_ITEMS).map(f).collect()
+}
+
+/// A time or duration an agent sent: a finite number within a week (in ms), or the record
+/// is invalid.
+fn time_ms(field: &'static str, v: f64) -> Result<f64, InvalidWire> {
+    if v.is_finite() && v.abs() <= MAX_MS {
+        Ok(v)
+    } else {
+        Err(InvalidWire {
+            field,
+            reason: format!("{v} is not a time in ms (finite, within {MAX_MS})"),
+        })
+    }
+}
+
+const MAX_MS: f64 = kvbench_common::limits::MAX_SECONDS * 1000.0;
+
 fn record_from_wire(r: v1::RequestRecord) -> Result<RequestRecord, InvalidWire> {
+    for (field, v) in [
+        ("record scheduled_ms", r.scheduled_ms),
+        ("record queue_ms", r.queue_ms),
+        ("record sent_ms", r.sent_ms),
+        ("record end_ms", r.end_ms),
+    ] {
+        time_ms(field, v)?;
+    }
+    for (field, v) in [
+        ("record first_byte_ms", r.first_byte_ms),
+        ("record first_token_ms", r.first_token_ms),
+        ("record engine_ttft_ms", r.engine_ttft_ms),
+    ] {
+        if let Some(v) = v {
+            time_ms(field, v)?;
+        }
+    }
+    if r.chunk_offsets_ms.len() > kvbench_common::workload::MAX_OUTPUT_TOKENS as usize + 1 {
+        return Err(InvalidWire {
+            field: "record chunk_offsets_ms",
+            reason: format!(
+                "{} chunks, more than any request can have",
+                r.chunk_offsets_ms.len()
+            ),
+        });
+    }
+    if let Some(v) = r
+        .chunk_offsets_ms
+        .iter()
+        .find(|v| time_ms("", **v).is_err())
+    {
+        return Err(InvalidWire {
+            field: "record chunk_offsets_ms",
+            reason: format!("{v} is not a time in ms"),
+        });
+    }
     Ok(RequestRecord {
         scenario: String::new(),
         round: 0,
@@ -277,7 +358,7 @@ fn record_from_wire(r: v1::RequestRecord) -> Result<RequestRecord, InvalidWire> 
         output_tokens: r.output_tokens,
         output_chunks: r.output_chunks,
         cached_tokens: r.cached_tokens,
-        finish_reason: r.finish_reason,
+        finish_reason: name(r.finish_reason),
         engine_ttft_ms: r.engine_ttft_ms,
         first_touch: r.first_touch,
         shared_prefix_tokens: r.shared_prefix_tokens,
@@ -285,7 +366,7 @@ fn record_from_wire(r: v1::RequestRecord) -> Result<RequestRecord, InvalidWire> 
         prefix_group: r.prefix_group,
         retried: r.retried,
         outcome: outcome_from_wire(r.outcome)?,
-        error: r.error,
+        error: text(r.error),
         http_status: r.http_status.and_then(|s| u16::try_from(s).ok()),
     })
 }
@@ -646,10 +727,15 @@ impl TryFrom<v1::TelemetrySample> for TelemetrySample {
         Ok(TelemetrySample {
             round: 0,
             agent: String::new(),
-            t_ms: t.t_ms,
+            t_ms: time_ms("telemetry t_ms", t.t_ms)?,
             source,
-            values: t.values.into_iter().collect(),
-            notes: t.notes,
+            values: t
+                .values
+                .into_iter()
+                .filter(|(k, _)| k.len() <= MAX_NAME_BYTES)
+                .take(MAX_ITEMS)
+                .collect(),
+            notes: items(t.notes, text),
         })
     }
 }
@@ -725,8 +811,8 @@ impl From<v1::GpuInfo> for GpuInfo {
     fn from(g: v1::GpuInfo) -> Self {
         GpuInfo {
             index: g.index,
-            name: g.name,
-            uuid: g.uuid,
+            name: name(g.name),
+            uuid: name(g.uuid),
             memory_total_bytes: g.memory_total_bytes,
         }
     }
@@ -762,20 +848,33 @@ impl From<v1::HelloResponse> for AgentInfo {
     fn from(h: v1::HelloResponse) -> Self {
         AgentInfo {
             protocol_version: h.protocol_version,
-            agent_version: h.agent_version,
-            hostname: h.hostname,
-            agent_name: h.agent_name,
-            labels: h.labels.into_iter().collect::<BTreeMap<_, _>>(),
-            gpus: h.gpus.into_iter().map(GpuInfo::from).collect(),
-            engine_display: h.engine_display,
-            gpu_note: (!h.gpu_note.is_empty()).then_some(h.gpu_note),
-            warnings: h.warnings,
+            agent_version: name(h.agent_version),
+            hostname: name(h.hostname),
+            agent_name: name(h.agent_name),
+            // In key order, so that which labels are kept does not depend on the wire's.
+            labels: h
+                .labels
+                .into_iter()
+                .collect::<BTreeMap<_, _>>()
+                .into_iter()
+                .take(MAX_ITEMS)
+                .map(|(k, v)| (name(k), name(v)))
+                .collect::<BTreeMap<_, _>>(),
+            gpus: h
+                .gpus
+                .into_iter()
+                .take(MAX_ITEMS)
+                .map(GpuInfo::from)
+                .collect(),
+            engine_display: name(h.engine_display),
+            gpu_note: (!h.gpu_note.is_empty()).then(|| text(h.gpu_note)),
+            warnings: items(h.warnings, text),
             agent_time_us: h.agent_time_us,
-            engine_kind: h.engine_kind,
-            engine_models: h.engine_models,
+            engine_kind: name(h.engine_kind),
+            engine_models: items(h.engine_models, name),
             engine_healthy: h.engine_healthy,
-            engine_health_detail: h.engine_health_detail,
-            engine_version: h.engine_version,
+            engine_health_detail: text(h.engine_health_detail),
+            engine_version: name(h.engine_version),
         }
     }
 }
@@ -799,7 +898,7 @@ impl From<v1::ColdProbe> for ColdProbe {
             cached_tokens: p.cached_tokens,
             counter_hits: p.counter_hits,
             counter_queries: p.counter_queries,
-            error: p.error,
+            error: text(p.error),
         }
     }
 }
@@ -819,7 +918,7 @@ impl From<v1::ClearCacheResponse> for ClearOutcome {
     fn from(c: v1::ClearCacheResponse) -> Self {
         ClearOutcome {
             success: c.success,
-            detail: c.detail,
+            detail: text(c.detail),
             took_ms: c.took_ms,
             probe: c.probe.map(ColdProbe::from),
         }
@@ -852,7 +951,7 @@ impl TryFrom<v1::RestartEngineResponse> for RestartOutcome {
         };
         Ok(RestartOutcome {
             error,
-            detail: r.detail,
+            detail: text(r.detail),
             took_ms: r.took_ms,
         })
     }

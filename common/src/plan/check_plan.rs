@@ -6,7 +6,9 @@ use super::model::{
     labels_from_name, repeated, Endpoint, IsolationPolicy, Plan, Scenario, DEFAULT_MAX_ERROR_RATE,
     DEFAULT_OUTPUT_DIR, DEFAULT_ROUNDS, DEFAULT_WAIT_S, MAX_REPEATS,
 };
-use super::raw::{AgentSpec, Placement, RawAgent, RawPlan, RawScenario, RawTargets};
+use super::raw::{
+    AgentSpec, ClientTls, Placement, RawAgent, RawClientTls, RawPlan, RawScenario, RawTargets,
+};
 use crate::util::slug;
 use crate::yaml_index::YamlIndex;
 use std::collections::BTreeSet;
@@ -65,7 +67,11 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
     }
     let agent_config = c.agent_config(raw.agent_config.as_deref());
 
-    let agents = c.agents(raw.agents.unwrap_or_default());
+    let agents = c.agents(
+        raw.agents.unwrap_or_default(),
+        raw.tls.as_ref(),
+        (raw.token_file.as_deref(), raw.token_env.as_deref()),
+    );
     let targets = c.targets("targets", raw.targets.unwrap_or_default());
     let mut scenarios = Vec::new();
     let mut slugs = BTreeSet::new();
@@ -207,8 +213,14 @@ impl PlanCheck<'_> {
 
     /// Scenario `i` with its config file loaded and checked; `None` when it has errors
     /// that leave nothing to build.
-    /// The plan's `agents:`: unique names, `http://host:port` addresses.
-    pub(crate) fn agents(&mut self, raw: Vec<RawAgent>) -> Vec<AgentSpec> {
+    /// The plan's `agents:`: unique names, `http://host:port` addresses, or `https://`
+    /// ones with TLS files that load; the plan's `tls:` and token for those that give none.
+    pub(crate) fn agents(
+        &mut self,
+        raw: Vec<RawAgent>,
+        plan_tls: Option<&RawClientTls>,
+        plan_token: (Option<&str>, Option<&str>),
+    ) -> Vec<AgentSpec> {
         let mut names = BTreeSet::new();
         let mut out = Vec::new();
         for (i, a) in raw.into_iter().enumerate() {
@@ -226,23 +238,137 @@ impl PlanCheck<'_> {
                 );
             }
             let address = a.address.trim().trim_end_matches('/').to_owned();
+            let https = address.starts_with("https://");
             let ok = address
                 .strip_prefix("http://")
+                .or_else(|| address.strip_prefix("https://"))
                 .and_then(|hp| hp.rsplit_once(':'))
                 .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
             if !ok {
                 self.err(
                     &key("address"),
-                    format!("must be the agent's gRPC address, http://HOST:PORT (as kvbench-agent --listen), got {address:?}"),
+                    format!("must be the agent's gRPC address, http://HOST:PORT or https://HOST:PORT (as kvbench-agent --listen), got {address:?}"),
                 );
             }
+            let tls = match (&a.tls, https) {
+                (Some(_), false) => {
+                    self.err(
+                        &key("tls"),
+                        format!(
+                            "TLS is for https:// addresses; address it as https://{} or drop `tls`",
+                            address.trim_start_matches("http://")
+                        ),
+                    );
+                    None
+                }
+                (Some(t), true) => self.client_tls(t, &key("tls"), &name),
+                (None, true) => match plan_tls {
+                    Some(t) => self.client_tls(t, "tls", &name),
+                    None => {
+                        self.err(
+                            &key("address"),
+                            "an https:// agent needs `tls:` (ca_file, and cert_file and key_file for mutual TLS), its own or the plan's".into(),
+                        );
+                        None
+                    }
+                },
+                (None, false) => None,
+            };
+            let token = match (a.token_file.as_deref(), a.token_env.as_deref()) {
+                (None, None) => self.token(plan_token, "", ""),
+                given => self.token(given, &key("token_file"), &key("token_env")),
+            };
             out.push(AgentSpec {
                 name,
                 address,
                 labels: a.labels,
+                tls,
+                token,
             });
         }
         out
+    }
+
+    /// A `tls:` section, its files checked now (`key` names it in errors).
+    fn client_tls(&mut self, t: &RawClientTls, key: &str, agent: &str) -> Option<ClientTls> {
+        let mut ok = true;
+        let ca_file = resolve(&self.base, &t.ca_file);
+        if let Err(e) = crate::tls::load_roots(&ca_file) {
+            self.err(&format!("{key}.ca_file"), e.to_string());
+            ok = false;
+        }
+        let cert_file = t.cert_file.as_deref().map(|f| resolve(&self.base, f));
+        let key_file = t.key_file.as_deref().map(|f| resolve(&self.base, f));
+        match (&cert_file, &key_file) {
+            (Some(c), Some(k)) => {
+                if let Err(e) = crate::tls::load_certs(c) {
+                    self.err(&format!("{key}.cert_file"), e.to_string());
+                    ok = false;
+                }
+                if let Err(e) = crate::tls::load_key(k) {
+                    self.err(&format!("{key}.key_file"), e.to_string());
+                    ok = false;
+                }
+            }
+            (None, None) => {}
+            _ => {
+                self.err(
+                    &format!("{key}.cert_file"),
+                    "give both cert_file and key_file (the coordinator's client certificate), or neither".into(),
+                );
+                ok = false;
+            }
+        }
+        ok.then(|| ClientTls {
+            ca_file,
+            cert_file,
+            key_file,
+            server_name: t.server_name.clone().unwrap_or_else(|| agent.to_owned()),
+        })
+    }
+
+    /// `token_file` or `token_env` (a file must exist; the variable is read at connect).
+    fn token(
+        &mut self,
+        (file, env): (Option<&str>, Option<&str>),
+        file_key: &str,
+        env_key: &str,
+    ) -> Option<crate::auth::TokenSource> {
+        let file_key = if file_key.is_empty() {
+            "token_file"
+        } else {
+            file_key
+        };
+        let env_key = if env_key.is_empty() {
+            "token_env"
+        } else {
+            env_key
+        };
+        match (file, env) {
+            (Some(_), Some(_)) => {
+                self.err(
+                    file_key,
+                    format!("give one of `{file_key}` and `{env_key}`, not both"),
+                );
+                None
+            }
+            (Some(f), None) => {
+                let p = resolve(&self.base, f);
+                if !p.is_file() {
+                    self.err(
+                        file_key,
+                        format!("no such file: {} (a file holding the agent's bearer token; relative to the plan's folder)", p.display()),
+                    );
+                }
+                Some(crate::auth::TokenSource::File(p))
+            }
+            (None, Some("")) => {
+                self.err(env_key, "must name an environment variable".into());
+                None
+            }
+            (None, Some(v)) => Some(crate::auth::TokenSource::Env(v.to_owned())),
+            (None, None) => None,
+        }
     }
 
     /// The remote agents a scenario names (`agent:`, `agents:` or `selector:`), with how

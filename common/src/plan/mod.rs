@@ -21,4 +21,4 @@ pub use check_config::load_config;
 pub use check_plan::{load, read_yaml};
 pub use error::*;
 pub use model::*;
-pub use raw::{AgentSpec, Placement};
+pub use raw::{AgentSpec, ClientTls, Placement};

@@ -35,7 +35,29 @@ pub(crate) struct RawPlan {
     /// Targets every scenario must meet (`figure: "op value"`).
     #[serde(default)]
     pub(crate) targets: Option<RawTargets>,
+    /// TLS for every `https://` agent that gives none of its own.
+    #[serde(default)]
+    pub(crate) tls: Option<RawClientTls>,
+    /// The bearer token for every agent that names none of its own.
+    #[serde(default)]
+    pub(crate) token_file: Option<String>,
+    #[serde(default)]
+    pub(crate) token_env: Option<String>,
     pub(crate) test_scenarios: Vec<RawScenario>,
+}
+
+/// `tls:` of the plan or of one agent: how the coordinator checks the agent and shows
+/// itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClientTls {
+    pub(crate) ca_file: String,
+    #[serde(default)]
+    pub(crate) cert_file: Option<String>,
+    #[serde(default)]
+    pub(crate) key_file: Option<String>,
+    #[serde(default)]
+    pub(crate) server_name: Option<String>,
 }
 
 pub(crate) type RawTargets = std::collections::BTreeMap<String, serde_yaml::Value>;
@@ -47,6 +69,12 @@ pub(crate) struct RawAgent {
     pub(crate) address: String,
     #[serde(default)]
     pub(crate) labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub(crate) tls: Option<RawClientTls>,
+    #[serde(default)]
+    pub(crate) token_file: Option<String>,
+    #[serde(default)]
+    pub(crate) token_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,9 +135,26 @@ pub enum Placement {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentSpec {
     pub name: String,
-    /// `http://host:port`.
+    /// `http://host:port`, or `https://host:port` with `tls`.
     pub address: String,
     pub labels: std::collections::BTreeMap<String, String>,
+    /// How to reach it over TLS (an `https://` address).
+    pub tls: Option<ClientTls>,
+    /// Where its bearer token is (the token itself is read when connecting, and never kept
+    /// in the plan).
+    pub token: Option<crate::auth::TokenSource>,
+}
+
+/// The coordinator's TLS files for one agent, paths resolved against the plan's folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTls {
+    /// The CA that signed the agent's certificate.
+    pub ca_file: std::path::PathBuf,
+    /// The coordinator's client certificate and key (mutual TLS).
+    pub cert_file: Option<std::path::PathBuf>,
+    pub key_file: Option<std::path::PathBuf>,
+    /// The name the agent's certificate must carry (default: the agent's name).
+    pub server_name: String,
 }
 
 /// A per-scenario config file (`test_config_*.yaml`), as written.

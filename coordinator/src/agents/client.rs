@@ -14,7 +14,29 @@ use kvbench_common::telemetry::TelemetrySample;
 use kvbench_common::PROTOCOL_VERSION;
 use kvbench_proto::v1::{self, agent_client::AgentClient as WireClient};
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+use super::tls::{refusal_in, Access, Connector};
+
+/// Puts the bearer token on every call (marked sensitive: never indexed by HPACK).
+#[derive(Debug, Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            r.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(r)
+    }
+}
+
+/// An agent's message (a status, an error text) as this coordinator keeps it: bounded,
+/// without control characters.
+fn agent_text(s: &str) -> String {
+    kvbench_common::util::untrusted(s, kvbench_common::agent::MAX_TEXT_BYTES)
+}
 
 /// An agent that sends nothing at all (no record, no progress) for this long is lost.
 pub const AGENT_SILENCE_LIMIT: Duration = Duration::from_secs(30);
@@ -30,6 +52,21 @@ pub enum AgentError {
     Connect { url: String, message: String },
     #[error("agent at {url} refused the handshake: {message}")]
     Handshake { url: String, message: String },
+    /// The TLS handshake failed, and why (unknown CA, name mismatch, expired, ...).
+    #[error("agent at {url}: TLS refused: {refusal}")]
+    Tls {
+        url: String,
+        refusal: kvbench_common::tls::Refusal,
+    },
+    /// The agent refused this coordinator's credentials (token, TLS): its message says which.
+    #[error("agent at {url} refused this coordinator: {message}")]
+    Unauthenticated { url: String, message: String },
+    /// The plan's TLS files or token for this agent could not be used.
+    #[error("agent at {url}: {error}")]
+    Access {
+        url: String,
+        error: super::tls::AccessError,
+    },
     #[error("agent at {url} speaks protocol {theirs}, this coordinator speaks {PROTOCOL_VERSION}")]
     Protocol { url: String, theirs: u32 },
     /// The agent refused this coordinator's protocol version (its message names both).
@@ -48,7 +85,7 @@ pub enum AgentError {
 /// A connected agent and what it said of itself.
 #[derive(Debug, Clone)]
 pub struct AgentClient {
-    wire: WireClient<Channel>,
+    wire: WireClient<InterceptedService<Channel, Bearer>>,
     url: String,
     info: AgentInfo,
     /// Its clock against the coordinator's, once measured.
@@ -102,14 +139,29 @@ pub struct RoundRun {
 }
 
 impl AgentClient {
-    /// Connects and performs the versioned handshake.
+    /// Connects and performs the versioned handshake (plaintext, no token: loopback).
     pub async fn connect(url: &str) -> Result<AgentClient, AgentError> {
-        Self::connect_with(url, Duration::from_secs(5)).await
+        Self::connect_with(url, &Access::default(), Duration::from_secs(5)).await
+    }
+
+    /// Connects to an agent of the plan: its TLS and token as the plan gives them.
+    pub async fn connect_to(
+        spec: &kvbench_common::plan::AgentSpec,
+    ) -> Result<AgentClient, AgentError> {
+        let access = Access::of(spec).map_err(|error| AgentError::Access {
+            url: spec.address.clone(),
+            error,
+        })?;
+        Self::connect_with(&spec.address, &access, Duration::from_secs(5)).await
     }
 
     /// Connects within `timeout` (connection and handshake).
-    pub async fn connect_with(url: &str, timeout: Duration) -> Result<AgentClient, AgentError> {
-        tokio::time::timeout(timeout, Self::connect_once(url, timeout))
+    pub async fn connect_with(
+        url: &str,
+        access: &Access,
+        timeout: Duration,
+    ) -> Result<AgentClient, AgentError> {
+        tokio::time::timeout(timeout, Self::connect_once(url, access, timeout))
             .await
             .unwrap_or_else(|_| {
                 Err(AgentError::Connect {
@@ -119,36 +171,97 @@ impl AgentClient {
             })
     }
 
-    async fn connect_once(url: &str, timeout: Duration) -> Result<AgentClient, AgentError> {
+    async fn connect_once(
+        url: &str,
+        access: &Access,
+        timeout: Duration,
+    ) -> Result<AgentClient, AgentError> {
         let connect_err = |message: String| AgentError::Connect {
             url: url.to_owned(),
             message,
         };
-        let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        // With TLS the handshake is the connector's; tonic sees a plain http:// channel.
+        let wire_url = match (url.strip_prefix("https://"), &access.tls) {
+            (Some(rest), Some(_)) => format!("http://{rest}"),
+            (Some(_), None) => {
+                return Err(connect_err(
+                    "an https:// address needs TLS files (tls: in the plan)".into(),
+                ))
+            }
+            (None, _) => url.to_owned(),
+        };
+        let endpoint = tonic::transport::Endpoint::from_shared(wire_url)
             .map_err(|e| connect_err(format!("bad address: {e}")))?
             .connect_timeout(timeout)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(20))
             .keep_alive_while_idle(true)
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|e| connect_err(e.to_string()))?;
-        let mut wire = WireClient::new(channel).max_decoding_message_size(64 << 20);
-        let hello = wire
+            .tcp_nodelay(true);
+        let channel = match &access.tls {
+            Some(tls) => {
+                endpoint
+                    .connect_with_connector(Connector(tls.clone()))
+                    .await
+            }
+            None => endpoint.connect().await,
+        }
+        .map_err(|e| match refusal_in(&e, access.server_name()) {
+            Some(refusal) => AgentError::Tls {
+                url: url.to_owned(),
+                refusal,
+            },
+            None => connect_err(error_chain(&e)),
+        })?;
+        let bearer = match &access.token {
+            Some(t) => {
+                let mut v =
+                    tonic::metadata::MetadataValue::try_from(format!("Bearer {}", t.expose()))
+                        .map_err(|_| connect_err("the token is not a valid header value".into()))?;
+                v.set_sensitive(true);
+                Bearer(Some(v))
+            }
+            None => Bearer(None),
+        };
+        let mut wire =
+            WireClient::with_interceptor(channel, bearer).max_decoding_message_size(64 << 20);
+        let first = wire
             .hello(v1::HelloRequest {
                 protocol_version: PROTOCOL_VERSION,
                 coordinator_version: env!("CARGO_PKG_VERSION").into(),
                 engine_status: true,
             })
-            .await
+            .await;
+        let first = match (first, &access.tls) {
+            // A bare transport error over TLS: ask the agent again, listening only.
+            (Err(s), Some(tls))
+                if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown)
+                    && refusal_in(&s, access.server_name()).is_none() =>
+            {
+                match super::tls::diagnose(tls, url.trim_start_matches("https://")).await {
+                    Some(refusal) => {
+                        return Err(AgentError::Tls {
+                            url: url.to_owned(),
+                            refusal,
+                        })
+                    }
+                    None => Err(s),
+                }
+            }
+            (r, _) => r,
+        };
+        let hello = first
             .map_err(|s| {
-                let (url, message) = (url.to_owned(), s.message().to_owned());
-                // An agent answers its handshake with this code only for another version.
-                if s.code() == tonic::Code::FailedPrecondition {
-                    AgentError::ProtocolRefused { url, message }
-                } else {
-                    AgentError::Handshake { url, message }
+                let (url, message) = (url.to_owned(), agent_text(s.message()));
+                if let Some(refusal) = refusal_in(&s, access.server_name()) {
+                    return AgentError::Tls { url, refusal };
+                }
+                match s.code() {
+                    // An agent answers its handshake with this code only for another version.
+                    tonic::Code::FailedPrecondition => AgentError::ProtocolRefused { url, message },
+                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                        AgentError::Unauthenticated { url, message }
+                    }
+                    _ => AgentError::Handshake { url, message },
                 }
             })?
             .into_inner();
@@ -227,7 +340,7 @@ impl AgentClient {
         AgentError::Call {
             agent: self.name().to_owned(),
             call,
-            message: s.message().to_owned(),
+            message: agent_text(s.message()),
         }
     }
 
@@ -451,6 +564,21 @@ impl Clock {
 }
 
 pub(crate) use kvbench_common::util::now_us;
+
+/// An error and its causes, one after the other (a transport error says little alone).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(c) = next {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        next = c.source();
+    }
+    out
+}
 
 #[cfg(test)]
 mod tests {

@@ -2,14 +2,18 @@
 //!
 //! - [`client`]: the gRPC client, the only coordinator file that names generated types;
 //! - [`embedded`]: the embedded default (in-process agents and kvbench-sim);
-//! - [`remote`]: the plan's remote agents, reached and checked before a run.
+//! - [`remote`]: the plan's remote agents, reached and checked before a run;
+//! - [`tls`]: TLS and the bearer token towards an agent, refusals named; [`certs`]: the
+//!   CA, certificates and token `kvbench certs init` issues.
 //!
 //! May import: `kvbench_common`, `kvbench_proto` (in `client` alone), the agent's and the
 //! sim's public API. Never the engine, the presenters or the CLI.
 
+pub mod certs;
 pub mod client;
 pub mod embedded;
 pub mod remote;
+pub mod tls;
 
 use std::collections::BTreeMap;
 

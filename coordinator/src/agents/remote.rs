@@ -22,7 +22,7 @@ pub async fn reach(plan: &Plan) -> Vec<Reached> {
     let mut set = tokio::task::JoinSet::new();
     for (i, spec) in plan.agents.iter().cloned().enumerate() {
         set.spawn(async move {
-            let result = match AgentClient::connect(&spec.address).await {
+            let result = match AgentClient::connect_to(&spec).await {
                 Ok(a) => match a.clock(5).await {
                     Ok(c) => Ok((a.with_clock(c), c)),
                     Err(e) => Err(e),

@@ -20,6 +20,7 @@ macro_rules! outln {
 
 pub mod agents;
 pub mod calibrate;
+pub mod certs;
 pub mod compare;
 pub mod inspect;
 pub mod report;
@@ -100,6 +101,9 @@ pub enum Command {
     Calibrate(calibrate::CalibrateArgs),
     /// Measure whether one coordinator keeps up with many agents streaming records.
     Scale(scale::ScaleArgs),
+    /// Certificates and a token for TLS between the coordinator and its agents.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
     /// Look at workloads without sending anything.
     #[command(subcommand)]
     Workload(WorkloadCommand),
@@ -181,6 +185,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Agents { plan } => agents::command(&plan).await,
+        Command::Certs(c) => certs::command(&c),
         Command::Validate { plan } => validate::command(&plan).await,
         Command::Compare(args) => {
             Ok(tokio::task::spawn_blocking(move || compare::command(&args)).await?)

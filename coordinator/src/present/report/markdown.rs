@@ -28,9 +28,11 @@ pub(super) fn ratio(v: Option<f64>) -> String {
     pct(v.map(|r| r * 100.0))
 }
 
-/// Text for a table cell: no pipes, no line breaks.
+/// Text for a table cell: backslashes and pipes escaped, no line breaks.
 pub(super) fn cell(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
+    s.replace('\\', "\\\\")
+        .replace('|', "\\|")
+        .replace(['\n', '\r'], " ")
 }
 
 /// The scenarios that have stats, with their names.
