@@ -1,5 +1,5 @@
 //! `kvbench scale` as someone reruns it: agents and sims as processes, one coordinator,
-//! nothing lost.
+//! nothing lost, in plaintext and over mutual TLS with a token.
 
 mod common;
 
@@ -18,6 +18,8 @@ fn two_agents_streaming_to_one_coordinator_lose_no_record() {
             "64",
             "--itl-ms",
             "5",
+            "--transport",
+            "both",
             "--json",
         ])
         .arg(&json)
@@ -31,14 +33,25 @@ fn two_agents_streaming_to_one_coordinator_lose_no_record() {
     );
     let r: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).expect("json")).expect("parses");
-    let run = &r["runs"][0];
-    assert_eq!(run["agents"], 2);
-    assert_eq!(
-        run["sent"], 256,
-        "2 agents x 64 streams x 2 requests: {run}"
+    // Plaintext, then mutual TLS with a token: nothing lost either way.
+    for (i, transport) in ["plain", "tls"].iter().enumerate() {
+        let run = &r["runs"][i];
+        assert_eq!(run["agents"], 2);
+        assert_eq!(run["transport"], *transport);
+        assert_eq!(
+            run["sent"], 256,
+            "2 agents x 64 streams x 2 requests: {run}"
+        );
+        assert_eq!(run["received"], run["sent"]);
+        assert_eq!(run["failed"], 0);
+        assert!(run["peak_rss_bytes"].as_u64().unwrap_or(0) > 0, "{run}");
+    }
+    assert!(
+        text.contains("| 2 | plain | 128 | 256 | 256 | 0 |"),
+        "{text}"
     );
-    assert_eq!(run["received"], run["sent"]);
-    assert_eq!(run["failed"], 0);
-    assert!(run["peak_rss_bytes"].as_u64().unwrap_or(0) > 0, "{run}");
-    assert!(text.contains("| 2 | 128 | 256 | 256 | 0 |"), "{text}");
+    assert!(
+        text.contains("| 2 | TLS + token | 128 | 256 | 256 | 0 |"),
+        "{text}"
+    );
 }

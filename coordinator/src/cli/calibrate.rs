@@ -73,6 +73,11 @@ pub struct CalibrateArgs {
     /// `scripts/stamping_mock.c`; give it the same TTFT and ITL).
     #[arg(long)]
     pub engine: Option<String>,
+    /// Reach the agent over mutual TLS with a bearer token (certificates from `kvbench
+    /// certs init` in a temporary folder), as a fleet's coordinator does: TLS is on the
+    /// coordinator-to-agent path only, so the TTFT overhead should not change.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -254,10 +259,15 @@ pub async fn run(args: &CalibrateArgs) -> anyhow::Result<CalibrationReport> {
         None
     };
     outln!(
-        "kvbench calibrate: sim TTFT {} ms, ITL {} ms, {} output tokens; sim and agent as separate processes on this machine ({cores} cores){}; each point {} time(s)",
+        "kvbench calibrate: sim TTFT {} ms, ITL {} ms, {} output tokens; sim and agent as separate processes on this machine ({cores} cores){}{}; each point {} time(s)",
         args.ttft_ms,
         args.itl_ms,
         args.output_tokens,
+        if args.tls {
+            "; the agent reached over mutual TLS with a token"
+        } else {
+            ""
+        },
         pinning.as_ref().map_or(String::new(), |p| format!(
             ", sim pinned to core {} and the harness to cores {}",
             p.sim, p.harness
@@ -369,16 +379,37 @@ async fn one(
         "internal-agent".into(),
         "--listen".into(),
         "127.0.0.1:0".into(),
-        "--engine".into(),
-        sim_url.clone(),
-        "--name".into(),
-        "calibrate".into(),
     ];
+    let dir = tempfile::tempdir()?;
+    let tls = if args.tls {
+        let tls = crate::agents::certs::LocalTls::issue(
+            &dir.path().join("pki"),
+            &["calibrate".to_owned()],
+        )?;
+        let config = dir.path().join("agent.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "name: calibrate\nengine: {{kind: vllm, base_url: \"{sim_url}\"}}\n{}",
+                tls.agent_yaml("calibrate")
+            ),
+        )?;
+        agent_args.extend(["--config".into(), config.display().to_string()]);
+        Some(tls)
+    } else {
+        agent_args.extend([
+            "--engine".into(),
+            sim_url.clone(),
+            "--name".into(),
+            "calibrate".into(),
+        ]);
+        None
+    };
     if !telemetry {
         agent_args.push("--no-telemetry".into());
     }
     let agent = Service::start_on(&agent_args, pinning.map(|p| p.harness.as_str())).await?;
-    let result = measure(args, c, n, &sim_url, &agent, telemetry).await;
+    let result = measure(args, c, n, &sim_url, &agent, telemetry, tls.as_ref()).await;
     agent.stop().await;
     if let Some(sim) = sim {
         sim.stop().await;
@@ -459,8 +490,19 @@ async fn measure(
     sim_url: &str,
     agent: &Service,
     telemetry: bool,
+    tls: Option<&crate::agents::certs::LocalTls>,
 ) -> anyhow::Result<CalibrationRun> {
-    let a = AgentClient::connect(&format!("http://{}", agent.addr)).await?;
+    let a = match tls {
+        Some(tls) => {
+            AgentClient::connect_with(
+                &format!("https://{}", agent.addr),
+                &tls.access("calibrate")?,
+                std::time::Duration::from_secs(5),
+            )
+            .await?
+        }
+        None => AgentClient::connect(&format!("http://{}", agent.addr)).await?,
+    };
     let baseline_rss = agent
         .pid()
         .and_then(|pid| kvbench_common::process::rss_bytes(&pid.to_string()));

@@ -42,12 +42,27 @@ pub struct ScaleArgs {
     /// Also write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// How the coordinator reaches the agents: `plain` (gRPC in plaintext), `tls` (mutual
+    /// TLS and a bearer token, certificates from `kvbench certs init` in a temporary
+    /// folder), or `both` (plain, then TLS, at each agent count: what TLS costs).
+    #[arg(long, value_enum, default_value_t = Transport::Plain)]
+    pub transport: Transport,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    Plain,
+    Tls,
+    Both,
 }
 
 /// One agent count's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScaleRun {
     pub agents: u32,
+    /// `plain` or `tls` (mutual TLS and a token).
+    pub transport: Transport,
     pub streams_per_agent: u32,
     /// Requests the sims served.
     pub sent: u64,
@@ -84,13 +99,27 @@ pub async fn run(args: &ScaleArgs) -> anyhow::Result<ScaleReport> {
         args.streams, args.requests_per_stream, args.ttft_ms, args.itl_ms, args.output_tokens
     );
     let mut runs = Vec::new();
+    let transports: &[Transport] = match args.transport {
+        Transport::Both => &[Transport::Plain, Transport::Tls],
+        Transport::Plain => &[Transport::Plain],
+        Transport::Tls => &[Transport::Tls],
+    };
     for &n in &args.agents {
-        outln!("  {n} agent(s) ...");
-        runs.push(
-            one(args, n)
-                .await
-                .with_context(|| format!("with {n} agents"))?,
-        );
+        for &t in transports {
+            outln!(
+                "  {n} agent(s){} ...",
+                if t == Transport::Tls {
+                    ", TLS and token"
+                } else {
+                    ""
+                }
+            );
+            runs.push(
+                one(args, n, t)
+                    .await
+                    .with_context(|| format!("with {n} agents"))?,
+            );
+        }
     }
     let report = ScaleReport {
         kvbench_version: env!("CARGO_PKG_VERSION").into(),
@@ -110,26 +139,52 @@ pub async fn run(args: &ScaleArgs) -> anyhow::Result<ScaleReport> {
     Ok(report)
 }
 
-async fn one(args: &ScaleArgs, n: u32) -> anyhow::Result<ScaleRun> {
+async fn one(args: &ScaleArgs, n: u32, transport: Transport) -> anyhow::Result<ScaleRun> {
+    let dir = tempfile::tempdir().context("cannot make a temporary folder")?;
+    let names: Vec<String> = (0..n).map(|i| format!("scale-{i}")).collect();
+    let tls = match transport {
+        Transport::Tls => Some(crate::agents::certs::LocalTls::issue(
+            &dir.path().join("pki"),
+            &names,
+        )?),
+        _ => None,
+    };
     let mut sims = Vec::new();
     let mut agents = Vec::new();
-    for i in 0..n {
+    for name in &names {
         let sim = Service::fixed_sim(args.ttft_ms, args.itl_ms, None).await?;
-        let agent = Service::start(&[
+        let mut agent_args: Vec<String> = vec![
             "internal-agent".into(),
             "--listen".into(),
             "127.0.0.1:0".into(),
-            "--engine".into(),
-            format!("http://{}", sim.addr),
-            "--name".into(),
-            format!("scale-{i}"),
             "--no-telemetry".into(),
-        ])
-        .await?;
+        ];
+        match &tls {
+            Some(tls) => {
+                let config = dir.path().join(format!("{name}.yaml"));
+                std::fs::write(
+                    &config,
+                    format!(
+                        "name: {name}\nengine: {{kind: vllm, base_url: \"http://{}\"}}\n{}",
+                        sim.addr,
+                        tls.agent_yaml(name)
+                    ),
+                )?;
+                agent_args.push("--config".into());
+                agent_args.push(config.display().to_string());
+            }
+            None => agent_args.extend([
+                "--engine".into(),
+                format!("http://{}", sim.addr),
+                "--name".into(),
+                name.clone(),
+            ]),
+        }
+        let agent = Service::start(&agent_args).await?;
         sims.push(sim);
         agents.push(agent);
     }
-    let result = measure(args, n, &sims, &agents).await;
+    let result = measure(args, n, &sims, &agents, tls.as_ref()).await;
     for s in sims.into_iter().chain(agents) {
         s.stop().await;
     }
@@ -141,6 +196,7 @@ async fn measure(
     n: u32,
     sims: &[Service],
     agents: &[Service],
+    tls: Option<&crate::agents::certs::LocalTls>,
 ) -> anyhow::Result<ScaleRun> {
     let dir = tempfile::tempdir().context("cannot make a temporary folder")?;
     let per_agent = args.streams * args.requests_per_stream;
@@ -152,11 +208,15 @@ async fn measure(
             args.output_tokens
         ),
     )?;
-    let mut plan =
-        String::from("output_dir: out\nisolation: none\nwait_between_scenarios: 0\nagents:\n");
+    let mut plan = String::from("output_dir: out\nisolation: none\nwait_between_scenarios: 0\n");
+    if let Some(tls) = tls {
+        plan.push_str(&tls.plan_yaml());
+    }
+    plan.push_str("agents:\n");
     for (i, a) in agents.iter().enumerate() {
         plan.push_str(&format!(
-            "  - {{name: scale-{i}, address: \"http://{}\"}}\n",
+            "  - {{name: scale-{i}, address: \"{}://{}\"}}\n",
+            if tls.is_some() { "https" } else { "http" },
             a.addr
         ));
     }
@@ -216,6 +276,11 @@ async fn measure(
     let received = records.len() as u64;
     Ok(ScaleRun {
         agents: n,
+        transport: if tls.is_some() {
+            Transport::Tls
+        } else {
+            Transport::Plain
+        },
         streams_per_agent: args.streams,
         sent: sent as u64,
         received,
@@ -236,12 +301,16 @@ async fn measure(
 fn print_table(r: &ScaleReport) {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     outln!();
-    outln!("| agents | streams | requests sent (sims) | records received | failed | round s | records/s | coordinator CPU s | CPU s / 1k records | coordinator RSS before / peak MiB |");
-    outln!("|---|---|---|---|---|---|---|---|---|---|");
+    outln!("| agents | transport | streams | requests sent (sims) | records received | failed | round s | records/s | coordinator CPU s | CPU s / 1k records | coordinator RSS before / peak MiB |");
+    outln!("|---|---|---|---|---|---|---|---|---|---|---|");
     for x in &r.runs {
         outln!(
-            "| {} | {} | {} | {} | {} | {:.1} | {:.0} | {:.2} | {:.3} | {:.0} / {:.0} |",
+            "| {} | {} | {} | {} | {} | {} | {:.1} | {:.0} | {:.2} | {:.3} | {:.0} / {:.0} |",
             x.agents,
+            match x.transport {
+                Transport::Tls => "TLS + token",
+                _ => "plain",
+            },
             x.agents * x.streams_per_agent,
             x.sent,
             x.received,
