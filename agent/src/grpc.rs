@@ -396,8 +396,8 @@ pub enum ServeError {
 
 fn server() -> tonic::transport::Server {
     tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .http2_keepalive_interval(Some(kvbench_common::agent::LIVENESS_PING))
+        .http2_keepalive_timeout(Some(kvbench_common::agent::LIVENESS_TIMEOUT))
         .tcp_nodelay(true)
 }
 

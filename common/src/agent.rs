@@ -192,6 +192,16 @@ pub struct ColdProbe {
     pub error: String,
 }
 
+/// Liveness between a coordinator and an agent, on its own path: each side sends an
+/// HTTP/2 PING this often on their connection (control frames, handled by the connection
+/// itself, never queued behind a round's records)...
+pub const LIVENESS_PING: std::time::Duration = std::time::Duration::from_secs(3);
+/// ...and closes the connection when one goes unanswered this long. A frozen, killed or
+/// cut-off peer is thus found within [`LIVENESS_PING`] + [`LIVENESS_TIMEOUT`] (8 s): the
+/// coordinator fails that agent's round with what arrived, the agent stops the round's
+/// load (a round's load lives as long as its stream).
+pub const LIVENESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What a coordinator keeps of the texts an agent sends (another process: untrusted).
 /// Names, versions, labels, model names and finish reasons: at most this many bytes each.
 pub const MAX_NAME_BYTES: usize = 256;

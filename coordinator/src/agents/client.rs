@@ -193,8 +193,8 @@ impl AgentClient {
         let endpoint = tonic::transport::Endpoint::from_shared(wire_url)
             .map_err(|e| connect_err(format!("bad address: {e}")))?
             .connect_timeout(timeout)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(20))
+            .http2_keep_alive_interval(kvbench_common::agent::LIVENESS_PING)
+            .keep_alive_timeout(kvbench_common::agent::LIVENESS_TIMEOUT)
             .keep_alive_while_idle(true)
             .tcp_nodelay(true);
         let channel = match &access.tls {
