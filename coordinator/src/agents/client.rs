@@ -232,10 +232,17 @@ impl AgentClient {
             })
             .await;
         let first = match (first, &access.tls) {
-            // A bare transport error over TLS: ask the agent again, listening only.
+            // A bare transport error over TLS (the agent's alert reached the channel as a
+            // dropped connection: unavailable, unknown or cancelled, by timing): ask the
+            // agent again, listening only. An agent's own answers have other codes.
             (Err(s), Some(tls))
-                if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown)
-                    && refusal_in(&s, access.server_name()).is_none() =>
+                if matches!(
+                    s.code(),
+                    tonic::Code::Unavailable
+                        | tonic::Code::Unknown
+                        | tonic::Code::Cancelled
+                        | tonic::Code::Internal
+                ) && refusal_in(&s, access.server_name()).is_none() =>
             {
                 match super::tls::diagnose(tls, url.trim_start_matches("https://")).await {
                     Some(refusal) => {
