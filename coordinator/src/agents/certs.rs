@@ -118,6 +118,19 @@ fn validity(p: &mut CertificateParams, r: &Request) {
     p.not_after = end.into();
 }
 
+/// `n` bytes from the system's secure random source, as hex.
+fn random_hex(n: usize, what: &str) -> Result<String, CertsError> {
+    let mut bytes = vec![0u8; n];
+    kvbench_common::tls::provider()
+        .secure_random
+        .fill(&mut bytes)
+        .map_err(|_| CertsError::Issue {
+            what: what.to_owned(),
+            message: "no random bytes from the system".into(),
+        })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 fn issue_err(what: &str) -> impl Fn(rcgen::Error) -> CertsError + '_ {
     move |e| CertsError::Issue {
         what: what.to_owned(),
@@ -155,15 +168,7 @@ pub fn init(r: &Request) -> Result<Issued, CertsError> {
         let mut p = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         // A name of its own: another deployment's CA must not pass for this one by name.
-        let mut id = [0u8; 4];
-        kvbench_common::tls::provider()
-            .secure_random
-            .fill(&mut id)
-            .map_err(|_| CertsError::Issue {
-                what: "the CA".into(),
-                message: "no random bytes from the system".into(),
-            })?;
-        let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let id = random_hex(4, "the CA")?;
         dn.push(DnType::CommonName, format!("kvbench CA {id}"));
         p.distinguished_name = dn;
         p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -219,15 +224,7 @@ pub fn init(r: &Request) -> Result<Issued, CertsError> {
     leaf(&r.coordinator, &[], false)?;
     let token = r.dir.join("token");
     if !token.is_file() {
-        let mut bytes = [0u8; 32];
-        kvbench_common::tls::provider()
-            .secure_random
-            .fill(&mut bytes)
-            .map_err(|_| CertsError::Issue {
-                what: "the token".into(),
-                message: "no random bytes from the system".into(),
-            })?;
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = random_hex(32, "the token")?;
         write(&token, format!("{hex}\n").as_bytes(), true)?;
         files.push(token);
     }
