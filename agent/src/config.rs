@@ -39,6 +39,8 @@
 //!   max_concurrency: 512           # requests in flight
 //!   max_duration_s: 3600           # a round's duration_s
 //! metrics_listen: 127.0.0.1:9464   # the agent's own Prometheus metrics (off by default)
+//! state_dir: /var/lib/kvbench-agent  # where a round's unacknowledged records spill past
+//!                                  # 16384 events (default: $STATE_DIRECTORY, else /tmp/kvbench-agent)
 //! telemetry:                       # all optional; these are the defaults
 //!   gpu: true                      # sample GPUs through NVML (where the driver is)
 //!   gpu_interval_ms: 100           # 10 Hz
@@ -115,6 +117,8 @@ struct RawFile {
     limits: Option<RawLimits>,
     #[serde(default)]
     metrics_listen: Option<SocketAddr>,
+    #[serde(default)]
+    state_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -297,6 +301,8 @@ pub struct AgentFile {
     pub scheduling: Scheduling,
     pub access: Access,
     pub metrics_listen: Option<SocketAddr>,
+    /// Where a round's unacknowledged events spill (relative: to the file's folder).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// Loads and checks an agent config file; errors name the file, the line and the key.
@@ -368,6 +374,9 @@ pub fn load(path: &Path) -> Result<AgentFile, PlanErrors> {
     Ok(AgentFile {
         access,
         metrics_listen: raw.metrics_listen,
+        state_dir: raw
+            .state_dir
+            .map(|d| path.parent().unwrap_or(Path::new(".")).join(d)),
         restart: raw.restart_engine,
         name: raw.name,
         listen: raw.listen,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use kvbench_common::agent::{
     AgentInfo, ClearOutcome, ColdProbe, GpuInfo, RestartError, RestartOutcome, RoundRequest,
-    RoundRequests,
+    RoundRequests, StopReason,
 };
 use kvbench_common::dataset::trace_conversations;
 use kvbench_common::telemetry::engine_metric;
@@ -83,8 +83,8 @@ pub(crate) struct AgentCore {
     /// `tokenizer: engine`: the engine's token costs, measured at its first round.
     engine_tokens: tokio::sync::Mutex<Option<Arc<crate::engine::tokens::EngineTokens>>>,
     active: Arc<(AtomicUsize, Notify)>,
-    /// Rounds running now, by (scenario id, round): StopRound cancels them.
-    running: Arc<std::sync::Mutex<std::collections::HashMap<(String, u32), CancellationToken>>>,
+    /// Rounds running now, by (scenario id, round): StopRound cancels them, saying why.
+    running: Arc<std::sync::Mutex<std::collections::HashMap<(String, u32), RoundStop>>>,
     shutdown: CancellationToken,
     /// What the agent could not do as configured when it started (its `scheduling:`).
     start_warnings: Vec<String>,
@@ -310,6 +310,13 @@ impl AgentCore {
             error,
         })
     }
+}
+
+/// How a running round is stopped, and why it was.
+#[derive(Debug, Clone)]
+struct RoundStop {
+    cancel: CancellationToken,
+    why: Arc<std::sync::OnceLock<StopReason>>,
 }
 
 struct ActiveGuard(Arc<(AtomicUsize, Notify)>);
@@ -556,8 +563,8 @@ impl AgentCore {
         })
     }
 
-    /// Starts the round; its events arrive on the returned receiver. The load stops as
-    /// soon as the receiver is dropped (the coordinator left).
+    /// Starts the round; its events arrive on the returned receiver, to its end (the
+    /// round outlives a coordinator's connection: [`AgentCore::stop_round`] ends it early).
     pub(crate) fn start_round(
         &self,
         spec: RoundSpec,
@@ -567,9 +574,16 @@ impl AgentCore {
         self.active.0.fetch_add(1, Ordering::SeqCst);
         let guard = ActiveGuard(self.active.clone());
         let cancel = self.shutdown.child_token();
+        let why = Arc::new(std::sync::OnceLock::new());
         let key = (spec.request.scenario_id.clone(), spec.request.round);
         if let Ok(mut r) = self.running.lock() {
-            r.insert(key.clone(), cancel.clone());
+            r.insert(
+                key.clone(),
+                RoundStop {
+                    cancel: cancel.clone(),
+                    why: why.clone(),
+                },
+            );
         }
         let running = self.running.clone();
         let ctx = load::RoundContext {
@@ -579,20 +593,11 @@ impl AgentCore {
             agent_name: self.name.clone(),
             replies: self.replies.clone(),
             telemetry: self.telemetry.clone(),
+            stop_reason: why,
         };
         tokio::spawn(async move {
             let _guard = guard;
-            let watch = {
-                let (tx, cancel) = (tx.clone(), cancel.clone());
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = tx.closed() => cancel.cancel(),
-                        _ = cancel.cancelled() => {}
-                    }
-                })
-            };
             load::run(ctx, spec, tx, cancel.clone()).await;
-            watch.abort();
             if let Ok(mut r) = running.lock() {
                 r.remove(&key);
             }
@@ -600,15 +605,25 @@ impl AgentCore {
         rx
     }
 
-    /// Stops a running round; false when it was not running.
-    pub(crate) fn stop_round(&self, scenario_id: &str, round: u32) -> bool {
-        let token = self
+    /// Stops a running round, saying why; false when it was not running.
+    pub(crate) fn stop_round(&self, scenario_id: &str, round: u32, why: StopReason) -> bool {
+        let stop = self
             .running
             .lock()
             .ok()
             .and_then(|r| r.get(&(scenario_id.to_owned(), round)).cloned());
-        tracing::info!(scenario_id, round, running = token.is_some(), "stop_round");
-        token.map(|t| t.cancel()).is_some()
+        tracing::info!(
+            scenario_id,
+            round,
+            running = stop.is_some(),
+            why = why.describe(),
+            "stop_round"
+        );
+        stop.map(|s| {
+            let _ = s.why.set(why);
+            s.cancel.cancel()
+        })
+        .is_some()
     }
 }
 

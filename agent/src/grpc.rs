@@ -27,11 +27,121 @@ fn grpc(service: AgentService) -> AgentServer<AgentService> {
     AgentServer::new(service).max_decoding_message_size(512 << 20)
 }
 
-/// The agent's service as tonic serves it: the core, behind the gate, converted.
+/// The agent's service as tonic serves it: the core, behind the gate, converted; and each
+/// round's events, numbered and kept until the coordinator holds them.
 #[derive(Debug)]
 pub struct AgentService {
     core: Arc<AgentCore>,
     gate: Arc<Gate>,
+    rounds: Rounds,
+    state_dir: std::path::PathBuf,
+}
+
+/// A round's wire events, kept for a resume.
+type Log = crate::replay::RoundLog<v1::RoundEvent>;
+/// The rounds whose events are kept, by (scenario id, round).
+type Rounds = Arc<std::sync::Mutex<std::collections::HashMap<(String, u32), Arc<Log>>>>;
+
+/// Events a stream sends before it looks at the log again.
+const READ_BATCH: usize = 256;
+
+/// A stream of the log's events after `after`, for reader `reader`: it ends after the
+/// round's last event, or when a newer stream reads the log.
+fn pump(log: Arc<Log>, reader: u64, after: u64) -> WireEvents {
+    let (tx, rx) = tokio::sync::mpsc::channel(READ_BATCH);
+    tokio::spawn(async move {
+        let mut after = after;
+        loop {
+            let changed = log.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            match log.read(reader, after, READ_BATCH) {
+                Ok(crate::replay::Read::Events(events)) => {
+                    for (seq, mut e) in events {
+                        e.seq = seq;
+                        if tx.send(Ok(e)).await.is_err() {
+                            return;
+                        }
+                        after = seq;
+                    }
+                }
+                Ok(crate::replay::Read::Wait) => {
+                    tokio::select! {
+                        _ = changed => {}
+                        _ = tx.closed() => return,
+                    }
+                }
+                Ok(crate::replay::Read::End | crate::replay::Read::Superseded) => return,
+                Err(e) => {
+                    let _ = tx.send(Err(Status::data_loss(e.to_string()))).await;
+                    return;
+                }
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+/// Keeps a round's events as the load sends them: numbered into its log, counted; stops
+/// the load when the coordinator has been silent too long; then keeps the log until the
+/// coordinator holds it all or has been silent past the round's reconnect window.
+async fn keep_round(
+    core: Arc<AgentCore>,
+    rounds: Rounds,
+    key: (String, u32),
+    log: Arc<Log>,
+    mut events: tokio::sync::mpsc::Receiver<RoundEvent>,
+    window: Duration,
+    counters: Arc<Counters>,
+) {
+    use kvbench_common::agent::{StopReason, COORDINATOR_SILENCE_LIMIT};
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let (mut stopped, mut finished) = (false, false);
+    loop {
+        tokio::select! {
+            e = events.recv() => match e {
+                Some(e) => {
+                    match &e {
+                        RoundEvent::Record(r) => counters.inc(crate::ops::REQUESTS, r.outcome.label()),
+                        RoundEvent::Finished(_) => finished = true,
+                        _ => {}
+                    }
+                    if let (_, Some(error)) = log.push(v1::RoundEvent::from(&e)) {
+                        tracing::warn!(scenario_id = %key.0, round = key.1, "cannot spill the round's events ({error}): they stay in memory");
+                    }
+                }
+                None => break,
+            },
+            _ = tick.tick() => {
+                if !stopped && log.silent_for() > COORDINATOR_SILENCE_LIMIT.min(window) {
+                    stopped = true;
+                    tracing::warn!(scenario_id = %key.0, round = key.1, "no word from the coordinator for {:.0} s: stopping the round's load, keeping what it measured for a resume", COORDINATOR_SILENCE_LIMIT.min(window).as_secs_f64());
+                    core.stop_round(&key.0, key.1, StopReason::CoordinatorSilent);
+                }
+            }
+        }
+    }
+    log.end();
+    counters.round_ended(finished);
+    while !log.done() && log.silent_for() <= window {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    if !log.done() {
+        tracing::warn!(scenario_id = %key.0, round = key.1, "the coordinator did not come back within {} s: the round's unacknowledged events are dropped", window.as_secs_f64());
+    }
+    log.discard();
+    if let Ok(mut r) = rounds.lock() {
+        if r.get(&key).is_some_and(|l| Arc::ptr_eq(l, &log)) {
+            r.remove(&key);
+        }
+    }
+}
+
+/// A spill file's name: the agent's, never the coordinator's (a scenario id is untrusted).
+fn spill_file(dir: &std::path::Path) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    dir.join(format!("round-{}-{n}.spill", std::process::id()))
 }
 
 /// Who may call, and what: the token, the commands allowed, the counters of both.
@@ -93,6 +203,8 @@ enum Call {
     Hello,
     RunRound,
     StopRound,
+    ResumeRound,
+    AckRound,
     ClearCache,
     RestartEngine,
 }
@@ -103,6 +215,8 @@ impl Call {
             Call::Hello => "Hello",
             Call::RunRound => "RunRound",
             Call::StopRound => "StopRound",
+            Call::ResumeRound => "ResumeRound",
+            Call::AckRound => "AckRound",
             Call::ClearCache => "ClearCache",
             Call::RestartEngine => "RestartEngine",
         }
@@ -266,21 +380,94 @@ impl Agent for AgentService {
             );
             refused(&e)
         })?;
+        let key = (spec.request.scenario_id.clone(), spec.request.round);
+        let window = spec.request.reconnect_window;
+        let log = {
+            let mut rounds = self.rounds.lock().unwrap_or_else(|p| p.into_inner());
+            // The same round again (a coordinator that ran the same plan within the
+            // second): refused while the earlier one's events are still owed.
+            if rounds.get(&key).is_some_and(|l| !l.done()) {
+                let message = format!("{what}: this round of this scenario already ran here (ResumeRound reads its events)");
+                crate::ops::refused(
+                    &counters,
+                    &caller.who,
+                    caller.peer,
+                    "RunRound",
+                    "invalid",
+                    &message,
+                );
+                return Err(Status::already_exists(message));
+            }
+            let log = Arc::new(Log::new(
+                spill_file(&self.state_dir),
+                crate::replay::MEMORY_EVENTS,
+            ));
+            rounds.insert(key.clone(), log.clone());
+            log
+        };
         crate::ops::accepted(&caller, "RunRound", &what);
         counters.round_started();
-        let mut ended = RoundEnded {
-            counters: counters.clone(),
-            finished: false,
+        let events = self.core.start_round(spec);
+        tokio::spawn(keep_round(
+            self.core.clone(),
+            self.rounds.clone(),
+            key,
+            log.clone(),
+            events,
+            window,
+            counters,
+        ));
+        let reader = log.attach();
+        Ok(Response::new(pump(log, reader, 0)))
+    }
+
+    type ResumeRoundStream = WireEvents;
+
+    async fn resume_round(
+        &self,
+        req: GrpcRequest<v1::ResumeRoundRequest>,
+    ) -> Result<Response<Self::ResumeRoundStream>, Status> {
+        let caller = self.gate.admit(&req, Call::ResumeRound)?;
+        let r = req.into_inner();
+        let what = format!(
+            "scenario id {:?} round {} after event {}",
+            kvbench_common::util::untrusted(&r.scenario_id, 256),
+            r.round,
+            r.after_seq
+        );
+        let log = self
+            .rounds
+            .lock()
+            .ok()
+            .and_then(|rounds| rounds.get(&(r.scenario_id.clone(), r.round)).cloned());
+        let Some(log) = log else {
+            tracing::warn!(target: "kvbench_agent::audit", who = %caller, call = "ResumeRound", outcome = "not_found", detail = %what);
+            return Err(Status::not_found(format!(
+                "{what}: this agent keeps no such round (it was forgotten after its reconnect window, or the agent restarted)"
+            )));
         };
-        let events = ReceiverStream::new(self.core.start_round(spec)).map(move |e| {
-            match &e {
-                RoundEvent::Record(r) => counters.inc(crate::ops::REQUESTS, r.outcome.label()),
-                RoundEvent::Finished(_) => ended.finish(),
-                _ => {}
-            }
-            Ok(v1::RoundEvent::from(&e))
-        });
-        Ok(Response::new(Box::pin(events)))
+        crate::ops::accepted(&caller, "ResumeRound", &what);
+        let reader = log.attach();
+        Ok(Response::new(pump(log, reader, r.after_seq)))
+    }
+
+    async fn ack_round(
+        &self,
+        req: GrpcRequest<v1::AckRoundRequest>,
+    ) -> Result<Response<v1::AckRoundResponse>, Status> {
+        self.gate.admit(&req, Call::AckRound)?;
+        let r = req.into_inner();
+        let log = self
+            .rounds
+            .lock()
+            .ok()
+            .and_then(|rounds| rounds.get(&(r.scenario_id, r.round)).cloned());
+        if let Some(log) = &log {
+            log.ack(r.seq);
+        }
+        Ok(Response::new(v1::AckRoundResponse {
+            known: log.is_some(),
+        }))
     }
 
     async fn stop_round(
@@ -295,7 +482,11 @@ impl Agent for AgentService {
             &format!("scenario id {:?} round {}", r.scenario_id, r.round),
         );
         Ok(Response::new(v1::StopRoundResponse {
-            stopped: self.core.stop_round(&r.scenario_id, r.round),
+            stopped: self.core.stop_round(
+                &r.scenario_id,
+                r.round,
+                kvbench_common::agent::StopReason::Requested,
+            ),
         }))
     }
 
@@ -316,25 +507,6 @@ impl Agent for AgentService {
         );
         crate::ops::completed(&caller, "ClearCache", outcome.success, &outcome.detail);
         Ok(Response::new((&outcome).into()))
-    }
-}
-
-/// Counts a round's stream as ended when it is dropped (the round finished, failed or its
-/// client left).
-struct RoundEnded {
-    counters: Arc<Counters>,
-    finished: bool,
-}
-
-impl RoundEnded {
-    fn finish(&mut self) {
-        self.finished = true;
-    }
-}
-
-impl Drop for RoundEnded {
-    fn drop(&mut self) {
-        self.counters.round_ended(self.finished);
     }
 }
 
@@ -371,6 +543,19 @@ impl Agent for RequiresTls {
         &self,
         _: GrpcRequest<v1::StopRoundRequest>,
     ) -> Result<Response<v1::StopRoundResponse>, Status> {
+        Err(requires_tls())
+    }
+    type ResumeRoundStream = WireEvents;
+    async fn resume_round(
+        &self,
+        _: GrpcRequest<v1::ResumeRoundRequest>,
+    ) -> Result<Response<Self::ResumeRoundStream>, Status> {
+        Err(requires_tls())
+    }
+    async fn ack_round(
+        &self,
+        _: GrpcRequest<v1::AckRoundRequest>,
+    ) -> Result<Response<v1::AckRoundResponse>, Status> {
         Err(requires_tls())
     }
     async fn clear_cache(
@@ -468,11 +653,14 @@ pub async fn serve(
     }
     let (nice, cpus) = crate::scheduling::current();
     tracing::info!(nice, cpus = ?cpus, "scheduling");
+    let state_dir = config.state_dir.clone();
     let core = AgentCore::new(config, source, gpus, gpu_note, shutdown.child_token())
         .with_start_warnings(unapplied);
     let service = grpc(AgentService {
         core: Arc::new(core),
         gate,
+        rounds: Arc::default(),
+        state_dir,
     });
     let incoming = |rx| ReceiverStream::new(rx).map(Ok::<_, std::io::Error>);
     match tls {

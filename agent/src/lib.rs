@@ -33,6 +33,7 @@ mod engine;
 mod grpc;
 mod load;
 mod ops;
+mod replay;
 mod scheduling;
 mod telemetry;
 mod tls;
@@ -90,6 +91,17 @@ pub struct AgentConfig {
     pub access: config::Access,
     /// Where to serve the agent's own Prometheus metrics (none: not served).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Where a round's unacknowledged events go past the memory bound (`state_dir:`).
+    pub state_dir: std::path::PathBuf,
+}
+
+/// The state directory when the config names none: systemd's `$STATE_DIRECTORY` (the unit's
+/// `StateDirectory=`), else `kvbench-agent` in the system's temporary folder.
+pub fn default_state_dir() -> std::path::PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("kvbench-agent"))
 }
 
 impl AgentConfig {
@@ -113,6 +125,7 @@ impl AgentConfig {
             scheduling: config::Scheduling::default(),
             access: config::Access::default(),
             metrics_listen: None,
+            state_dir: default_state_dir(),
         }
     }
 }
@@ -141,6 +154,7 @@ impl AgentConfig {
             scheduling: f.scheduling,
             access: f.access,
             metrics_listen: f.metrics_listen,
+            state_dir: f.state_dir.unwrap_or_else(default_state_dir),
         }
     }
 }

@@ -39,6 +39,9 @@ pub struct RoundRequest {
     /// When the measured phase starts, on the agent's wall clock (microseconds since the
     /// Unix epoch; none: at once). A split scenario's agents all start at one instant.
     pub start_at_us: Option<i64>,
+    /// How long the agent keeps the round's unacknowledged events after it last heard
+    /// from its coordinator, for a resumed stream.
+    pub reconnect_window: std::time::Duration,
 }
 
 /// One agent's part of a scenario split across `count` agents: the conversations whose
@@ -120,6 +123,32 @@ pub struct RoundFinished {
     /// How long after the asked `start_at_us` the measured phase began (0: on time, or no
     /// start time was asked).
     pub start_late_ms: f64,
+    /// Why a cancelled round stopped (none: it was not, or the agent did not say).
+    pub stop_reason: Option<StopReason>,
+}
+
+/// Why an agent stopped a round before it sent all its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The coordinator asked (StopRound).
+    Requested,
+    /// The agent is shutting down (SIGTERM).
+    Shutdown,
+    /// The agent heard nothing from its coordinator for [`COORDINATOR_SILENCE_LIMIT`].
+    CoordinatorSilent,
+}
+
+impl StopReason {
+    pub fn describe(self) -> &'static str {
+        match self {
+            StopReason::Requested => "stopped by the coordinator",
+            StopReason::Shutdown => "the agent shut down (SIGTERM)",
+            StopReason::CoordinatorSilent => {
+                "the agent heard nothing from its coordinator for 9 s and stopped its load"
+            }
+        }
+    }
 }
 
 /// One GPU of the agent's host.
@@ -197,10 +226,26 @@ pub struct ColdProbe {
 /// itself, never queued behind a round's records)...
 pub const LIVENESS_PING: std::time::Duration = std::time::Duration::from_secs(3);
 /// ...and closes the connection when one goes unanswered this long. A frozen, killed or
-/// cut-off peer is thus found within [`LIVENESS_PING`] + [`LIVENESS_TIMEOUT`] (8 s): the
-/// coordinator fails that agent's round with what arrived, the agent stops the round's
-/// load (a round's load lives as long as its stream).
+/// cut-off peer's connection is thus closed within [`LIVENESS_PING`] + [`LIVENESS_TIMEOUT`]
+/// (8 s); a round outlives its connection (see [`AGENT_LOST_AFTER`]).
 pub const LIVENESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A coordinator that has heard nothing from an agent during a round for this long (no
+/// event, no answered acknowledgement, no resumed stream) fails that agent's part of the
+/// round with what arrived; until then it tries to resume the stream. An agent sends
+/// progress every 250 ms: a killed, frozen or cut-off agent is thus found lost within 10 s.
+pub const AGENT_LOST_AFTER: std::time::Duration = std::time::Duration::from_secs(9);
+/// An agent that has heard nothing from its coordinator during a round for this long (no
+/// acknowledgement, no resumed stream) stops the round's load and keeps what it measured
+/// for a resume ([`StopReason::CoordinatorSilent`]). Its coordinator acknowledges every
+/// second: the load stops within 10 s of its coordinator's last word.
+pub const COORDINATOR_SILENCE_LIMIT: std::time::Duration = std::time::Duration::from_secs(9);
+/// How often a coordinator acknowledges what it holds of a running round (its heartbeat
+/// to the agent, on a call of its own, never behind records).
+pub const ACK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long an agent keeps a round's unacknowledged events after it last heard from its
+/// coordinator, unless the plan says otherwise (`reconnect_window_s`).
+pub const DEFAULT_RECONNECT_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What a coordinator keeps of the texts an agent sends (another process: untrusted).
 /// Names, versions, labels, model names and finish reasons: at most this many bytes each.

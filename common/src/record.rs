@@ -130,6 +130,11 @@ pub struct RequestRecord {
     /// did): its prefix group. Null for warmups and prompts shorter than 64 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix_group: Option<u32>,
+    /// Its event's sequence number in the round's stream (from 1; none where the agent
+    /// numbered none): a resumed stream starts after the last one held, and a resumed run
+    /// fetches an interrupted round's records after the last one written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
     /// The first attempt died on a reused connection before any byte of its answer (a
     /// server that closed an idle keep-alive connection) and was sent again on a fresh one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -194,6 +199,7 @@ impl RequestRecord {
     /// cached; two output tokens in two chunks, at the first token and at the end.
     pub(crate) fn for_test(id: u32, sent: f64, ttft: f64, end: f64) -> RequestRecord {
         RequestRecord {
+            seq: None,
             scenario: "s".into(),
             round: 1,
             agent: "a".into(),

@@ -72,6 +72,10 @@ pub struct RoundStats {
     /// records together, over the union of the agents' time spans).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub per_agent: BTreeMap<String, RoundStats>,
+    /// Each time an agent's stream broke and was resumed where it broke (nothing lost,
+    /// nothing twice): after which event, and what broke it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resumed: Vec<String>,
     /// A closed loop's start-up burst (its first `concurrency` requests, released at once)
     /// apart from the steady state after it; the round's own figures hold both. Null for
     /// an open loop, or when the round is no longer than its first wave.
@@ -519,6 +523,9 @@ pub enum ScenarioStatus {
     Failed,
     /// The user stopped the run during this scenario.
     Cancelled,
+    /// Split across agents, one of them was lost (killed, frozen, cut off) or stopped the
+    /// round: the others' records are kept, the error names the agent and when.
+    Partial,
 }
 
 impl ScenarioStatus {
@@ -528,6 +535,7 @@ impl ScenarioStatus {
             ScenarioStatus::Degraded => "degraded",
             ScenarioStatus::Failed => "failed",
             ScenarioStatus::Cancelled => "cancelled",
+            ScenarioStatus::Partial => "partial",
         }
     }
 }
@@ -619,6 +627,10 @@ pub struct ScenarioStats {
     pub isolation: IsolationInfo,
     pub rounds: Vec<RoundStats>,
     pub comparison: Option<Comparison>,
+    /// An earlier attempt at this scenario was interrupted (the coordinator was killed or
+    /// stopped) and the run was resumed: when, and where that attempt's records are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interruption: Option<String>,
 }
 
 #[cfg(test)]
@@ -650,6 +662,7 @@ mod tests {
             .map(|i| ttft + (end - sent - ttft) * f64::from(i) / f64::from(out.max(2) - 1))
             .collect();
         RequestRecord {
+            seq: None,
             conversation_id: 0,
             chunk_offsets_ms: chunks,
             output_tokens: Some(out),
@@ -692,6 +705,7 @@ mod tests {
     #[test]
     fn rounds_compare_on_the_requests_that_succeeded_in_both() {
         let with = |round: u32, id: u32, ttft: f64, outcome: Outcome| RequestRecord {
+            seq: None,
             round,
             request_id: id,
             ..rec(0.0, ttft, 1000.0, 10, outcome)

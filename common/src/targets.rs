@@ -260,6 +260,7 @@ mod tests {
             ),
             comparison: Comparison::of(&rounds),
             rounds,
+            interruption: None,
         }
     }
 

@@ -31,6 +31,7 @@ fn record(request_id: u32, outcome: i32) -> v1::RoundEvent {
             outcome,
             ..Default::default()
         })),
+        seq: 0,
     }
 }
 
@@ -72,6 +73,7 @@ impl Agent for Mangler {
                     total_requests: 2,
                     wall_clock_anchor_us: kvbench_common::util::now_us(),
                 })),
+                seq: 0,
             }),
             Ok(record(0, v1::Outcome::Ok as i32)),
             Ok(record(1, 999)),
@@ -89,6 +91,7 @@ impl Agent for Mangler {
                     sent: 3,
                     ..Default::default()
                 })),
+                seq: 0,
             }),
         ];
         Ok(Response::new(Box::pin(tokio_stream::iter(events))))
@@ -113,6 +116,22 @@ impl Agent for Mangler {
         _: Request<v1::StopRoundRequest>,
     ) -> Result<Response<v1::StopRoundResponse>, Status> {
         Ok(Response::new(v1::StopRoundResponse { stopped: false }))
+    }
+
+    type ResumeRoundStream = Events;
+
+    async fn resume_round(
+        &self,
+        _: Request<v1::ResumeRoundRequest>,
+    ) -> Result<Response<Events>, Status> {
+        Err(Status::not_found("a fake"))
+    }
+
+    async fn ack_round(
+        &self,
+        _: Request<v1::AckRoundRequest>,
+    ) -> Result<Response<v1::AckRoundResponse>, Status> {
+        Ok(Response::new(v1::AckRoundResponse { known: false }))
     }
 }
 

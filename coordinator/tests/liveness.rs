@@ -203,3 +203,96 @@ async fn an_agent_stops_its_load_when_its_coordinator_freezes() {
     );
     drop(run);
 }
+
+/// `kill -9` of one of three agents in the middle of a split round: its part fails within
+/// 10 s, the scenario keeps the other agents' records and is `partial` (naming the agent
+/// lost and when), the next scenario runs, and the files written before are intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_of_three_leaves_a_partial_scenario_and_the_plan_goes_on() {
+    let dir = TempDir::new("killed");
+    let sims = [
+        kvbench_sim::spawn(SimConfig::default()).await.expect("sim"),
+        kvbench_sim::spawn(SimConfig::default()).await.expect("sim"),
+        kvbench_sim::spawn(SimConfig::default()).await.expect("sim"),
+    ];
+    let (_a, a) = agent("a", &sims[0].base_url());
+    let (killed, b) = agent("b", &sims[1].base_url());
+    let (_c, c) = agent("c", &sims[2].base_url());
+    dir.write("long.yaml", LONG);
+    dir.write("short.yaml", SHORT);
+    dir.write(
+        "plan.yaml",
+        &format!(
+            "output_dir: out\nisolation: none\nwait_between_scenarios: 0\nagents:\n  - {{name: a, address: \"http://{a}\"}}\n  - {{name: b, address: \"http://{b}\"}}\n  - {{name: c, address: \"http://{c}\"}}\ntest_scenarios:\n  - {{name: before, scenario: cold_start, config_file: short.yaml, agent: a, rounds: 1}}\n  - {{name: split, scenario: cold_start, config_file: long.yaml, agents: [a, b, c], placement: split, rounds: 1, concurrency: 6}}\n  - {{name: after, scenario: cold_start, config_file: short.yaml, agent: c, rounds: 1}}\n"
+        ),
+    );
+    let (mut run, lines) = run_json(dir.path());
+    let mut before_files = Vec::new();
+    let started = Instant::now();
+    while served(&sims[1]).await < 20.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the round did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(signal(killed.0.id(), "KILL"));
+    let killed_at = Instant::now();
+    let (mut split, mut after, mut lost) = (None, None, None);
+    while let Ok((at, line)) = lines.recv_timeout(Duration::from_secs(60)) {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["event"] == "part_failed" {
+            assert_eq!(v["agent"], "b", "{v}");
+            lost = Some(at);
+        }
+        if v["event"] != "scenario_finished" {
+            continue;
+        }
+        match v["scenario"].as_str() {
+            Some("before") => {
+                for f in ["stats_file", "results_file"] {
+                    let p = std::path::PathBuf::from(v[f].as_str().expect("a file"));
+                    before_files.push((
+                        p.clone(),
+                        std::fs::read(dir.path().join(&p)).expect("it reads"),
+                    ));
+                }
+            }
+            Some("split") => split = Some((at, v)),
+            Some("after") => after = Some(v),
+            _ => {}
+        }
+    }
+    let status = run.0.wait().expect("kvbench ends");
+    let (_, split) = split.expect("the split scenario ended");
+    let took = lost.expect("b's part failed").duration_since(killed_at);
+    assert!(took < Duration::from_secs(10), "found lost after {took:?}");
+    assert_eq!(split["status"], "partial", "{split}");
+    let error = split["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("agent b lost at") && error.contains("other agents' records are kept"),
+        "{error}"
+    );
+    // The other two agents' records are all there (their sims also served `before` and
+    // `after`, 4 requests each), and b's up to the kill.
+    let others = served(&sims[0]).await + served(&sims[2]).await - 8.0;
+    let records = split["records"].as_u64().expect("records") as f64;
+    assert!(
+        records > others && records <= others + served(&sims[1]).await,
+        "{records} records; the other sims served {others} in this scenario"
+    );
+    assert_eq!(after.expect("the plan went on")["status"], "completed");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a partial scenario is a failure of the run"
+    );
+    for (p, bytes) in before_files {
+        assert_eq!(
+            std::fs::read(dir.path().join(&p)).expect("still there"),
+            bytes,
+            "{} changed",
+            p.display()
+        );
+    }
+}

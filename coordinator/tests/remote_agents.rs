@@ -529,6 +529,19 @@ impl kvbench_proto::v1::agent_server::Agent for OldAgent {
     ) -> Result<tonic::Response<kvbench_proto::v1::StopRoundResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("old"))
     }
+    type ResumeRoundStream = tonic::codegen::BoxStream<kvbench_proto::v1::RoundEvent>;
+    async fn resume_round(
+        &self,
+        _: tonic::Request<kvbench_proto::v1::ResumeRoundRequest>,
+    ) -> Result<tonic::Response<Self::ResumeRoundStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("old"))
+    }
+    async fn ack_round(
+        &self,
+        _: tonic::Request<kvbench_proto::v1::AckRoundRequest>,
+    ) -> Result<tonic::Response<kvbench_proto::v1::AckRoundResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("old"))
+    }
 }
 
 /// `kvbench agents` and `run` refuse an agent of another protocol version, naming both;

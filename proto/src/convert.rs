@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 
 use kvbench_common::agent::{
     AgentInfo, ClearOutcome, ColdProbe, GpuInfo, Progress, RestartError, RestartOutcome,
-    RoundEvent, RoundFinished, RoundRequest, RoundRequests, RoundStarted, Share, MAX_ITEMS,
-    MAX_NAME_BYTES, MAX_TEXT_BYTES,
+    RoundEvent, RoundFinished, RoundRequest, RoundRequests, RoundStarted, Share, StopReason,
+    MAX_ITEMS, MAX_NAME_BYTES, MAX_TEXT_BYTES,
 };
 use kvbench_common::dataset::TraceEntry;
 use kvbench_common::limits::MAX_SHARES;
@@ -339,6 +339,7 @@ fn record_from_wire(r: v1::RequestRecord) -> Result<RequestRecord, InvalidWire> 
         });
     }
     Ok(RequestRecord {
+        seq: None,
         scenario: String::new(),
         round: 0,
         agent: String::new(),
@@ -599,6 +600,7 @@ impl From<&RoundRequest> for v1::RunRoundRequest {
             share_index: r.share.map_or(0, |s| s.index),
             share_count: r.share.map_or(0, |s| s.count),
             start_at_us: r.start_at_us,
+            reconnect_window_s: r.reconnect_window.as_secs_f64(),
         };
         match &r.requests {
             RoundRequests::Generated => {}
@@ -676,6 +678,7 @@ impl TryFrom<v1::RunRoundRequest> for RoundRequest {
             engine_tokenizer: r.engine_tokenizer,
             share,
             start_at_us: r.start_at_us,
+            reconnect_window: reconnect_window(r.reconnect_window_s)?,
         })
     }
 }
@@ -762,9 +765,13 @@ impl From<&RoundEvent> for v1::RoundEvent {
                 health: f.health.as_ref().map(health_to_wire),
                 cancelled: f.cancelled,
                 start_late_ms: f.start_late_ms,
+                stop_reason: stop_reason_to_wire(f.stop_reason) as i32,
             }),
         };
-        v1::RoundEvent { event: Some(event) }
+        v1::RoundEvent {
+            event: Some(event),
+            seq: 0,
+        }
     }
 }
 
@@ -791,9 +798,47 @@ impl TryFrom<v1::RoundEvent> for RoundEvent {
                 health: f.health.as_ref().map(health_from_wire),
                 cancelled: f.cancelled,
                 start_late_ms: f.start_late_ms,
+                stop_reason: stop_reason_from_wire(f.stop_reason),
             }),
         })
     }
+}
+
+fn stop_reason_to_wire(r: Option<StopReason>) -> v1::StopReason {
+    match r {
+        None => v1::StopReason::Unspecified,
+        Some(StopReason::Requested) => v1::StopReason::Requested,
+        Some(StopReason::Shutdown) => v1::StopReason::Shutdown,
+        Some(StopReason::CoordinatorSilent) => v1::StopReason::CoordinatorSilent,
+    }
+}
+
+/// An unknown reason (a newer agent's) reads as none: the round still counts as cancelled.
+fn stop_reason_from_wire(r: i32) -> Option<StopReason> {
+    match v1::StopReason::try_from(r).ok()? {
+        v1::StopReason::Unspecified => None,
+        v1::StopReason::Requested => Some(StopReason::Requested),
+        v1::StopReason::Shutdown => Some(StopReason::Shutdown),
+        v1::StopReason::CoordinatorSilent => Some(StopReason::CoordinatorSilent),
+    }
+}
+
+/// The longest reconnect window a round may ask for.
+pub const MAX_RECONNECT_WINDOW_S: f64 = 86_400.0;
+
+/// The window a round asks for: 0 (unset) is the default; else finite, positive, at most a
+/// day.
+fn reconnect_window(s: f64) -> Result<std::time::Duration, InvalidWire> {
+    if s == 0.0 {
+        return Ok(kvbench_common::agent::DEFAULT_RECONNECT_WINDOW);
+    }
+    if !s.is_finite() || !(0.0..=MAX_RECONNECT_WINDOW_S).contains(&s) {
+        return Err(InvalidWire {
+            field: "reconnect_window_s",
+            reason: format!("{s} is not a time between 0 and {MAX_RECONNECT_WINDOW_S} s"),
+        });
+    }
+    Ok(std::time::Duration::from_secs_f64(s))
 }
 
 impl From<&GpuInfo> for v1::GpuInfo {
@@ -1116,6 +1161,7 @@ mod tests {
             ),
         )
             .prop_map(|(a, b, c, d, e, f)| RequestRecord {
+                seq: None,
                 scenario: String::new(),
                 round: 0,
                 agent: String::new(),
@@ -1207,15 +1253,21 @@ mod tests {
                 any::<u32>(),
                 option::of(health()),
                 any::<bool>(),
-                ms()
+                ms(),
+                option::of(prop::sample::select(vec![
+                    StopReason::Requested,
+                    StopReason::Shutdown,
+                    StopReason::CoordinatorSilent
+                ])),
             )
-                .prop_map(|(d, sent, health, cancelled, late)| {
+                .prop_map(|(d, sent, health, cancelled, late, stop_reason)| {
                     RoundEvent::Finished(RoundFinished {
                         duration_ms: d,
                         sent,
                         health,
                         cancelled,
                         start_late_ms: late,
+                        stop_reason,
                     })
                 }),
         ]
@@ -1443,6 +1495,7 @@ mod tests {
                     engine_tokenizer,
                     share,
                     start_at_us,
+                    reconnect_window: std::time::Duration::from_millis(u64::from(a.2) * 1000 + 250),
                 },
             )
     }
@@ -1490,7 +1543,11 @@ mod tests {
             ..Default::default()
         };
         assert!(RestartOutcome::try_from(bad).is_err());
-        assert!(RoundEvent::try_from(v1::RoundEvent { event: None }).is_err());
+        assert!(RoundEvent::try_from(v1::RoundEvent {
+            event: None,
+            seq: 0
+        })
+        .is_err());
         assert!(RoundRequest::try_from(v1::RunRoundRequest::default()).is_err());
     }
 }

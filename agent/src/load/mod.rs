@@ -79,6 +79,8 @@ pub struct RoundContext {
     pub agent_name: Arc<str>,
     pub replies: Arc<ReplyStore>,
     pub telemetry: crate::telemetry::Telemetry,
+    /// Why the round was stopped, when it was (none set: the agent is shutting down).
+    pub stop_reason: Arc<std::sync::OnceLock<kvbench_common::agent::StopReason>>,
 }
 
 /// Runs a round, sending events to `tx`: warmup requests (excluded from statistics), then
@@ -150,6 +152,14 @@ pub async fn run(ctx: RoundContext, spec: RoundSpec, tx: EventTx, cancel: Cancel
             health: Some(measured.health),
             cancelled: cancel.is_cancelled(),
             start_late_ms,
+            stop_reason: cancel.is_cancelled().then(|| {
+                round
+                    .ctx
+                    .stop_reason
+                    .get()
+                    .copied()
+                    .unwrap_or(kvbench_common::agent::StopReason::Shutdown)
+            }),
         }))
         .await;
 }

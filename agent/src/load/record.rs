@@ -48,6 +48,7 @@ pub(crate) fn ms_since(zero: Instant, t: Instant) -> f64 {
 /// One request's record: the reply's times on the round's clock, its counts and outcome.
 pub(crate) fn build_record(c: &RecordContext<'_>, reply: &request::Reply) -> RequestRecord {
     RequestRecord {
+        seq: None,
         scenario: c.scenario.to_owned(),
         round: c.round,
         agent: c.agent.to_owned(),

@@ -49,6 +49,7 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
     };
     let wait = c.wait(raw.wait_between_scenarios);
     let max_error_rate = c.max_error_rate(raw.max_error_rate);
+    let reconnect_window = c.reconnect_window(raw.reconnect_window_s);
     if raw.test_scenarios.is_empty() {
         c.err("test_scenarios", "must list at least one scenario".into());
     }
@@ -120,6 +121,7 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
         mooncake_metadata_server_url,
         agent_config,
         max_error_rate,
+        reconnect_window,
         agents,
         targets,
         scenarios,
@@ -195,6 +197,23 @@ impl PlanCheck<'_> {
             );
         }
         rate
+    }
+
+    pub(crate) fn reconnect_window(&mut self, raw: Option<f64>) -> std::time::Duration {
+        let default = crate::agent::DEFAULT_RECONNECT_WINDOW;
+        match raw {
+            None => default,
+            Some(s) if s.is_finite() && (1.0..=86_400.0).contains(&s) => {
+                std::time::Duration::from_secs_f64(s)
+            }
+            Some(s) => {
+                self.err(
+                    "reconnect_window_s",
+                    format!("must be seconds from 1 to 86400 (how long an agent keeps a round's unacknowledged records for its coordinator to resume the stream; default {}), got {s}", default.as_secs()),
+                );
+                default
+            }
+        }
     }
 
     pub(crate) fn agent_config(&mut self, raw: Option<&str>) -> Option<PathBuf> {

@@ -338,6 +338,9 @@ pub struct Plan {
     pub agent_config: Option<PathBuf>,
     /// Above this share of failed requests (in any round) a scenario is `degraded`.
     pub max_error_rate: f64,
+    /// How long an agent keeps a round's unacknowledged records after it last heard from
+    /// this coordinator (`reconnect_window_s`, default 60).
+    pub reconnect_window: std::time::Duration,
     /// Remote agents (`agents:`); empty: every scenario runs on an embedded agent.
     pub agents: Vec<AgentSpec>,
     /// The plan-wide `targets:` (each scenario's own are in [`Scenario::targets`]).

@@ -29,6 +29,8 @@ pub(crate) struct RawPlan {
     pub(crate) agent_config: Option<String>,
     #[serde(default)]
     pub(crate) max_error_rate: Option<f64>,
+    #[serde(default)]
+    pub(crate) reconnect_window_s: Option<f64>,
     /// Agents running as services next to their engines, reached over the network.
     #[serde(default)]
     pub(crate) agents: Option<Vec<RawAgent>>,

@@ -345,6 +345,7 @@ impl RoundAccumulator {
             engine_metrics: EngineMetricsSummary::of(telemetry),
             telemetry: TelemetrySummary::of(telemetry, self.output_tokens),
             per_agent: BTreeMap::new(),
+            resumed: Vec::new(),
             first_wave: self.wave.as_ref().and_then(WaveAccumulator::finish),
             started_at_us: None,
             latency,
@@ -372,6 +373,7 @@ mod tests {
 
     fn rec(id: u32, sent: f64, ttft: f64, end: f64) -> RequestRecord {
         RequestRecord {
+            seq: None,
             chunk_offsets_ms: vec![ttft, (ttft + end - sent) / 2.0, end - sent],
             output_tokens: Some(3),
             output_chunks: 3,

@@ -38,8 +38,13 @@ fn agent_text(s: &str) -> String {
     kvbench_common::util::untrusted(s, kvbench_common::agent::MAX_TEXT_BYTES)
 }
 
-/// An agent that sends nothing at all (no record, no progress) for this long is lost.
-pub const AGENT_SILENCE_LIMIT: Duration = Duration::from_secs(30);
+/// An agent the coordinator has not heard from for this long during a round (no event, no
+/// answered acknowledgement, no resumed stream) is lost: its part of the round fails with
+/// what arrived. Until then a broken stream is resumed where it broke.
+pub const AGENT_SILENCE_LIMIT: Duration = kvbench_common::agent::AGENT_LOST_AFTER;
+
+/// How long one try to resume a broken stream may take (connection and answer).
+const RESUME_TRY: Duration = Duration::from_secs(2);
 
 /// After a stop, how long the rest of a round's stream (the requests that were in flight,
 /// as `cancelled` records) may take to arrive.
@@ -109,8 +114,23 @@ pub enum RoundEnd {
 pub enum RoundFailure {
     #[error("agent {agent} refused the round: {message}")]
     Refused { agent: String, message: String },
-    #[error("agent {agent} sent nothing for {secs} s: lost")]
-    Silent { agent: String, secs: u64 },
+    /// Nothing came from the agent for [`AGENT_SILENCE_LIMIT`] (killed, frozen, cut off),
+    /// and its stream could not be resumed.
+    #[error("agent {agent} lost at {since}: nothing heard from it for {secs} s ({why})")]
+    Lost {
+        agent: String,
+        secs: u64,
+        /// When it was last heard from (RFC 3339, UTC).
+        since: String,
+        /// The last thing that went wrong (the stream's break, the resume's refusal).
+        why: String,
+    },
+    /// The agent stopped the round itself (it shut down, or lost this coordinator).
+    #[error("agent {agent} stopped the round: {}", .reason.describe())]
+    Stopped {
+        agent: String,
+        reason: kvbench_common::agent::StopReason,
+    },
     #[error("stream from agent {agent} broke: {message}")]
     Broke { agent: String, message: String },
     #[error("agent {agent} ended the round early")]
@@ -136,6 +156,8 @@ pub struct RoundRun {
     pub end: RoundEnd,
     /// The agent's wall clock at the round's zero (µs since the Unix epoch), from `Started`.
     pub anchor_us: Option<i64>,
+    /// Each time the stream broke and was resumed: after which event, and why it broke.
+    pub resumed: Vec<String>,
 }
 
 impl AgentClient {
@@ -412,6 +434,7 @@ impl AgentClient {
             telemetry: Vec::new(),
             end: RoundEnd::Cancelled,
             anchor_us: None,
+            resumed: Vec::new(),
         };
         let mut malformed = Malformed::default();
         let agent = self.name().to_owned();
@@ -425,72 +448,317 @@ impl AgentClient {
             Err(s) => {
                 run.end = RoundEnd::Failed(RoundFailure::Refused {
                     agent,
-                    message: s.message().to_owned(),
+                    message: agent_text(s.message()),
                 });
                 return run;
             }
         };
+        let link = Link::new(AGENT_SILENCE_LIMIT.min(req.reconnect_window));
+        let acks = tokio::spawn(self.clone().acknowledge(
+            req.scenario_id.clone(),
+            req.round,
+            link.clone(),
+        ));
         let mut stop_deadline: Option<tokio::time::Instant> = None;
-        run.end = loop {
-            let limit = match stop_deadline {
-                Some(d) => d.saturating_duration_since(tokio::time::Instant::now()),
-                None => AGENT_SILENCE_LIMIT,
-            };
-            let next = tokio::select! {
-                m = tokio::time::timeout(limit, stream.message()) => m,
-                _ = cancel.cancelled(), if stop_deadline.is_none() => {
-                    stop_deadline = Some(tokio::time::Instant::now() + STOP_GRACE);
-                    if let Err(e) = self.stop_round(&req.scenario_id, req.round).await {
-                        tracing::warn!(error = %e, "the agent did not take the stop; its in-flight requests are lost");
-                        break RoundEnd::Cancelled;
+        run.end = 'round: loop {
+            // Read the stream until it ends or breaks.
+            let why = loop {
+                let limit = match stop_deadline {
+                    Some(d) => d.saturating_duration_since(tokio::time::Instant::now()),
+                    None => link.lost_after.saturating_sub(link.silent_for()),
+                };
+                let next = tokio::select! {
+                    m = tokio::time::timeout(limit, stream.message()) => m,
+                    _ = cancel.cancelled(), if stop_deadline.is_none() => {
+                        stop_deadline = Some(tokio::time::Instant::now() + STOP_GRACE);
+                        if let Err(e) = self.stop_round(&req.scenario_id, req.round).await {
+                            tracing::warn!(error = %e, "the agent did not take the stop; its in-flight requests are lost");
+                            break 'round RoundEnd::Cancelled;
+                        }
+                        continue;
                     }
+                };
+                let wire = match next {
+                    Err(_) if stop_deadline.is_some() => break 'round RoundEnd::Cancelled,
+                    // Acknowledgements answered in the meantime: the agent is there.
+                    Err(_) if link.silent_for() < link.lost_after => continue,
+                    Err(_) => break "its stream went silent".to_owned(),
+                    Ok(Err(s)) => break format!("the stream broke: {}", agent_text(s.message())),
+                    Ok(Ok(None)) => break "the stream ended before the round did".to_owned(),
+                    Ok(Ok(Some(m))) => m,
+                };
+                link.heard();
+                let seq = wire.seq;
+                if seq != 0 && seq <= link.held() {
+                    // Sent again on a resumed stream: already here.
                     continue;
                 }
+                let mut event = match RoundEvent::try_from(wire) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        malformed.add(&agent, e);
+                        link.hold(seq.max(link.held()));
+                        continue;
+                    }
+                };
+                if let RoundEvent::Record(r) = &mut event {
+                    r.seq = (seq != 0).then_some(seq);
+                }
+                stamp(&mut event, &req.scenario_name, req.round, &agent);
+                observe(&mut event);
+                // Held (and acknowledged) only once the observer has it (on disk).
+                if seq != 0 {
+                    link.hold(seq);
+                }
+                match event {
+                    RoundEvent::Record(_) => {}
+                    RoundEvent::Telemetry(t) => run.telemetry.push(t),
+                    RoundEvent::Finished(f) if f.cancelled => {
+                        break 'round match f.stop_reason {
+                            Some(reason)
+                                if stop_deadline.is_none()
+                                    && reason != kvbench_common::agent::StopReason::Requested =>
+                            {
+                                RoundEnd::Failed(RoundFailure::Stopped {
+                                    agent: agent.clone(),
+                                    reason,
+                                })
+                            }
+                            _ => RoundEnd::Cancelled,
+                        }
+                    }
+                    RoundEvent::Finished(f) => break 'round RoundEnd::Finished(f),
+                    RoundEvent::Started(s) => run.anchor_us = Some(s.wall_clock_anchor_us),
+                    RoundEvent::Progress(_) => {}
+                }
             };
-            let wire = match next {
-                Err(_) => {
-                    break RoundEnd::Failed(RoundFailure::Silent {
-                        agent: agent.clone(),
-                        secs: AGENT_SILENCE_LIMIT.as_secs(),
-                    })
+            if stop_deadline.is_some() {
+                break RoundEnd::Cancelled;
+            }
+            tracing::warn!(agent = %agent, "{why}: resuming after event {}", link.held());
+            let what = format!("after event {}: {why}", link.held());
+            match self.resume(req, &link, cancel, why).await {
+                Ok(s) => {
+                    stream = s;
+                    run.resumed.push(what);
                 }
-                Ok(Err(s)) => {
-                    break RoundEnd::Failed(RoundFailure::Broke {
-                        agent: agent.clone(),
-                        message: s.message().to_owned(),
-                    })
-                }
-                Ok(Ok(None)) => {
-                    break RoundEnd::Failed(RoundFailure::EndedEarly {
-                        agent: agent.clone(),
-                    })
-                }
-                Ok(Ok(Some(m))) => m,
-            };
-            let mut event = match RoundEvent::try_from(wire) {
-                Ok(e) => e,
-                Err(e) => {
-                    malformed.add(&agent, e);
-                    continue;
-                }
-            };
-            stamp(&mut event, &req.scenario_name, req.round, &agent);
-            observe(&mut event);
-            match event {
-                RoundEvent::Record(_) => {}
-                RoundEvent::Telemetry(t) => run.telemetry.push(t),
-                RoundEvent::Finished(f) if f.cancelled => break RoundEnd::Cancelled,
-                RoundEvent::Finished(f) => break RoundEnd::Finished(f),
-                RoundEvent::Started(s) => run.anchor_us = Some(s.wall_clock_anchor_us),
-                RoundEvent::Progress(_) => {}
+                Err(end) => break end,
             }
         };
+        acks.abort();
+        if matches!(run.end, RoundEnd::Finished(_)) {
+            // The agent may forget the round now.
+            let _ = tokio::time::timeout(
+                RESUME_TRY,
+                self.ack(&req.scenario_id, req.round, link.held()),
+            )
+            .await;
+        }
         if stop_deadline.is_some() {
             // However the stream ended after the stop, the round was cancelled.
             run.end = RoundEnd::Cancelled;
         }
         run.end = malformed.end(agent, run.end);
         run
+    }
+
+    /// Tries to resume a broken round stream after the last event held, until it works,
+    /// the agent is lost (silent for [`AGENT_SILENCE_LIMIT`]), it says it no longer has
+    /// the round, or the user stops the run.
+    async fn resume(
+        &self,
+        req: &RoundRequest,
+        link: &Link,
+        cancel: &CancellationToken,
+        mut why: String,
+    ) -> Result<tonic::Streaming<v1::RoundEvent>, RoundEnd> {
+        let agent = self.name().to_owned();
+        loop {
+            let left = link.lost_after.saturating_sub(link.silent_for());
+            if left.is_zero() {
+                return Err(RoundEnd::Failed(RoundFailure::Lost {
+                    agent,
+                    secs: link.lost_after.as_secs(),
+                    since: link.last_heard_at(),
+                    why,
+                }));
+            }
+            if cancel.is_cancelled() {
+                return Err(RoundEnd::Cancelled);
+            }
+            let mut wire = self.wire.clone();
+            let call = wire.resume_round(v1::ResumeRoundRequest {
+                scenario_id: req.scenario_id.clone(),
+                round: req.round,
+                after_seq: link.held(),
+            });
+            let tried = tokio::time::Instant::now();
+            match tokio::time::timeout(left.min(RESUME_TRY), call).await {
+                Ok(Ok(s)) => {
+                    tracing::info!(agent = %agent, "round stream resumed after event {}", link.held());
+                    link.heard();
+                    return Ok(s.into_inner());
+                }
+                Ok(Err(s)) if s.code() == tonic::Code::NotFound => {
+                    return Err(RoundEnd::Failed(RoundFailure::Broke {
+                        agent,
+                        message: format!("{why}; resuming it: {}", agent_text(s.message())),
+                    }))
+                }
+                Ok(Err(s)) => why = format!("resuming: {}", agent_text(s.message())),
+                Err(_) => why = "resuming: no answer".to_owned(),
+            }
+            // At most one try every 500 ms.
+            tokio::time::sleep_until(tried + Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Acknowledges what `link` holds every [`ACK_INTERVAL`](kvbench_common::agent::ACK_INTERVAL)
+    /// (the agent's proof that this coordinator is there); an answer is proof the agent is.
+    async fn acknowledge(self, scenario_id: String, round: u32, link: Link) {
+        let mut tick = tokio::time::interval(kvbench_common::agent::ACK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let ack = self.ack(&scenario_id, round, link.held());
+            if let Ok(Ok(_)) = tokio::time::timeout(RESUME_TRY, ack).await {
+                link.heard();
+            }
+        }
+    }
+
+    /// The records of a round an earlier coordinator left (it was killed) after `after`:
+    /// the round is stopped first if it still runs (its requests in flight end as
+    /// `cancelled` records), then its stream is read to its end. Err when the agent keeps
+    /// no such round.
+    pub async fn recover(
+        &self,
+        scenario_id: &str,
+        scenario: &str,
+        round: u32,
+        after: u64,
+    ) -> Result<Vec<kvbench_common::record::RequestRecord>, AgentError> {
+        let _ = self.stop_round(scenario_id, round).await;
+        let read = async {
+            let mut stream = self
+                .wire
+                .clone()
+                .resume_round(v1::ResumeRoundRequest {
+                    scenario_id: scenario_id.to_owned(),
+                    round,
+                    after_seq: after,
+                })
+                .await
+                .map_err(|s| self.call_err("ResumeRound", &s))?
+                .into_inner();
+            let mut records = Vec::new();
+            let mut last = after;
+            while let Some(wire) = stream
+                .message()
+                .await
+                .map_err(|s| self.call_err("ResumeRound", &s))?
+            {
+                let seq = wire.seq;
+                if seq != 0 && seq <= last {
+                    continue;
+                }
+                last = last.max(seq);
+                match RoundEvent::try_from(wire) {
+                    Ok(RoundEvent::Record(mut r)) => {
+                        r.scenario = scenario.to_owned();
+                        r.round = round;
+                        r.agent = self.name().to_owned();
+                        r.seq = (seq != 0).then_some(seq);
+                        records.push(r);
+                    }
+                    Ok(RoundEvent::Finished(_)) => break,
+                    _ => {}
+                }
+            }
+            let _ = self.ack(scenario_id, round, last).await;
+            Ok(records)
+        };
+        tokio::time::timeout(STOP_GRACE + RESUME_TRY, read)
+            .await
+            .unwrap_or_else(|_| {
+                Err(AgentError::Call {
+                    agent: self.name().to_owned(),
+                    call: "ResumeRound",
+                    message: "the round's stream did not end in time".into(),
+                })
+            })
+    }
+
+    /// Tells the agent this coordinator holds the round's events up to `seq`; whether it
+    /// still keeps the round.
+    async fn ack(&self, scenario_id: &str, round: u32, seq: u64) -> Result<bool, AgentError> {
+        let r = self
+            .wire
+            .clone()
+            .ack_round(v1::AckRoundRequest {
+                scenario_id: scenario_id.to_owned(),
+                round,
+                seq,
+            })
+            .await
+            .map_err(|s| self.call_err("AckRound", &s))?;
+        Ok(r.into_inner().known)
+    }
+}
+
+/// What the coordinator knows of a round's link to its agent: the last event it holds and
+/// when it last heard from the agent; shared with the task that acknowledges.
+#[derive(Debug, Clone)]
+struct Link {
+    state: std::sync::Arc<std::sync::Mutex<LinkState>>,
+    /// Silent this long, the agent is lost: [`AGENT_SILENCE_LIMIT`], or the round's
+    /// reconnect window when shorter.
+    lost_after: Duration,
+}
+
+#[derive(Debug)]
+struct LinkState {
+    held: u64,
+    heard: std::time::Instant,
+    heard_wall: std::time::SystemTime,
+}
+
+impl Link {
+    fn new(lost_after: Duration) -> Link {
+        Link {
+            state: std::sync::Arc::new(std::sync::Mutex::new(LinkState {
+                held: 0,
+                heard: std::time::Instant::now(),
+                heard_wall: std::time::SystemTime::now(),
+            })),
+            lost_after,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LinkState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn heard(&self) {
+        let mut s = self.lock();
+        s.heard = std::time::Instant::now();
+        s.heard_wall = std::time::SystemTime::now();
+    }
+
+    fn silent_for(&self) -> Duration {
+        self.lock().heard.elapsed()
+    }
+
+    fn last_heard_at(&self) -> String {
+        kvbench_common::util::rfc3339_utc(self.lock().heard_wall)
+    }
+
+    fn held(&self) -> u64 {
+        self.lock().held
+    }
+
+    fn hold(&self, seq: u64) {
+        self.lock().held = seq;
     }
 }
 

@@ -480,6 +480,7 @@ fn calibration_round(c: u32, n: u32, output_tokens: u32) -> RoundRequest {
         engine_tokenizer: false,
         share: None,
         start_at_us: None,
+        reconnect_window: kvbench_common::agent::DEFAULT_RECONNECT_WINDOW,
     }
 }
 

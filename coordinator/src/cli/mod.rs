@@ -48,8 +48,14 @@ pub struct Cli {
 pub enum Command {
     /// Run a plan (the seed's multi_scenario_config.yaml): every scenario, round by round.
     Run {
-        /// The plan file.
-        plan: PathBuf,
+        /// The plan file (not with --resume: the run's own).
+        #[arg(required_unless_present = "resume")]
+        plan: Option<PathBuf>,
+        /// Resume the interrupted run in this folder (its newest run file): scenarios that
+        /// ended are kept as they are, the others run from their isolation step; refused
+        /// when a file the run read (plan, config, dataset, tokenizer) changed since.
+        #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["plan", "output_dir", "only"])]
+        resume: Option<PathBuf>,
         /// Write results here instead of the plan's output_dir.
         #[arg(long)]
         output_dir: Option<PathBuf>,
@@ -204,13 +210,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run {
             plan,
+            resume,
             output_dir,
             json,
             skip_unreachable,
             only,
         } => {
             run::command(run::RunOptions {
-                plan,
+                plan: match resume {
+                    Some(dir) => run::PlanSource::Resume(dir),
+                    None => run::PlanSource::File(plan.unwrap_or_default()),
+                },
                 output_dir,
                 json,
                 skip_unreachable,

@@ -215,10 +215,56 @@ pub fn exit_status(summary: &RunSummary, stopped_by: Option<StopSignal>) -> u8 {
     }
 }
 
+/// Where `kvbench run`'s plan comes from.
+#[derive(Debug)]
+pub enum PlanSource {
+    File(PathBuf),
+    /// `--resume RUN_DIR`: the plan of the interrupted run there.
+    Resume(PathBuf),
+}
+
+/// The plan of the interrupted run in `dir` and its run file, or the exit status of a
+/// refusal (told on stderr): no run there, a finished one, or a file it read that changed.
+fn resumable(dir: &Path) -> Result<(PathBuf, crate::output::RunFile), ExitCode> {
+    use crate::engine::resume::{changed_files, run_to_resume, ResumeRefused};
+    let (path, run_file) = match run_to_resume(dir) {
+        Ok(r) => r,
+        Err(e @ ResumeRefused::Finished { .. }) => {
+            eprintln!("kvbench: {e}");
+            return Err(ExitCode::SUCCESS);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Err(ExitCode::from(EXIT_BAD_PLAN));
+        }
+    };
+    let changed = changed_files(&run_file);
+    if !changed.is_empty() {
+        for e in &changed {
+            eprintln!("error: {e}");
+        }
+        eprintln!(
+            "kvbench: nothing was run ({} is the run's file)",
+            path.display()
+        );
+        return Err(ExitCode::from(EXIT_BAD_PLAN));
+    }
+    eprintln!(
+        "kvbench: resuming {} (started {}, {})",
+        path.display(),
+        run_file.started_at,
+        match run_file.state {
+            crate::output::RunState::Cancelled => "stopped by a signal",
+            _ => "interrupted",
+        }
+    );
+    Ok((PathBuf::from(&run_file.plan_file), run_file))
+}
+
 /// What `kvbench run` was given.
 #[derive(Debug)]
 pub struct RunOptions {
-    pub plan: PathBuf,
+    pub plan: PlanSource,
     pub output_dir: Option<PathBuf>,
     pub json: bool,
     pub skip_unreachable: bool,
@@ -234,9 +280,26 @@ pub async fn command(o: RunOptions) -> anyhow::Result<ExitCode> {
         skip_unreachable,
         only,
     } = o;
+    let (plan, resume) = match plan {
+        PlanSource::File(p) => (p, None),
+        PlanSource::Resume(dir) => match resumable(&dir) {
+            Ok((plan, run_file)) => (plan, Some((dir, run_file))),
+            Err(code) => return Ok(code),
+        },
+    };
     let (mut p, inputs) = match load_plan(&plan) {
         Ok(p) => p,
         Err(code) => return Ok(code),
+    };
+    let run_file = match resume {
+        Some((dir, run_file)) => {
+            // The run's scenarios (an --only run ran some of the plan's), in its folder.
+            p.scenarios
+                .retain(|s| run_file.scenarios.iter().any(|r| r.name == s.name));
+            p.output_dir = dir;
+            Some(run_file)
+        }
+        None => None,
     };
     if let Err(e) = keep_only(&mut p, &only) {
         eprintln!("error: {}: --only: {e}", plan.display());
@@ -258,7 +321,7 @@ pub async fn command(o: RunOptions) -> anyhow::Result<ExitCode> {
     let cancel = CancellationToken::new();
     let stops = on_stop_signals(cancel.clone());
     tokio::select! {
-        done = run_with_embedded(&p, &inputs, remote, json, cancel) => {
+        done = run_with_embedded(&p, &inputs, remote, json, cancel, run_file) => {
             let summary = done?;
             Ok(ExitCode::from(exit_status(&summary, stops.first.get().copied())))
         }
@@ -276,21 +339,39 @@ async fn run_with_embedded(
     remote: BTreeMap<String, AgentClient>,
     json: bool,
     cancel: CancellationToken,
+    resume: Option<crate::output::RunFile>,
 ) -> anyhow::Result<RunSummary> {
     let embedded = agents::Embedded::start(p, SimConfig::default()).await?;
     let set = AgentSet {
         by_endpoint: embedded.by_endpoint.clone(),
         by_name: remote,
     };
-    let result = if json {
-        let mut both = json_lines::Both(
+    let mut both;
+    let mut console;
+    let obs: &mut dyn crate::engine::events::Observer = if json {
+        both = json_lines::Both(
             console::Console::new(std::io::stderr(), false),
             json_lines::JsonEvents::new(std::io::stdout()),
         );
-        run_plan(p, inputs, &set, cancel, &mut both, write_reports).await
+        &mut both
     } else {
-        let mut console = console::Console::stdout();
-        run_plan(p, inputs, &set, cancel, &mut console, write_reports).await
+        console = console::Console::stdout();
+        &mut console
+    };
+    let result = match resume {
+        Some(run_file) => {
+            crate::engine::plan_run::resume_plan(
+                p,
+                inputs,
+                &set,
+                cancel,
+                obs,
+                write_reports,
+                run_file,
+            )
+            .await
+        }
+        None => run_plan(p, inputs, &set, cancel, obs, write_reports).await,
     };
     if let Some(sim) = &embedded.sim {
         let c = sim.engine.counters();

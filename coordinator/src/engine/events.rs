@@ -55,11 +55,26 @@ pub enum RunEvent<'a> {
         /// The agent it runs on (several: a split scenario).
         agents: Vec<&'a AgentInfo>,
     },
+    /// A resumed run keeps a scenario that had ended before the interruption.
+    ScenarioKept {
+        /// From 1.
+        index: usize,
+        total: usize,
+        outcome: &'a ScenarioOutcome,
+    },
     /// A round's stream, event by event (progress).
     Round {
         scenario: &'a Scenario,
         round: u32,
         event: &'a RoundEvent,
+    },
+    /// One agent's part of a split round failed (lost, refused, stopped): the other agents
+    /// go on, and the scenario will be partial.
+    PartFailed {
+        scenario: &'a Scenario,
+        round: u32,
+        agent: &'a str,
+        error: String,
     },
     /// A round's stream ended (whatever came of it).
     RoundEnded {

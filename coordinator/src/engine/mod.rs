@@ -15,5 +15,6 @@ pub mod inspect;
 pub mod isolation;
 pub mod outcome;
 pub mod plan_run;
+pub mod resume;
 pub mod scenario;
 pub mod split;

@@ -51,9 +51,11 @@ impl RunSummary {
             .count()
     }
 
-    /// Scenarios that failed or were cancelled.
+    /// Scenarios that failed, were cancelled, or lost one of their agents (partial).
     pub fn failed(&self) -> usize {
-        self.count(ScenarioStatus::Failed) + self.count(ScenarioStatus::Cancelled)
+        self.count(ScenarioStatus::Failed)
+            + self.count(ScenarioStatus::Cancelled)
+            + self.count(ScenarioStatus::Partial)
     }
 
     /// Scenarios that ran but failed more requests than `max_error_rate` allows.

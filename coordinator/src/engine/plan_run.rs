@@ -44,14 +44,8 @@ pub async fn run_plan(
     obs: &mut dyn Observer,
     reports: WriteReports,
 ) -> anyhow::Result<RunSummary> {
-    let started = Instant::now();
     let run_ts = timestamp_utc(SystemTime::now());
-    output::create_output_dir(&plan.output_dir)?;
-    obs.on(&RunEvent::RunStarted {
-        plan,
-        agents: agents.all().map(AgentClient::info).collect(),
-    });
-    let mut run_file = RunFile::start(
+    let run_file = RunFile::start(
         plan,
         &run_ts,
         agents
@@ -59,18 +53,83 @@ pub async fn run_plan(
             .map(|a| output::run_agent(a.info(), a.url(), plan))
             .collect(),
     );
+    run(plan, inputs, agents, cancel, obs, reports, run_file, false).await
+}
+
+/// Resumes the interrupted run whose file is `run_file` (in `plan.output_dir`): the
+/// scenarios that ended are kept as they are; the others run from their isolation step
+/// (always isolated: an interrupted one left its engine warm), each after what its
+/// interrupted attempt's agents still kept was fetched into that attempt's records file.
+pub async fn resume_plan(
+    plan: &Plan,
+    inputs: &Inputs,
+    agents: &AgentSet,
+    cancel: CancellationToken,
+    obs: &mut dyn Observer,
+    reports: WriteReports,
+    mut run_file: RunFile,
+) -> anyhow::Result<RunSummary> {
+    let (kept, rerun): (Vec<_>, Vec<_>) = run_file
+        .scenarios
+        .iter()
+        .partition(|s| super::resume::ended(s.status));
+    let names =
+        |v: Vec<&output::run_file::RunScenario>| v.into_iter().map(|s| s.name.clone()).collect();
+    let (kept, rerun) = (names(kept), names(rerun));
+    run_file.resume(kept, rerun);
+    run(plan, inputs, agents, cancel, obs, reports, run_file, true).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    plan: &Plan,
+    inputs: &Inputs,
+    agents: &AgentSet,
+    cancel: CancellationToken,
+    obs: &mut dyn Observer,
+    reports: WriteReports,
+    mut run_file: RunFile,
+    resumed: bool,
+) -> anyhow::Result<RunSummary> {
+    let started = Instant::now();
+    let run_ts = run_file.timestamp.clone();
+    output::create_output_dir(&plan.output_dir)?;
+    obs.on(&RunEvent::RunStarted {
+        plan,
+        agents: agents.all().map(AgentClient::info).collect(),
+    });
     save_run_file(&run_file, plan, obs);
     let mut outcomes = Vec::new();
     let mut cancelled = false;
+    // The first scenario that runs after a resumption is isolated whatever its place.
+    let mut isolate_next = resumed;
     for (i, scenario) in plan.scenarios.iter().enumerate() {
         if cancel.is_cancelled() {
             cancelled = true;
             break;
         }
+        if resumed {
+            if let Some(kept) = super::resume::kept_outcome(&run_file, i, &plan.output_dir) {
+                obs.on(&RunEvent::ScenarioKept {
+                    index: i + 1,
+                    total: plan.scenarios.len(),
+                    outcome: &kept,
+                });
+                outcomes.push(kept);
+                continue;
+            }
+        }
         let on = agents
             .for_scenario(scenario)
             .map_err(|e| anyhow::anyhow!("scenario {}: {e}", scenario.name))?;
-        let isolation = if i == 0 && !plan.isolate_before_first {
+        let interruption = match run_file.scenarios.get(i).and_then(|s| s.attempt.clone()) {
+            Some(attempt) if resumed => {
+                let before = run_file.scenarios[i].status;
+                Some(interrupted(plan, scenario, &attempt, before, &on, obs).await)
+            }
+            _ => None,
+        };
+        let isolation = if i == 0 && !plan.isolate_before_first && !isolate_next {
             isolation::none_before_first(plan)
         } else {
             let iso = isolation::isolate(plan, &on, &cancel, obs).await;
@@ -80,13 +139,34 @@ pub async fn run_plan(
             }
             iso
         };
+        isolate_next = false;
         obs.on(&RunEvent::ScenarioStarted {
             index: i + 1,
             total: plan.scenarios.len(),
             scenario,
             agents: on.iter().map(|a| a.info()).collect(),
         });
-        let scenario_id = format!("{}-{}-{}", scenario.slug, run_ts, i);
+        // An attempt of a resumed run gets an id of its own: its agents may still keep
+        // the interrupted one's rounds.
+        let scenario_id = match run_file.resumed.len() {
+            0 => format!("{}-{}-{}", scenario.slug, run_ts, i),
+            n => format!("{}-{}-{}-r{n}", scenario.slug, run_ts, i),
+        };
+        // One timestamp names all of this scenario's files.
+        let files = crate::output::ScenarioFiles::new(
+            &plan.output_dir,
+            &scenario.slug,
+            &timestamp_utc(SystemTime::now()),
+        );
+        run_file.scenario_started(
+            i,
+            output::run_file::Attempt {
+                scenario_id: scenario_id.clone(),
+                records_file: file_name(&files.records),
+                started_at: kvbench_common::util::rfc3339_utc(SystemTime::now()),
+            },
+        );
+        save_run_file(&run_file, plan, obs);
         let outcome = Session {
             plan,
             scenario,
@@ -95,6 +175,8 @@ pub async fn run_plan(
             dataset: inputs.dataset(i),
             tokenizer: inputs.tokenizer(i),
             cancel: &cancel,
+            files: &files,
+            interruption,
         }
         .run(isolation, obs)
         .await;
@@ -158,6 +240,52 @@ async fn write_reports(
                 "cannot write the report: {e:#}"
             )));
             None
+        }
+    }
+}
+
+/// A file's name, as the run file keeps it.
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// What the interrupted attempt of a scenario left: its agents asked for what they kept
+/// of it (appended to its records file), then told in one sentence for its stats.
+async fn interrupted(
+    plan: &Plan,
+    scenario: &kvbench_common::plan::Scenario,
+    attempt: &output::run_file::Attempt,
+    status: Option<kvbench_common::results::ScenarioStatus>,
+    agents: &[&AgentClient],
+    obs: &mut dyn Observer,
+) -> String {
+    let how = match status {
+        Some(s) => format!("was {s}"),
+        None => "was interrupted (the coordinator went away)".to_owned(),
+    };
+    let records = plan.output_dir.join(&attempt.records_file);
+    if !records.exists() {
+        return format!(
+            "an earlier attempt started at {} {how}; the run was resumed and this is the attempt that counts (the earlier one's files are beside it)",
+            attempt.started_at
+        );
+    }
+    match super::resume::recover(attempt, &plan.output_dir, &scenario.name, scenario.rounds, agents).await {
+        Ok(r) => format!(
+            "an earlier attempt started at {} {how}; the run was resumed and this is the attempt that counts. The earlier attempt's {} records ({} of them fetched from its agents after the interruption) are in {}, outside these statistics",
+            attempt.started_at, r.total, r.fetched, attempt.records_file
+        ),
+        Err(e) => {
+            obs.on(&RunEvent::Problem(format!(
+                "cannot add the interrupted attempt's last records to {}: {e}",
+                records.display()
+            )));
+            format!(
+                "an earlier attempt started at {} {how}; the run was resumed and this is the attempt that counts. The earlier attempt's records are in {}, outside these statistics",
+                attempt.started_at, attempt.records_file
+            )
         }
     }
 }

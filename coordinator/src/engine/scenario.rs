@@ -21,7 +21,7 @@ use kvbench_common::results::{
     ScenarioStatus,
 };
 use kvbench_common::stats::accumulate::RoundAccumulator;
-use kvbench_common::util::{rfc3339_utc, timestamp_utc};
+use kvbench_common::util::rfc3339_utc;
 use tokio_util::sync::CancellationToken;
 
 use super::events::{Observer, RunEvent};
@@ -30,7 +30,7 @@ use crate::agents::{AgentClient, RoundEnd};
 use crate::output::scenario_files::{self as results, RecordSpool, ScenarioFiles};
 
 /// What a scenario runs with.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Session<'a> {
     pub plan: &'a Plan,
     pub scenario: &'a Scenario,
@@ -41,6 +41,10 @@ pub struct Session<'a> {
     pub dataset: Option<&'a Dataset>,
     pub tokenizer: Option<&'a [u8]>,
     pub cancel: &'a CancellationToken,
+    /// Where its files go (named when it started).
+    pub files: &'a ScenarioFiles,
+    /// What happened to an earlier attempt the run was resumed after.
+    pub interruption: Option<String>,
 }
 
 /// The scenario's records (on disk) and rounds so far.
@@ -80,13 +84,8 @@ impl Session<'_> {
     ) -> ScenarioOutcome {
         let started = Instant::now();
         let started_at = rfc3339_utc(SystemTime::now());
-        // One timestamp names all of this scenario's files.
-        let files = ScenarioFiles::new(
-            &self.plan.output_dir,
-            &self.scenario.slug,
-            &timestamp_utc(SystemTime::now()),
-        );
-        let mut p = Progress::new(&files);
+        let files = self.files;
+        let mut p = Progress::new(files);
         let mut round = 0;
         if let Some(e) = isolation.restart_error.filter(|e| e.engine_may_be_down()) {
             // Nothing is sent to an engine that did not come back; the plan goes on.
@@ -99,7 +98,7 @@ impl Session<'_> {
         }
         while round < self.scenario.rounds {
             round += 1;
-            let (st, error) = self.round(round, &files, &mut p, obs).await;
+            let (st, error, partial) = self.round(round, files, &mut p, obs).await;
             if round == 1 {
                 if let Some(st) = &st {
                     self.engine_evidence(&mut p.cold, st);
@@ -118,6 +117,8 @@ impl Session<'_> {
             if let Some(e) = error {
                 p.status = Some(if self.cancel.is_cancelled() {
                     ScenarioStatus::Cancelled
+                } else if partial {
+                    ScenarioStatus::Partial
                 } else {
                     ScenarioStatus::Failed
                 });
@@ -163,8 +164,9 @@ impl Session<'_> {
             isolation,
             rounds: std::mem::take(&mut p.rounds),
             comparison,
+            interruption: self.interruption.clone(),
         };
-        let outcome = finish(stats, &files, &mut p);
+        let outcome = finish(stats, files, &mut p);
         obs.on(&RunEvent::ScenarioFinished {
             outcome: &outcome,
             took_s: started.elapsed().as_secs_f64(),
@@ -258,15 +260,16 @@ impl Session<'_> {
         }
     }
 
-    /// Runs one round; its statistics (none when nothing ran) and the error that ends the
-    /// scenario, if any. Records and telemetry are kept whatever happened.
+    /// Runs one round; its statistics (none when nothing ran), the error that ends the
+    /// scenario, if any, and whether it is partial (a split round some of whose agents
+    /// finished while another failed). Records and telemetry are kept whatever happened.
     async fn round(
         &self,
         round: u32,
         files: &ScenarioFiles,
         p: &mut Progress,
         obs: &mut dyn Observer,
-    ) -> (Option<RoundStats>, Option<String>) {
+    ) -> (Option<RoundStats>, Option<String>, bool) {
         let s = self.scenario;
         let req = self.request(round);
         let mut sink = RoundSink::new(self, &req, &mut p.spool);
@@ -274,6 +277,7 @@ impl Session<'_> {
             sink: &mut sink,
             obs: &mut *obs,
         };
+        let mut partial = false;
         let (run, per_agent) = if let [agent] = self.agents {
             let run = agent
                 .run_round(&req, self.cancel, |e| {
@@ -293,6 +297,12 @@ impl Session<'_> {
                 .iter()
                 .map(|part| (part.agent.clone(), tee.sink.part_stats(part)))
                 .collect();
+            partial = parts
+                .iter()
+                .any(|p| matches!(p.run.end, RoundEnd::Finished(_)))
+                && parts
+                    .iter()
+                    .any(|p| matches!(p.run.end, RoundEnd::Failed(_)));
             (super::split::merge(parts), per_agent)
         };
         obs.on(&RunEvent::RoundEnded { scenario: s, round });
@@ -312,6 +322,7 @@ impl Session<'_> {
         );
         st.per_agent = per_agent;
         st.started_at_us = run.anchor_us;
+        st.resumed = run.resumed.clone();
         obs.on(&RunEvent::RoundStats {
             scenario: s,
             stats: &st,
@@ -335,7 +346,12 @@ impl Session<'_> {
                 ))),
             }
         }
-        (ran.then_some(st), error)
+        if partial {
+            if let Some(e) = &mut error {
+                e.push_str("; the other agents' records are kept");
+            }
+        }
+        (ran.then_some(st), error, partial)
     }
 
     fn request(&self, round: u32) -> RoundRequest {
@@ -363,6 +379,7 @@ impl Session<'_> {
             engine_tokenizer: c.engine_tokenizer,
             share: None,
             start_at_us: None,
+            reconnect_window: self.plan.reconnect_window,
         }
     }
 }

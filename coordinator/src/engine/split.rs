@@ -79,20 +79,30 @@ pub async fn run_round(
     let runs = agents.iter().zip(reqs).enumerate().map(|(i, (a, req))| {
         let (mut tap, merger) = (shared.tap(), &merger);
         async move {
-            a.run_round(req, cancel, |e| {
-                let out = merger.borrow_mut().pass(i, e);
-                let event = match &out {
-                    Pass::Same => &*e,
-                    Pass::This(own) => own,
-                    Pass::Nothing => return,
-                };
-                tap.on(&RunEvent::Round {
+            let run = a
+                .run_round(req, cancel, |e| {
+                    let out = merger.borrow_mut().pass(i, e);
+                    let event = match &out {
+                        Pass::Same => &*e,
+                        Pass::This(own) => own,
+                        Pass::Nothing => return,
+                    };
+                    tap.on(&RunEvent::Round {
+                        scenario,
+                        round,
+                        event,
+                    });
+                })
+                .await;
+            if let RoundEnd::Failed(e) = &run.end {
+                tap.on(&RunEvent::PartFailed {
                     scenario,
                     round,
-                    event,
+                    agent: a.name(),
+                    error: e.to_string(),
                 });
-            })
-            .await
+            }
+            run
         }
     });
     let runs = futures_util::future::join_all(runs).await;
@@ -207,6 +217,10 @@ pub fn merge(mut parts: Vec<Part>) -> RoundRun {
             .collect(),
         end: RoundEnd::Cancelled,
         anchor_us: parts.iter().filter_map(|p| p.run.anchor_us).min(),
+        resumed: parts
+            .iter()
+            .flat_map(|p| p.run.resumed.iter().map(|r| format!("{}: {r}", p.agent)))
+            .collect(),
     };
     merged.telemetry.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));
     let failed = parts.iter().find_map(|p| match &p.run.end {
@@ -239,6 +253,7 @@ pub fn merge(mut parts: Vec<Part>) -> RoundRun {
             health: worst_health(finished.iter().filter_map(|f| f.health.as_ref())),
             cancelled: false,
             start_late_ms: finished.iter().map(|f| f.start_late_ms).fold(0.0, f64::max),
+            stop_reason: None,
         })
     };
     merged

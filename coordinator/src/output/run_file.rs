@@ -74,6 +74,21 @@ pub struct RunScenario {
     /// A scenario with `repeats:`: which of its runs this is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat: Option<kvbench_common::plan::Repeat>,
+    /// Its latest attempt, from when it started: what a resumed run needs of an attempt
+    /// that was interrupted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<Attempt>,
+}
+
+/// A scenario's attempt as it started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// The id its agents know its rounds by.
+    pub scenario_id: String,
+    /// Its record spool's name in the run's folder (removed once its results file is
+    /// written; left behind by an interrupted attempt).
+    pub records_file: String,
+    pub started_at: String,
 }
 
 /// A file the run read, and its SHA-256 when it was read.
@@ -114,12 +129,14 @@ impl Provenance {
     pub fn of(plan: &Plan) -> Provenance {
         let mut files: Vec<HashedFile> = Vec::new();
         let mut add = |role: &str, path: &Path| {
+            // Absolute: a resumed run finds it from wherever it is started.
+            let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
             let shown = path.display().to_string();
             if !files.iter().any(|f| f.path == shown) {
                 files.push(HashedFile {
                     role: role.to_owned(),
                     path: shown,
-                    sha256: sha256_file(path),
+                    sha256: sha256_file(&path),
                 });
             }
         };
@@ -169,6 +186,22 @@ pub struct RunFile {
     /// The latest `kvbench calibrate` of the host the run started on, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<super::calibration::Record>,
+    /// When the run was interrupted and resumed (`kvbench run --resume`), each time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resumed: Vec<Resumed>,
+}
+
+/// One resumption of an interrupted run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resumed {
+    pub at: String,
+    /// How the run stood before (`running`: the coordinator was killed; `cancelled`: it
+    /// was stopped by a signal).
+    pub after: RunState,
+    /// Scenarios that had ended, kept as they were.
+    pub kept: Vec<String>,
+    /// Scenarios run (again) from their isolation step.
+    pub rerun: Vec<String>,
 }
 
 impl RunFile {
@@ -177,7 +210,10 @@ impl RunFile {
         RunFile {
             kvbench_version: env!("CARGO_PKG_VERSION").to_owned(),
             timestamp: timestamp.to_owned(),
-            plan_file: plan.path.display().to_string(),
+            plan_file: std::fs::canonicalize(&plan.path)
+                .unwrap_or_else(|_| plan.path.clone())
+                .display()
+                .to_string(),
             started_at: kvbench_common::util::rfc3339_utc(std::time::SystemTime::now()),
             finished_at: None,
             state: RunState::Running,
@@ -198,6 +234,7 @@ impl RunFile {
                     labels: scenario_labels(s, &agents),
                     baseline: s.baseline.clone(),
                     repeat: s.repeat.clone(),
+                    attempt: None,
                     workload: Some(format!(
                         "{} x{} rounds, concurrency {}, seed {}, config sha256 {}",
                         s.kind.label(),
@@ -211,7 +248,27 @@ impl RunFile {
             agents,
             provenance: Provenance::of(plan),
             calibration: super::calibration::Record::of_this_host(),
+            resumed: Vec::new(),
         }
+    }
+
+    /// The `i`-th scenario starts this attempt.
+    pub fn scenario_started(&mut self, i: usize, attempt: Attempt) {
+        if let Some(entry) = self.scenarios.get_mut(i) {
+            entry.attempt = Some(attempt);
+        }
+    }
+
+    /// The run goes on after an interruption: it is running again, and says so.
+    pub fn resume(&mut self, kept: Vec<String>, rerun: Vec<String>) {
+        self.resumed.push(Resumed {
+            at: kvbench_common::util::rfc3339_utc(std::time::SystemTime::now()),
+            after: self.state,
+            kept,
+            rerun,
+        });
+        self.state = RunState::Running;
+        self.finished_at = None;
     }
 
     /// The `i`-th scenario of the plan has run, ending `status`, with the files that were

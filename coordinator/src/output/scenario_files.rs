@@ -258,3 +258,51 @@ pub fn create_output_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create output folder {}", dir.display()))
 }
+
+/// The last sequence number a record spool holds, per (agent, round), after cutting a last
+/// line a kill left unfinished (its record is asked for again).
+pub fn spooled_seqs(
+    path: &Path,
+) -> std::io::Result<std::collections::BTreeMap<(String, u32), u64>> {
+    let mut held = std::collections::BTreeMap::new();
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(held),
+        Err(e) => return Err(e),
+    };
+    if !bytes.is_empty() && !bytes.ends_with(b"\n") {
+        let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)?
+            .set_len(keep as u64)?;
+    }
+    for line in bytes.split(|b| *b == b'\n') {
+        let Ok(r) = serde_json::from_slice::<RequestRecord>(line) else {
+            continue;
+        };
+        if let Some(seq) = r.seq {
+            let e = held.entry((r.agent, r.round)).or_insert(0);
+            *e = (*e).max(seq);
+        }
+    }
+    Ok(held)
+}
+
+/// Appends records to a record spool (synced); how many records it holds then.
+pub fn append_records(path: &Path, records: &[RequestRecord]) -> std::io::Result<usize> {
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    for r in records {
+        let mut line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        out.write_all(&line)?;
+    }
+    out.sync_all()?;
+    Ok(std::fs::read(path)?
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count())
+}

@@ -131,6 +131,20 @@ impl<W: Write> Observer for Console<W> {
                 say!(w, "Progress: {index}/{total}");
                 scenario_header(w, scenario, agents);
             }
+            RunEvent::ScenarioKept {
+                index,
+                total,
+                outcome,
+            } => {
+                say!(w);
+                say!(w, "Progress: {index}/{total}");
+                say!(
+                    w,
+                    "Scenario kept: {} ({} before the run was interrupted; its files stay as they are)",
+                    outcome.name,
+                    outcome.stats.status
+                );
+            }
             RunEvent::Round {
                 scenario,
                 round,
@@ -141,6 +155,10 @@ impl<W: Write> Observer for Console<W> {
                     bar.finish_and_clear();
                 }
             }
+            RunEvent::PartFailed { agent, error, .. } => say!(
+                w,
+                "  {agent}'s part failed: {error}; the other agents go on (the scenario will be partial)"
+            ),
             RunEvent::RoundStats { scenario, stats } => round_lines(w, scenario, stats),
             RunEvent::Verdict(i) => verdict(w, i),
             RunEvent::Rerunning { scenario, failed } => say!(
@@ -398,6 +416,12 @@ fn round_lines(w: &mut impl Write, s: &Scenario, st: &RoundStats) {
     if st.failed > 0 {
         say!(w, "    failures: {}", st.failure_counts());
     }
+    for r in &st.resumed {
+        say!(
+            w,
+            "    link: the stream broke and was resumed where it broke, nothing lost ({r})"
+        );
+    }
     if let Some(f) = &st.first_wave {
         say!(
             w,
@@ -508,6 +532,11 @@ fn scenario_end(w: &mut impl Write, o: &ScenarioOutcome, took: f64) {
         ScenarioStatus::Failed => {
             say!(w, "Scenario failed: {} (took {took:.1} s): {error}", o.name)
         }
+        ScenarioStatus::Partial => say!(
+            w,
+            "Scenario partial: {} (took {took:.1} s): {error}",
+            o.name
+        ),
     }
     if let (Some(a), Some(b)) = (&o.stats_path, &o.results_path) {
         say!(w, "  stats:     {}", a.display());

@@ -85,6 +85,31 @@ pub fn to_json(event: &RunEvent<'_>) -> Value {
             "round": round,
             "data": event,
         }),
+        RunEvent::ScenarioKept {
+            index,
+            total,
+            outcome,
+        } => json!({
+            "event": "scenario_kept",
+            "index": index,
+            "total": total,
+            "scenario": outcome.name,
+            "status": outcome.stats.status,
+            "stats_file": outcome.stats_path,
+            "results_file": outcome.results_path,
+        }),
+        RunEvent::PartFailed {
+            scenario,
+            round,
+            agent,
+            error,
+        } => json!({
+            "event": "part_failed",
+            "scenario": scenario.name,
+            "round": round,
+            "agent": agent,
+            "error": error,
+        }),
         RunEvent::RoundEnded { scenario, round } => {
             json!({"event": "round_ended", "scenario": scenario.name, "round": round})
         }
@@ -106,6 +131,7 @@ pub fn to_json(event: &RunEvent<'_>) -> Value {
             "event": "scenario_finished",
             "scenario": outcome.name,
             "status": outcome.stats.status,
+            "error": outcome.stats.error,
             "verdict": outcome.stats.isolation.verdict,
             "failed_requests": outcome.failed_requests(),
             "records": outcome.records,

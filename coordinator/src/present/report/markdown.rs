@@ -94,11 +94,15 @@ fn header(out: &mut String, saved: &SavedRun) {
     let not_run = r.scenarios.iter().filter(|x| x.status.is_none()).count();
     let _ = writeln!(
         out,
-        "- Scenarios: {} of {} run | completed {} | degraded {} | failed {} | cancelled {}{}",
+        "- Scenarios: {} of {} run | completed {} | degraded {}{} | failed {} | cancelled {}{}",
         r.scenarios.len() - not_run,
         r.scenarios.len(),
         count(ScenarioStatus::Completed),
         count(ScenarioStatus::Degraded),
+        match count(ScenarioStatus::Partial) {
+            0 => String::new(),
+            n => format!(" | partial {n}"),
+        },
         count(ScenarioStatus::Failed),
         count(ScenarioStatus::Cancelled),
         if not_run > 0 {
@@ -107,6 +111,19 @@ fn header(out: &mut String, saved: &SavedRun) {
             String::new()
         }
     );
+    for x in &r.resumed {
+        let _ = writeln!(
+            out,
+            "- The run was resumed at {} after it was {}: kept {}; run from their isolation step {}",
+            cell(&x.at),
+            match x.after {
+                crate::output::RunState::Cancelled => "stopped by a signal",
+                _ => "interrupted (its coordinator went away)",
+            },
+            if x.kept.is_empty() { "none".to_owned() } else { cell(&x.kept.join(", ")) },
+            if x.rerun.is_empty() { "none".to_owned() } else { cell(&x.rerun.join(", ")) },
+        );
+    }
     match &r.calibration {
         Some(c) => {
             let _ = writeln!(
@@ -511,9 +528,23 @@ fn anomalies(saved: &SavedRun) -> Vec<String> {
 
 fn scenario_anomalies(name: &str, st: &ScenarioStats) -> Vec<String> {
     let mut out = Vec::new();
+    if let Some(i) = &st.interruption {
+        out.push(format!("**{name}**: {}.", cell(i)));
+    }
+    for r in st.rounds.iter().filter(|r| !r.resumed.is_empty()) {
+        out.push(format!(
+            "**{name}** round {}: the stream broke and was resumed where it broke {} time(s), nothing lost ({}).",
+            r.round,
+            r.resumed.len(),
+            cell(&r.resumed.join("; "))
+        ));
+    }
     if matches!(
         st.status,
-        ScenarioStatus::Failed | ScenarioStatus::Cancelled | ScenarioStatus::Degraded
+        ScenarioStatus::Failed
+            | ScenarioStatus::Cancelled
+            | ScenarioStatus::Degraded
+            | ScenarioStatus::Partial
     ) {
         out.push(format!(
             "**{name}** {}: {}.",
