@@ -25,6 +25,7 @@
 pub mod agent;
 pub mod auth;
 pub mod dataset;
+pub mod fuzz;
 pub mod isolation;
 pub mod limits;
 pub mod load;

@@ -82,6 +82,27 @@ impl SseParser {
 mod tests {
     use super::*;
 
+    /// Engine streams, mutated and cut at every kind of place: parsed or refused, never a
+    /// panic (`KVBENCH_FUZZ_SECS`, see `kvbench_common::fuzz`).
+    #[test]
+    fn the_sse_parser_never_panics() {
+        let seeds: [&[u8]; 3] = [
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n",
+            b": keep-alive\r\nevent: message\r\ndata: a\r\ndata: b\r\n\r\n",
+            b"id: 1\nretry: 10\ndata:x\n\n",
+        ];
+        let f = kvbench_common::fuzz::run("sse", &seeds, |input| {
+            let mut p = SseParser::new();
+            // Split where the network might: one read, then the rest.
+            let cut = input.len() / 3;
+            let mut events = 0usize;
+            if p.feed(&input[..cut], |e| events += e.len()).is_ok() {
+                let _ = p.feed(&input[cut..], |e| events += e.len());
+            }
+        });
+        assert!(f.inputs > 100, "{f:?}");
+    }
+
     fn events(chunks: &[&[u8]]) -> Result<Vec<String>, SseError> {
         let mut p = SseParser::new();
         let mut out = Vec::new();
