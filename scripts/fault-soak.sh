@@ -10,6 +10,9 @@
 #
 #   sudo bash scripts/fault-soak.sh [SECONDS] [SEED]     (default 600 s; needs root, iproute2)
 #
+# Records come from the results files, the spools of interrupted attempts and the late
+# records fetched from agents lost during a round (*_records_*.jsonl).
+#
 # Needs `cargo build --release` first (target/release/kvbench and kvbench-sim). Writes its
 # folder to $SOAK_DIR (default /tmp/kvbench-soak) and prints a markdown table.
 set -euo pipefail
@@ -163,9 +166,13 @@ def count(r):
     else: other += 1
 for f in glob.glob("out/*_results_*.json"):
     for r in json.load(open(f))["records"]: count(r)
+torn = 0
 for f in glob.glob("out/*_records_*.jsonl"):
     for line in open(f):
-        if line.strip(): count(json.loads(line))
+        try:
+            if line.strip(): count(json.loads(line))
+        except ValueError:
+            torn += 1  # the last line of a spool whose coordinator was killed mid-write
 run = json.load(open(sorted(glob.glob("out/multi_scenario_run_*.json"))[-1]))
 status = collections.Counter(s.get("status") or "not run" for s in run["scenarios"])
 print("| what | count |\n|---|---|")
@@ -178,5 +185,6 @@ print(f"| requests the sims served | {served} |")
 print(f"| records ok | {ok} |")
 print(f"| records cancelled (stopped in flight) | {cancelled} |")
 print(f"| records failed otherwise | {other} |")
+print(f"| records cut short by a kill (spool's last line) | {torn} |")
 print(f"| served minus ok records | {served - ok} |")
 EOF

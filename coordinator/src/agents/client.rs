@@ -124,6 +124,9 @@ pub enum RoundFailure {
         since: String,
         /// The last thing that went wrong (the stream's break, the resume's refusal).
         why: String,
+        /// The last event the coordinator holds: the agent keeps what came after for the
+        /// round's reconnect window, for a later [`AgentClient::recover`].
+        held: u64,
     },
     /// The agent stopped the round itself (it shut down, or lost this coordinator).
     #[error("agent {agent} stopped the round: {}", .reason.describe())]
@@ -581,6 +584,7 @@ impl AgentClient {
                     secs: link.lost_after.as_secs(),
                     since: link.last_heard_at(),
                     why,
+                    held: link.held(),
                 }));
             }
             if cancel.is_cancelled() {

@@ -76,6 +76,15 @@ pub enum RunEvent<'a> {
         agent: &'a str,
         error: String,
     },
+    /// An agent lost during a round was reached again: what it measured after it was lost
+    /// is in `file`.
+    LateRecords {
+        agent: &'a str,
+        scenario: &'a str,
+        round: u32,
+        records: usize,
+        file: &'a std::path::Path,
+    },
     /// A round's stream ended (whatever came of it).
     RoundEnded {
         scenario: &'a Scenario,

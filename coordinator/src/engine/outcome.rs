@@ -18,6 +18,23 @@ pub struct ScenarioOutcome {
     /// `<slug>_telemetry_<ts>.jsonl`: one telemetry sample per line (none: no samples).
     pub telemetry_path: Option<PathBuf>,
     pub records: usize,
+    /// Agents lost during its rounds: what they measured after it is fetched later.
+    pub lost: Vec<LostPart>,
+}
+
+/// A round's part whose agent was lost: the agent keeps the events after `held` for the
+/// round's reconnect window; the run fetches them when it reaches the agent again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostPart {
+    pub agent: String,
+    pub scenario_id: String,
+    pub scenario: String,
+    pub round: u32,
+    pub held: u64,
+    /// Where the records fetched later go (`<slug>_late_records_<ts>.jsonl`).
+    pub late_records: PathBuf,
+    /// Past this the agent no longer keeps them.
+    pub until: std::time::Instant,
 }
 
 impl ScenarioOutcome {

@@ -101,6 +101,7 @@ async fn run(
     save_run_file(&run_file, plan, obs);
     let mut outcomes = Vec::new();
     let mut cancelled = false;
+    let mut lost: Vec<super::outcome::LostPart> = Vec::new();
     // The first scenario that runs after a resumption is isolated whatever its place.
     let mut isolate_next = resumed;
     for (i, scenario) in plan.scenarios.iter().enumerate() {
@@ -122,6 +123,7 @@ async fn run(
         let on = agents
             .for_scenario(scenario)
             .map_err(|e| anyhow::anyhow!("scenario {}: {e}", scenario.name))?;
+        fetch_late(&mut lost, agents, obs).await;
         let interruption = match run_file.scenarios.get(i).and_then(|s| s.attempt.clone()) {
             Some(attempt) if resumed => {
                 let before = run_file.scenarios[i].status;
@@ -191,10 +193,18 @@ async fn run(
             ],
         );
         save_run_file(&run_file, plan, obs);
+        lost.extend(outcome.lost.iter().cloned());
         outcomes.push(outcome);
         if cancelled {
             break;
         }
+    }
+    fetch_late(&mut lost, agents, obs).await;
+    for l in &lost {
+        obs.on(&RunEvent::Problem(format!(
+            "agent {} was not reached again: what it measured in round {} of {} after it was lost stays on it for its reconnect window, then is dropped",
+            l.agent, l.round, l.scenario
+        )));
     }
     run_file.end(cancelled);
     let written = match save_run_file(&run_file, plan, obs) {
@@ -242,6 +252,48 @@ async fn write_reports(
             None
         }
     }
+}
+
+/// Fetches what lost agents measured after they were lost (the agent keeps it for the
+/// round's reconnect window) into each scenario's late-records file, from those that answer
+/// now; the others are tried again before the next scenario, until their window ends.
+async fn fetch_late(
+    lost: &mut Vec<super::outcome::LostPart>,
+    agents: &AgentSet,
+    obs: &mut dyn Observer,
+) {
+    let now = std::time::Instant::now();
+    lost.retain(|l| l.until > now);
+    let mut left = Vec::new();
+    for l in lost.drain(..) {
+        let Some(agent) = agents.all().find(|a| a.name() == l.agent) else {
+            continue;
+        };
+        let fetch = agent.recover(&l.scenario_id, &l.scenario, l.round, l.held);
+        // An agent still out of reach is tried again later, without holding the plan up.
+        match tokio::time::timeout(std::time::Duration::from_secs(5), fetch).await {
+            Ok(Ok(records)) => {
+                match output::scenario_files::append_records(&l.late_records, &records) {
+                    Ok(_) => obs.on(&RunEvent::LateRecords {
+                        agent: &l.agent,
+                        scenario: &l.scenario,
+                        round: l.round,
+                        records: records.len(),
+                        file: &l.late_records,
+                    }),
+                    Err(e) => obs.on(&RunEvent::Problem(format!(
+                        "cannot write {}: {e}",
+                        l.late_records.display()
+                    ))),
+                }
+            }
+            // It no longer keeps the round (restarted, or its window ended).
+            Ok(Err(crate::agents::AgentError::Call { message, .. }))
+                if message.contains("keeps no such round") => {}
+            _ => left.push(l),
+        }
+    }
+    *lost = left;
 }
 
 /// A file's name, as the run file keeps it.

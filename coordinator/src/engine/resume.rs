@@ -111,6 +111,7 @@ pub fn kept_outcome(run: &RunFile, i: usize, dir: &Path) -> Option<ScenarioOutco
         stats_path,
         results_path: path(&s.results_file),
         telemetry_path: path(&s.telemetry_file),
+        lost: Vec::new(),
     })
 }
 

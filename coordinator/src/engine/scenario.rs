@@ -59,6 +59,8 @@ struct Progress {
     status: Option<ScenarioStatus>,
     error: Option<String>,
     telemetry_written: bool,
+    /// Parts whose agent was lost, for the run to fetch what they measured later.
+    lost: Vec<super::outcome::LostPart>,
 }
 
 impl Progress {
@@ -71,6 +73,7 @@ impl Progress {
             status: None,
             error: None,
             telemetry_written: false,
+            lost: Vec::new(),
         }
     }
 }
@@ -278,6 +281,7 @@ impl Session<'_> {
             obs: &mut *obs,
         };
         let mut partial = false;
+        let mut lost = Vec::new();
         let (run, per_agent) = if let [agent] = self.agents {
             let run = agent
                 .run_round(&req, self.cancel, |e| {
@@ -288,6 +292,7 @@ impl Session<'_> {
                     })
                 })
                 .await;
+            lost.push(run.end.clone());
             (run, BTreeMap::new())
         } else {
             let reqs = super::split::requests(&req, self.agents);
@@ -297,6 +302,7 @@ impl Session<'_> {
                 .iter()
                 .map(|part| (part.agent.clone(), tee.sink.part_stats(part)))
                 .collect();
+            lost.extend(parts.iter().map(|p| p.run.end.clone()));
             partial = parts
                 .iter()
                 .any(|p| matches!(p.run.end, RoundEnd::Finished(_)))
@@ -306,6 +312,19 @@ impl Session<'_> {
             (super::split::merge(parts), per_agent)
         };
         obs.on(&RunEvent::RoundEnded { scenario: s, round });
+        for end in lost {
+            if let RoundEnd::Failed(crate::agents::RoundFailure::Lost { agent, held, .. }) = end {
+                p.lost.push(super::outcome::LostPart {
+                    agent,
+                    scenario_id: self.scenario_id.to_owned(),
+                    scenario: s.name.clone(),
+                    round,
+                    held,
+                    late_records: files.late_records(),
+                    until: std::time::Instant::now() + req.reconnect_window,
+                });
+            }
+        }
         let (finished, mut error) = match &run.end {
             RoundEnd::Finished(f) => (Some(f.clone()), None),
             RoundEnd::Cancelled => (None, Some("cancelled by the user".to_owned())),
@@ -494,6 +513,7 @@ fn finish(mut stats: ScenarioStats, files: &ScenarioFiles, p: &mut Progress) -> 
         results_path: ok.then(|| files.results.clone()),
         telemetry_path: p.telemetry_written.then(|| files.telemetry.clone()),
         records: p.spool.kept() as usize,
+        lost: std::mem::take(&mut p.lost),
     }
 }
 

@@ -28,6 +28,20 @@ pub struct ScenarioFiles {
 }
 
 impl ScenarioFiles {
+    /// Records an agent lost during a round measured after it was lost, fetched when the
+    /// run reached it again (`<slug>_late_records_<ts>.jsonl`).
+    pub fn late_records(&self) -> PathBuf {
+        let name = self
+            .records
+            .file_name()
+            .map(|n| {
+                n.to_string_lossy()
+                    .replacen("_records_", "_late_records_", 1)
+            })
+            .unwrap_or_default();
+        self.records.with_file_name(name)
+    }
+
     /// The files of scenario `slug` in `dir`, named with the scenario's timestamp.
     pub fn new(dir: &Path, slug: &str, ts: &str) -> ScenarioFiles {
         ScenarioFiles {

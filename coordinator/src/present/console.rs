@@ -155,6 +155,17 @@ impl<W: Write> Observer for Console<W> {
                     bar.finish_and_clear();
                 }
             }
+            RunEvent::LateRecords {
+                agent,
+                scenario,
+                round,
+                records,
+                file,
+            } => say!(
+                w,
+                "  agent {agent} is back: {records} records it measured in round {round} of {scenario} after it was lost are in {}",
+                file.display()
+            ),
             RunEvent::PartFailed { agent, error, .. } => say!(
                 w,
                 "  {agent}'s part failed: {error}; the other agents go on (the scenario will be partial)"

@@ -98,6 +98,20 @@ pub fn to_json(event: &RunEvent<'_>) -> Value {
             "stats_file": outcome.stats_path,
             "results_file": outcome.results_path,
         }),
+        RunEvent::LateRecords {
+            agent,
+            scenario,
+            round,
+            records,
+            file,
+        } => json!({
+            "event": "late_records",
+            "agent": agent,
+            "scenario": scenario,
+            "round": round,
+            "records": records,
+            "file": file,
+        }),
         RunEvent::PartFailed {
             scenario,
             round,
