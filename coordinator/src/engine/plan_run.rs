@@ -199,10 +199,18 @@ async fn run(
             break;
         }
     }
-    fetch_late(&mut lost, agents, obs).await;
+    // At the end, an agent still out of reach is waited for while it keeps its records
+    // (unless the user stopped the run).
+    loop {
+        fetch_late(&mut lost, agents, obs).await;
+        if lost.is_empty() || cancel.is_cancelled() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
     for l in &lost {
         obs.on(&RunEvent::Problem(format!(
-            "agent {} was not reached again: what it measured in round {} of {} after it was lost stays on it for its reconnect window, then is dropped",
+            "the run was stopped before agent {} was reached again: what it measured in round {} of {} after it was lost stays on it for its reconnect window",
             l.agent, l.round, l.scenario
         )));
     }
@@ -263,6 +271,12 @@ async fn fetch_late(
     obs: &mut dyn Observer,
 ) {
     let now = std::time::Instant::now();
+    for l in lost.iter().filter(|l| l.until <= now) {
+        obs.on(&RunEvent::Problem(format!(
+            "agent {} was not reached again within its reconnect window: what it measured in round {} of {} after it was lost is gone with it",
+            l.agent, l.round, l.scenario
+        )));
+    }
     lost.retain(|l| l.until > now);
     let mut left = Vec::new();
     for l in lost.drain(..) {
@@ -318,7 +332,9 @@ async fn interrupted(
         None => "was interrupted (the coordinator went away)".to_owned(),
     };
     let records = plan.output_dir.join(&attempt.records_file);
-    if !records.exists() {
+    // A stopped attempt's records are in its results file; an interrupted one's spool may
+    // not exist yet (killed before its first record), while its agents measured on.
+    if status == Some(kvbench_common::results::ScenarioStatus::Cancelled) {
         return format!(
             "an earlier attempt started at {} {how}; the run was resumed and this is the attempt that counts (the earlier one's files are beside it)",
             attempt.started_at
