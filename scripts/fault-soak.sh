@@ -3,7 +3,7 @@
 # in a network namespace of its own, reached over veth pairs; a plan of many short
 # scenarios (on each agent, and split across all three); and, at random intervals, real
 # faults: links cut (short and long), connections reset (ss -K), agents frozen (SIGSTOP),
-# agents killed (SIGKILL, then started again), and the coordinator killed (SIGKILL, then
+# agents killed (SIGKILL) or terminated (SIGTERM), then started again, and the coordinator killed (SIGKILL, then
 # `kvbench run --resume`). At the end: the faults injected, the scenarios completed, failed,
 # partial and kept across resumptions, and the requests the sims served against the
 # records in the results folder.
@@ -116,7 +116,7 @@ agent_index() { case $1 in a) echo 0;; b) echo 1;; c) echo 2;; esac; }
 inject() {
   local name=${NAMES[$((RANDOM % 3))]} k d
   k=$(agent_index "$name")
-  case $((RANDOM % 6)) in
+  case $((RANDOM % 7)) in
     0) d=$((2 + RANDOM % 6)); log "cut the link to $name for ${d}s"; FAULTS+=("link cut <9 s")
        ip link set "kvsoakh$k" down; sleep "$d"; ip link set "kvsoakh$k" up ;;
     1) d=$((12 + RANDOM % 6)); log "cut the link to $name for ${d}s (past the loss limit)"; FAULTS+=("link cut >9 s")
@@ -128,6 +128,9 @@ inject() {
     4) log "kill -9 $name, start it again"; FAULTS+=("agent killed")
        kill -9 "${AGENT_PID[$name]}"; wait "${AGENT_PID[$name]}" 2>/dev/null || true
        sleep 2; agent_up "$k" "$name" ;;
+    6) log "SIGTERM $name, start it again"; FAULTS+=("agent terminated")
+       kill -TERM "${AGENT_PID[$name]}"; wait "${AGENT_PID[$name]}" 2>/dev/null || true
+       sleep 1; agent_up "$k" "$name" ;;
     5) log "kill -9 the coordinator, then --resume"; FAULTS+=("coordinator killed")
        kill -9 "$RUN_PID"; wait "$RUN_PID" 2>/dev/null || true
        RESUMES=$((RESUMES + 1)); sleep 1; start_run ;;

@@ -75,6 +75,14 @@ pub async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
                     Some(r) => println!("  restart_engine: {}", r.command().join(" ")),
                     None => println!("  restart_engine: not configured"),
                 }
+                println!(
+                    "  on_engine_failure: {}",
+                    match f.on_engine_failure {
+                        config::OnEngineFailure::Report => "report (the round goes on)",
+                        config::OnEngineFailure::Restart =>
+                            "restart (stop the round, restart the engine, rerun the scenario)",
+                    }
+                );
                 if f.engine_kind == config::EngineKind::Llamacpp {
                     let h = crate::engine::notes::llamacpp_host_cache(
                         &crate::engine::http::http_client(),

@@ -27,6 +27,9 @@
 //!   systemd_unit: vllm.service     # systemctl restart UNIT; or argv: [...] (hosts without systemd)
 //!   model: Qwen2.5-72B-Instruct    # /v1/models must list it before the restart counts as done
 //!   timeout_s: 600                 # else restart_timeout
+//! on_engine_failure: report        # the engine goes down mid-round: report (the round goes on,
+//!                                  # its requests fail as they do) | restart (stop the round's
+//!                                  # load, restart_engine, the scenario reruns from round 1)
 //! tls:                             # serve gRPC over TLS (required beyond loopback)
 //!   cert_file: /etc/kvbench-agent/agent.pem   # this agent's certificate (chain), re-read when it changes
 //!   key_file: /etc/kvbench-agent/agent.key
@@ -99,6 +102,8 @@ struct RawFile {
     clear_cache: Option<Vec<RawClear>>,
     #[serde(default)]
     restart_engine: Option<Restart>,
+    #[serde(default)]
+    on_engine_failure: Option<OnEngineFailure>,
     #[serde(default)]
     telemetry: Option<RawTelemetry>,
     #[serde(default)]
@@ -222,6 +227,18 @@ struct RawTelemetry {
     engine_metrics_interval_ms: Option<f64>,
 }
 
+/// What the agent does when its engine goes down mid-round (`on_engine_failure:`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnEngineFailure {
+    /// Tell the coordinator; the round goes on and its requests fail as they do.
+    #[default]
+    Report,
+    /// Tell the coordinator, stop the round's load, restart the engine (`restart_engine:`);
+    /// the coordinator reruns the scenario from round 1.
+    Restart,
+}
+
 /// How the agent restarts its engine: `systemctl restart UNIT`, or a command of its own
 /// (hosts without systemd, and tests); then it waits for health.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -297,6 +314,7 @@ pub struct AgentFile {
     pub model: Option<String>,
     pub clear_steps: Vec<ClearStep>,
     pub restart: Option<Restart>,
+    pub on_engine_failure: OnEngineFailure,
     pub telemetry: TelemetryConfig,
     pub scheduling: Scheduling,
     pub access: Access,
@@ -350,6 +368,13 @@ pub fn load(path: &Path) -> Result<AgentFile, PlanErrors> {
     if let Some(r) = &raw.restart_engine {
         c.restart(r);
     }
+    let on_engine_failure = raw.on_engine_failure.unwrap_or_default();
+    if on_engine_failure == OnEngineFailure::Restart && raw.restart_engine.is_none() {
+        c.err(
+            "on_engine_failure".into(),
+            "restart needs a restart_engine section saying how (systemd_unit or argv); or use report".into(),
+        );
+    }
     let scheduling = raw.scheduling.unwrap_or_default();
     if let Some(n) = scheduling.nice.filter(|n| !(-20..=19).contains(n)) {
         c.err(
@@ -378,6 +403,7 @@ pub fn load(path: &Path) -> Result<AgentFile, PlanErrors> {
             .state_dir
             .map(|d| path.parent().unwrap_or(Path::new(".")).join(d)),
         restart: raw.restart_engine,
+        on_engine_failure,
         name: raw.name,
         listen: raw.listen,
         labels: raw.labels,

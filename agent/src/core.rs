@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kvbench_common::agent::{
-    AgentInfo, ClearOutcome, ColdProbe, GpuInfo, RestartError, RestartOutcome, RoundRequest,
-    RoundRequests, StopReason,
+    AgentInfo, ClearOutcome, ColdProbe, GpuInfo, RestartError, RestartOutcome, RoundEvent,
+    RoundRequest, RoundRequests, StopReason,
 };
 use kvbench_common::dataset::trace_conversations;
 use kvbench_common::telemetry::engine_metric;
@@ -565,8 +565,10 @@ impl AgentCore {
 
     /// Starts the round; its events arrive on the returned receiver, to its end (the
     /// round outlives a coordinator's connection: [`AgentCore::stop_round`] ends it early).
+    /// An engine found down mid-round is reported; with `on_engine_failure: restart` the
+    /// round's load stops and the engine is restarted before the round's `Finished`.
     pub(crate) fn start_round(
-        &self,
+        self: &Arc<Self>,
         spec: RoundSpec,
     ) -> mpsc::Receiver<kvbench_common::agent::RoundEvent> {
         tracing::info!(scenario = %spec.request.scenario_name, round = spec.request.round, load = ?spec.request.load.arrivals, "round starting");
@@ -586,6 +588,8 @@ impl AgentCore {
             );
         }
         let running = self.running.clone();
+        let restart_on_failure =
+            self.config.on_engine_failure == crate::config::OnEngineFailure::Restart;
         let ctx = load::RoundContext {
             probe: self.probe.clone(),
             client: self.client.clone(),
@@ -594,15 +598,51 @@ impl AgentCore {
             replies: self.replies.clone(),
             telemetry: self.telemetry.clone(),
             stop_reason: why,
+            watch: Arc::new(load::EngineWatch::new(
+                self.config.health_url.as_str().into(),
+                restart_on_failure,
+            )),
         };
+        let core = self.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            load::run(ctx, spec, tx, cancel.clone()).await;
+            let (load_tx, mut load_rx) = mpsc::channel(1024);
+            let forward = async {
+                while let Some(e) = load_rx.recv().await {
+                    if let RoundEvent::Finished(f) = &e {
+                        if f.stop_reason == Some(StopReason::EngineFailed) {
+                            let restarted = core.restart_after_failure().await;
+                            let _ = tx.send(RoundEvent::EngineRestarted(restarted)).await;
+                        }
+                    }
+                    if tx.send(e).await.is_err() {
+                        // Nobody keeps the round's events: the load stops sending.
+                        return;
+                    }
+                }
+            };
+            tokio::join!(load::run(ctx, spec, load_tx, cancel.clone()), forward);
             if let Ok(mut r) = running.lock() {
                 r.remove(&key);
             }
         });
         rx
+    }
+
+    /// The restart after the engine went down mid-round (the round's load has stopped).
+    async fn restart_after_failure(&self) -> RestartOutcome {
+        let start = Instant::now();
+        let r = self.restart().await;
+        tracing::info!(result = ?r, "restart after the engine went down");
+        let (error, detail) = match r {
+            Ok(d) => (None, d),
+            Err((c, d)) => (Some(c), d),
+        };
+        RestartOutcome {
+            error,
+            detail,
+            took_ms: start.elapsed().as_secs_f64() * 1000.0,
+        }
     }
 
     /// Stops a running round, saying why; false when it was not running.

@@ -104,6 +104,10 @@ async fn keep_round(
                     match &e {
                         RoundEvent::Record(r) => counters.inc(crate::ops::REQUESTS, r.outcome.label()),
                         RoundEvent::Finished(_) => finished = true,
+                        RoundEvent::EngineRestarted(r) => counters.inc(
+                            crate::ops::RESTARTS,
+                            if r.succeeded() { "succeeded" } else { "failed" },
+                        ),
                         _ => {}
                     }
                     if let (_, Some(error)) = log.push(v1::RoundEvent::from(&e)) {
@@ -587,12 +591,22 @@ fn server() -> tonic::transport::Server {
 }
 
 /// Serves the agent protocol on a bound listener until `shutdown` is cancelled; rounds in
-/// progress stop sending load then. TLS, token and limits as `config.access` says; the
-/// agent's metrics on `config.metrics_listen`.
+/// progress stop sending load then, and the agent serves on until its coordinator holds
+/// what they measured, [`SHUTDOWN_GRACE`] at most. TLS, token and limits as
+/// `config.access` says; the agent's metrics on `config.metrics_listen`.
 pub async fn serve(
     listener: TcpListener,
     config: AgentConfig,
     shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    serve_with_grace(listener, config, shutdown, SHUTDOWN_GRACE).await
+}
+
+async fn serve_with_grace(
+    listener: TcpListener,
+    config: AgentConfig,
+    shutdown: CancellationToken,
+    grace: Duration,
 ) -> Result<(), ServeError> {
     let tls = match &config.access.tls {
         Some(files) => Some(Arc::new(ServerTls::load(files.clone())?)),
@@ -654,12 +668,22 @@ pub async fn serve(
     let (nice, cpus) = crate::scheduling::current();
     tracing::info!(nice, cpus = ?cpus, "scheduling");
     let state_dir = config.state_dir.clone();
+    // `shutdown` stops the rounds' load at once; the server goes on until the coordinator
+    // holds what they measured (or SHUTDOWN_GRACE passed), so that it can still take it.
     let core = AgentCore::new(config, source, gpus, gpu_note, shutdown.child_token())
         .with_start_warnings(unapplied);
+    let rounds: Rounds = Arc::default();
+    let serving = CancellationToken::new();
+    tokio::spawn(drain_then_stop(
+        shutdown.clone(),
+        rounds.clone(),
+        serving.clone(),
+        grace,
+    ));
     let service = grpc(AgentService {
         core: Arc::new(core),
         gate,
-        rounds: Arc::default(),
+        rounds,
         state_dir,
     });
     let incoming = |rx| ReceiverStream::new(rx).map(Ok::<_, std::io::Error>);
@@ -670,11 +694,11 @@ pub async fn serve(
                 listener,
                 Routes::Plain(tx),
                 counters,
-                shutdown.clone(),
+                serving.clone(),
             ));
             server()
                 .add_service(service)
-                .serve_with_incoming_shutdown(incoming(rx), shutdown.cancelled_owned())
+                .serve_with_incoming_shutdown(incoming(rx), serving.cancelled_owned())
                 .await?;
         }
         Some(tls) => {
@@ -688,26 +712,53 @@ pub async fn serve(
                     refuser: refuse_tx,
                 },
                 counters,
-                shutdown.clone(),
+                serving.clone(),
             ));
             tokio::spawn(
                 server()
                     .add_service(AgentServer::new(RequiresTls))
                     .serve_with_incoming_shutdown(
                         incoming(refuse_rx),
-                        shutdown.clone().cancelled_owned(),
+                        serving.clone().cancelled_owned(),
                     ),
             );
             server()
                 .add_service(service)
                 .serve_with_incoming_shutdown(
                     ReceiverStream::new(rx).map(Ok::<_, std::io::Error>),
-                    shutdown.cancelled_owned(),
+                    serving.cancelled_owned(),
                 )
                 .await?;
         }
     }
     Ok(())
+}
+
+/// How long a stopping agent waits for its coordinator to hold its rounds' events.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(12);
+
+/// Once `shutdown` fires (the rounds' load stops with it), waits until every round's events
+/// are acknowledged, or `grace` passed, then stops the server (`serving`).
+async fn drain_then_stop(
+    shutdown: CancellationToken,
+    rounds: Rounds,
+    serving: CancellationToken,
+    grace: Duration,
+) {
+    shutdown.cancelled().await;
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        let left = rounds.lock().map(|r| r.len()).unwrap_or(0);
+        if left == 0 || grace.is_zero() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(rounds = left, "stopping with rounds whose events the coordinator does not hold yet: they are lost");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    serving.cancel();
 }
 
 /// Opens the GPU source an agent samples, and reads its inventory. Blocking.
@@ -761,13 +812,19 @@ impl AgentHandle {
     }
 }
 
-/// Starts an agent on `127.0.0.1:0`.
+/// Starts an agent on `127.0.0.1:0`. It lives in the caller's process: stopping it waits
+/// for nothing (what it keeps would end with the process anyway).
 pub async fn spawn(config: AgentConfig) -> std::io::Result<AgentHandle> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let tls = config.access.tls.is_some();
-    let task = tokio::spawn(serve(listener, config, shutdown.clone()));
+    let task = tokio::spawn(serve_with_grace(
+        listener,
+        config,
+        shutdown.clone(),
+        Duration::ZERO,
+    ));
     Ok(AgentHandle {
         addr,
         tls,

@@ -83,6 +83,8 @@ pub struct AgentConfig {
     pub clear_steps: Vec<engine::clear::ClearStep>,
     /// How RestartEngine restarts the engine (none: it cannot).
     pub restart: Option<config::Restart>,
+    /// What it does when the engine goes down mid-round (`on_engine_failure:`).
+    pub on_engine_failure: config::OnEngineFailure,
     /// What kind of engine it is (what its clear and its quirks are).
     pub kind: config::EngineKind,
     /// Its own priority and CPUs, applied when it starts serving.
@@ -115,6 +117,7 @@ impl AgentConfig {
                 .into_iter()
                 .collect(),
             restart: None,
+            on_engine_failure: config::OnEngineFailure::Report,
             metrics_url: format!("{engine_url}/metrics"),
             health_url: format!("{engine_url}/health"),
             model: None,
@@ -150,6 +153,7 @@ impl AgentConfig {
             labels: f.labels,
             clear_steps: f.clear_steps,
             restart: f.restart,
+            on_engine_failure: f.on_engine_failure,
             kind: f.engine_kind,
             scheduling: f.scheduling,
             access: f.access,

@@ -66,6 +66,8 @@ fn broken_agent_configs_name_the_key() {
         ("engine:\n  kind: vllm\n  base_url: http://x:1\ntelemetry:\n  gpu_interval_ms: 0\n", ":5: key `telemetry.gpu_interval_ms`"),
         ("engine:\n  kind: vllm\n  base_url: http://x:1\ntelemetry:\n  nvml_hz: 10\n", ":5: key `telemetry.nvml_hz`"),
         ("engine:\n  kind: vllm\n  base_url: http://x:1\n  metrics_url: localhost:9/metrics\n", ":4: key `engine.metrics_url`"),
+        ("engine:\n  kind: vllm\n  base_url: http://x:1\non_engine_failure: restart\n", ":4: key `on_engine_failure`"),
+        ("engine:\n  kind: vllm\n  base_url: http://x:1\non_engine_failure: retry\n", "key `on_engine_failure`"),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
         let p = dir.join(format!("c{i}.yaml"));

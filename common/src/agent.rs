@@ -91,7 +91,24 @@ pub enum RoundEvent {
     Progress(Progress),
     /// One telemetry sample; `round` and `agent` as for records.
     Telemetry(TelemetrySample),
+    /// The agent found its engine down (see [`EngineDown`]).
+    EngineDown(EngineDown),
+    /// What the agent's restart after [`RoundEvent::EngineDown`] did, before `Finished`.
+    EngineRestarted(RestartOutcome),
     Finished(RoundFinished),
+}
+
+/// The agent found its engine down mid-round: requests failed as an engine's death makes
+/// them fail (refused, reset, cut off, timed out) and its health check failed after them.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct EngineDown {
+    /// Milliseconds since the round's zero.
+    pub at_ms: f64,
+    /// What showed it: the failed requests' classes and the health check's answer.
+    pub detail: String,
+    /// The agent stops the round's load and restarts the engine (`on_engine_failure:
+    /// restart` in its config); else the round goes on and its requests fail as they do.
+    pub restarting: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
@@ -137,6 +154,9 @@ pub enum StopReason {
     Shutdown,
     /// The agent heard nothing from its coordinator for [`COORDINATOR_SILENCE_LIMIT`].
     CoordinatorSilent,
+    /// The engine went down mid-round and the agent restarted it (`on_engine_failure:
+    /// restart`): what the round measured no longer describes one engine.
+    EngineFailed,
 }
 
 impl StopReason {
@@ -146,6 +166,9 @@ impl StopReason {
             StopReason::Shutdown => "the agent shut down (SIGTERM)",
             StopReason::CoordinatorSilent => {
                 "the agent heard nothing from its coordinator for 9 s and stopped its load"
+            }
+            StopReason::EngineFailed => {
+                "the engine went down mid-round; the agent stopped the load and restarted it"
             }
         }
     }

@@ -631,6 +631,44 @@ pub struct ScenarioStats {
     /// stopped) and the run was resumed: when, and where that attempt's records are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interruption: Option<String>,
+    /// Each time an agent found its engine down during a round, and what became of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub engine_failures: Vec<EngineFailure>,
+}
+
+/// An engine found down during a round (`engine_failures` in the stats file): its requests
+/// failed as they did (their classes are in the round's `failures`), and the agent either
+/// reported it (`on_engine_failure: report`) or stopped the round's load and restarted the
+/// engine (`restart`), after which the scenario ran again from round 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineFailure {
+    pub agent: String,
+    pub round: u32,
+    /// When the agent found it down (RFC 3339, UTC, from the agent's clock), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// Milliseconds from the round's start.
+    pub at_ms: f64,
+    /// What showed it: the failed requests' classes and the health check's answer.
+    pub detail: String,
+    /// What the agent's restart did; none: it did not restart the engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<EngineRestart>,
+    /// The scenario ran again from round 1 after the restart: the rounds of the attempt set
+    /// aside (their records are the results file's `discarded_records`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set_aside: Vec<RoundStats>,
+}
+
+/// What an agent's restart after its engine went down did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineRestart {
+    pub succeeded: bool,
+    /// `command_failed`, `restart_timeout`, ... when it did not succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub detail: String,
+    pub took_ms: f64,
 }
 
 #[cfg(test)]

@@ -261,6 +261,7 @@ mod tests {
             comparison: Comparison::of(&rounds),
             rounds,
             interruption: None,
+            engine_failures: Vec::new(),
         }
     }
 

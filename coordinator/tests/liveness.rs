@@ -6,97 +6,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::procs::{agent, run_json, served, signal};
 use common::TempDir;
 use kvbench_sim::SimConfig;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = signal(self.0.id(), "CONT");
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn signal(pid: u32, sig: &str) -> bool {
-    Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// `kvbench internal-agent` for the engine at `engine`, and its address.
-fn agent(name: &str, engine: &str) -> (Proc, String) {
-    let mut child = common::kvbench()
-        .args([
-            "internal-agent",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-telemetry",
-            "--name",
-            name,
-            "--engine",
-            engine,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("agent starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("address");
-    let addr = line
-        .trim()
-        .strip_prefix("kvbench-agent listening on ")
-        .expect("listening")
-        .to_owned();
-    (Proc(child), addr)
-}
-
-async fn served(sim: &kvbench_sim::SimHandle) -> f64 {
-    kvbench_agent::scrape_metrics(
-        &format!("{}/metrics", sim.base_url()),
-        &["vllm:request_success_total"],
-        Duration::from_secs(5),
-    )
-    .await
-    .expect("sim metrics")
-    .get("vllm:request_success_total")
-    .copied()
-    .unwrap_or(0.0)
-}
 
 const LONG: &str = "endpoint: agent\nnum_requests: 200000\nduration_s: 40\noutput_tokens: 4\nworkload: {prompt_tokens: 20}\n";
 const SHORT: &str =
     "endpoint: agent\nnum_requests: 4\noutput_tokens: 4\nworkload: {prompt_tokens: 20}\n";
-
-/// `kvbench run --json PLAN`, its stdout lines read as they come, each with when.
-fn run_json(dir: &std::path::Path) -> (Proc, std::sync::mpsc::Receiver<(Instant, String)>) {
-    let mut child = common::kvbench()
-        .args(["run", "plan.yaml", "--json"])
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kvbench runs");
-    let out = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send((Instant::now(), line)).is_err() {
-                return;
-            }
-        }
-    });
-    (Proc(child), rx)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_agent_fails_its_round_within_10_s_and_the_plan_goes_on() {
@@ -115,17 +33,17 @@ async fn a_frozen_agent_fails_its_round_within_10_s_and_the_plan_goes_on() {
             "output_dir: out\nisolation: none\nwait_between_scenarios: 0\nagents:\n  - {{name: frozen, address: \"http://{frozen_addr}\"}}\n  - {{name: other, address: \"http://{other_addr}\"}}\ntest_scenarios:\n  - {{name: long, scenario: cold_start, config_file: long.yaml, agent: frozen, rounds: 1, concurrency: 4}}\n  - {{name: after, scenario: cold_start, config_file: short.yaml, agent: other, rounds: 1}}\n"
         ),
     );
-    let (mut run, lines) = run_json(dir.path());
+    let (mut run, lines) = run_json(dir.path(), &["run", "plan.yaml"]);
     // Freeze the agent once its round is under way.
     let started = Instant::now();
-    while served(&sims[0]).await < 20.0 {
+    while (served(&sims[0].base_url()).await as f64) < 20.0 {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "the round did not start"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(signal(frozen.0.id(), "STOP"));
+    assert!(signal(frozen.pid(), "STOP"));
     let stopped = Instant::now();
     let mut failed_at = None;
     let mut after_status = None;
@@ -154,7 +72,7 @@ async fn a_frozen_agent_fails_its_round_within_10_s_and_the_plan_goes_on() {
         "the plan went on"
     );
     // Thawed, the agent serves the next plan.
-    assert!(signal(frozen.0.id(), "CONT"));
+    assert!(signal(frozen.pid(), "CONT"));
     dir.write(
         "plan.yaml",
         &format!(
@@ -181,22 +99,22 @@ async fn an_agent_stops_its_load_when_its_coordinator_freezes() {
             "output_dir: out\nisolation: none\nagents:\n  - {{name: a, address: \"http://{addr}\"}}\ntest_scenarios:\n  - {{name: long, scenario: cold_start, config_file: long.yaml, agent: a, rounds: 1, concurrency: 4}}\n"
         ),
     );
-    let (run, _lines) = run_json(dir.path());
+    let (run, _lines) = run_json(dir.path(), &["run", "plan.yaml"]);
     let started = Instant::now();
-    while served(&sim).await < 20.0 {
+    while (served(&sim.base_url()).await as f64) < 20.0 {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "the round did not start"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(signal(run.0.id(), "STOP"));
-    let at_stop = served(&sim).await;
+    assert!(signal(run.pid(), "STOP"));
+    let at_stop = served(&sim.base_url()).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let after_10s = served(&sim).await;
+    let after_10s = served(&sim.base_url()).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let after_14s = served(&sim).await;
-    assert!(at_stop > 0.0);
+    let after_14s = served(&sim.base_url()).await;
+    assert!(at_stop > 0);
     assert_eq!(
         after_10s, after_14s,
         "the agent kept sending after its coordinator froze ({at_stop} at the stop)"
@@ -226,17 +144,17 @@ async fn a_killed_agent_of_three_leaves_a_partial_scenario_and_the_plan_goes_on(
             "output_dir: out\nisolation: none\nwait_between_scenarios: 0\nagents:\n  - {{name: a, address: \"http://{a}\"}}\n  - {{name: b, address: \"http://{b}\"}}\n  - {{name: c, address: \"http://{c}\"}}\ntest_scenarios:\n  - {{name: before, scenario: cold_start, config_file: short.yaml, agent: a, rounds: 1}}\n  - {{name: split, scenario: cold_start, config_file: long.yaml, agents: [a, b, c], placement: split, rounds: 1, concurrency: 6}}\n  - {{name: after, scenario: cold_start, config_file: short.yaml, agent: c, rounds: 1}}\n"
         ),
     );
-    let (mut run, lines) = run_json(dir.path());
+    let (mut run, lines) = run_json(dir.path(), &["run", "plan.yaml"]);
     let mut before_files = Vec::new();
     let started = Instant::now();
-    while served(&sims[1]).await < 20.0 {
+    while (served(&sims[1].base_url()).await as f64) < 20.0 {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "the round did not start"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(signal(killed.0.id(), "KILL"));
+    assert!(signal(killed.pid(), "KILL"));
     let killed_at = Instant::now();
     let (mut split, mut after, mut lost) = (None, None, None);
     while let Ok((at, line)) = lines.recv_timeout(Duration::from_secs(60)) {
@@ -275,10 +193,12 @@ async fn a_killed_agent_of_three_leaves_a_partial_scenario_and_the_plan_goes_on(
     );
     // The other two agents' records are all there (their sims also served `before` and
     // `after`, 4 requests each), and b's up to the kill.
-    let others = served(&sims[0]).await + served(&sims[2]).await - 8.0;
+    let others = (served(&sims[0].base_url()).await as f64)
+        + (served(&sims[2].base_url()).await as f64)
+        - 8.0;
     let records = split["records"].as_u64().expect("records") as f64;
     assert!(
-        records > others && records <= others + served(&sims[1]).await,
+        records > others && records <= others + (served(&sims[1].base_url()).await as f64),
         "{records} records; the other sims served {others} in this scenario"
     );
     assert_eq!(after.expect("the plan went on")["status"], "completed");
@@ -295,4 +215,71 @@ async fn a_killed_agent_of_three_leaves_a_partial_scenario_and_the_plan_goes_on(
             p.display()
         );
     }
+}
+
+/// SIGTERM to an agent in the middle of a round: its load stops at once, the coordinator is
+/// told why and gets every record (the agent serves on until they are acknowledged), the
+/// agent exits within 15 s, and the plan goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_agent_hands_over_every_record_and_exits_within_15_s() {
+    let dir = TempDir::new("agent-term");
+    let sims = [
+        kvbench_sim::spawn(SimConfig::default()).await.expect("sim"),
+        kvbench_sim::spawn(SimConfig::default()).await.expect("sim"),
+    ];
+    let (mut term, term_addr) = agent("term", &sims[0].base_url());
+    let (_other, other_addr) = agent("other", &sims[1].base_url());
+    dir.write("long.yaml", LONG);
+    dir.write("short.yaml", SHORT);
+    dir.write(
+        "plan.yaml",
+        &format!(
+            "output_dir: out\nisolation: none\nwait_between_scenarios: 0\nagents:\n  - {{name: term, address: \"http://{term_addr}\"}}\n  - {{name: other, address: \"http://{other_addr}\"}}\ntest_scenarios:\n  - {{name: long, scenario: cold_start, config_file: long.yaml, agent: term, rounds: 1, concurrency: 4}}\n  - {{name: after, scenario: cold_start, config_file: short.yaml, agent: other, rounds: 1}}\n"
+        ),
+    );
+    let (mut run, lines) = run_json(dir.path(), &["run", "plan.yaml"]);
+    let started = Instant::now();
+    while served(&sims[0].base_url()).await < 20 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the round did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(signal(term.pid(), "TERM"));
+    let signalled = Instant::now();
+    let exited = loop {
+        if let Some(status) = term.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(15),
+            "the agent still runs 15 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exited.success(), "{exited:?}");
+    let long = common::procs::until_finished(&lines, "long");
+    assert_eq!(long["status"], "failed", "{long}");
+    let error = long["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("agent term stopped the round: the agent shut down (SIGTERM)"),
+        "{error}"
+    );
+    let after = common::procs::until_finished(&lines, "after");
+    assert_eq!(after["status"], "completed");
+    let status = run.0.wait().expect("kvbench ends");
+    assert_eq!(status.code(), Some(1));
+    // Every request the engine served is a record: ok, or cancelled when the load stopped
+    // (a request may complete on the engine as it is cancelled).
+    let results = common::read_json(&common::out_file(&dir.path().join("out"), "long_results_"));
+    let records = results["records"].as_array().expect("records");
+    let count = |o: &str| records.iter().filter(|r| r["outcome"] == o).count() as u64;
+    let (ok, cancelled) = (count("ok"), count("cancelled"));
+    assert_eq!(ok + cancelled, records.len() as u64);
+    let served = served(&sims[0].base_url()).await;
+    assert!(
+        ok <= served && served <= ok + cancelled,
+        "the engine served {served}; records: {ok} ok, {cancelled} cancelled"
+    );
 }

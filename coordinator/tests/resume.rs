@@ -5,105 +5,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::procs::{agent, run_json, served, signal, until_finished};
 use common::TempDir;
 use kvbench_sim::SimConfig;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn signal(pid: u32, sig: &str) -> bool {
-    Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// `kvbench internal-agent` for the engine at `engine`, and its address.
-fn agent(name: &str, engine: &str) -> (Proc, String) {
-    let mut child = common::kvbench()
-        .args([
-            "internal-agent",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-telemetry",
-            "--name",
-            name,
-            "--engine",
-            engine,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("agent starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("address");
-    let addr = line
-        .trim()
-        .strip_prefix("kvbench-agent listening on ")
-        .expect("listening")
-        .to_owned();
-    (Proc(child), addr)
-}
-
-async fn served(sim: &kvbench_sim::SimHandle) -> u64 {
-    kvbench_agent::scrape_metrics(
-        &format!("{}/metrics", sim.base_url()),
-        &["vllm:request_success_total"],
-        Duration::from_secs(5),
-    )
-    .await
-    .expect("sim metrics")
-    .get("vllm:request_success_total")
-    .copied()
-    .unwrap_or(0.0) as u64
-}
-
-/// `kvbench run ARGS --json` in `dir`, its stdout lines read as they come.
-fn run_json(dir: &Path, args: &[&str]) -> (Proc, std::sync::mpsc::Receiver<String>) {
-    let mut child = common::kvbench()
-        .args(args)
-        .arg("--json")
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kvbench runs");
-    let out = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    (Proc(child), rx)
-}
-
-/// Reads events until `scenario` finished; that event.
-fn until_finished(lines: &std::sync::mpsc::Receiver<String>, scenario: &str) -> serde_json::Value {
-    while let Ok(line) = lines.recv_timeout(Duration::from_secs(60)) {
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["event"] == "scenario_finished" && v["scenario"] == scenario {
-            return v;
-        }
-    }
-    panic!("{scenario} did not finish");
-}
 
 const LONG: &str = "endpoint: agent\nnum_requests: 200000\nduration_s: 20\noutput_tokens: 4\nworkload: {prompt_tokens: 20}\n";
 const SHORT: &str =
@@ -175,14 +82,14 @@ async fn a_killed_coordinator_resumes_where_it_stopped_and_nothing_is_lost() {
     let first = until_finished(&lines, "first");
     let kept = files_of(&first, dir.path());
     let start = Instant::now();
-    while served(&sim).await < 40 {
+    while served(&sim.base_url()).await < 40 {
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "long did not start"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(signal(run.0.id(), "KILL"));
+    assert!(signal(run.pid(), "KILL"));
     let _ = run.0.wait();
 
     // A config changed since: refused, the file named, nothing run.
@@ -202,7 +109,7 @@ async fn a_killed_coordinator_resumes_where_it_stopped_and_nothing_is_lost() {
 
     let (mut resumed, lines) = run_json(dir.path(), &["run", "--resume", "out"]);
     let (mut kept_event, mut long, mut last) = (None, None, None);
-    while let Ok(line) = lines.recv_timeout(Duration::from_secs(60)) {
+    while let Ok((_, line)) = lines.recv_timeout(Duration::from_secs(60)) {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
         match (v["event"].as_str(), v["scenario"].as_str()) {
             (Some("scenario_kept"), Some("first")) => kept_event = Some(v),
@@ -260,7 +167,7 @@ async fn a_killed_coordinator_resumes_where_it_stopped_and_nothing_is_lost() {
     // Every request the sim served is a record: ok, or cancelled when the interrupted
     // round was stopped (its last requests may have completed on the sim).
     let (ok, cancelled, other) = records(&out);
-    let sim_served = served(&sim).await;
+    let sim_served = served(&sim.base_url()).await;
     assert_eq!(other, 0);
     assert!(
         ok <= sim_served && sim_served <= ok + cancelled,
@@ -279,14 +186,14 @@ async fn an_interrupted_run_exits_130_with_its_report_and_resumes() {
     let (mut run, lines) = run_json(dir.path(), &["run", "plan.yaml"]);
     until_finished(&lines, "first");
     let start = Instant::now();
-    while served(&sim).await < 40 {
+    while served(&sim.base_url()).await < 40 {
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "long did not start"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(signal(run.0.id(), "INT"));
+    assert!(signal(run.pid(), "INT"));
     let long = until_finished(&lines, "long");
     assert_eq!(long["status"], "cancelled", "{long}");
     let status = run.0.wait().expect("ends");

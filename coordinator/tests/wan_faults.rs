@@ -8,9 +8,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::procs::{finished_with_rounds, run_json, until_finished, Proc};
 use common::TempDir;
 
 /// Root and a working `ip netns`; `false` (the test passes, saying so) when not, except
@@ -43,15 +44,6 @@ fn ip(args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&o.stderr)
     );
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A "host" across a link: a network namespace holding a sim and an agent, its end of a
@@ -189,27 +181,6 @@ impl Host {
     }
 }
 
-/// `kvbench run --json plan.yaml` in `dir`, its stdout lines read as they come.
-fn run_json(dir: &std::path::Path) -> (Proc, std::sync::mpsc::Receiver<String>) {
-    let mut child = common::kvbench()
-        .args(["run", "plan.yaml", "--json"])
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kvbench runs");
-    let out = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    (Proc(child), rx)
-}
-
 /// The request ids of the results file's records.
 fn record_ids(out: &std::path::Path) -> Vec<u64> {
     let file = std::fs::read_dir(out)
@@ -242,31 +213,6 @@ async fn until_served(h: &Host, n: f64) {
     }
 }
 
-fn finished(lines: &std::sync::mpsc::Receiver<String>, scenario: &str) -> serde_json::Value {
-    finished_with_rounds(lines, scenario).0
-}
-
-/// The scenario's `scenario_finished` event, and its rounds' `round_stats`.
-fn finished_with_rounds(
-    lines: &std::sync::mpsc::Receiver<String>,
-    scenario: &str,
-) -> (serde_json::Value, Vec<serde_json::Value>) {
-    let mut rounds = Vec::new();
-    while let Ok(line) = lines.recv_timeout(Duration::from_secs(90)) {
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["scenario"] != scenario {
-            continue;
-        }
-        if v["event"] == "round_stats" {
-            rounds.push(v["stats"].clone());
-        }
-        if v["event"] == "scenario_finished" {
-            return (v, rounds);
-        }
-    }
-    panic!("scenario {scenario} did not finish");
-}
-
 /// Kills the coordinator's TCP connections to the agent (`ss -K`): its stream breaks at
 /// once, the agent goes on.
 fn reset_connections(h: &Host) {
@@ -295,12 +241,12 @@ async fn a_link_cut_for_5_s_mid_round_loses_no_record_and_duplicates_none() {
             host.address()
         ),
     );
-    let (mut run, lines) = run_json(dir.path());
+    let (mut run, lines) = run_json(dir.path(), &["run", "plan.yaml"]);
     until_served(&host, 20.0).await;
     host.cut(Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     reset_connections(&host);
-    let (v, rounds) = finished_with_rounds(&lines, "long");
+    let (v, rounds) = finished_with_rounds(&lines, "long", Duration::from_secs(90));
     let resumed = rounds[0]["resumed"].as_array().map_or(0, Vec::len);
     assert!(resumed >= 1, "the reset stream was resumed: {}", rounds[0]);
     let status = run.0.wait().expect("kvbench ends");
@@ -341,13 +287,13 @@ async fn a_cut_longer_than_the_window_fails_the_round_with_what_arrived() {
             host.address()
         ),
     );
-    let (mut run, lines) = run_json(dir.path());
+    let (mut run, lines) = run_json(dir.path(), &["run", "plan.yaml"]);
     until_served(&host, 20.0).await;
     let cut_at = Instant::now();
     let cut = host.cut(Duration::from_secs(8));
     let (v, _) = tokio::join!(
         tokio::task::spawn_blocking(move || {
-            let v = finished(&lines, "long");
+            let v = until_finished(&lines, "long");
             (v, Instant::now(), lines)
         }),
         cut
@@ -365,7 +311,7 @@ async fn a_cut_longer_than_the_window_fails_the_round_with_what_arrived() {
     );
     let arrived = v["records"].as_u64().expect("records");
     assert!(arrived > 0, "what arrived is kept: {v}");
-    let after = finished(&lines, "after");
+    let after = until_finished(&lines, "after");
     assert_eq!(after["status"], "completed", "the plan went on: {after}");
     let _ = run.0.wait();
     assert!(

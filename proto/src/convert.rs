@@ -14,9 +14,9 @@
 use std::collections::BTreeMap;
 
 use kvbench_common::agent::{
-    AgentInfo, ClearOutcome, ColdProbe, GpuInfo, Progress, RestartError, RestartOutcome,
-    RoundEvent, RoundFinished, RoundRequest, RoundRequests, RoundStarted, Share, StopReason,
-    MAX_ITEMS, MAX_NAME_BYTES, MAX_TEXT_BYTES,
+    AgentInfo, ClearOutcome, ColdProbe, EngineDown, GpuInfo, Progress, RestartError,
+    RestartOutcome, RoundEvent, RoundFinished, RoundRequest, RoundRequests, RoundStarted, Share,
+    StopReason, MAX_ITEMS, MAX_NAME_BYTES, MAX_TEXT_BYTES,
 };
 use kvbench_common::dataset::TraceEntry;
 use kvbench_common::limits::MAX_SHARES;
@@ -759,6 +759,12 @@ impl From<&RoundEvent> for v1::RoundEvent {
                 total: p.total,
             }),
             RoundEvent::Telemetry(t) => Event::Telemetry(t.into()),
+            RoundEvent::EngineDown(d) => Event::EngineDown(v1::EngineDown {
+                at_ms: d.at_ms,
+                detail: d.detail.clone(),
+                restarting: d.restarting,
+            }),
+            RoundEvent::EngineRestarted(r) => Event::EngineRestarted(r.into()),
             RoundEvent::Finished(f) => Event::Finished(v1::RoundFinished {
                 duration_ms: f.duration_ms,
                 sent: f.sent,
@@ -792,6 +798,12 @@ impl TryFrom<v1::RoundEvent> for RoundEvent {
                 total: p.total,
             }),
             Event::Telemetry(t) => RoundEvent::Telemetry(t.try_into()?),
+            Event::EngineDown(d) => RoundEvent::EngineDown(EngineDown {
+                at_ms: d.at_ms,
+                detail: text(d.detail),
+                restarting: d.restarting,
+            }),
+            Event::EngineRestarted(r) => RoundEvent::EngineRestarted(r.try_into()?),
             Event::Finished(f) => RoundEvent::Finished(RoundFinished {
                 duration_ms: f.duration_ms,
                 sent: f.sent,
@@ -810,6 +822,7 @@ fn stop_reason_to_wire(r: Option<StopReason>) -> v1::StopReason {
         Some(StopReason::Requested) => v1::StopReason::Requested,
         Some(StopReason::Shutdown) => v1::StopReason::Shutdown,
         Some(StopReason::CoordinatorSilent) => v1::StopReason::CoordinatorSilent,
+        Some(StopReason::EngineFailed) => v1::StopReason::EngineFailed,
     }
 }
 
@@ -820,6 +833,7 @@ fn stop_reason_from_wire(r: i32) -> Option<StopReason> {
         v1::StopReason::Requested => Some(StopReason::Requested),
         v1::StopReason::Shutdown => Some(StopReason::Shutdown),
         v1::StopReason::CoordinatorSilent => Some(StopReason::CoordinatorSilent),
+        v1::StopReason::EngineFailed => Some(StopReason::EngineFailed),
     }
 }
 
@@ -1248,6 +1262,25 @@ mod tests {
                 })
             }),
             sample().prop_map(RoundEvent::Telemetry),
+            (ms(), text(), any::<bool>()).prop_map(|(at_ms, detail, restarting)| {
+                RoundEvent::EngineDown(EngineDown {
+                    at_ms,
+                    detail,
+                    restarting,
+                })
+            }),
+            (
+                option::of(prop::sample::select(RestartError::ALL.to_vec())),
+                text(),
+                ms()
+            )
+                .prop_map(|(error, detail, took_ms)| {
+                    RoundEvent::EngineRestarted(RestartOutcome {
+                        error,
+                        detail,
+                        took_ms,
+                    })
+                }),
             (
                 ms(),
                 any::<u32>(),
@@ -1257,7 +1290,8 @@ mod tests {
                 option::of(prop::sample::select(vec![
                     StopReason::Requested,
                     StopReason::Shutdown,
-                    StopReason::CoordinatorSilent
+                    StopReason::CoordinatorSilent,
+                    StopReason::EngineFailed
                 ])),
             )
                 .prop_map(|(d, sent, health, cancelled, late, stop_reason)| {

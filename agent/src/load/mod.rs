@@ -29,6 +29,7 @@ pub(crate) mod request;
 mod runner;
 mod schedule;
 pub(crate) mod sse;
+mod watch;
 
 use crate::engine::http::HttpClient;
 use crate::EventTx;
@@ -36,6 +37,7 @@ use crate::EventTx;
 use feeder::feeder;
 pub(crate) use replies::ReplyStore;
 use schedule::{progress_ticker, Round};
+pub(crate) use watch::EngineWatch;
 
 /// One round to run, in domain types: the request as it came (its request set and
 /// tokenizer taken out into what they became).
@@ -49,7 +51,7 @@ pub struct RoundSpec {
 }
 
 #[derive(Debug, Default)]
-struct Counts {
+pub(crate) struct Counts {
     completed: AtomicU32,
     failed: AtomicU32,
     in_flight: AtomicU32,
@@ -81,6 +83,8 @@ pub struct RoundContext {
     pub telemetry: crate::telemetry::Telemetry,
     /// Why the round was stopped, when it was (none set: the agent is shutting down).
     pub stop_reason: Arc<std::sync::OnceLock<kvbench_common::agent::StopReason>>,
+    /// The engine, watched for its death while the round runs.
+    pub watch: Arc<EngineWatch>,
 }
 
 /// Runs a round, sending events to `tx`: warmup requests (excluded from statistics), then
@@ -131,6 +135,8 @@ pub async fn run(ctx: RoundContext, spec: RoundSpec, tx: EventTx, cancel: Cancel
         None => 0.0,
     };
     let measured = round.measure().await;
+    // A health check under way says whether the engine died before the round ends.
+    round.ctx.watch.settle().await;
     background.cancel();
     let _ = ticker.await;
     let (completed, failed) = (

@@ -157,6 +157,7 @@ impl Runner {
         if !self.warmup {
             self.after_send(&reply);
         }
+        self.round.ctx.watch.saw(&self.round, reply.outcome);
         (reply, measured.map(|(text, cold)| self.shared(&text, cold)))
     }
 

@@ -85,6 +85,14 @@ pub enum AgentError {
     },
     #[error("agent {agent} sent a message this coordinator cannot read: {message}")]
     Invalid { agent: String, message: String },
+    /// The agent does not have what the call names (a round it forgot after its reconnect
+    /// window, or never had: it restarted).
+    #[error("{call} on agent {agent}: {message}")]
+    NotFound {
+        agent: String,
+        call: &'static str,
+        message: String,
+    },
 }
 
 /// A connected agent and what it said of itself.
@@ -161,6 +169,17 @@ pub struct RoundRun {
     pub anchor_us: Option<i64>,
     /// Each time the stream broke and was resumed: after which event, and why it broke.
     pub resumed: Vec<String>,
+    /// What agents said of their engines going down during the round.
+    pub engine: Vec<EngineTrouble>,
+}
+
+/// An agent found its engine down during a round, and what its restart did, if it
+/// restarted it (`on_engine_failure: restart`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineTrouble {
+    pub agent: String,
+    pub down: kvbench_common::agent::EngineDown,
+    pub restarted: Option<kvbench_common::agent::RestartOutcome>,
 }
 
 impl AgentClient {
@@ -369,10 +388,19 @@ impl AgentClient {
     }
 
     fn call_err(&self, call: &'static str, s: &tonic::Status) -> AgentError {
-        AgentError::Call {
-            agent: self.name().to_owned(),
-            call,
-            message: agent_text(s.message()),
+        let (agent, message) = (self.name().to_owned(), agent_text(s.message()));
+        if s.code() == tonic::Code::NotFound {
+            AgentError::NotFound {
+                agent,
+                call,
+                message,
+            }
+        } else {
+            AgentError::Call {
+                agent,
+                call,
+                message,
+            }
         }
     }
 
@@ -422,7 +450,9 @@ impl AgentClient {
 
     /// Runs one round: `observe` gets each event as it arrives, records and telemetry
     /// samples stamped with the scenario, round and agent (it may change them: a split
-    /// round moves records onto the common clock), and the records are its alone; the
+    /// round moves records onto the common clock), and the records are its alone; it says
+    /// whether it kept the event (false: it could not write it, and nothing from there on
+    /// is acknowledged, so that the agent keeps it for a resume); the
     /// samples and how the round ended are returned. When `cancel` fires, the agent is asked to stop the round
     /// and the rest of the stream is still read for up to [`STOP_GRACE`], so that requests
     /// in flight arrive as `cancelled` records. Stops reading when the agent sends nothing
@@ -431,13 +461,14 @@ impl AgentClient {
         &self,
         req: &RoundRequest,
         cancel: &CancellationToken,
-        mut observe: impl FnMut(&mut RoundEvent),
+        mut observe: impl FnMut(&mut RoundEvent) -> bool,
     ) -> RoundRun {
         let mut run = RoundRun {
             telemetry: Vec::new(),
             end: RoundEnd::Cancelled,
             anchor_us: None,
             resumed: Vec::new(),
+            engine: Vec::new(),
         };
         let mut malformed = Malformed::default();
         let agent = self.name().to_owned();
@@ -463,6 +494,7 @@ impl AgentClient {
             link.clone(),
         ));
         let mut stop_deadline: Option<tokio::time::Instant> = None;
+        let (mut unkept, mut finished_seen) = (false, false);
         run.end = 'round: loop {
             // Read the stream until it ends or breaks.
             let why = loop {
@@ -508,11 +540,13 @@ impl AgentClient {
                     r.seq = (seq != 0).then_some(seq);
                 }
                 stamp(&mut event, &req.scenario_name, req.round, &agent);
-                observe(&mut event);
-                // Held (and acknowledged) only once the observer has it (on disk).
-                if seq != 0 {
+                // Held (and acknowledged) only once the observer has it (on disk); after
+                // an event it could not keep, none is: the agent keeps them for a resume.
+                unkept |= !observe(&mut event);
+                if seq != 0 && !unkept {
                     link.hold(seq);
                 }
+                finished_seen |= matches!(event, RoundEvent::Finished(_));
                 match event {
                     RoundEvent::Record(_) => {}
                     RoundEvent::Telemetry(t) => run.telemetry.push(t),
@@ -533,6 +567,19 @@ impl AgentClient {
                     RoundEvent::Finished(f) => break 'round RoundEnd::Finished(f),
                     RoundEvent::Started(s) => run.anchor_us = Some(s.wall_clock_anchor_us),
                     RoundEvent::Progress(_) => {}
+                    RoundEvent::EngineDown(down) => run.engine.push(EngineTrouble {
+                        agent: agent.clone(),
+                        down,
+                        restarted: None,
+                    }),
+                    RoundEvent::EngineRestarted(r) => match run.engine.last_mut() {
+                        Some(t) if t.restarted.is_none() => t.restarted = Some(r),
+                        _ => run.engine.push(EngineTrouble {
+                            agent: agent.clone(),
+                            down: Default::default(),
+                            restarted: Some(r),
+                        }),
+                    },
                 }
             };
             if stop_deadline.is_some() {
@@ -549,8 +596,10 @@ impl AgentClient {
             }
         };
         acks.abort();
-        if matches!(run.end, RoundEnd::Finished(_)) {
-            // The agent may forget the round now.
+        if finished_seen {
+            // Everything up to its Finished is here (stopped or not): the agent may forget
+            // the round now (and run it again, as a scenario does after an engine's
+            // restart); an agent that is shutting down may go.
             let _ = tokio::time::timeout(
                 RESUME_TRY,
                 self.ack(&req.scenario_id, req.round, link.held()),

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use kvbench_common::plan::{Endpoint, Scenario};
 
-pub use client::{AgentClient, AgentError, Clock, RoundEnd, RoundFailure, RoundRun};
+pub use client::{AgentClient, AgentError, Clock, EngineTrouble, RoundEnd, RoundFailure, RoundRun};
 pub use embedded::{agent_file, Embedded};
 pub use remote::{ownership_errors, reach, Reached, CLOCK_OFFSET_WARN_MS};
 

@@ -514,6 +514,7 @@ async fn measure(
             if let RoundEvent::Record(r) = e {
                 records.push(r.clone());
             }
+            true
         })
         .await;
     let f = match run.end {

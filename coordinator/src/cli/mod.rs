@@ -136,6 +136,8 @@ pub const EXIT_BAD_PLAN: u8 = 2;
 pub const EXIT_DEGRADED: u8 = 3;
 /// Exit status when every scenario ran but some round 1 was not a cold start.
 pub const EXIT_NOT_COLD: u8 = 4;
+/// Exit status when records could not be written (a full disk): the run stopped, resumable.
+pub const EXIT_OUTPUT_FAILED: u8 = 5;
 /// Exit status when the user interrupted the run (SIGINT, Ctrl-C).
 pub const EXIT_INTERRUPTED: u8 = 130;
 /// Exit status when the run was told to stop (SIGTERM, e.g. `timeout`).

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::agents::print_agents;
 use super::{load_plan, EXIT_BAD_PLAN, EXIT_DEGRADED, EXIT_HANGUP, EXIT_INTERRUPTED};
-use super::{EXIT_NOT_COLD, EXIT_SCENARIO_FAILED, EXIT_TERMINATED};
+use super::{EXIT_NOT_COLD, EXIT_OUTPUT_FAILED, EXIT_SCENARIO_FAILED, EXIT_TERMINATED};
 use crate::agents::{self, AgentClient, AgentSet};
 use crate::engine::inputs::Inputs;
 use crate::engine::outcome::RunSummary;
@@ -202,6 +202,8 @@ async fn remote_agents(
 pub fn exit_status(summary: &RunSummary, stopped_by: Option<StopSignal>) -> u8 {
     if let Some(s) = stopped_by.filter(|_| summary.cancelled) {
         s.exit_code()
+    } else if summary.output_failure.is_some() {
+        EXIT_OUTPUT_FAILED
     } else if summary.cancelled {
         EXIT_INTERRUPTED
     } else if summary.failed() > 0 {

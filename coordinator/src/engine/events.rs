@@ -97,6 +97,19 @@ pub enum RunEvent<'a> {
     },
     /// Round 1 was judged cold or not.
     Verdict(&'a IsolationInfo),
+    /// An agent found its engine down during a round (and restarted it, or not).
+    EngineFailed {
+        scenario: &'a Scenario,
+        round: u32,
+        trouble: &'a crate::agents::EngineTrouble,
+    },
+    /// An engine was restarted mid-round: the attempt is set aside and the scenario runs
+    /// again from its isolation step (once).
+    EngineRerun {
+        scenario: &'a Scenario,
+        round: u32,
+        agent: &'a str,
+    },
     /// Round 1 was not cold under `clear_or_restart`: the engine is restarted and the
     /// scenario runs again from round 1 (once).
     Rerunning {
@@ -105,6 +118,9 @@ pub enum RunEvent<'a> {
         failed: &'a IsolationInfo,
     },
     Comparison(&'a Comparison),
+    /// The scenario's records cannot be written (a full disk, an output folder gone): the
+    /// run stops, resumable; the records file holds every record up to the failure.
+    OutputFailed(&'a crate::output::scenario_files::SpoolError),
     /// Something went wrong that does not stop the run but must be seen.
     Problem(String),
     ScenarioFinished {

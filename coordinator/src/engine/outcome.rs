@@ -58,6 +58,8 @@ pub struct RunSummary {
     pub report: Option<PathBuf>,
     /// `report.html` beside it.
     pub html_report: Option<PathBuf>,
+    /// The run stopped because records could not be written (it is resumable).
+    pub output_failure: Option<crate::output::scenario_files::SpoolError>,
 }
 
 impl RunSummary {

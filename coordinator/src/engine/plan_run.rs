@@ -102,6 +102,7 @@ async fn run(
     let mut outcomes = Vec::new();
     let mut cancelled = false;
     let mut lost: Vec<super::outcome::LostPart> = Vec::new();
+    let output_failure = std::sync::OnceLock::new();
     // The first scenario that runs after a resumption is isolated whatever its place.
     let mut isolate_next = resumed;
     for (i, scenario) in plan.scenarios.iter().enumerate() {
@@ -179,9 +180,17 @@ async fn run(
             cancel: &cancel,
             files: &files,
             interruption,
+            output_failure: &output_failure,
         }
         .run(isolation, obs)
         .await;
+        if output_failure.get().is_some() {
+            // Like a coordinator killed mid-round: the attempt stays open in the run file,
+            // so that --resume takes what its agents kept and runs the scenario again.
+            outcomes.push(outcome);
+            cancelled = true;
+            break;
+        }
         cancelled |= outcome.stats.status == ScenarioStatus::Cancelled;
         run_file.scenario_ran(
             i,
@@ -226,6 +235,7 @@ async fn run(
         total: started.elapsed(),
         report,
         html_report,
+        output_failure: output_failure.into_inner(),
     };
     obs.on(&RunEvent::RunFinished {
         plan,
@@ -302,8 +312,7 @@ async fn fetch_late(
                 }
             }
             // It no longer keeps the round (restarted, or its window ended).
-            Ok(Err(crate::agents::AgentError::Call { message, .. }))
-                if message.contains("keeps no such round") => {}
+            Ok(Err(crate::agents::AgentError::NotFound { .. })) => {}
             _ => left.push(l),
         }
     }

@@ -17,8 +17,8 @@ use kvbench_common::load::Arrivals;
 use kvbench_common::plan::{IsolationPolicy, Placement, Plan, Scenario};
 use kvbench_common::prefix_cache::block_tokens;
 use kvbench_common::results::{
-    Comparison, RoundStats, ScenarioAgent, ScenarioEngine, ScenarioInfo, ScenarioStats,
-    ScenarioStatus,
+    Comparison, EngineFailure, EngineRestart, RoundStats, ScenarioAgent, ScenarioEngine,
+    ScenarioInfo, ScenarioStats, ScenarioStatus,
 };
 use kvbench_common::stats::accumulate::RoundAccumulator;
 use kvbench_common::util::rfc3339_utc;
@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::events::{Observer, RunEvent};
 use super::outcome::ScenarioOutcome;
 use crate::agents::{AgentClient, RoundEnd};
-use crate::output::scenario_files::{self as results, RecordSpool, ScenarioFiles};
+use crate::output::scenario_files::{self as results, RecordSpool, ScenarioFiles, SpoolError};
 
 /// What a scenario runs with.
 #[derive(Debug, Clone)]
@@ -45,6 +45,8 @@ pub struct Session<'a> {
     pub files: &'a ScenarioFiles,
     /// What happened to an earlier attempt the run was resumed after.
     pub interruption: Option<String>,
+    /// Set (and `cancel` fired) when the scenario's records cannot be written.
+    pub output_failure: &'a std::sync::OnceLock<SpoolError>,
 }
 
 /// The scenario's records (on disk) and rounds so far.
@@ -61,6 +63,10 @@ struct Progress {
     telemetry_written: bool,
     /// Parts whose agent was lost, for the run to fetch what they measured later.
     lost: Vec<super::outcome::LostPart>,
+    /// Engines found down during its rounds.
+    engine: Vec<EngineFailure>,
+    /// The scenario already ran again after an engine's restart (it does once).
+    engine_rerun: bool,
 }
 
 impl Progress {
@@ -74,6 +80,8 @@ impl Progress {
             error: None,
             telemetry_written: false,
             lost: Vec::new(),
+            engine: Vec::new(),
+            engine_rerun: false,
         }
     }
 }
@@ -102,6 +110,28 @@ impl Session<'_> {
         while round < self.scenario.rounds {
             round += 1;
             let (st, error, partial) = self.round(round, files, &mut p, obs).await;
+            if let Some(agent) = self.restarted_engine(round, &p) {
+                // What the attempt measured straddles a restart: it is set aside, whole,
+                // and the scenario runs again from its isolation step (once).
+                obs.on(&RunEvent::EngineRerun {
+                    scenario: self.scenario,
+                    round,
+                    agent: &agent,
+                });
+                let mut set_aside = std::mem::take(&mut p.rounds);
+                set_aside.extend(st);
+                if let Some(f) = p.engine.last_mut() {
+                    f.set_aside = set_aside;
+                }
+                p.engine_rerun = true;
+                p.spool.set_aside();
+                p.complete.clear();
+                p.cold = ColdEvidence::default();
+                isolation =
+                    super::isolation::isolate(self.plan, self.agents, self.cancel, obs).await;
+                round = 0;
+                continue;
+            }
             if round == 1 {
                 if let Some(st) = &st {
                     self.engine_evidence(&mut p.cold, st);
@@ -168,8 +198,22 @@ impl Session<'_> {
             rounds: std::mem::take(&mut p.rounds),
             comparison,
             interruption: self.interruption.clone(),
+            engine_failures: std::mem::take(&mut p.engine),
         };
-        let outcome = finish(stats, files, &mut p);
+        let outcome = match self.output_failure.get() {
+            // The attempt is resumed, not ended: no result files (they could not be
+            // written whole anyway); its records file stays as the failure left it.
+            Some(_) => ScenarioOutcome {
+                name: stats.scenario.name.clone(),
+                stats,
+                stats_path: None,
+                results_path: None,
+                telemetry_path: p.telemetry_written.then(|| files.telemetry.clone()),
+                records: p.spool.kept() as usize,
+                lost: std::mem::take(&mut p.lost),
+            },
+            None => finish(stats, files, &mut p),
+        };
         obs.on(&RunEvent::ScenarioFinished {
             outcome: &outcome,
             took_s: started.elapsed().as_secs_f64(),
@@ -203,6 +247,18 @@ impl Session<'_> {
                 block_tokens(reported, kind),
             );
         }
+    }
+
+    /// The agent whose engine went down in `round` and was restarted, when the scenario is
+    /// to run again because of it: the first such restart, the run going on.
+    fn restarted_engine(&self, round: u32, p: &Progress) -> Option<String> {
+        if p.engine_rerun || self.cancel.is_cancelled() {
+            return None;
+        }
+        p.engine
+            .iter()
+            .find(|f| f.round == round && f.restart.as_ref().is_some_and(|r| r.succeeded))
+            .map(|f| f.agent.clone())
     }
 
     /// `clear_or_restart`, round 1 found a cache that was not cold, the run goes on and
@@ -276,9 +332,13 @@ impl Session<'_> {
         let s = self.scenario;
         let req = self.request(round);
         let mut sink = RoundSink::new(self, &req, &mut p.spool);
+        let kept = std::cell::Cell::new(true);
         let mut tee = Tee {
             sink: &mut sink,
             obs: &mut *obs,
+            kept: &kept,
+            output_failure: self.output_failure,
+            cancel: self.cancel,
         };
         let mut partial = false;
         let mut lost = Vec::new();
@@ -289,7 +349,8 @@ impl Session<'_> {
                         scenario: s,
                         round,
                         event: e,
-                    })
+                    });
+                    kept.get()
                 })
                 .await;
             lost.push(run.end.clone());
@@ -297,7 +358,8 @@ impl Session<'_> {
         } else {
             let reqs = super::split::requests(&req, self.agents);
             let parts =
-                super::split::run_round(self.agents, &reqs, self.cancel, s, round, &mut tee).await;
+                super::split::run_round(self.agents, &reqs, self.cancel, s, round, &mut tee, &kept)
+                    .await;
             let per_agent = parts
                 .iter()
                 .map(|part| (part.agent.clone(), tee.sink.part_stats(part)))
@@ -325,9 +387,23 @@ impl Session<'_> {
                 });
             }
         }
+        for t in &run.engine {
+            obs.on(&RunEvent::EngineFailed {
+                scenario: s,
+                round,
+                trouble: t,
+            });
+            p.engine.push(engine_failure(round, run.anchor_us, t));
+        }
         let (finished, mut error) = match &run.end {
             RoundEnd::Finished(f) => (Some(f.clone()), None),
-            RoundEnd::Cancelled => (None, Some("cancelled by the user".to_owned())),
+            RoundEnd::Cancelled => (
+                None,
+                Some(match self.output_failure.get() {
+                    Some(e) => format!("the run stopped: {e}"),
+                    None => "cancelled by the user".to_owned(),
+                }),
+            ),
             RoundEnd::Failed(e) => (None, Some(e.to_string())),
         };
         let acc = &sink.merged;
@@ -363,6 +439,20 @@ impl Session<'_> {
                 Err(e) => obs.on(&RunEvent::Problem(format!(
                     "cannot write telemetry samples: {e:#}"
                 ))),
+            }
+        }
+        if let Some(e) = &mut error {
+            for t in &run.engine {
+                match &t.restarted {
+                    Some(r) if !r.succeeded() => {
+                        e.push_str(&format!("; {}'s engine restart failed: {}", t.agent, r.detail))
+                    }
+                    Some(_) if p.engine_rerun => e.push_str(&format!(
+                        "; {}'s engine went down again after its restart (the scenario runs again once)",
+                        t.agent
+                    )),
+                    _ => {}
+                }
             }
         }
         if partial {
@@ -475,6 +565,11 @@ impl<'p> RoundSink<'p> {
 struct Tee<'a, 'p> {
     sink: &'a mut RoundSink<'p>,
     obs: &'a mut dyn Observer,
+    /// False once a record could not be written (nothing after it is acknowledged).
+    kept: &'a std::cell::Cell<bool>,
+    /// The run's: set, and the run stopped, when the records cannot be written.
+    output_failure: &'a std::sync::OnceLock<SpoolError>,
+    cancel: &'a CancellationToken,
 }
 
 impl Observer for Tee<'_, '_> {
@@ -485,7 +580,12 @@ impl Observer for Tee<'_, '_> {
         } = event
         {
             if let Err(e) = self.sink.add(r) {
-                self.obs.on(&RunEvent::Problem(e.to_string()));
+                // A disk that is full or gone: every record from here on would be lost, so
+                // the run stops (the agents keep what was not acknowledged, for a resume).
+                self.kept.set(false);
+                self.obs.on(&RunEvent::OutputFailed(&e));
+                let _ = self.output_failure.set(e);
+                self.cancel.cancel();
             }
         }
         self.obs.on(event);
@@ -514,6 +614,32 @@ fn finish(mut stats: ScenarioStats, files: &ScenarioFiles, p: &mut Progress) -> 
         telemetry_path: p.telemetry_written.then(|| files.telemetry.clone()),
         records: p.spool.kept() as usize,
         lost: std::mem::take(&mut p.lost),
+    }
+}
+
+/// An engine found down, as the stats file keeps it.
+fn engine_failure(
+    round: u32,
+    anchor_us: Option<i64>,
+    t: &crate::agents::EngineTrouble,
+) -> EngineFailure {
+    let at = anchor_us.filter(|a| *a > 0).map(|a| {
+        let us = a as u64 + (t.down.at_ms.max(0.0) * 1000.0) as u64;
+        rfc3339_utc(std::time::UNIX_EPOCH + std::time::Duration::from_micros(us))
+    });
+    EngineFailure {
+        agent: t.agent.clone(),
+        round,
+        at,
+        at_ms: t.down.at_ms,
+        detail: t.down.detail.clone(),
+        restart: t.restarted.as_ref().map(|r| EngineRestart {
+            succeeded: r.succeeded(),
+            error: r.error.map(|e| e.label().to_owned()),
+            detail: r.detail.clone(),
+            took_ms: r.took_ms,
+        }),
+        set_aside: Vec::new(),
     }
 }
 

@@ -65,7 +65,8 @@ pub fn requests(base: &RoundRequest, agents: &[&AgentClient]) -> Vec<RoundReques
 
 /// Runs the round on every agent at once; each agent's part (merge them with [`merge`]).
 /// The observer sees one round: records (on the common clock) and samples as they come,
-/// one `Started` (all agents' totals) and progress summed over the agents.
+/// one `Started` (all agents' totals) and progress summed over the agents; `kept` says
+/// whether it could keep them (see [`AgentClient::run_round`]).
 pub async fn run_round(
     agents: &[&AgentClient],
     reqs: &[RoundRequest],
@@ -73,6 +74,7 @@ pub async fn run_round(
     scenario: &Scenario,
     round: u32,
     obs: &mut dyn Observer,
+    kept: &std::cell::Cell<bool>,
 ) -> Vec<Part> {
     let shared = Shared::new(obs);
     let merger = std::cell::RefCell::new(Merger::new(reqs));
@@ -85,13 +87,14 @@ pub async fn run_round(
                     let event = match &out {
                         Pass::Same => &*e,
                         Pass::This(own) => own,
-                        Pass::Nothing => return,
+                        Pass::Nothing => return kept.get(),
                     };
                     tap.on(&RunEvent::Round {
                         scenario,
                         round,
                         event,
                     });
+                    kept.get()
                 })
                 .await;
             if let RoundEnd::Failed(e) = &run.end {
@@ -152,7 +155,9 @@ impl Merger {
                 }
                 Pass::Same
             }
-            RoundEvent::Telemetry(_) => Pass::Same,
+            RoundEvent::Telemetry(_)
+            | RoundEvent::EngineDown(_)
+            | RoundEvent::EngineRestarted(_) => Pass::Same,
             RoundEvent::Started(s) => {
                 self.started[i] = Some(*s);
                 if self.started.iter().any(Option::is_none) {
@@ -220,6 +225,10 @@ pub fn merge(mut parts: Vec<Part>) -> RoundRun {
         resumed: parts
             .iter()
             .flat_map(|p| p.run.resumed.iter().map(|r| format!("{}: {r}", p.agent)))
+            .collect(),
+        engine: parts
+            .iter_mut()
+            .flat_map(|p| std::mem::take(&mut p.run.engine))
             .collect(),
     };
     merged.telemetry.sort_by(|a, b| a.t_ms.total_cmp(&b.t_ms));

@@ -73,6 +73,8 @@ pub struct RecordSpool {
     out: Option<File>,
     line: Vec<u8>,
     lines: u64,
+    /// Bytes of whole records in the file: a write that fails is cut back to it.
+    bytes: u64,
     set_aside: u64,
     error: Option<String>,
 }
@@ -84,13 +86,16 @@ impl RecordSpool {
             out: None,
             line: Vec::new(),
             lines: 0,
+            bytes: 0,
             set_aside: 0,
             error: None,
         }
     }
 
     /// Appends a record. The first failure is returned once and kept (the results file
-    /// then cannot be written); later records are dropped without another word.
+    /// then cannot be written); later records are dropped without another word. A record
+    /// the disk took only part of is cut off again: the file holds whole records only, and
+    /// stays readable (and resumable) up to the failure.
     pub fn append(&mut self, r: &RequestRecord) -> Result<(), SpoolError> {
         if self.error.is_some() {
             return Ok(());
@@ -119,7 +124,11 @@ impl RecordSpool {
         serde_json::to_writer(&mut self.line, r)?;
         self.line.push(b'\n');
         if let Some(f) = &mut self.out {
-            f.write_all(&self.line)?;
+            if let Err(e) = f.write_all(&self.line) {
+                let _ = f.set_len(self.bytes);
+                return Err(e);
+            }
+            self.bytes += self.line.len() as u64;
         }
         Ok(())
     }

@@ -102,6 +102,32 @@ impl<W: Write> Console<W> {
                     bar.set_message(format!("{} in flight, {} failed", p.in_flight, p.failed));
                 }
             }
+            RoundEvent::EngineDown(d) => say!(
+                self.out,
+                "  The engine went down {:.1} s into round {round}: {}{}",
+                d.at_ms / 1000.0,
+                d.detail,
+                if d.restarting {
+                    "; the agent stops the round's load and restarts it"
+                } else {
+                    "; the round goes on (its requests fail as they do)"
+                }
+            ),
+            RoundEvent::EngineRestarted(r) => match &r.error {
+                None => say!(
+                    self.out,
+                    "  The engine was restarted in {:.1} s ({})",
+                    r.took_ms / 1000.0,
+                    r.detail
+                ),
+                Some(e) => say!(
+                    self.out,
+                    "  The engine's restart failed ({}) after {:.1} s: {}",
+                    e.label(),
+                    r.took_ms / 1000.0,
+                    r.detail
+                ),
+            },
             RoundEvent::Telemetry(_) | RoundEvent::Finished(_) => {}
         }
     }
@@ -172,6 +198,17 @@ impl<W: Write> Observer for Console<W> {
             ),
             RunEvent::RoundStats { scenario, stats } => round_lines(w, scenario, stats),
             RunEvent::Verdict(i) => verdict(w, i),
+            // Said live, as the agent told it (RoundEvent::EngineDown and EngineRestarted).
+            RunEvent::EngineFailed { .. } => {}
+            RunEvent::EngineRerun {
+                scenario,
+                round,
+                agent,
+            } => say!(
+                w,
+                "  {agent}'s engine was restarted during round {round}: {} runs again from its isolation step (the attempt's records are kept apart, as discarded_records)",
+                scenario.name
+            ),
             RunEvent::Rerunning { scenario, failed } => say!(
                 w,
                 "  Round 1 of {} was not a cold start ({}): restarting the engine and running the scenario again",
@@ -191,6 +228,11 @@ impl<W: Write> Observer for Console<W> {
                 )
             }
             RunEvent::Problem(p) => say!(w, "  ERROR: {p}"),
+            RunEvent::OutputFailed(e) => say!(
+                w,
+                "  ERROR: {e}\n  The run stops here, and can be resumed: the records file holds every record up to the failure, and the agents keep the ones after it for the plan's reconnect_window_s. Make room (or fix the folder), then: kvbench run --resume {}",
+                e.path.parent().map_or_else(|| ".".into(), |d| d.display().to_string())
+            ),
             RunEvent::ScenarioFinished { outcome, took_s } => scenario_end(w, outcome, *took_s),
             RunEvent::RunFinished { plan, summary } => final_summary(w, plan, summary),
         }

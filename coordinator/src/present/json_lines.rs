@@ -124,6 +124,29 @@ pub fn to_json(event: &RunEvent<'_>) -> Value {
             "agent": agent,
             "error": error,
         }),
+        RunEvent::EngineFailed {
+            scenario,
+            round,
+            trouble,
+        } => json!({
+            "event": "engine_failed",
+            "scenario": scenario.name,
+            "round": round,
+            "agent": trouble.agent,
+            "at_ms": trouble.down.at_ms,
+            "detail": trouble.down.detail,
+            "restart": trouble.restarted,
+        }),
+        RunEvent::EngineRerun {
+            scenario,
+            round,
+            agent,
+        } => json!({
+            "event": "engine_rerun",
+            "scenario": scenario.name,
+            "round": round,
+            "agent": agent,
+        }),
         RunEvent::RoundEnded { scenario, round } => {
             json!({"event": "round_ended", "scenario": scenario.name, "round": round})
         }
@@ -141,6 +164,11 @@ pub fn to_json(event: &RunEvent<'_>) -> Value {
         }),
         RunEvent::Comparison(c) => json!({"event": "comparison", "comparison": c}),
         RunEvent::Problem(p) => json!({"event": "problem", "message": p}),
+        RunEvent::OutputFailed(e) => json!({
+            "event": "output_failed",
+            "file": e.path,
+            "message": e.message,
+        }),
         RunEvent::ScenarioFinished { outcome, took_s } => json!({
             "event": "scenario_finished",
             "scenario": outcome.name,

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod procs;
+
 use std::path::{Path, PathBuf};
 
 use kvbench_common::plan::{self, Plan};

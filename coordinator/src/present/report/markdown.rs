@@ -531,6 +531,29 @@ fn scenario_anomalies(name: &str, st: &ScenarioStats) -> Vec<String> {
     if let Some(i) = &st.interruption {
         out.push(format!("**{name}**: {}.", cell(i)));
     }
+    for f in &st.engine_failures {
+        let then = match &f.restart {
+            None => "the agent reported it and the round went on (on_engine_failure: report); its failed requests are in the round's counts".to_owned(),
+            Some(r) if r.succeeded && !f.set_aside.is_empty() => format!(
+                "the agent restarted it in {:.1} s and the scenario ran again from round 1; the {} round(s) of the attempt are set aside (results: discarded_records)",
+                r.took_ms / 1000.0,
+                f.set_aside.len()
+            ),
+            Some(r) if r.succeeded => format!("the agent restarted it in {:.1} s", r.took_ms / 1000.0),
+            Some(r) => format!(
+                "the agent's restart failed ({}: {})",
+                r.error.as_deref().unwrap_or("error"),
+                cell(&r.detail)
+            ),
+        };
+        out.push(format!(
+            "**{name}** round {}: the engine of {} went down {:.1} s in ({}); {then}.",
+            f.round,
+            cell(&f.agent),
+            f.at_ms / 1000.0,
+            cell(&f.detail)
+        ));
+    }
     for r in st.rounds.iter().filter(|r| !r.resumed.is_empty()) {
         out.push(format!(
             "**{name}** round {}: the stream broke and was resumed where it broke {} time(s), nothing lost ({}).",
