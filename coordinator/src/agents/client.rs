@@ -85,6 +85,14 @@ pub enum AgentError {
     },
     #[error("agent {agent} sent a message this coordinator cannot read: {message}")]
     Invalid { agent: String, message: String },
+    /// Nothing listens on the agent's port (its process is gone): whatever it kept in
+    /// memory went with it.
+    #[error("{call} on agent {agent}: nothing listens on its port ({message})")]
+    Gone {
+        agent: String,
+        call: &'static str,
+        message: String,
+    },
     /// The agent does not have what the call names (a round it forgot after its reconnect
     /// window, or never had: it restarted).
     #[error("{call} on agent {agent}: {message}")]
@@ -93,6 +101,21 @@ pub enum AgentError {
         call: &'static str,
         message: String,
     },
+}
+
+/// Whether a call failed because its connection was refused (the error's chain of
+/// sources ends in the operating system's "connection refused").
+fn connection_refused(s: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// A connected agent and what it said of itself.
@@ -391,6 +414,12 @@ impl AgentClient {
         let (agent, message) = (self.name().to_owned(), agent_text(s.message()));
         if s.code() == tonic::Code::NotFound {
             AgentError::NotFound {
+                agent,
+                call,
+                message,
+            }
+        } else if connection_refused(s) {
+            AgentError::Gone {
                 agent,
                 call,
                 message,

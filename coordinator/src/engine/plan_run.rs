@@ -311,8 +311,11 @@ async fn fetch_late(
                     ))),
                 }
             }
-            // It no longer keeps the round (restarted, or its window ended).
-            Ok(Err(crate::agents::AgentError::NotFound { .. })) => {}
+            // It no longer keeps the round (restarted, or its window ended), or its process
+            // is gone and the round with it.
+            Ok(Err(
+                crate::agents::AgentError::NotFound { .. } | crate::agents::AgentError::Gone { .. },
+            )) => {}
             _ => left.push(l),
         }
     }
