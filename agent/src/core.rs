@@ -446,8 +446,13 @@ impl AgentCore {
                 took_ms: took(),
             };
         }
+        self.restart_since(start, "restart_engine").await
+    }
+
+    /// Restarts the engine; what it did, timed from `start`, logged as `what`.
+    async fn restart_since(&self, start: Instant, what: &str) -> RestartOutcome {
         let r = self.restart().await;
-        tracing::info!(result = ?r, "restart_engine");
+        tracing::info!(result = ?r, "{what}");
         let (error, detail) = match r {
             Ok(d) => (None, d),
             Err((c, d)) => (Some(c), d),
@@ -455,7 +460,7 @@ impl AgentCore {
         RestartOutcome {
             error,
             detail,
-            took_ms: took(),
+            took_ms: start.elapsed().as_secs_f64() * 1000.0,
         }
     }
 
@@ -631,18 +636,8 @@ impl AgentCore {
 
     /// The restart after the engine went down mid-round (the round's load has stopped).
     async fn restart_after_failure(&self) -> RestartOutcome {
-        let start = Instant::now();
-        let r = self.restart().await;
-        tracing::info!(result = ?r, "restart after the engine went down");
-        let (error, detail) = match r {
-            Ok(d) => (None, d),
-            Err((c, d)) => (Some(c), d),
-        };
-        RestartOutcome {
-            error,
-            detail,
-            took_ms: start.elapsed().as_secs_f64() * 1000.0,
-        }
+        self.restart_since(Instant::now(), "restart after the engine went down")
+            .await
     }
 
     /// Stops a running round, saying why; false when it was not running.

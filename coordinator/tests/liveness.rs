@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::procs::{agent, run_json, served, signal};
+use common::procs::{agent, run_json, served, signal, until_served};
 use common::TempDir;
 use kvbench_sim::SimConfig;
 
@@ -35,14 +35,7 @@ async fn a_frozen_agent_fails_its_round_within_10_s_and_the_plan_goes_on() {
     );
     let (mut run, lines) = run_json(dir.path(), &["run", "plan.yaml"]);
     // Freeze the agent once its round is under way.
-    let started = Instant::now();
-    while (served(&sims[0].base_url()).await as f64) < 20.0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the round did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_served(&sims[0].base_url(), 20).await;
     assert!(signal(frozen.pid(), "STOP"));
     let stopped = Instant::now();
     let mut failed_at = None;
@@ -100,14 +93,7 @@ async fn an_agent_stops_its_load_when_its_coordinator_freezes() {
         ),
     );
     let (run, _lines) = run_json(dir.path(), &["run", "plan.yaml"]);
-    let started = Instant::now();
-    while (served(&sim.base_url()).await as f64) < 20.0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the round did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_served(&sim.base_url(), 20).await;
     assert!(signal(run.pid(), "STOP"));
     let at_stop = served(&sim.base_url()).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -146,14 +132,7 @@ async fn a_killed_agent_of_three_leaves_a_partial_scenario_and_the_plan_goes_on(
     );
     let (mut run, lines) = run_json(dir.path(), &["run", "plan.yaml"]);
     let mut before_files = Vec::new();
-    let started = Instant::now();
-    while (served(&sims[1].base_url()).await as f64) < 20.0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the round did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_served(&sims[1].base_url(), 20).await;
     assert!(signal(killed.pid(), "KILL"));
     let killed_at = Instant::now();
     let (mut split, mut after, mut lost) = (None, None, None);
@@ -238,14 +217,7 @@ async fn a_terminated_agent_hands_over_every_record_and_exits_within_15_s() {
         ),
     );
     let (mut run, lines) = run_json(dir.path(), &["run", "plan.yaml"]);
-    let started = Instant::now();
-    while served(&sims[0].base_url()).await < 20 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the round did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_served(&sims[0].base_url(), 20).await;
     assert!(signal(term.pid(), "TERM"));
     let signalled = Instant::now();
     let exited = loop {

@@ -6,9 +6,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::procs::{agent, run_json, served, signal, until_finished};
+use common::procs::{agent, run_json, served, signal, until_finished, until_served};
 use common::TempDir;
 use kvbench_sim::SimConfig;
 
@@ -81,14 +81,7 @@ async fn a_killed_coordinator_resumes_where_it_stopped_and_nothing_is_lost() {
     let (mut run, lines) = run_json(dir.path(), &["run", "plan.yaml"]);
     let first = until_finished(&lines, "first");
     let kept = files_of(&first, dir.path());
-    let start = Instant::now();
-    while served(&sim.base_url()).await < 40 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "long did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_served(&sim.base_url(), 40).await;
     assert!(signal(run.pid(), "KILL"));
     let _ = run.0.wait();
 
@@ -185,14 +178,7 @@ async fn an_interrupted_run_exits_130_with_its_report_and_resumes() {
     plan(&dir, &addr);
     let (mut run, lines) = run_json(dir.path(), &["run", "plan.yaml"]);
     until_finished(&lines, "first");
-    let start = Instant::now();
-    while served(&sim.base_url()).await < 40 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "long did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_served(&sim.base_url(), 40).await;
     assert!(signal(run.pid(), "INT"));
     let long = until_finished(&lines, "long");
     assert_eq!(long["status"], "cancelled", "{long}");

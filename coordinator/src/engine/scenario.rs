@@ -110,7 +110,8 @@ impl Session<'_> {
         while round < self.scenario.rounds {
             round += 1;
             let (st, error, partial) = self.round(round, files, &mut p, obs).await;
-            if let Some(agent) = self.restarted_engine(round, &p) {
+            if let Some(i) = self.restarted_engine(round, &p) {
+                let agent = p.engine[i].agent.clone();
                 // What the attempt measured straddles a restart: it is set aside, whole,
                 // and the scenario runs again from its isolation step (once).
                 obs.on(&RunEvent::EngineRerun {
@@ -120,9 +121,7 @@ impl Session<'_> {
                 });
                 let mut set_aside = std::mem::take(&mut p.rounds);
                 set_aside.extend(st);
-                if let Some(f) = p.engine.last_mut() {
-                    f.set_aside = set_aside;
-                }
+                p.engine[i].set_aside = set_aside;
                 p.engine_rerun = true;
                 p.spool.set_aside();
                 p.complete.clear();
@@ -249,16 +248,15 @@ impl Session<'_> {
         }
     }
 
-    /// The agent whose engine went down in `round` and was restarted, when the scenario is
-    /// to run again because of it: the first such restart, the run going on.
-    fn restarted_engine(&self, round: u32, p: &Progress) -> Option<String> {
+    /// The engine failure of `round` (its index in `p.engine`) whose restart makes the
+    /// scenario run again: the first such restart, the run going on.
+    fn restarted_engine(&self, round: u32, p: &Progress) -> Option<usize> {
         if p.engine_rerun || self.cancel.is_cancelled() {
             return None;
         }
         p.engine
             .iter()
-            .find(|f| f.round == round && f.restart.as_ref().is_some_and(|r| r.succeeded))
-            .map(|f| f.agent.clone())
+            .position(|f| f.round == round && f.restart.as_ref().is_some_and(|r| r.succeeded))
     }
 
     /// `clear_or_restart`, round 1 found a cache that was not cold, the run goes on and
