@@ -23,7 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, Fault, Running};
-use crate::socket::{Arrival, Gate, StreamEnded};
+use crate::socket::{stamp_accepted, Arrival, Gate, StreamEnded};
 
 type BodyError = Box<dyn std::error::Error + Send + Sync>;
 type Body = BoxBody<Bytes, BodyError>;
@@ -38,6 +38,7 @@ pub async fn serve(
     engine: Arc<Engine>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    stamp_accepted(&listener);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),

@@ -46,6 +46,16 @@ impl Arrival {
     }
 }
 
+/// Asks for receive stamps on the listening socket. Accepted connections inherit the
+/// option, and the kernel switches its stamping on when the first socket asks (as deferred
+/// work): asked at start, it is on before the first request comes, whose bytes would
+/// otherwise arrive unstamped and be timed from when they were read.
+pub(crate) fn stamp_accepted(listener: &tokio::net::TcpListener) {
+    if let Err(e) = setsockopt(listener, sockopt::ReceiveTimestampns, &true) {
+        tracing::debug!(error = %e, "no kernel receive timestamps");
+    }
+}
+
 /// The connection's socket: it stamps each read with the kernel's receive time
 /// ([`Arrival`]) and stops reading once a streamed response ended (`ended`).
 pub(crate) struct Gate {

@@ -305,6 +305,46 @@ async fn latency_model_defaults_cold_vs_cached_prefill() {
 }
 
 /// Reads from a blocking socket until `done` says the bytes so far are enough.
+/// Waits until the kernel stamps TCP reads (it turns stamping on as deferred work once a
+/// socket asks, which a busy machine may run late) and returns the socket pair that keeps
+/// it on.
+fn kernel_stamps_tcp_reads() -> (std::net::TcpStream, std::net::TcpStream) {
+    use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
+    use std::io::{IoSliceMut, Write};
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut tx =
+        std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (rx, _) = listener.accept().expect("accept");
+    setsockopt(&rx, sockopt::ReceiveTimestampns, &true).expect("SO_TIMESTAMPNS");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        tx.write_all(b"x").expect("write");
+        let mut byte = [0u8; 1];
+        let mut iov = [IoSliceMut::new(&mut byte)];
+        let mut space = nix::cmsg_space!(nix::sys::time::TimeSpec);
+        let msg = recvmsg::<()>(
+            rx.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::empty(),
+        )
+        .expect("recvmsg");
+        let stamped = msg
+            .cmsgs()
+            .expect("cmsgs")
+            .any(|c| matches!(c, ControlMessageOwned::ScmTimestampns(_)));
+        if stamped {
+            return (tx, rx);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the kernel never stamped a TCP read"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn read_until(s: &mut std::net::TcpStream, buf: &mut Vec<u8>, done: impl Fn(&str) -> bool) {
     use std::io::Read;
     let mut chunk = [0u8; 4096];
@@ -346,6 +386,7 @@ fn ttft_counts_from_when_the_request_reached_the_host() {
         });
     });
     let addr = addr_rx.recv().expect("the sim's address");
+    let _stamping = kernel_stamps_tcp_reads();
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     s.set_nodelay(true).expect("nodelay");
     // A first request on the connection: the sim has accepted it and stamps its reads.
