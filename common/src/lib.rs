@@ -15,7 +15,8 @@
 //!   [`isolation`]: who judges a cold start; [`prefix_cache`]: what a perfect cache that
 //!   was cold could have given a round's prompts;
 //! - [`telemetry`]: samples streamed with the records and their summaries; [`targets`]:
-//!   pass/fail objectives on figures;
+//!   pass/fail objectives on figures; [`sweep`]: capacity at the objectives of a load
+//!   sweep;
 //! - [`tokenizer`]: kvbench's documented tokenizer, and Hugging Face's as a counter;
 //!   [`prometheus`]: engine metrics as text; [`process`]: `/proc` readings;
 //!   [`rng`], [`util`]: a seeded generator, times, slugs, names, untrusted text;
@@ -37,6 +38,7 @@ pub mod record;
 pub mod results;
 pub mod rng;
 pub mod stats;
+pub mod sweep;
 pub mod targets;
 pub mod telemetry;
 pub mod tls;

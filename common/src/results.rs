@@ -509,6 +509,9 @@ pub struct ScenarioInfo {
     /// A scenario with `repeats:`: which of its runs this is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat: Option<crate::plan::Repeat>,
+    /// A scenario with `sweep:`: which of its loads this is, with its objectives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<crate::plan::SweepPoint>,
 }
 
 /// How a scenario ended (`status` in the stats file).

@@ -30,7 +30,7 @@ impl Op {
         }
     }
 
-    fn holds(self, actual: f64, threshold: f64) -> bool {
+    pub fn holds(self, actual: f64, threshold: f64) -> bool {
         match self {
             Op::AtLeast => actual >= threshold,
             Op::AtMost => actual <= threshold,
@@ -158,6 +158,50 @@ fn is_latency_key(key: &str) -> bool {
     stat_ok && LatencyMetric::from_key(metric).is_some()
 }
 
+/// The figures of one round besides the latency keys: what a service-level objective
+/// (`slo:`) may name.
+pub const ROUND_FIGURES: &[&str] = &[
+    "error_rate",
+    "cache_hit_ratio",
+    "request_throughput",
+    "output_throughput",
+];
+
+/// A figure of one round (`slo:` may name it).
+pub fn is_round_figure(key: &str) -> bool {
+    ROUND_FIGURES.contains(&key) || is_latency_key(key)
+}
+
+/// A figure of one round: a latency key, a throughput, its error rate (failed / sent) or
+/// its cache hit ratio; none when the round does not have it.
+pub fn round_figure(key: &str, r: &RoundStats) -> Option<f64> {
+    match key {
+        "error_rate" => {
+            let sent = r.completed + r.failed;
+            (sent > 0).then(|| f64::from(r.failed) / f64::from(sent))
+        }
+        "cache_hit_ratio" => r.cache_hit_ratio,
+        "request_throughput" => Some(r.request_throughput),
+        "output_throughput" => Some(r.output_throughput),
+        k => r
+            .latency
+            .flat()
+            .get(k)
+            .copied()
+            .flatten()
+            .or_else(|| from_histogram(k, r)),
+    }
+}
+
+/// A percentile the stats file does not list (`percentiles:` left it out), from the
+/// round's histogram of that metric.
+fn from_histogram(key: &str, r: &RoundStats) -> Option<f64> {
+    let (stat, metric) = key.split_once('_')?;
+    let q: f64 = stat.strip_prefix('p')?.parse().ok()?;
+    let h = crate::stats::LatencyHistogram::from_base64(r.histograms.get(metric)?)?;
+    (!h.is_empty()).then(|| h.percentile_ms(q))
+}
+
 /// A name a target may use.
 pub fn is_figure(key: &str) -> bool {
     FIGURES.iter().any(|(k, _)| *k == key) || is_latency_key(key)
@@ -245,6 +289,7 @@ mod tests {
                 tokenizer: String::new(),
                 split_across: Vec::new(),
                 repeat: None,
+                sweep: None,
             },
             status: ScenarioStatus::Completed,
             error: None,

@@ -42,6 +42,18 @@ pub const MAX_SLUG_BYTES: usize = 200;
 /// gives a hidden file); every other run of characters becomes `_`. A name whose slug
 /// would be longer than [`MAX_SLUG_BYTES`] is cut at a character boundary and given a
 /// short hash of the whole name, so that distinct long names keep distinct files.
+/// A number as a name shows it: at most three decimals, no trailing zeros (`16`, `0.5`,
+/// `2.125`).
+pub fn trim_float(v: f64) -> String {
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".into()
+    } else {
+        s.to_owned()
+    }
+}
+
 pub fn slug(name: &str) -> String {
     let full = slug_unbounded(name);
     if full.len() <= MAX_SLUG_BYTES {
@@ -143,6 +155,14 @@ pub fn hostname() -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn floats_in_names_lose_trailing_zeros() {
+        assert_eq!(trim_float(16.0), "16");
+        assert_eq!(trim_float(0.5), "0.5");
+        assert_eq!(trim_float(2.125), "2.125");
+        assert_eq!(trim_float(1.0004), "1");
+    }
 
     #[test]
     fn slugs_keep_names_readable() {

@@ -505,3 +505,81 @@ fn repeats_run_a_scenario_as_numbered_runs_and_out_of_range_is_refused() {
     assert_eq!((r.index, r.of, r.scenario.as_str()), (2, 3, "a"));
     assert_eq!(plan.scenarios[2].slug, "a_3");
 }
+
+#[test]
+fn sweeps_and_objectives_say_what_would_be_valid() {
+    let dir = TempDir::new("bad-sweep");
+    dir.write("a.yaml", GOOD_CONFIG);
+    dir.write(
+        "open.yaml",
+        "endpoint: sim\nnum_requests: 2\nrequest_rate: 4\n",
+    );
+    let one = |extra: &str| errors(&dir, &plan_with(extra)).remove(0);
+
+    let e = one("    slo: {p95_ttft_ms: \"<= 2000\"}\n");
+    assert_eq!((e.line, e.key.as_str()), (Some(6), "test_scenarios[0].slo"));
+    assert!(e.message.contains("sweep: {concurrency"), "{}", e.message);
+
+    let e = one("    sweep: {concurrency: [1, 4], request_rate: [1]}\n");
+    assert_eq!(e.key, "test_scenarios[0].sweep");
+    assert!(e.message.contains("give one of"), "{}", e.message);
+
+    let e = one("    sweep: {concurrency: [4, 1, 4]}\n");
+    assert_eq!(e.key, "test_scenarios[0].sweep.concurrency");
+    assert!(
+        e.message.contains("the same load twice (c4)"),
+        "{}",
+        e.message
+    );
+
+    let e = one("    sweep: {concurrency: [0, 4]}\n");
+    assert!(e.message.contains("above 0"), "{}", e.message);
+
+    // Each point within the limits an agent enforces (a timed round's concurrency).
+    dir.write(
+        "timed.yaml",
+        "endpoint: sim\nnum_requests: 2\nduration_s: 5\n",
+    );
+    let timed = "output_dir: out\ntest_scenarios:\n  - name: a\n    config_file: timed.yaml\n    scenario: cold_start\n    sweep: {concurrency: [1, 100000]}\n";
+    let e = errors(&dir, timed).remove(0);
+    assert_eq!(e.key, "test_scenarios[0].sweep.concurrency");
+    assert!(e.message.starts_with("at 100000:"), "{}", e.message);
+
+    let e = one("    sweep: {concurrency: [1, 2]}\n    slo: {ttft_reduction_pct: \">= 50\"}\n");
+    assert_eq!(e.key, "test_scenarios[0].slo.ttft_reduction_pct");
+    assert!(e.message.contains("p95_ttft_ms"), "{}", e.message);
+
+    let e = one("    sweep: {concurrency: [1, 2]}\n    slo: {p95_tft_ms: \"<= 5\"}\n");
+    assert!(e.message.contains("not a figure"), "{}", e.message);
+
+    let open = "output_dir: out\ntest_scenarios:\n  - name: a\n    config_file: open.yaml\n    scenario: cold_start\n    sweep: {concurrency: [1, 2]}\n";
+    let e = errors(&dir, open).remove(0);
+    assert_eq!(e.key, "test_scenarios[0].sweep.concurrency");
+    assert!(
+        e.message.contains("sweep `request_rate` instead"),
+        "{}",
+        e.message
+    );
+
+    // Well-formed: each point a scenario of its own, in increasing load, after its own
+    // isolation; a rate sweep turns a closed loop open.
+    let p = dir.write(
+        "good.yaml",
+        &plan_with("    rounds: 2\n    repeats: 2\n    sweep: {request_rate: [4, 0.5]}\n    slo: {p95_ttft_ms: \"<= 2000\", error_rate: \"<= 0.01\"}\n"),
+    );
+    let plan = plan::load(&p).expect("a valid swept plan");
+    let names: Vec<&str> = plan.scenarios.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["a~r0.5#1", "a~r0.5#2", "a~r4#1", "a~r4#2"]);
+    let last = &plan.scenarios[3];
+    let point = last.sweep.as_ref().expect("a sweep point");
+    assert_eq!(
+        (point.scenario.as_str(), point.value, point.index, point.of),
+        ("a", 4.0, 2, 2)
+    );
+    assert_eq!(point.slo.len(), 2);
+    assert!(matches!(
+        last.config.open_loop.map(|o| o.rate),
+        Some(kvbench_common::load::Rate::Fixed(r)) if r == 4.0
+    ));
+    assert_eq!(last.slug, "a_r4_2");
+}

@@ -3,8 +3,9 @@
 use super::check_config::load_config;
 use super::error::{line_of, yaml_error, PlanError, PlanErrors};
 use super::model::{
-    labels_from_name, repeated, Endpoint, IsolationPolicy, Plan, Scenario, DEFAULT_MAX_ERROR_RATE,
-    DEFAULT_OUTPUT_DIR, DEFAULT_ROUNDS, DEFAULT_WAIT_S, MAX_REPEATS,
+    labels_from_name, repeated, swept, Endpoint, IsolationPolicy, Plan, Scenario, SweepDimension,
+    DEFAULT_MAX_ERROR_RATE, DEFAULT_OUTPUT_DIR, DEFAULT_ROUNDS, DEFAULT_WAIT_S, MAX_REPEATS,
+    MAX_SWEEP_POINTS,
 };
 use super::raw::{
     AgentSpec, ClientTls, Placement, RawAgent, RawClientTls, RawPlan, RawScenario, RawTargets,
@@ -85,13 +86,27 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
             s.targets.take().unwrap_or_default(),
         );
         let repeats = c.repeats(i, s.repeats);
+        let sweep = c.sweep(i, &s);
+        let slo = c.slo(i, s.slo.take(), sweep.is_some());
         let Some(mut scenario) = c.scenario(i, s) else {
             continue;
         };
         scenario.targets = crate::targets::merged(&targets, &own);
+        if let Some(sw) = &sweep {
+            c.sweep_fits(i, &scenario, sw);
+        }
         let first = scenarios.len();
         let placed_runs = c.expand(i, scenario, placed);
-        for sc in placed_runs.into_iter().flat_map(|sc| repeated(sc, repeats)) {
+        let points: Vec<Scenario> = placed_runs
+            .into_iter()
+            .flat_map(|sc| swept(sc, sweep.as_ref(), &slo))
+            .collect();
+        for sc in &points {
+            if sc.sweep.is_some() {
+                c.point_limits(i, sc);
+            }
+        }
+        for sc in points.into_iter().flat_map(|sc| repeated(sc, repeats)) {
             if !sc.name.is_empty() && !slugs.insert(sc.slug.clone()) {
                 c.err(
                     &format!("test_scenarios[{i}].name"),
@@ -103,6 +118,16 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
         bases.extend((first..scenarios.len()).map(|j| (j, i)));
     }
     c.baselines(&mut scenarios, &bases);
+    // A swept scenario's capacity is compared with its baseline's, as swept.
+    for j in 0..scenarios.len() {
+        let of_baseline = scenarios[j].baseline.as_ref().and_then(|b| {
+            let base = scenarios.iter().find(|s| &s.name == b)?;
+            Some(base.sweep.as_ref()?.scenario.clone())
+        });
+        if let Some(p) = scenarios[j].sweep.as_mut() {
+            p.baseline = of_baseline;
+        }
+    }
     if !c.errors.is_empty() {
         return Err(PlanErrors(c.errors));
     }
@@ -500,6 +525,139 @@ impl PlanCheck<'_> {
         }
     }
 
+    /// `sweep:` checked: one key, 1 to [`MAX_SWEEP_POINTS`] distinct loads, each a valid
+    /// load; returned in increasing order.
+    pub(crate) fn sweep(
+        &mut self,
+        i: usize,
+        s: &RawScenario,
+    ) -> Option<(SweepDimension, Vec<f64>)> {
+        let raw = s.sweep.as_ref()?;
+        let key = format!("test_scenarios[{i}].sweep");
+        let (dimension, mut loads) = match (&raw.concurrency, &raw.request_rate) {
+            (Some(c), None) => (
+                SweepDimension::Concurrency,
+                c.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>(),
+            ),
+            (None, Some(r)) => (SweepDimension::RequestRate, r.clone()),
+            _ => {
+                self.err(
+                    &key,
+                    "give one of `concurrency: [1, 4, 16]` (a closed loop at each) or `request_rate: [1, 2, 4]` (an open loop at each, requests/s)".into(),
+                );
+                return None;
+            }
+        };
+        let key = format!("{key}.{}", dimension.key());
+        if loads.is_empty() || loads.len() > MAX_SWEEP_POINTS {
+            self.err(
+                &key,
+                format!(
+                    "must list 1 to {MAX_SWEEP_POINTS} loads, got {}",
+                    loads.len()
+                ),
+            );
+            return None;
+        }
+        if let Some(bad) = loads.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+            self.err(&key, format!("every load must be above 0, got {bad}"));
+            return None;
+        }
+        loads.sort_by(f64::total_cmp);
+        let suffixes: Vec<String> = loads.iter().map(|&v| dimension.suffix(v)).collect();
+        if let Some(w) = suffixes.windows(2).find(|w| w[0] == w[1]) {
+            self.err(
+                &key,
+                format!(
+                    "lists the same load twice ({}): each point runs once",
+                    w[0].trim_start_matches('~')
+                ),
+            );
+            return None;
+        }
+        Some((dimension, loads))
+    }
+
+    /// Whether the scenario's config can take its sweep's loads.
+    pub(crate) fn sweep_fits(
+        &mut self,
+        i: usize,
+        s: &Scenario,
+        (dimension, _): &(SweepDimension, Vec<f64>),
+    ) {
+        let key = format!("test_scenarios[{i}].sweep.{}", dimension.key());
+        match dimension {
+            SweepDimension::Concurrency if s.config.open_loop.is_some() => self.err(
+                &key,
+                format!("sweeps a closed loop's concurrency, but {} sets `request_rate`/`ramp_up` (an open loop): sweep `request_rate` instead", s.config_file),
+            ),
+            SweepDimension::RequestRate
+                if s
+                    .config
+                    .open_loop
+                    .is_some_and(|o| matches!(o.rate, crate::load::Rate::Ramp { .. })) =>
+            {
+                self.err(
+                    &key,
+                    format!("sweeps a fixed request rate, but {} sets `ramp_up`: remove it, or sweep nothing", s.config_file),
+                )
+            }
+            SweepDimension::RequestRate if s.concurrency != 1 => self.err(
+                &format!("test_scenarios[{i}].concurrency"),
+                "`concurrency` sets a closed loop, but `sweep: {request_rate: ...}` runs an open loop at each rate; cap it with `max_concurrency` in the config file instead".into(),
+            ),
+            _ => {}
+        }
+    }
+
+    /// A swept point within the load limits an agent enforces.
+    pub(crate) fn point_limits(&mut self, i: usize, s: &Scenario) {
+        let Some(p) = &s.sweep else { return };
+        for e in s.load_limits() {
+            if !self.errors.iter().any(|x| x.message.contains(&e.message)) {
+                self.err(
+                    &format!("test_scenarios[{i}].sweep.{}", p.dimension.key()),
+                    format!("at {}: {}", crate::util::trim_float(p.value), e.message),
+                );
+            }
+        }
+    }
+
+    /// `slo:` checked: figures of one round (latency keys, throughputs, the error rate, the
+    /// cache hit ratio), only on a swept scenario.
+    pub(crate) fn slo(
+        &mut self,
+        i: usize,
+        raw: Option<RawTargets>,
+        swept: bool,
+    ) -> Vec<crate::targets::Target> {
+        let Some(raw) = raw else { return Vec::new() };
+        let key = format!("test_scenarios[{i}].slo");
+        if !swept {
+            self.err(
+                &key,
+                "objectives give a capacity over loads: add `sweep: {concurrency: [1, 4, 16, 64]}` (or `request_rate:`), or use `targets:` for one load".into(),
+            );
+            return Vec::new();
+        }
+        if raw.is_empty() {
+            self.err(
+                &key,
+                "names no objective; give e.g. `p95_ttft_ms: \"<= 2000\"`".into(),
+            );
+        }
+        let slo = self.targets(&key, raw);
+        for t in &slo {
+            if !crate::targets::is_round_figure(&t.metric) {
+                self.err(
+                    &format!("{key}.{}", t.metric),
+                    format!("{:?} compares rounds; an objective is a figure of one round: a latency figure such as p95_ttft_ms or p99_tpot_ms, or {}", t.metric, crate::targets::ROUND_FIGURES.join(", ")),
+                );
+            }
+        }
+        slo
+    }
+
     /// Resolves each `baseline:` to a scenario as run: the one of that name, or, for a
     /// scenario run once per agent, the baseline's run on the same agent
     /// (`without-cache@gpu-a` for `with-cache@gpu-a`).
@@ -515,13 +673,25 @@ impl PlanCheck<'_> {
                 [a] => Some(format!("{b}@{a}")),
                 _ => None,
             };
-            // The baseline's run with the same repeat index, else its first, else itself.
+            // The baseline's run with the same repeat index, else its first, else itself;
+            // a swept scenario's, at the same load.
             let index = own.repeat.as_ref().map_or(1, |r| r.index);
-            let found = on_same_agent.into_iter().chain([b.clone()]).find_map(|c| {
-                [format!("{c}#{index}"), format!("{c}#1"), c]
-                    .into_iter()
-                    .find(|n| names.contains(n))
-            });
+            let at = own
+                .sweep
+                .as_ref()
+                .map(|p| p.dimension.suffix(p.value))
+                .unwrap_or_default();
+            let candidates: Vec<String> = on_same_agent.into_iter().chain([b.clone()]).collect();
+            let found = candidates
+                .iter()
+                .filter(|_| !at.is_empty())
+                .map(|c| format!("{c}{at}"))
+                .chain(candidates.iter().cloned())
+                .find_map(|c| {
+                    [format!("{c}#{index}"), format!("{c}#1"), c]
+                        .into_iter()
+                        .find(|n| names.contains(n))
+                });
             match found {
                 Some(n) if n == own.name => {
                     self.err(
@@ -645,6 +815,7 @@ impl PlanCheck<'_> {
             },
             baseline: s.baseline.map(|b| b.trim().to_owned()),
             repeat: None,
+            sweep: None,
         };
         // The trust boundary: the same check an agent makes before it allocates.
         for e in scenario.load_limits() {

@@ -155,6 +155,117 @@ pub struct Scenario {
     pub baseline: Option<String>,
     /// One of the runs of a scenario with `repeats:` (named `<name>#<index>`).
     pub repeat: Option<Repeat>,
+    /// One point of a scenario with `sweep:` (named `<name>~c16` or `<name>~r4`).
+    pub sweep: Option<SweepPoint>,
+}
+
+/// The most points a `sweep:` may list.
+pub const MAX_SWEEP_POINTS: usize = 64;
+
+/// What a `sweep:` varies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SweepDimension {
+    /// The closed loop's concurrency (`~c16`).
+    Concurrency,
+    /// The open loop's requests per second (`~r4`).
+    RequestRate,
+}
+
+impl SweepDimension {
+    /// The config key, as `sweep:` names it.
+    pub fn key(self) -> &'static str {
+        match self {
+            SweepDimension::Concurrency => "concurrency",
+            SweepDimension::RequestRate => "request_rate",
+        }
+    }
+
+    /// What a point's name adds: `~c16`, `~r0.5`.
+    pub fn suffix(self, value: f64) -> String {
+        let v = crate::util::trim_float(value);
+        match self {
+            SweepDimension::Concurrency => format!("~c{v}"),
+            SweepDimension::RequestRate => format!("~r{v}"),
+        }
+    }
+
+    /// How a load on this axis reads: `16 concurrent`, `4 req/s`.
+    pub fn unit(self) -> &'static str {
+        match self {
+            SweepDimension::Concurrency => "concurrent requests",
+            SweepDimension::RequestRate => "requests/s",
+        }
+    }
+}
+
+/// Which point of a swept scenario this is: the scenario runs its rounds at each load of
+/// its `sweep:`, each point after its own isolation, as a scenario of the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepPoint {
+    /// The swept scenario's name, without the point's `~c16` (and any `#<repeat>`): what
+    /// capacity is computed over.
+    pub scenario: String,
+    pub dimension: SweepDimension,
+    /// The load of this point: a concurrency, or requests per second.
+    pub value: f64,
+    /// 1-based, in the order of increasing load.
+    pub index: u32,
+    pub of: u32,
+    /// The scenario's service-level objectives (`slo:`): the largest load that meets all of
+    /// them in a round is its capacity.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slo: Vec<crate::targets::Target>,
+    /// The swept scenario its capacity is compared with (its `baseline:`, as swept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
+}
+
+/// A scenario at each load of its sweep (`<name>~c16`, in increasing load); the scenario
+/// itself when it sweeps nothing. Each point is a scenario of the run: it runs after its
+/// own isolation and has its own files.
+pub(crate) fn swept(
+    s: Scenario,
+    sweep: Option<&(SweepDimension, Vec<f64>)>,
+    slo: &[crate::targets::Target],
+) -> Vec<Scenario> {
+    let Some((dimension, loads)) = sweep else {
+        return vec![s];
+    };
+    let of = loads.len() as u32;
+    loads
+        .iter()
+        .enumerate()
+        .map(|(k, &value)| {
+            let name = format!("{}{}", s.name, dimension.suffix(value));
+            let mut point = Scenario {
+                slug: slug(&name),
+                sweep: Some(SweepPoint {
+                    scenario: s.name.clone(),
+                    dimension: *dimension,
+                    value,
+                    index: k as u32 + 1,
+                    of,
+                    slo: slo.to_vec(),
+                    baseline: None,
+                }),
+                name,
+                ..s.clone()
+            };
+            match dimension {
+                SweepDimension::Concurrency => point.concurrency = value as u32,
+                SweepDimension::RequestRate => {
+                    let open = point.config.open_loop.get_or_insert(OpenLoop {
+                        rate: Rate::Fixed(value),
+                        burstiness: 1.0,
+                        max_concurrency: None,
+                    });
+                    open.rate = Rate::Fixed(value);
+                }
+            }
+            point
+        })
+        .collect()
 }
 
 /// The most repeats a scenario may ask for.

@@ -120,6 +120,23 @@ pub(crate) struct RawScenario {
     /// Run its rounds this many times, each after its isolation (default 1).
     #[serde(default)]
     pub(crate) repeats: Option<u32>,
+    /// Run its rounds at each of these loads, each point after its isolation.
+    #[serde(default)]
+    pub(crate) sweep: Option<RawSweep>,
+    /// Service-level objectives (`p95_ttft_ms: "<= 2000"`): a swept scenario's capacity is
+    /// the largest load that meets them all.
+    #[serde(default)]
+    pub(crate) slo: Option<RawTargets>,
+}
+
+/// `sweep:` as written: one of its keys, with the loads.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSweep {
+    #[serde(default)]
+    pub(crate) concurrency: Option<Vec<u32>>,
+    #[serde(default)]
+    pub(crate) request_rate: Option<Vec<f64>>,
 }
 
 /// How a scenario placed on several agents runs.

@@ -8,6 +8,7 @@
 //! ([`crate::record`]). Never an async runtime.
 
 pub mod accumulate;
+pub mod capacity;
 pub mod histogram;
 pub mod intervals;
 pub mod summary;

@@ -86,7 +86,7 @@ pub fn plan(plan: &Plan) -> PlanEstimate {
             ScenarioEstimate {
                 name: s.name.clone(),
                 run_s,
-                isolation_s: if i == 0 && !plan.isolate_before_first {
+                isolation_s: if i == 0 && !plan.isolate_before_first && s.sweep.is_none() {
                     0.0
                 } else {
                     isolation_s(plan)

@@ -63,6 +63,22 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
+    /// The capacities of the run's swept scenarios with objectives (`slo:`).
+    pub fn capacities(&self) -> Vec<kvbench_common::sweep::SweepCapacity> {
+        let runs: Vec<_> = self
+            .scenarios
+            .iter()
+            .filter_map(|s| {
+                Some((
+                    s.name.as_str(),
+                    s.stats.scenario.sweep.as_ref()?,
+                    Some(&s.stats),
+                ))
+            })
+            .collect();
+        kvbench_common::sweep::capacities(&runs)
+    }
+
     fn count(&self, status: ScenarioStatus) -> usize {
         self.scenarios
             .iter()

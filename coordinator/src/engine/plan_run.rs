@@ -132,16 +132,18 @@ async fn run(
             }
             _ => None,
         };
-        let isolation = if i == 0 && !plan.isolate_before_first && !isolate_next {
-            isolation::none_before_first(plan)
-        } else {
-            let iso = isolation::isolate(plan, &on, &cancel, obs).await;
-            if cancel.is_cancelled() {
-                cancelled = true;
-                break;
-            }
-            iso
-        };
+        // A sweep's every point starts cold, its first one too.
+        let isolation =
+            if i == 0 && !plan.isolate_before_first && scenario.sweep.is_none() && !isolate_next {
+                isolation::none_before_first(plan)
+            } else {
+                let iso = isolation::isolate(plan, &on, &cancel, obs).await;
+                if cancel.is_cancelled() {
+                    cancelled = true;
+                    break;
+                }
+                iso
+            };
         isolate_next = false;
         obs.on(&RunEvent::ScenarioStarted {
             index: i + 1,

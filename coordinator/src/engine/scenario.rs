@@ -664,6 +664,7 @@ fn scenario_info(s: &Scenario) -> ScenarioInfo {
             Vec::new()
         },
         repeat: s.repeat.clone(),
+        sweep: s.sweep.clone(),
     }
 }
 

@@ -74,6 +74,9 @@ pub struct RunScenario {
     /// A scenario with `repeats:`: which of its runs this is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat: Option<kvbench_common::plan::Repeat>,
+    /// A scenario with `sweep:`: which of its loads this is, with its objectives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<kvbench_common::plan::SweepPoint>,
     /// Its latest attempt, from when it started: what a resumed run needs of an attempt
     /// that was interrupted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -234,6 +237,7 @@ impl RunFile {
                     labels: scenario_labels(s, &agents),
                     baseline: s.baseline.clone(),
                     repeat: s.repeat.clone(),
+                    sweep: s.sweep.clone(),
                     attempt: None,
                     workload: Some(format!(
                         "{} x{} rounds, concurrency {}, seed {}, config sha256 {}",

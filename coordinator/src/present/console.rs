@@ -624,6 +624,53 @@ fn final_summary(w: &mut impl Write, plan: &Plan, sum: &RunSummary) {
     for o in &sum.scenarios {
         summary_row(w, o);
     }
+    let caps = sum.capacities();
+    if !caps.is_empty() {
+        say!(w);
+        say!(w, "Capacity at the SLO (the largest load within every objective; `>=`: every point met them, `<`: the lowest missed):");
+        say!(w, "| scenario | load | objectives | cold (round 1) | warm (last round) | warm / cold | against baseline |");
+        say!(w, "|---|---|---|---|---|---|---|");
+        let x = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}x"));
+        for c in &caps {
+            let objectives: Vec<String> = c.slo.iter().map(ToString::to_string).collect();
+            say!(
+                w,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                c.scenario,
+                c.dimension.unit(),
+                objectives.join(", "),
+                kvbench_common::sweep::shown(&c.cold),
+                c.warm
+                    .as_ref()
+                    .map_or_else(|| "n/a".into(), kvbench_common::sweep::shown),
+                x(c.warm_over_cold),
+                c.baseline.as_ref().map_or_else(
+                    || "n/a".into(),
+                    |b| format!(
+                        "{} ({}: {})",
+                        x(b.ratio),
+                        b.scenario,
+                        kvbench_common::sweep::shown(&b.capacity)
+                    )
+                ),
+            );
+            for p in &c.points {
+                for why in [
+                    p.cold.excluded.as_ref(),
+                    p.warm.as_ref().and_then(|w| w.excluded.as_ref()),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    say!(
+                        w,
+                        "  excluded at {}: {why}",
+                        kvbench_common::util::trim_float(p.load)
+                    );
+                }
+            }
+        }
+    }
     let not_cold = sum.not_cold();
     if !not_cold.is_empty() {
         say!(w);

@@ -197,6 +197,12 @@ pub fn to_json(event: &RunEvent<'_>) -> Value {
 
 impl<W: Write> Observer for JsonEvents<W> {
     fn on(&mut self, event: &RunEvent<'_>) {
+        if let RunEvent::RunFinished { summary, .. } = event {
+            // Each swept scenario's capacity at its objectives, before the run's end.
+            for c in summary.capacities() {
+                self.emit(json!({"event": "capacity", "scenario": c.scenario, "capacity": c}));
+            }
+        }
         self.emit(to_json(event));
     }
 }

@@ -88,6 +88,8 @@ pub struct Charts {
     pub notes: Vec<String>,
     /// `repeats_comparison.png`, when the run has repeated scenarios.
     pub repeats: Option<String>,
+    /// Each swept scenario's `capacity_<slug>.png`, by its name.
+    pub capacity: std::collections::BTreeMap<String, String>,
     /// Each scenario's slowest requests, by scenario name (read with the records; the
     /// HTML report lists them).
     pub slowest: std::collections::BTreeMap<String, Vec<super::timeline::SlowRequest>>,
@@ -392,6 +394,15 @@ pub fn draw(saved: &SavedRun, dir: &Path, font_path: Option<&Path>) -> anyhow::R
         bars.draw(&path)?;
         charts.files.push(path);
         charts.repeats = Some("repeats_comparison.png".to_owned());
+    }
+    for c in super::capacity::capacities(saved) {
+        let file = format!("capacity_{}.png", kvbench_common::util::slug(&c.scenario));
+        let drawn = super::capacity::draw(&c, &out.join(&file))?;
+        if !drawn.is_empty() {
+            texts.extend(drawn);
+            charts.files.push(out.join(&file));
+            charts.capacity.insert(c.scenario.clone(), file);
+        }
     }
     over_time(saved, dir, &out, &mut charts, &mut texts)?;
     charts.missing_glyphs = missing_glyphs(font, texts.iter().map(String::as_str));

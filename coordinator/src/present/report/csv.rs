@@ -162,6 +162,57 @@ pub fn render(saved: &SavedRun) -> String {
             }
         }
     }
+    // A swept scenario's capacities: metric `capacity`, statistic `cold`, `warm` or
+    // `baseline`, in the sweep's unit; ratios as `capacity_ratio`. A bound (`>=`, `<`)
+    // has no row: its figure is not a capacity.
+    for c in super::capacity::capacities(saved) {
+        let unit = match c.dimension {
+            kvbench_common::plan::SweepDimension::Concurrency => "concurrency",
+            kvbench_common::plan::SweepDimension::RequestRate => "req/s",
+        };
+        let interpolated = |cap: &kvbench_common::stats::capacity::Capacity| {
+            cap.load
+                .filter(|_| cap.bound == kvbench_common::stats::capacity::Bound::Interpolated)
+        };
+        let warm = c.warm.as_ref();
+        for (round, stat, v, unit) in [
+            (1, "cold", interpolated(&c.cold), unit),
+            (c.last_round, "warm", warm.and_then(interpolated), unit),
+            (
+                c.last_round,
+                "baseline",
+                c.baseline.as_ref().and_then(|b| interpolated(&b.capacity)),
+                unit,
+            ),
+            (c.last_round, "warm_over_cold", c.warm_over_cold, "ratio"),
+            (
+                c.last_round,
+                "against_baseline",
+                c.baseline.as_ref().and_then(|b| b.ratio),
+                "ratio",
+            ),
+        ] {
+            let Some(v) = v.filter(|v| v.is_finite()) else {
+                continue;
+            };
+            let metric = if unit == "ratio" {
+                "capacity_ratio"
+            } else {
+                "capacity"
+            };
+            let _ = out.write_record([
+                text(&saved.run.timestamp).as_ref(),
+                "all",
+                &text(&c.scenario),
+                &round.to_string(),
+                "1",
+                metric,
+                stat,
+                &v.to_string(),
+                unit,
+            ]);
+        }
+    }
     String::from_utf8(out.into_inner().unwrap_or_default()).unwrap_or_default()
 }
 

@@ -64,12 +64,14 @@ pub fn render(saved: &SavedRun, charts: Option<&Charts>) -> String {
         chart_section(&mut out, c);
     }
     cache(&mut out, saved);
+    let caps = super::capacity::capacities(saved);
+    super::capacity::section(&mut out, &caps, charts);
     super::views::baselines(&mut out, saved);
     super::views::repeats(&mut out, saved);
     super::views::pivots(&mut out, saved);
     isolation(&mut out, saved);
     let checked = targets(&mut out, saved);
-    conclusion(&mut out, saved, &checked);
+    conclusion(&mut out, saved, &checked, &caps);
     details(&mut out, saved, charts);
     out
 }
@@ -443,8 +445,31 @@ fn targets(out: &mut String, saved: &SavedRun) -> Vec<(String, Vec<TargetResult>
     checked
 }
 
-fn conclusion(out: &mut String, saved: &SavedRun, checked: &[(String, Vec<TargetResult>)]) {
+fn conclusion(
+    out: &mut String,
+    saved: &SavedRun,
+    checked: &[(String, Vec<TargetResult>)],
+    caps: &[kvbench_common::sweep::SweepCapacity],
+) {
     out.push_str("## Conclusion\n\n");
+    let bought = caps
+        .iter()
+        .filter_map(|c| Some((c, c.warm_over_cold?)))
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    if let Some((c, r)) = bought {
+        let _ = writeln!(
+            out,
+            "- The cache bought the most capacity for **{}**: {} {} within the SLO warm against {} cold ({r:.2}x){}.",
+            c.scenario,
+            c.warm.as_ref().map_or_else(|| "-".into(), kvbench_common::sweep::shown),
+            c.dimension.unit(),
+            kvbench_common::sweep::shown(&c.cold),
+            c.baseline
+                .as_ref()
+                .and_then(|b| Some(format!("; {:.2}x the capacity of {}", b.ratio?, b.scenario)))
+                .unwrap_or_default()
+        );
+    }
     let mut compared: Vec<(&str, f64, &ScenarioStats)> = ran(saved)
         .filter_map(|(n, st)| Some((n, st.comparison.as_ref()?.ttft_reduction_pct?, st)))
         .collect();

@@ -5,12 +5,14 @@
 //! [`write()`] on a blocking thread.
 //!
 //! - [`markdown`]: the report's text; [`views`]: its baselines, pivots and repeats;
+//!   [`capacity`]: the capacity of swept scenarios at their objectives;
 //! - [`html`]: the same report as one self-contained page; [`csv`]: figures in long form;
 //! - [`charts`]: the five bar and radar charts; [`timeline`]: distributions and the run's
 //!   timeline from records and samples.
 //!
 //! May import: `kvbench_common` and [`crate::output`] (saved runs, records, samples).
 
+pub mod capacity;
 pub mod charts;
 pub mod csv;
 pub mod html;

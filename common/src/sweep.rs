@@ -1,0 +1,297 @@
+//! What a load sweep shows: per swept scenario, the capacity of its round 1 (cold) and of
+//! its last round (warm) at its `slo:`, their ratio, the capacity of its `baseline:` as
+//! swept, and each point's figures, gathered from the points' stats files. The arithmetic
+//! is [`crate::stats::capacity`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::{SweepDimension, SweepPoint};
+use crate::results::{RoundStats, ScenarioStats};
+use crate::stats::capacity::{capacity, Capacity, Check, Point};
+use crate::targets::{round_figure, Target};
+
+/// One point as run: its scenario's name, its sweep point and its stats (none: it has
+/// none).
+pub type Run<'a> = (&'a str, &'a SweepPoint, Option<&'a ScenarioStats>);
+
+/// A swept scenario's capacities and points.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepCapacity {
+    /// The swept scenario's name (its points are `<name>~c16`, ...).
+    pub scenario: String,
+    pub dimension: SweepDimension,
+    pub slo: Vec<Target>,
+    /// The last round of its points (the warm one); 1 when it runs one round.
+    pub last_round: u32,
+    /// Round 1's capacity: the cold start.
+    pub cold: Capacity,
+    /// The last round's capacity (none with one round).
+    pub warm: Option<Capacity>,
+    /// Warm capacity over cold, when both lie within the swept loads.
+    pub warm_over_cold: Option<f64>,
+    /// Its baseline's warm capacity (the baseline swept the same way), and this scenario's
+    /// warm capacity over it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineCapacity>,
+    pub points: Vec<LoadPoint>,
+}
+
+/// The baseline's side of a capacity comparison.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaselineCapacity {
+    pub scenario: String,
+    /// The baseline's last-round capacity (its round 1 when it runs one round).
+    pub capacity: Capacity,
+    /// This scenario's warm capacity over the baseline's.
+    pub ratio: Option<f64>,
+}
+
+/// One load of a sweep, as the capacity used it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadPoint {
+    /// The requested load: a concurrency, or requests per second.
+    pub load: f64,
+    /// Its scenarios as run (`<name>~c16`, and `#k` for each repeat).
+    pub runs: Vec<String>,
+    pub cold: RoundPoint,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm: Option<RoundPoint>,
+}
+
+/// One round kind at one load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundPoint {
+    /// Each objective's figure (the median over repeats), in the order of `slo`.
+    pub figures: Vec<Option<f64>>,
+    pub meets: bool,
+    /// Requests sent per second of the round (completed and failed): what the load
+    /// achieved, against the requested rate.
+    pub achieved_rate: Option<f64>,
+    /// Completed requests per second.
+    pub request_throughput: Option<f64>,
+    /// Why the point is left out of the capacity (the agent saturated, the round did not
+    /// run), naming the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excluded: Option<String>,
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// One round kind at one load, over its repeats.
+fn round_point(runs: &[(&str, Option<&ScenarioStats>)], round: u32, slo: &[Target]) -> RoundPoint {
+    let mut excluded = Vec::new();
+    let mut rounds: Vec<&RoundStats> = Vec::new();
+    for (name, st) in runs {
+        match st.and_then(|s| s.rounds.iter().find(|r| r.round == round)) {
+            None => excluded.push(format!("{name}: round {round} did not run")),
+            Some(r) if r.generator_saturated => excluded.push(format!(
+                "{name}: the agent saturated in round {round}{}",
+                r.agent_health
+                    .as_ref()
+                    .map(|h| format!(" ({})", h.saturation_reason))
+                    .unwrap_or_default()
+            )),
+            Some(r) => rounds.push(r),
+        }
+    }
+    let per_run = |f: &dyn Fn(&RoundStats) -> Option<f64>| {
+        median(rounds.iter().filter_map(|r| f(r)).collect())
+    };
+    let figures: Vec<Option<f64>> = slo
+        .iter()
+        .map(|t| per_run(&|r| round_figure(&t.metric, r)))
+        .collect();
+    let meets = slo
+        .iter()
+        .zip(&figures)
+        .all(|(t, v)| v.is_some_and(|v| t.op.holds(v, t.value)));
+    RoundPoint {
+        meets: meets && excluded.is_empty(),
+        figures,
+        achieved_rate: per_run(&|r| {
+            (r.duration > 0.0).then(|| f64::from(r.completed + r.failed) / r.duration)
+        }),
+        request_throughput: per_run(&|r| Some(r.request_throughput)),
+        excluded: (!excluded.is_empty()).then(|| excluded.join("; ")),
+    }
+}
+
+fn capacity_of(points: &[LoadPoint], slo: &[Target], warm: bool) -> Capacity {
+    let pts: Vec<Point> = points
+        .iter()
+        .filter_map(|p| {
+            let rp = if warm { p.warm.as_ref()? } else { &p.cold };
+            Some(Point {
+                load: p.load,
+                checks: slo
+                    .iter()
+                    .zip(&rp.figures)
+                    .map(|(t, v)| Check {
+                        actual: *v,
+                        threshold: t.value,
+                        met: v.is_some_and(|v| t.op.holds(v, t.value)),
+                    })
+                    .collect(),
+                excluded: rp.excluded.clone(),
+            })
+        })
+        .collect();
+    capacity(&pts)
+}
+
+/// `a / b` when both are capacities found within the swept loads (a bound has no ratio).
+fn ratio(a: &Capacity, b: &Capacity) -> Option<f64> {
+    let found = |c: &Capacity| {
+        c.load
+            .filter(|_| c.bound == crate::stats::capacity::Bound::Interpolated)
+    };
+    match (found(a), found(b)) {
+        (Some(x), Some(y)) if y > 0.0 => Some(x / y),
+        _ => None,
+    }
+}
+
+/// The capacities of every swept scenario with objectives, from its points as run: each
+/// a scenario's name, its sweep point and its stats (none when it has none).
+pub fn capacities(runs: &[Run<'_>]) -> Vec<SweepCapacity> {
+    // scenario -> load (as its name shows it) -> runs
+    let mut groups: BTreeMap<&str, BTreeMap<String, Vec<Run<'_>>>> = BTreeMap::new();
+    let mut order: Vec<&str> = Vec::new();
+    for &(name, p, st) in runs {
+        if !order.contains(&p.scenario.as_str()) {
+            order.push(&p.scenario);
+        }
+        groups
+            .entry(&p.scenario)
+            .or_default()
+            .entry(p.dimension.suffix(p.value))
+            .or_default()
+            .push((name, p, st));
+    }
+    let mut out: Vec<SweepCapacity> = order
+        .iter()
+        .filter_map(|scenario| {
+            let loads = groups.get(scenario)?;
+            let (_, first, _) = *loads.values().next()?.first()?;
+            let slo = first.slo.clone();
+            if slo.is_empty() {
+                return None;
+            }
+            let last_round = loads
+                .values()
+                .flatten()
+                .filter_map(|(_, _, st)| Some(st.as_ref()?.scenario.rounds))
+                .max()
+                .unwrap_or(1);
+            let mut points: Vec<LoadPoint> = loads
+                .values()
+                .map(|runs| {
+                    let named: Vec<(&str, Option<&ScenarioStats>)> =
+                        runs.iter().map(|(n, _, st)| (*n, *st)).collect();
+                    LoadPoint {
+                        load: runs[0].1.value,
+                        runs: runs.iter().map(|(n, _, _)| (*n).to_owned()).collect(),
+                        cold: round_point(&named, 1, &slo),
+                        warm: (last_round > 1).then(|| round_point(&named, last_round, &slo)),
+                    }
+                })
+                .collect();
+            points.sort_by(|a, b| a.load.total_cmp(&b.load));
+            let cold = capacity_of(&points, &slo, false);
+            let warm = (last_round > 1).then(|| capacity_of(&points, &slo, true));
+            Some(SweepCapacity {
+                scenario: (*scenario).to_owned(),
+                dimension: first.dimension,
+                warm_over_cold: warm.as_ref().and_then(|w| ratio(w, &cold)),
+                slo,
+                last_round,
+                cold,
+                warm,
+                baseline: first.baseline.clone().map(|b| BaselineCapacity {
+                    scenario: b,
+                    capacity: Capacity {
+                        load: None,
+                        bound: crate::stats::capacity::Bound::Unknown,
+                        last_met: None,
+                        first_missed: None,
+                        limited_by: Vec::new(),
+                        non_monotonic: Vec::new(),
+                    },
+                    ratio: None,
+                }),
+                points,
+            })
+        })
+        .collect();
+    // Each baseline at this scenario's objectives (its own may differ or be absent).
+    for c in &mut out {
+        let Some(b) = c.baseline.as_ref().map(|b| b.scenario.clone()) else {
+            continue;
+        };
+        let base_runs: Vec<Run<'_>> = runs
+            .iter()
+            .filter(|(_, p, _)| p.scenario == b)
+            .copied()
+            .collect();
+        let warm_of_self = c.warm.clone().unwrap_or_else(|| c.cold.clone());
+        let base = rebuilt(&base_runs, &c.slo);
+        if let (Some(bl), Some(cap)) = (c.baseline.as_mut(), base) {
+            bl.ratio = ratio(&warm_of_self, &cap);
+            bl.capacity = cap;
+        }
+    }
+    out
+}
+
+/// The last round's capacity of a sweep at `slo` (its round 1's when it runs one round).
+fn rebuilt(runs: &[Run<'_>], slo: &[Target]) -> Option<Capacity> {
+    if runs.is_empty() {
+        return None;
+    }
+    let with_slo: Vec<SweepPoint> = runs
+        .iter()
+        .map(|(_, p, _)| SweepPoint {
+            slo: slo.to_vec(),
+            baseline: None,
+            ..(*p).clone()
+        })
+        .collect();
+    let again: Vec<Run<'_>> = runs
+        .iter()
+        .zip(&with_slo)
+        .map(|((n, _, st), p)| (*n, p, *st))
+        .collect();
+    let c = capacities(&again).into_iter().next()?;
+    Some(c.warm.unwrap_or(c.cold))
+}
+
+/// How a capacity reads: `12.4`, `>= 64`, `< 1`, `unknown`.
+pub fn shown(c: &Capacity) -> String {
+    use crate::stats::capacity::Bound;
+    let n = |v: f64| {
+        if v >= 100.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.1}")
+        }
+    };
+    match (c.bound, c.load, c.first_missed) {
+        (Bound::Interpolated, Some(v), _) => n(v),
+        (Bound::AtLeast, Some(v), _) => format!(">= {}", crate::util::trim_float(v)),
+        (Bound::Below, _, Some(v)) => format!("< {}", crate::util::trim_float(v)),
+        _ => "unknown".into(),
+    }
+}
