@@ -31,6 +31,9 @@ pub struct SweepCapacity {
     pub warm: Option<Capacity>,
     /// Warm capacity over cold, when both lie within the swept loads.
     pub warm_over_cold: Option<f64>,
+    /// When one of them is a bound (warm `>= 64`): the least the ratio can be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_over_cold_at_least: Option<f64>,
     /// Its baseline's warm capacity (the baseline swept the same way), and this scenario's
     /// warm capacity over it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -46,6 +49,9 @@ pub struct BaselineCapacity {
     pub capacity: Capacity,
     /// This scenario's warm capacity over the baseline's.
     pub ratio: Option<f64>,
+    /// When one of them is a bound: the least the ratio can be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio_at_least: Option<f64>,
 }
 
 /// One load of a sweep, as the capacity used it.
@@ -71,6 +77,11 @@ pub struct RoundPoint {
     pub achieved_rate: Option<f64>,
     /// Completed requests per second.
     pub request_throughput: Option<f64>,
+    /// Most requests in flight at once (the median over repeats): under a swept
+    /// concurrency, what the load reached (a round with fewer requests than the
+    /// concurrency never reaches it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<f64>,
     /// Why the point is left out of the capacity (the agent saturated, the round did not
     /// run), naming the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,20 +102,37 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 /// One round kind at one load, over its repeats.
-fn round_point(runs: &[(&str, Option<&ScenarioStats>)], round: u32, slo: &[Target]) -> RoundPoint {
+/// `concurrency`: the point's swept concurrency (none for a rate sweep); a round that never
+/// had that many requests in flight did not run at that load.
+fn round_point(
+    runs: &[(&str, Option<&ScenarioStats>)],
+    round: u32,
+    slo: &[Target],
+    concurrency: Option<f64>,
+) -> RoundPoint {
     let mut excluded = Vec::new();
+    // Excluded rounds' figures are shown too, never used.
     let mut rounds: Vec<&RoundStats> = Vec::new();
     for (name, st) in runs {
-        match st.and_then(|s| s.rounds.iter().find(|r| r.round == round)) {
-            None => excluded.push(format!("{name}: round {round} did not run")),
-            Some(r) if r.generator_saturated => excluded.push(format!(
+        let Some(r) = st.and_then(|s| s.rounds.iter().find(|r| r.round == round)) else {
+            excluded.push(format!("{name}: round {round} did not run"));
+            continue;
+        };
+        rounds.push(r);
+        if concurrency.is_some_and(|c| f64::from(r.max_concurrent_requests) < c) {
+            excluded.push(format!(
+                "{name}: at most {} requests in flight in round {round}, fewer than the concurrency (the round has {} requests)",
+                r.max_concurrent_requests,
+                r.completed + r.failed
+            ));
+        } else if r.generator_saturated {
+            excluded.push(format!(
                 "{name}: the agent saturated in round {round}{}",
                 r.agent_health
                     .as_ref()
                     .map(|h| format!(" ({})", h.saturation_reason))
                     .unwrap_or_default()
-            )),
-            Some(r) => rounds.push(r),
+            ));
         }
     }
     let per_run = |f: &dyn Fn(&RoundStats) -> Option<f64>| {
@@ -125,6 +153,7 @@ fn round_point(runs: &[(&str, Option<&ScenarioStats>)], round: u32, slo: &[Targe
             (r.duration > 0.0).then(|| f64::from(r.completed + r.failed) / r.duration)
         }),
         request_throughput: per_run(&|r| Some(r.request_throughput)),
+        max_in_flight: per_run(&|r| Some(f64::from(r.max_concurrent_requests))),
         excluded: (!excluded.is_empty()).then(|| excluded.join("; ")),
     }
 }
@@ -150,6 +179,23 @@ fn capacity_of(points: &[LoadPoint], slo: &[Target], warm: bool) -> Capacity {
         })
         .collect();
     capacity(&pts)
+}
+
+/// At least how many times `b` capacity `a` is, when one of them is a bound (`a` at
+/// least its highest load, `b` below its lowest): the lowest `a` over the highest `b`.
+fn ratio_at_least(a: &Capacity, b: &Capacity) -> Option<f64> {
+    use crate::stats::capacity::Bound;
+    let low_a = match a.bound {
+        Bound::Interpolated | Bound::AtLeast => a.load?,
+        _ => return None,
+    };
+    let high_b = match b.bound {
+        Bound::Interpolated => b.load?,
+        Bound::Below => b.first_missed?,
+        _ => return None,
+    };
+    let exact = a.bound == Bound::Interpolated && b.bound == Bound::Interpolated;
+    (!exact && high_b > 0.0).then(|| low_a / high_b)
 }
 
 /// `a / b` when both are capacities found within the swept loads (a bound has no ratio).
@@ -199,13 +245,16 @@ pub fn capacities(runs: &[Run<'_>]) -> Vec<SweepCapacity> {
             let mut points: Vec<LoadPoint> = loads
                 .values()
                 .map(|runs| {
+                    let concurrency = (runs[0].1.dimension == SweepDimension::Concurrency)
+                        .then_some(runs[0].1.value);
                     let named: Vec<(&str, Option<&ScenarioStats>)> =
                         runs.iter().map(|(n, _, st)| (*n, *st)).collect();
                     LoadPoint {
                         load: runs[0].1.value,
                         runs: runs.iter().map(|(n, _, _)| (*n).to_owned()).collect(),
-                        cold: round_point(&named, 1, &slo),
-                        warm: (last_round > 1).then(|| round_point(&named, last_round, &slo)),
+                        cold: round_point(&named, 1, &slo, concurrency),
+                        warm: (last_round > 1)
+                            .then(|| round_point(&named, last_round, &slo, concurrency)),
                     }
                 })
                 .collect();
@@ -216,6 +265,7 @@ pub fn capacities(runs: &[Run<'_>]) -> Vec<SweepCapacity> {
                 scenario: (*scenario).to_owned(),
                 dimension: first.dimension,
                 warm_over_cold: warm.as_ref().and_then(|w| ratio(w, &cold)),
+                warm_over_cold_at_least: warm.as_ref().and_then(|w| ratio_at_least(w, &cold)),
                 slo,
                 last_round,
                 cold,
@@ -231,6 +281,7 @@ pub fn capacities(runs: &[Run<'_>]) -> Vec<SweepCapacity> {
                         non_monotonic: Vec::new(),
                     },
                     ratio: None,
+                    ratio_at_least: None,
                 }),
                 points,
             })
@@ -250,6 +301,7 @@ pub fn capacities(runs: &[Run<'_>]) -> Vec<SweepCapacity> {
         let base = rebuilt(&base_runs, &c.slo);
         if let (Some(bl), Some(cap)) = (c.baseline.as_mut(), base) {
             bl.ratio = ratio(&warm_of_self, &cap);
+            bl.ratio_at_least = ratio_at_least(&warm_of_self, &cap);
             bl.capacity = cap;
         }
     }
@@ -276,6 +328,15 @@ fn rebuilt(runs: &[Run<'_>], slo: &[Target]) -> Option<Capacity> {
         .collect();
     let c = capacities(&again).into_iter().next()?;
     Some(c.warm.unwrap_or(c.cold))
+}
+
+/// How a ratio reads: `4.68x`, `>= 10.8x` (a bound), `-`.
+pub fn shown_ratio(exact: Option<f64>, at_least: Option<f64>) -> String {
+    match (exact, at_least) {
+        (Some(r), _) => format!("{r:.2}x"),
+        (None, Some(r)) => format!(">= {r:.1}x"),
+        (None, None) => "-".into(),
+    }
 }
 
 /// How a capacity reads: `12.4`, `>= 64`, `< 1`, `unknown`.

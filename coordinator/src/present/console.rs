@@ -630,7 +630,7 @@ fn final_summary(w: &mut impl Write, plan: &Plan, sum: &RunSummary) {
         say!(w, "Capacity at the SLO (the largest load within every objective; `>=`: every point met them, `<`: the lowest missed):");
         say!(w, "| scenario | load | objectives | cold (round 1) | warm (last round) | warm / cold | against baseline |");
         say!(w, "|---|---|---|---|---|---|---|");
-        let x = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}x"));
+        use kvbench_common::sweep::shown_ratio;
         for c in &caps {
             let objectives: Vec<String> = c.slo.iter().map(ToString::to_string).collect();
             say!(
@@ -643,12 +643,12 @@ fn final_summary(w: &mut impl Write, plan: &Plan, sum: &RunSummary) {
                 c.warm
                     .as_ref()
                     .map_or_else(|| "n/a".into(), kvbench_common::sweep::shown),
-                x(c.warm_over_cold),
+                shown_ratio(c.warm_over_cold, c.warm_over_cold_at_least),
                 c.baseline.as_ref().map_or_else(
                     || "n/a".into(),
                     |b| format!(
                         "{} ({}: {})",
-                        x(b.ratio),
+                        shown_ratio(b.ratio, b.ratio_at_least),
                         b.scenario,
                         kvbench_common::sweep::shown(&b.capacity)
                     )

@@ -32,7 +32,7 @@ pub fn section(
         return;
     }
     out.push_str("## Capacity at the SLO\n\nThe largest load whose round met every objective, interpolated between the last swept point that met them and the first that did not (`>=`: every point met them; `<`: the lowest already missed).\n\n| scenario | load | objectives | capacity cold (round 1) | capacity warm (last round) | warm / cold | baseline | baseline capacity | against baseline |\n|---|---|---|---|---|---|---|---|---|\n");
-    let x = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}x"));
+    use kvbench_common::sweep::shown_ratio;
     for c in caps {
         let objectives: Vec<String> = c.slo.iter().map(|t| t.to_string()).collect();
         let _ = writeln!(
@@ -43,14 +43,16 @@ pub fn section(
             cell(&objectives.join(", ")),
             shown(&c.cold),
             c.warm.as_ref().map_or_else(|| "-".into(), shown),
-            x(c.warm_over_cold),
+            shown_ratio(c.warm_over_cold, c.warm_over_cold_at_least),
             c.baseline
                 .as_ref()
                 .map_or_else(|| "-".into(), |b| cell(&b.scenario)),
             c.baseline
                 .as_ref()
                 .map_or_else(|| "-".into(), |b| shown(&b.capacity)),
-            x(c.baseline.as_ref().and_then(|b| b.ratio)),
+            c.baseline
+                .as_ref()
+                .map_or_else(|| "-".into(), |b| shown_ratio(b.ratio, b.ratio_at_least)),
         );
     }
     out.push('\n');
@@ -66,11 +68,12 @@ pub fn section(
             );
         }
         let mut head = format!(
-            "| {} | achieved req/s (round 1 / {}) |",
+            "| {} | achieved req/s (round 1 / {}) | most in flight (round 1 / {}) |",
             c.dimension.unit(),
+            c.last_round,
             c.last_round
         );
-        let mut rule = "|---|---|".to_owned();
+        let mut rule = "|---|---|---|".to_owned();
         for t in &c.slo {
             let _ = write!(head, " {} (round 1 / {}) |", cell(&t.metric), c.last_round);
             rule.push_str("---|");
@@ -81,10 +84,12 @@ pub fn section(
         let mut notes = Vec::new();
         for p in &c.points {
             let mut row = format!(
-                "| {} | {} / {} |",
+                "| {} | {} / {} | {} / {} |",
                 kvbench_common::util::trim_float(p.load),
                 f(p.cold.achieved_rate, 2),
-                f(p.warm.as_ref().and_then(|w| w.achieved_rate), 2)
+                f(p.warm.as_ref().and_then(|w| w.achieved_rate), 2),
+                f(p.cold.max_in_flight, 0),
+                f(p.warm.as_ref().and_then(|w| w.max_in_flight), 0)
             );
             for (k, _) in c.slo.iter().enumerate() {
                 let _ = write!(

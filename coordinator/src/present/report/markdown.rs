@@ -454,19 +454,25 @@ fn conclusion(
     out.push_str("## Conclusion\n\n");
     let bought = caps
         .iter()
-        .filter_map(|c| Some((c, c.warm_over_cold?)))
+        .filter_map(|c| Some((c, c.warm_over_cold.or(c.warm_over_cold_at_least)?)))
         .max_by(|a, b| a.1.total_cmp(&b.1));
-    if let Some((c, r)) = bought {
+    if let Some((c, _)) = bought {
         let _ = writeln!(
             out,
-            "- The cache bought the most capacity for **{}**: {} {} within the SLO warm against {} cold ({r:.2}x){}.",
+            "- The cache bought the most capacity for **{}**: {} {} within the SLO warm against {} cold ({}){}.",
             c.scenario,
             c.warm.as_ref().map_or_else(|| "-".into(), kvbench_common::sweep::shown),
             c.dimension.unit(),
             kvbench_common::sweep::shown(&c.cold),
+            kvbench_common::sweep::shown_ratio(c.warm_over_cold, c.warm_over_cold_at_least),
             c.baseline
                 .as_ref()
-                .and_then(|b| Some(format!("; {:.2}x the capacity of {}", b.ratio?, b.scenario)))
+                .filter(|b| b.ratio.or(b.ratio_at_least).is_some())
+                .map(|b| format!(
+                    "; {} the capacity of {}",
+                    kvbench_common::sweep::shown_ratio(b.ratio, b.ratio_at_least),
+                    b.scenario
+                ))
                 .unwrap_or_default()
         );
     }
