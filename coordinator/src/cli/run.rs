@@ -115,20 +115,22 @@ struct UnknownScenario {
     known: Vec<String>,
 }
 
+/// Whether `--only WANT` names the scenario `name`: a plan name stands for its runs on each
+/// agent (`@agent`), its sweep's points (`~c16`) and its repeats (`#k`); a point's name for
+/// its repeats.
+fn stands_for(name: &str, want: &str) -> bool {
+    name.strip_prefix(want)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['@', '~', '#']))
+}
+
 /// Keeps the scenarios `--only` names (all when it names none); an unknown name is an error
 /// listing the plan's.
 fn keep_only(p: &mut Plan, only: &[String]) -> Result<(), UnknownScenario> {
     if only.is_empty() {
         return Ok(());
     }
-    // A plan name stands for its runs on each agent (`@agent`) and its repeats (`#k`).
-    let base = |name: &str| name.split(['@', '#']).next().unwrap_or(name).to_owned();
     for want in only {
-        if !p
-            .scenarios
-            .iter()
-            .any(|s| s.name == *want || base(&s.name) == *want)
-        {
+        if !p.scenarios.iter().any(|s| stands_for(&s.name, want)) {
             return Err(UnknownScenario {
                 name: want.clone(),
                 known: p.scenarios.iter().map(|s| s.name.clone()).collect(),
@@ -136,7 +138,7 @@ fn keep_only(p: &mut Plan, only: &[String]) -> Result<(), UnknownScenario> {
         }
     }
     p.scenarios
-        .retain(|s| only.iter().any(|w| s.name == *w || base(&s.name) == *w));
+        .retain(|s| only.iter().any(|w| stands_for(&s.name, w)));
     Ok(())
 }
 
@@ -389,4 +391,20 @@ async fn run_with_embedded(
         let _ = writeln!(std::io::stdout(), "(engine: the embedded kvbench-sim, a simulated engine; figures show the harness and the cache model, not a GPU)");
     }
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stands_for;
+
+    #[test]
+    fn only_names_a_scenario_with_its_agents_points_and_repeats() {
+        for name in ["a", "a@gpu-1", "a~c16", "a~c16#2", "a@gpu-1~r0.5#1", "a#3"] {
+            assert!(stands_for(name, "a"), "{name}");
+        }
+        assert!(stands_for("a~c16#2", "a~c16"));
+        assert!(!stands_for("a~c4", "a~c16"));
+        assert!(!stands_for("ab", "a"));
+        assert!(!stands_for("a-no-cache~c1", "a"));
+    }
 }
