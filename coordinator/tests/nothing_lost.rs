@@ -5,6 +5,7 @@
 mod common;
 
 use common::kvbench;
+use common::procs;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -12,49 +13,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{read_json, TempDir};
-
-/// A kvbench-sim process (`kvbench internal-sim`) on a free loopback port.
-struct SimProcess {
-    child: Child,
-    url: String,
-}
-
-impl SimProcess {
-    fn start(flags: &[&str]) -> SimProcess {
-        Self::start_listening("127.0.0.1:0", flags)
-    }
-
-    fn start_listening(listen: &str, flags: &[&str]) -> SimProcess {
-        let mut child = kvbench()
-            .args(["internal-sim", "--listen", listen])
-            .args(flags)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("kvbench internal-sim starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("the sim says where it listens");
-        let addr = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .expect("an address")
-            .to_owned();
-        SimProcess {
-            child,
-            url: format!("http://{addr}"),
-        }
-    }
-}
-
-impl Drop for SimProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Files of the output folder whose names contain `part`.
 fn files_with(dir: &Path, part: &str) -> Vec<PathBuf> {
@@ -322,13 +280,13 @@ fn a_huge_concurrency_with_few_requests_runs_normally_and_long_names_fit() {
 #[test]
 fn degraded_and_not_cold_runs_have_their_own_exit_status() {
     // Half the requests fail: every round runs, the scenario is degraded (exit 3).
-    let sim = SimProcess::start(&["--fault-5xx", "0.5", "--fault-seed", "3"]);
+    let (sim, sim_url) = procs::sim(&["--fault-5xx", "0.5", "--fault-seed", "3"]);
     let dir = TempDir::new("degraded");
     dir.write(
         "s.yaml",
         &format!(
             "endpoint: {}\nnum_requests: 20\noutput_tokens: 2\nworkload:\n  prompt_tokens: 8\n",
-            sim.url
+            sim_url
         ),
     );
     let plan = dir.write(
@@ -357,13 +315,13 @@ fn degraded_and_not_cold_runs_have_their_own_exit_status() {
     drop(sim);
 
     // A reset that lies: the second scenario's round 1 hits the first one's cache (exit 4).
-    let sim = SimProcess::start(&["--lying-reset"]);
+    let (_sim, sim_url) = procs::sim(&["--lying-reset"]);
     let dir = TempDir::new("not-cold");
     dir.write(
         "docs.yaml",
         &format!(
             "endpoint: {}\nnum_requests: 4\noutput_tokens: 2\nworkload:\n  documents: 2\n  document_tokens: 600\n",
-            sim.url
+            sim_url
         ),
     );
     let plan = dir.write(
@@ -407,6 +365,6 @@ fn workload_inspect_into_a_closed_pipe_does_not_panic() {
 
 #[test]
 fn listen_addresses_may_name_a_host() {
-    let sim = SimProcess::start_listening("localhost:0", &[]);
-    assert!(sim.url.starts_with("http://127.0.0.1:"), "{}", sim.url);
+    let (_sim, url) = procs::sim_listening("localhost:0", &[]);
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
 }

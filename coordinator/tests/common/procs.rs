@@ -156,22 +156,18 @@ pub async fn until_served(base_url: &str, n: u64) {
 
 /// `kvbench internal-sim FLAGS` on a free loopback port, and its base URL.
 pub fn sim(flags: &[&str]) -> (Proc, String) {
+    sim_listening("127.0.0.1:0", flags)
+}
+
+/// `kvbench internal-sim --listen LISTEN FLAGS`, and its base URL.
+pub fn sim_listening(listen: &str, flags: &[&str]) -> (Proc, String) {
     let mut child = crate::common::kvbench()
-        .args(["internal-sim", "--listen", "127.0.0.1:0"])
+        .args(["internal-sim", "--listen", listen])
         .args(flags)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("kvbench internal-sim starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("the sim says where it listens");
-    let addr = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .expect("an address")
-        .to_owned();
+    let addr = first_line_after(&mut child, "kvbench-sim listening on ");
     (Proc(child), format!("http://{addr}"))
 }

@@ -191,13 +191,6 @@ pub fn draw(
         .into_iter()
         .chain((c.last_round > 1).then(|| (format!("round {} (warm)", c.last_round), true)))
         .collect();
-    let round = |p: &kvbench_common::sweep::LoadPoint, warm: bool| {
-        if warm {
-            p.warm.clone()
-        } else {
-            Some(p.cold.clone())
-        }
-    };
     let title = format!("Capacity: {}", fit_name(&c.scenario));
     let x_desc = format!("{} (logarithmic)", c.dimension.unit());
     let top_desc = objective.metric.clone();
@@ -232,7 +225,12 @@ pub fn draw(
         let pts: Vec<(f64, f64)> = c
             .points
             .iter()
-            .filter_map(|p| Some((p.load, round(p, *warm)?.figures.first().copied().flatten()?)))
+            .filter_map(|p| {
+                Some((
+                    p.load,
+                    round_of(p, *warm)?.figures.first().copied().flatten()?,
+                ))
+            })
             .collect();
         chart
             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
@@ -299,7 +297,7 @@ pub fn draw(
         let pts: Vec<(f64, f64)> = c
             .points
             .iter()
-            .filter_map(|p| Some((p.load, round(p, *warm)?.request_throughput?)))
+            .filter_map(|p| Some((p.load, round_of(p, *warm)?.request_throughput?)))
             .collect();
         chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?;
         chart.draw_series(
@@ -318,4 +316,16 @@ pub fn draw(
     ];
     texts.extend(kinds.into_iter().map(|(l, _)| l));
     Ok(texts)
+}
+
+/// A point's round 1 or last round.
+fn round_of(
+    p: &kvbench_common::sweep::LoadPoint,
+    warm: bool,
+) -> Option<&kvbench_common::sweep::RoundPoint> {
+    if warm {
+        p.warm.as_ref()
+    } else {
+        Some(&p.cold)
+    }
 }
