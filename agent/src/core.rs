@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::clear::ClearFailed;
 use crate::engine::http::{http_client, EngineCallError, HttpClient};
 use crate::engine::identity::model_ids;
-use crate::load::{self, ReplyStore, RoundSpec};
+use crate::load::{self, PerfectStore, ReplyStore, RoundSpec};
 use crate::telemetry::Telemetry;
 use crate::AgentConfig;
 
@@ -78,6 +78,7 @@ pub(crate) struct AgentCore {
     client: HttpClient,
     telemetry: Telemetry,
     replies: Arc<ReplyStore>,
+    perfect: Arc<PerfectStore>,
     probe: Arc<std::sync::Mutex<Option<load::Probe>>>,
     tokenizers: crate::tokenizer::TokenizerCache,
     /// `tokenizer: engine`: the engine's token costs, measured at its first round.
@@ -121,6 +122,7 @@ impl AgentCore {
             client,
             telemetry,
             replies: Arc::new(ReplyStore::default()),
+            perfect: Arc::new(PerfectStore::default()),
             probe: Arc::default(),
             tokenizers: Default::default(),
             engine_tokens: Default::default(),
@@ -286,6 +288,7 @@ impl AgentCore {
             enforce_output_length: false,
             ttft_timeout: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(60),
+            on_first_token: None,
         };
         let reply = crate::load::request::send(&self.client, &call).await;
         let after = crate::engine::metrics::scrape(&self.client, &self.config.metrics_url).await;
@@ -601,6 +604,7 @@ impl AgentCore {
             base_url: self.base_url.clone(),
             agent_name: self.name.clone(),
             replies: self.replies.clone(),
+            perfect: self.perfect.of(&spec.request.scenario_id),
             telemetry: self.telemetry.clone(),
             stop_reason: why,
             watch: Arc::new(load::EngineWatch::new(

@@ -18,11 +18,18 @@
 //!   prefix it shares with any other text of the round sent before it ended, an upper bound
 //!   for one request on its own (an engine may serve a later request first).
 //!
+//! A third question needs the engine's view, token by token ([`TokenPrefixes`]): what a
+//! **perfect cache** (unbounded, never evicting) would have held when a prompt was sent:
+//! every prompt of the scenario's earlier rounds, and every prompt of this round whose
+//! prefill was done (its first token had come back). A request racing another that shares
+//! its prefix could not reuse it, so the figure is what the requests *as they were sent*
+//! could have reused; the round's measured hits over it is the cache's efficiency.
+//!
 //! Each prompt also names its **prefix group**: the first request of the round whose prompt
 //! began like it (the same first chunk). In a cold round some request of every group
 //! computed the group's common start.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use crate::record::RequestRecord;
@@ -129,6 +136,79 @@ pub fn head(text: &str, bytes: usize) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+/// Prefixes a [`TokenPrefixes`] holds at most (about 16 bytes each): a scenario whose
+/// prompts add more distinct tokens than this gets no perfect-cache figure.
+pub const PERFECT_MAX_TOKENS: usize = 8_000_000;
+
+/// The chained hash of every prefix of `ids`: entry `i` covers tokens `0..=i`.
+pub fn token_hashes(ids: &[u32]) -> Vec<u64> {
+    let mut h = 0x9e37_79b9_7f4a_7c15u64;
+    ids.iter()
+        .map(|t| {
+            // splitmix64 of the previous hash and the token: cheap, and well mixed.
+            let mut z = (h ^ u64::from(*t)).wrapping_add(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            h = z ^ (z >> 31);
+            h
+        })
+        .collect()
+}
+
+/// A perfect prefix cache, token by token: the prefixes of every prompt it was given
+/// ([`token_hashes`]). It never evicts; past [`PERFECT_MAX_TOKENS`] it stops taking
+/// prompts and says so ([`TokenPrefixes::overflowed`]), as its figures would then be low.
+#[derive(Debug, Default)]
+pub struct TokenPrefixes {
+    seen: HashSet<u64>,
+    overflowed: bool,
+}
+
+impl TokenPrefixes {
+    /// Leading tokens of the prompt with prefix hashes `hashes` that the cache holds.
+    pub fn shared(&self, hashes: &[u64]) -> usize {
+        hashes.iter().take_while(|h| self.seen.contains(h)).count()
+    }
+
+    /// Takes a prompt whose prefill is done.
+    pub fn insert(&mut self, hashes: &[u64]) {
+        if self.overflowed {
+            return;
+        }
+        // A prompt's prefixes are held from its first one that is new: what it shares is
+        // already there.
+        let new = self.shared(hashes);
+        if self.seen.len() + (hashes.len() - new) > PERFECT_MAX_TOKENS {
+            self.overflowed = true;
+            return;
+        }
+        self.seen.extend(&hashes[new..]);
+    }
+
+    /// It stopped taking prompts: its shares may be short of a perfect cache's.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    /// Distinct prefixes held: the tokens a perfect cache had to compute.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+}
+
+/// What a perfect cache gives a prompt of `prompt` tokens that shares `perfect_prefix`
+/// tokens with it ([`RequestRecord::perfect_prefix_tokens`]) on an engine caching whole
+/// blocks of `block` tokens: whole blocks of the shared prefix, and never the prompt's last
+/// token (an engine computes at least one token to answer).
+pub fn perfect_hit_tokens(perfect_prefix: u32, prompt: u32, block: u32) -> u32 {
+    let block = block.max(1);
+    perfect_prefix.min(prompt.saturating_sub(1)) / block * block
 }
 
 /// Tokens per KV block assumed where the engine does not say (vLLM's default on GPUs).
@@ -273,6 +353,36 @@ mod tests {
         );
     }
 
+    /// The perfect cache holds what it was given, token by token: a prompt shares the
+    /// prefix it has in common with one inserted, and nothing with one merely looked up.
+    #[test]
+    fn the_perfect_cache_shares_whole_prefixes_token_by_token() {
+        let mut c = TokenPrefixes::default();
+        let a = token_hashes(&[1, 2, 3, 4, 5]);
+        let b = token_hashes(&[1, 2, 3, 9, 5]);
+        assert_eq!(c.shared(&a), 0);
+        c.insert(&a);
+        assert_eq!(c.shared(&a), 5);
+        assert_eq!(c.shared(&b), 3, "the prefix before the first difference");
+        assert_eq!(c.shared(&token_hashes(&[2, 3])), 0, "not a prefix");
+        c.insert(&b);
+        assert_eq!(c.len(), 7, "shared prefixes are held once");
+        assert!(!c.overflowed());
+    }
+
+    #[test]
+    fn perfect_hits_are_whole_blocks_short_of_the_last_token() {
+        assert_eq!(perfect_hit_tokens(100, 200, 16), 96);
+        assert_eq!(
+            perfect_hit_tokens(200, 200, 16),
+            192,
+            "199 tokens: 12 blocks"
+        );
+        assert_eq!(perfect_hit_tokens(200, 200, 1), 199);
+        assert_eq!(perfect_hit_tokens(15, 200, 16), 0);
+        assert_eq!(perfect_hit_tokens(5, 0, 0), 0);
+    }
+
     #[test]
     fn head_cuts_on_character_boundaries() {
         assert_eq!(head("腾讯云", 4), "腾");
@@ -280,6 +390,25 @@ mod tests {
     }
 
     proptest! {
+        /// Against a cache holding some prompts, a prompt shares exactly the longest common
+        /// prefix it has with one of them.
+        #[test]
+        fn a_prompt_shares_its_longest_common_prefix_with_those_held(
+            held in proptest::collection::vec(proptest::collection::vec(0u32..4, 0..12), 0..6),
+            probe in proptest::collection::vec(0u32..4, 0..12),
+        ) {
+            let mut c = TokenPrefixes::default();
+            for p in &held {
+                c.insert(&token_hashes(p));
+            }
+            let want = held
+                .iter()
+                .map(|p| p.iter().zip(&probe).take_while(|(a, b)| a == b).count())
+                .max()
+                .unwrap_or(0);
+            prop_assert_eq!(c.shared(&token_hashes(&probe)), want);
+        }
+
         #[test]
         fn a_text_shares_exactly_its_whole_chunks_with_itself(s in "[a-z ]{0,500}", extra in "[a-z]{1,50}") {
             let mut t = PrefixTracker::default();

@@ -130,6 +130,14 @@ pub struct RequestRecord {
     /// did): its prefix group. Null for warmups and prompts shorter than 64 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix_group: Option<u32>,
+    /// Tokens (the engine's count) of the longest prefix this prompt shares with the prompts
+    /// a perfect prefix cache held when it was sent: every prompt of the scenario's earlier
+    /// rounds (warmups included) and every prompt of this round whose first token had come
+    /// back before it went out (its prefill done). The agent counts the prompt as its
+    /// engine renders it, in its tokenizer's tokens, scaled to the engine's prompt count.
+    /// Null for warmups (see [`crate::prefix_cache::perfect_hit_tokens`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perfect_prefix_tokens: Option<u32>,
     /// Its event's sequence number in the round's stream (from 1; none where the agent
     /// numbered none): a resumed stream starts after the last one held, and a resumed run
     /// fetches an interrupted round's records after the last one written.
@@ -225,6 +233,7 @@ impl RequestRecord {
             shared_prefix_tokens: None,
             cold_prefix_tokens: None,
             prefix_group: None,
+            perfect_prefix_tokens: None,
             retried: false,
             outcome: Outcome::Ok,
             error: String::new(),

@@ -63,6 +63,11 @@ pub struct RoundStats {
     /// The engine's own counters over the round (server-side; null when it exports none).
     #[serde(default)]
     pub engine_metrics: Option<EngineMetricsSummary>,
+    /// Hits against a perfect prefix cache's for the requests as they were sent, and the
+    /// cache's efficiency (null when the agent or the engine said too little; see
+    /// [`crate::stats::efficiency`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_efficiency: Option<crate::stats::efficiency::CacheEfficiency>,
     /// GPU, host and engine-load telemetry over the round's measured phase (null when the
     /// agent sent none); the samples are in `<slug>_telemetry_<ts>.jsonl`.
     #[serde(default)]
@@ -155,6 +160,26 @@ pub enum LatencyMetric {
     E2el,
     /// Client queue time: waiting for a concurrency slot.
     Queue,
+}
+
+/// Says why each round of a scenario (its rounds in order) fell short of a perfect cache,
+/// from what its engine reported: its KV capacity against the working set so far, its KV
+/// usage and preemptions (see [`crate::stats::efficiency::explain`]).
+pub fn explain_efficiency(rounds: &mut [RoundStats]) {
+    use crate::stats::efficiency::{explain, EngineFigures};
+    let mut judged: Vec<_> = rounds
+        .iter_mut()
+        .map(|r| {
+            let m = r.engine_metrics.as_ref();
+            let figures = EngineFigures {
+                capacity_tokens: m.and_then(|m| Some((m.num_gpu_blocks? * m.block_size?) as u64)),
+                peak_usage: m.and_then(|m| m.max_kv_cache_usage_perc),
+                preemptions: m.and_then(|m| m.preemptions),
+            };
+            (r.cache_efficiency.as_mut(), figures)
+        })
+        .collect();
+    explain(&mut judged);
 }
 
 impl LatencyMetric {

@@ -59,6 +59,8 @@ pub mod engine_metric {
     pub const CACHE_CONFIG: &[&str] = &["vllm:cache_config_info"];
     /// The KV block size in tokens, from [`CACHE_CONFIG`]'s `block_size` label.
     pub const BLOCK_SIZE: &str = "vllm:cache_config_info:block_size";
+    /// The KV blocks the engine has, from [`CACHE_CONFIG`]'s `num_gpu_blocks` label.
+    pub const NUM_GPU_BLOCKS: &str = "vllm:cache_config_info:num_gpu_blocks";
 
     /// Every family above, with what it means (the README's table is checked against
     /// it): what the agent keeps of a scrape (summed over label sets).
@@ -222,6 +224,9 @@ pub struct EngineMetricsSummary {
     /// The engine's KV block size in tokens, where it says (vLLM's `cache_config_info`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_size: Option<f64>,
+    /// The engine's KV blocks, where it says (vLLM's `cache_config_info`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_gpu_blocks: Option<f64>,
     /// Prompt tokens over the round by where they came from (vLLM's `*_by_source_total`:
     /// `local_compute`, `local_cache_hit`, `external_kv_transfer`; cached: `cached_device`,
     /// `cached_host`, ...).
@@ -273,6 +278,7 @@ impl EngineMetricsSummary {
             max_num_requests_waiting: max(m::REQUESTS_WAITING),
             max_kv_cache_usage_perc: max(m::KV_CACHE_USAGE),
             block_size: max(&[m::BLOCK_SIZE]),
+            num_gpu_blocks: max(&[m::NUM_GPU_BLOCKS]),
             prompt_tokens_by_source: by_source(&s),
         })
     }

@@ -189,7 +189,7 @@ fn table(summary: &RunSummary) {
         let st = &o.stats;
         for r in &st.rounds {
             println!(
-                "| {} | {} | TTFT mean {:.0} ms | cache hit {:.1} % (engine {}) | verdict {} | {} |",
+                "| {} | {} | TTFT mean {:.0} ms | cache hit {:.1} % (engine {}) | efficiency {} | verdict {} | {} |",
                 o.name,
                 r.round,
                 r.latency.ttft.mean.unwrap_or(0.0),
@@ -198,6 +198,13 @@ fn table(summary: &RunSummary) {
                     .as_ref()
                     .and_then(|m| m.prefix_cache_hit_rate)
                     .map_or("n/a".to_owned(), |h| format!("{:.1} %", h * 100.0)),
+                r.cache_efficiency.as_ref().map_or("n/a".to_owned(), |e| format!(
+                    "{} of a perfect cache's {:.1} % ({}-token blocks)",
+                    e.efficiency
+                        .map_or("-".to_owned(), |x| format!("{:.1} %", x * 100.0)),
+                    e.perfect_hit_ratio * 100.0,
+                    e.block_tokens
+                )),
                 st.isolation.verdict,
                 st.isolation.evidence.join("; ")
             );
@@ -324,6 +331,19 @@ async fn five_workload_types_lose_no_request_and_a_rerun_is_not_cold() {
                 r.engine_metrics,
                 r.telemetry.as_ref().map(|t| &t.notes)
             );
+            // Hits against a perfect cache: llama.cpp reuses any prefix, token by token.
+            let e = r
+                .cache_efficiency
+                .as_ref()
+                .unwrap_or_else(|| panic!("{} round {}: no efficiency", o.name, r.round));
+            assert_eq!(e.block_tokens, 1, "{}", o.name);
+            if o.name != "cold" {
+                let x = e.efficiency.expect("a perfect cache reuses something");
+                assert!(x <= 1.05, "{} round {}: {e:?}", o.name, r.round);
+                if o.name == "long" && r.round == 2 {
+                    assert!(x > 0.3, "each slot kept its document: {e:?}");
+                }
+            }
         }
     }
     println!("{retried} requests met a connection llama-server had closed, and went again");

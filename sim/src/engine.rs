@@ -83,6 +83,10 @@ pub struct EngineCounters {
     pub waiting: u64,
     /// Most requests running at once since start.
     pub max_running: u64,
+    /// Prompt tokens that missed the cache only because their blocks had been evicted:
+    /// blocks computed since the last reset, no longer cached when a prompt that shares
+    /// them was admitted (what a cache large enough would have given).
+    pub evicted_miss_tokens: u64,
     /// Faults injected, by kind.
     pub faults: std::collections::BTreeMap<Fault, u64>,
 }
@@ -93,6 +97,8 @@ struct State {
     /// `--host-prompt-cache`: hashes of blocks evicted from the cache into host memory,
     /// which a reset does not clear.
     host: std::collections::HashSet<u64>,
+    /// Hashes of every block computed since the last reset, evicted or not.
+    computed: std::collections::HashSet<u64>,
     counters: EngineCounters,
 }
 
@@ -119,6 +125,7 @@ impl Engine {
             state: Mutex::new(State {
                 cache,
                 host: std::collections::HashSet::new(),
+                computed: std::collections::HashSet::new(),
                 counters: EngineCounters::default(),
             }),
             slots,
@@ -192,7 +199,12 @@ impl Engine {
         if self.config.refusing_reset {
             return false;
         }
-        self.lock().cache.reset()
+        let mut s = self.lock();
+        let reset = s.cache.reset();
+        if reset {
+            s.computed.clear();
+        }
+        reset
     }
 
     /// Queues a prompt until a slot is free, then looks its prefix up in the cache.
@@ -234,6 +246,14 @@ impl Engine {
             0
         };
         let cached_tokens = ((hits + restored) * self.config.block_size) as u32;
+        let max = tokens.len().saturating_sub(1) / self.config.block_size;
+        let evicted = hashes
+            .iter()
+            .take(max)
+            .skip(hits + restored)
+            .take_while(|h| s.computed.contains(*h))
+            .count();
+        s.counters.evicted_miss_tokens += (evicted * self.config.block_size) as u64;
         s.counters.prefix_cache_queries += tokens.len() as u64;
         s.counters.prefix_cache_hits += u64::from(cached_tokens);
         s.counters.host_hits += (restored * self.config.block_size) as u64;
@@ -322,6 +342,7 @@ impl Running {
             let mut s = self.engine.lock();
             let n = s.cache.insert_and_hold(&self.hashes[self.held..]);
             self.held += n;
+            s.computed.extend(&self.hashes);
             let evicted = s.cache.take_evicted();
             if self.engine.config.host_prompt_cache {
                 s.host.extend(evicted);

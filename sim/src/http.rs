@@ -690,6 +690,16 @@ fn metrics_text(engine: &Engine) -> String {
     );
     let _ = writeln!(
         out,
+        "# HELP kvbench_sim:evicted_miss_tokens_total Prompt tokens that missed the cache because their blocks had been evicted since they were computed."
+    );
+    let _ = writeln!(out, "# TYPE kvbench_sim:evicted_miss_tokens_total counter");
+    let _ = writeln!(
+        out,
+        "kvbench_sim:evicted_miss_tokens_total {}",
+        c.evicted_miss_tokens
+    );
+    let _ = writeln!(
+        out,
         "# HELP kvbench_sim:faults_injected_total Faults injected, by kind."
     );
     let _ = writeln!(out, "# TYPE kvbench_sim:faults_injected_total counter");

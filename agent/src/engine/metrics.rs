@@ -46,8 +46,8 @@ pub async fn scrape_names(
     Ok(values)
 }
 
-/// What an engine says only in labels: vLLM's KV block size (`cache_config_info`'s
-/// `block_size`) and its prompt tokens by source, each source as `FAMILY:SOURCE`.
+/// What an engine says only in labels: vLLM's KV block size and block count
+/// (`cache_config_info`'s `block_size` and `num_gpu_blocks`) and its prompt tokens by source, each source as `FAMILY:SOURCE`.
 fn labelled(body: &str) -> BTreeMap<String, f64> {
     use kvbench_common::telemetry::engine_metric as m;
     let mut out = BTreeMap::new();
@@ -56,6 +56,12 @@ fn labelled(body: &str) -> BTreeMap<String, f64> {
         .find_map(|b| b.parse::<u32>().ok().filter(|b| (1..=1 << 20).contains(b)));
     if let Some(b) = block {
         out.insert(m::BLOCK_SIZE.to_owned(), f64::from(b));
+    }
+    let blocks = by_label(body, m::CACHE_CONFIG[0], "num_gpu_blocks")
+        .into_keys()
+        .find_map(|b| b.parse::<u64>().ok().filter(|b| *b >= 1 && *b < 1 << 40));
+    if let Some(b) = blocks {
+        out.insert(m::NUM_GPU_BLOCKS.to_owned(), b as f64);
     }
     for family in m::BY_SOURCE {
         for (source, v) in by_label(body, family, "source") {

@@ -6,8 +6,8 @@
 //! - `schedule`: closed and open loops, progress, the agent watching its own delay;
 //! - `runner`: a conversation, turn by turn; `request`: one request and its SSE stream
 //!   (`sse`), stamped before parsing; `record`: a reply as a record on the round's clock;
-//! - `replies`: round 1's replies, replayed by later rounds; `prefix`: what a prompt
-//!   shares with those before it.
+//! - `replies`: round 1's replies, replayed by later rounds; `perfect`: the perfect
+//!   prefix cache a scenario run's hits are measured against.
 //!
 //! May import: `kvbench_common`, [`crate::engine`] (the transport), [`crate::telemetry`].
 
@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 mod feeder;
+mod perfect;
 mod record;
 mod replies;
 pub(crate) mod request;
@@ -35,6 +36,7 @@ use crate::engine::http::HttpClient;
 use crate::EventTx;
 
 use feeder::feeder;
+pub(crate) use perfect::PerfectStore;
 pub(crate) use replies::ReplyStore;
 use schedule::{progress_ticker, Round};
 pub(crate) use watch::EngineWatch;
@@ -80,6 +82,8 @@ pub struct RoundContext {
     pub base_url: Arc<str>,
     pub agent_name: Arc<str>,
     pub replies: Arc<ReplyStore>,
+    /// This scenario run's perfect prefix cache (see [`perfect`]).
+    pub perfect: perfect::PerfectCache,
     pub telemetry: crate::telemetry::Telemetry,
     /// Why the round was stopped, when it was (none set: the agent is shutting down).
     pub stop_reason: Arc<std::sync::OnceLock<kvbench_common::agent::StopReason>>,

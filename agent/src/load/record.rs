@@ -18,6 +18,32 @@ pub(crate) struct Shared {
     pub(crate) cold_tokens: u32,
     /// Its prefix group (see [`kvbench_common::prefix_cache::Share::group`]).
     pub(crate) group: Option<u32>,
+    /// What the perfect cache held of it when it was sent (none: the cache overflowed).
+    pub(crate) perfect: Option<PerfectShare>,
+}
+
+/// The prompt as the engine sees it (rendered as the engine renders it, in the agent's
+/// tokenizer's ids) against the perfect cache when it was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PerfectShare {
+    /// Leading tokens the cache held.
+    pub(crate) tokens: u32,
+    /// Tokens of the whole prompt, in the same count.
+    pub(crate) of: u32,
+}
+
+impl PerfectShare {
+    /// In the engine's tokens: scaled by the engine's count of the prompt where it gave
+    /// one (its tokenizer and chat template may differ from the agent's), at most it.
+    pub(crate) fn engine_tokens(&self, engine_prompt: Option<u32>) -> u32 {
+        match engine_prompt {
+            Some(p) if self.of > 0 && p != self.of => {
+                let scaled = f64::from(self.tokens) * f64::from(p) / f64::from(self.of);
+                (scaled.round() as u32).min(p)
+            }
+            _ => self.tokens,
+        }
+    }
 }
 
 /// What a record says besides the engine's reply.
@@ -78,6 +104,10 @@ pub(crate) fn build_record(c: &RecordContext<'_>, reply: &request::Reply) -> Req
         shared_prefix_tokens: c.shared.map(|s| s.tokens),
         cold_prefix_tokens: c.shared.map(|s| s.cold_tokens),
         prefix_group: c.shared.and_then(|s| s.group),
+        perfect_prefix_tokens: c
+            .shared
+            .and_then(|s| s.perfect)
+            .map(|p| p.engine_tokens(reply.prompt_tokens)),
         retried: reply.retried,
         outcome: reply.outcome,
         error: reply.error.clone(),
@@ -137,6 +167,7 @@ mod tests {
                 tokens: 0,
                 cold_tokens: 0,
                 group: Some(7),
+                perfect: Some(PerfectShare { tokens: 20, of: 50 }),
             }),
             t0,
             scheduled: at(90),
@@ -164,6 +195,11 @@ mod tests {
         assert_eq!(r.ttft_ms(), Some(50.0));
         assert!(r.first_touch && r.retried);
         assert_eq!(r.shared_prefix_tokens, Some(0));
+        assert_eq!(
+            r.perfect_prefix_tokens,
+            Some(16),
+            "20 of the agent's 50 tokens: 16 of the engine's 40"
+        );
         assert_eq!(r.http_status, Some(200));
     }
 

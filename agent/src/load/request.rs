@@ -35,6 +35,18 @@ pub struct Call<'a> {
     pub enforce_output_length: bool,
     pub ttft_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Called once, when the first token comes back: the prompt's prefill is done.
+    pub on_first_token: Option<OnFirstToken<'a>>,
+}
+
+/// What a call does when its first token comes back.
+#[derive(Clone, Copy)]
+pub struct OnFirstToken<'a>(pub &'a (dyn Fn() + Send + Sync));
+
+impl std::fmt::Debug for OnFirstToken<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnFirstToken")
+    }
 }
 
 /// What came back, with times as instants; the caller makes them round-relative.
@@ -208,6 +220,7 @@ async fn read_stream(
             continue;
         };
         let mut bad_json: Option<String> = None;
+        let had_token = reply.first_token.is_some();
         let fed = parser.feed(data, |event| {
             if done || bad_json.is_some() {
                 return;
@@ -227,6 +240,11 @@ async fn read_stream(
                 }
             }
         });
+        if !had_token && reply.first_token.is_some() {
+            if let Some(OnFirstToken(f)) = call.on_first_token {
+                f();
+            }
+        }
         if let Err(e) = fed {
             return fail(reply, Outcome::MalformedSse, e.to_string());
         }
@@ -480,6 +498,7 @@ mod tests {
             enforce_output_length: enforce,
             ttft_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
+            on_first_token: None,
         })
     }
 

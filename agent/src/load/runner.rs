@@ -5,14 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kvbench_common::agent::RoundEvent;
-use kvbench_common::prefix_cache::{head, render, Share};
+use kvbench_common::plan::ApiFlavor;
+use kvbench_common::prefix_cache::{head, render, token_hashes, Share};
 use kvbench_common::record::Outcome;
+use kvbench_common::tokenizer::{completion_prompt, render_chat};
 use kvbench_common::workload::Conversation;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::record::{build_record, ms_since, opening_messages, RecordContext, Shared};
-use super::request::Call;
+use super::record::{
+    build_record, ms_since, opening_messages, PerfectShare, RecordContext, Shared,
+};
+use super::request::{Call, OnFirstToken};
 use super::schedule::Round;
 use super::{request, Probe};
 use crate::telemetry::host as health;
@@ -133,6 +137,15 @@ impl Runner {
         t: usize,
     ) -> (request::Reply, Option<Shared>) {
         let spec = &*self.round.spec;
+        let (hashes, perfect) = self.perfect_share(messages);
+        let cache = &self.round.ctx.perfect;
+        // Once its first token is back the engine has the prompt's blocks: later requests
+        // may reuse them.
+        let prefilled = || {
+            if let Ok(mut c) = cache.lock() {
+                c.insert(&hashes);
+            }
+        };
         let call = Call {
             base_url: &self.round.ctx.base_url,
             api: spec.request.api,
@@ -146,6 +159,7 @@ impl Runner {
             enforce_output_length: spec.request.enforce_output_length,
             ttft_timeout: Duration::from_secs_f64(spec.request.load.ttft_timeout_s),
             idle_timeout: Duration::from_secs_f64(spec.request.load.idle_timeout_s),
+            on_first_token: Some(OnFirstToken(&prefilled)),
         };
         let id = conv.first_request_id + t as u32;
         let measured = (!self.warmup).then(|| self.before_send(messages, id));
@@ -158,7 +172,29 @@ impl Runner {
             self.after_send(&reply);
         }
         self.round.ctx.watch.saw(&self.round, reply.outcome);
-        (reply, measured.map(|(text, cold)| self.shared(&text, cold)))
+        let shared = measured.map(|(text, cold)| Shared {
+            perfect,
+            ..self.shared(&text, cold)
+        });
+        (reply, shared)
+    }
+
+    /// The prompt of `messages` as the engine renders it, as prefix hashes of its tokens
+    /// (the agent's tokenizer), and what the perfect cache holds of it now (none once the
+    /// cache overflowed).
+    fn perfect_share(&self, messages: &[(String, String)]) -> (Vec<u64>, Option<PerfectShare>) {
+        let text = match self.round.spec.request.api {
+            ApiFlavor::Chat => render_chat(messages.iter().map(|(r, c)| (r.as_str(), c.as_str()))),
+            ApiFlavor::Completions => completion_prompt(messages),
+        };
+        let hashes = token_hashes(&self.round.spec.counter.ids(&text));
+        let share = self.round.ctx.perfect.lock().ok().and_then(|c| {
+            (!c.overflowed()).then(|| PerfectShare {
+                tokens: c.shared(&hashes) as u32,
+                of: hashes.len() as u32,
+            })
+        });
+        (hashes, share)
     }
 
     /// What a prompt shares with the others of the round: sent before it ended, and (`cold`)
@@ -189,6 +225,7 @@ impl Runner {
                 tokens(cold.bytes)
             },
             group: cold.group,
+            perfect: None,
         }
     }
 

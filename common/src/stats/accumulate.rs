@@ -10,10 +10,12 @@
 
 use std::collections::{BTreeMap, BinaryHeap};
 
+use crate::prefix_cache::DEFAULT_BLOCK_TOKENS;
 use crate::record::{Outcome, RequestRecord};
 use crate::results::{
     AgentHealth, FirstWave, LatencyMetric, LatencyStats, MetricStats, RoundStats,
 };
+use crate::stats::efficiency::{CacheEfficiency, EfficiencyAccumulator};
 use crate::stats::{LatencyHistogram, StatsOptions, Summary};
 use crate::telemetry::{EngineMetricsSummary, TelemetrySample, TelemetrySummary};
 
@@ -189,6 +191,7 @@ pub struct RoundAccumulator {
     first_scheduled_ms: f64,
     last_end_ms: f64,
     first_error: Option<String>,
+    efficiency: EfficiencyAccumulator,
 }
 
 impl RoundAccumulator {
@@ -214,6 +217,7 @@ impl RoundAccumulator {
             first_scheduled_ms: f64::INFINITY,
             last_end_ms: 0.0,
             first_error: None,
+            efficiency: EfficiencyAccumulator::default(),
         }
     }
 
@@ -225,6 +229,7 @@ impl RoundAccumulator {
         if r.outcome != Outcome::Ok && self.first_error.is_none() {
             self.first_error = Some(r.error.clone());
         }
+        self.efficiency.add(r);
         if r.warmup {
             self.warmup_requests += 1;
             return;
@@ -291,6 +296,12 @@ impl RoundAccumulator {
         self.measured + self.warmup_requests
     }
 
+    /// The round's hits against a perfect cache's on an engine caching `block`-token blocks
+    /// (see [`EfficiencyAccumulator::finish`]).
+    pub fn efficiency(&self, block: u32, counter_hits: Option<f64>) -> Option<CacheEfficiency> {
+        self.efficiency.finish(block, counter_hits)
+    }
+
     /// The round's statistics from its records alone.
     pub fn finish_records(&self, duration_s: f64) -> RoundStats {
         self.finish(duration_s, &[], None)
@@ -319,6 +330,17 @@ impl RoundAccumulator {
             *latency.metric_mut(*m) = acc.stats(&self.opts.percentiles);
         }
         let good = self.opts.goodput.map(|_| self.good_requests);
+        let engine_metrics = EngineMetricsSummary::of(telemetry);
+        // The engine's block size where it says; the caller knows its kind's otherwise.
+        let block = engine_metrics
+            .as_ref()
+            .and_then(|m| m.block_size)
+            .filter(|b| *b >= 1.0 && *b <= f64::from(u32::MAX))
+            .map_or(DEFAULT_BLOCK_TOKENS, |b| b as u32);
+        let cache_efficiency = self.efficiency(
+            block,
+            engine_metrics.as_ref().and_then(|m| m.prefix_cache_hits),
+        );
         RoundStats {
             round: self.round,
             completed: self.completed,
@@ -342,7 +364,8 @@ impl RoundAccumulator {
             generator_saturated: health.is_some_and(|h| h.generator_saturated),
             agent_health: health.cloned(),
             histograms,
-            engine_metrics: EngineMetricsSummary::of(telemetry),
+            engine_metrics,
+            cache_efficiency,
             telemetry: TelemetrySummary::of(telemetry, self.output_tokens),
             per_agent: BTreeMap::new(),
             resumed: Vec::new(),

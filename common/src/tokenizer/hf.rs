@@ -46,4 +46,8 @@ impl TokenCounter for HfTokenizer {
             .map(|e| e.len())
             .unwrap_or_else(|_| count_tokens(text))
     }
+
+    fn ids(&self, text: &str) -> Vec<u32> {
+        HfTokenizer::ids(self, text).unwrap_or_else(|| super::tokenize(text))
+    }
 }

@@ -22,6 +22,13 @@ pub use hf::{HfTokenizer, NotATokenizer};
 pub trait TokenCounter: Send + Sync {
     fn count(&self, text: &str) -> usize;
 
+    /// `text` as a sequence of token ids, for comparing prompts token by token: the
+    /// tokenizer's own ids where it has them, else one id per whitespace-separated word
+    /// (then only the share of two texts in common is meaningful, not the count).
+    fn ids(&self, text: &str) -> Vec<u32> {
+        tokenize(text)
+    }
+
     /// True when a token is exactly a whitespace-separated word (generators then need no
     /// fitting).
     fn is_words(&self) -> bool {

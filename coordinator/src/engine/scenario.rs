@@ -175,6 +175,7 @@ impl Session<'_> {
         let status = p
             .status
             .unwrap_or_else(|| self.judge_errors(&p.rounds, &mut p.error));
+        kvbench_common::results::explain_efficiency(&mut p.rounds);
         let stats = ScenarioStats {
             kvbench_version: env!("CARGO_PKG_VERSION").into(),
             scenario: scenario_info(self.scenario),
@@ -413,6 +414,7 @@ impl Session<'_> {
             &run.telemetry,
             finished.as_ref().and_then(|f| f.health.as_ref()),
         );
+        self.count_in_kind_blocks(acc, &mut st, None);
         st.per_agent = per_agent;
         st.started_at_us = run.anchor_us;
         st.resumed = run.resumed.clone();
@@ -556,6 +558,32 @@ impl<'p> RoundSink<'p> {
         let mut st = acc.finish(duration_s, &part.run.telemetry, health);
         st.started_at_us = part.run.anchor_us;
         st
+    }
+}
+
+impl Session<'_> {
+    /// Where the engine did not say its KV block size, the round's perfect-cache figures
+    /// are counted in its kind's (llama.cpp and SGLang reuse any prefix, token by token);
+    /// `agent`: one agent's part, else the scenario's first agent.
+    fn count_in_kind_blocks(
+        &self,
+        acc: &RoundAccumulator,
+        st: &mut RoundStats,
+        agent: Option<&str>,
+    ) {
+        let metrics = st.engine_metrics.as_ref();
+        if metrics.and_then(|m| m.block_size).is_some() {
+            return;
+        }
+        let kind = self
+            .agents
+            .iter()
+            .find(|a| agent.is_none_or(|n| a.name() == n))
+            .map_or("", |a| a.info().engine_kind.as_str());
+        st.cache_efficiency = acc.efficiency(
+            block_tokens(None, kind),
+            metrics.and_then(|m| m.prefix_cache_hits),
+        );
     }
 }
 

@@ -31,6 +31,8 @@ pub enum Metric {
     E2elMean,
     E2elP99,
     OutputThroughput,
+    /// The round's hits over a perfect cache's (see `cache_efficiency` in the stats).
+    CacheEfficiency,
 }
 
 /// What a request gives a metric: its TTFT, its TPOT or its end-to-end time.
@@ -42,7 +44,7 @@ enum Sample {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 7] = [
+    pub const ALL: [Metric; 8] = [
         Metric::TtftMean,
         Metric::TtftP50,
         Metric::TtftP99,
@@ -50,6 +52,7 @@ impl Metric {
         Metric::E2elMean,
         Metric::E2elP99,
         Metric::OutputThroughput,
+        Metric::CacheEfficiency,
     ];
 
     pub fn name(self) -> &'static str {
@@ -61,6 +64,7 @@ impl Metric {
             Metric::E2elMean => "e2el_mean",
             Metric::E2elP99 => "e2el_p99",
             Metric::OutputThroughput => "output_throughput",
+            Metric::CacheEfficiency => "cache_efficiency",
         }
     }
 
@@ -70,14 +74,14 @@ impl Metric {
 
     /// Whether a higher value is better (throughput) or worse (latencies).
     fn higher_is_better(self) -> bool {
-        self == Metric::OutputThroughput
+        matches!(self, Metric::OutputThroughput | Metric::CacheEfficiency)
     }
 
     fn unit(self) -> &'static str {
-        if self == Metric::OutputThroughput {
-            "tok/s"
-        } else {
-            "ms"
+        match self {
+            Metric::OutputThroughput => "tok/s",
+            Metric::CacheEfficiency => "ratio",
+            _ => "ms",
         }
     }
 
@@ -90,7 +94,7 @@ impl Metric {
             Metric::TpotMean => (Sample::Tpot, Stat::Mean),
             Metric::E2elMean => (Sample::E2el, Stat::Mean),
             Metric::E2elP99 => (Sample::E2el, Stat::Quantile(99.0)),
-            Metric::OutputThroughput => return None,
+            Metric::OutputThroughput | Metric::CacheEfficiency => return None,
         })
     }
 }
@@ -393,8 +397,8 @@ fn metric_row(
             round: label.to_owned(),
             metric,
             unit: metric.unit(),
-            a: Some(ra.output_throughput),
-            b: Some(rb.output_throughput),
+            a: round_figure(ra, metric),
+            b: round_figure(rb, metric),
             change: None,
             samples: "one figure per round (repeats would give samples)".into(),
             verdict: Verdict::TooFewSamples,
@@ -444,6 +448,7 @@ fn round_figure(r: &RoundStats, metric: Metric) -> Option<f64> {
         Metric::E2elMean => l.e2el.mean,
         Metric::E2elP99 => l.e2el.p99(),
         Metric::OutputThroughput => Some(r.output_throughput),
+        Metric::CacheEfficiency => r.cache_efficiency.as_ref()?.efficiency,
     }
 }
 

@@ -448,7 +448,7 @@ fn verdict(w: &mut impl Write, i: &IsolationInfo) {
 fn round_lines(w: &mut impl Write, s: &Scenario, st: &RoundStats) {
     say!(
         w,
-        "  Round {}/{} ({}): {} ok, {} failed in {:.2} s | TTFT mean {} p99 {} | TPOT mean {} | cache hit {}{} | {:.1} req/s, {:.0} tok/s out",
+        "  Round {}/{} ({}): {} ok, {} failed in {:.2} s | TTFT mean {} p99 {} | TPOT mean {} | cache hit {}{}{} | {:.1} req/s, {:.0} tok/s out",
         st.round,
         s.rounds,
         round_label(s, st.round),
@@ -463,6 +463,14 @@ fn round_lines(w: &mut impl Write, s: &Scenario, st: &RoundStats) {
             .as_ref()
             .and_then(|m| m.prefix_cache_hit_rate)
             .map_or(String::new(), |r| format!(" (engine: {:.1}%)", r * 100.0)),
+        st.cache_efficiency
+            .as_ref()
+            .and_then(|e| Some((e.efficiency?, e.perfect_hit_ratio)))
+            .map_or(String::new(), |(e, p)| format!(
+                ", {:.1}% of a perfect cache's {:.1}%",
+                e * 100.0,
+                p * 100.0
+            )),
         st.request_throughput,
         st.output_throughput,
     );
@@ -619,8 +627,8 @@ fn final_summary(w: &mut impl Write, plan: &Plan, sum: &RunSummary) {
         if sum.cancelled { " | CANCELLED" } else { "" }
     );
     say!(w);
-    say!(w, "| scenario | type | status | failed requests | isolation | R1 mean TTFT | last-round mean TTFT | TTFT reduction | throughput increase | R1 cache hit | last-round cache hit |");
-    say!(w, "|---|---|---|---|---|---|---|---|---|---|---|");
+    say!(w, "| scenario | type | status | failed requests | isolation | R1 mean TTFT | last-round mean TTFT | TTFT reduction | throughput increase | R1 cache hit | last-round cache hit | R1 efficiency | last-round efficiency |");
+    say!(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for o in &sum.scenarios {
         summary_row(w, o);
     }
@@ -716,7 +724,7 @@ fn summary_row(w: &mut impl Write, o: &ScenarioOutcome) {
     let c = st.comparison.as_ref();
     say!(
         w,
-        "| {} | {} | {} | {} of {} | {} | {} | {} | {} | {} | {} | {} |",
+        "| {} | {} | {} | {} of {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
         st.scenario.name,
         st.scenario.kind,
         st.status,
@@ -729,5 +737,26 @@ fn summary_row(w: &mut impl Write, o: &ScenarioOutcome) {
         pct(c.and_then(|c| c.throughput_increase_pct)),
         hit(first),
         hit(last),
+        efficiency(first),
+        efficiency(last),
     );
+}
+
+/// A round's hits against a perfect cache's, with the first cause of a shortfall.
+fn efficiency(r: Option<&RoundStats>) -> String {
+    let Some(e) = r.and_then(|r| r.cache_efficiency.as_ref()) else {
+        return "n/a".to_owned();
+    };
+    let Some(x) = e.efficiency else {
+        return "- (nothing to reuse)".to_owned();
+    };
+    let why = match e.shortfall.first() {
+        Some(kvbench_common::stats::efficiency::Shortfall::CacheTooSmall { .. }) => {
+            " (cache too small)"
+        }
+        Some(kvbench_common::stats::efficiency::Shortfall::KvFull { .. }) => " (KV cache full)",
+        Some(kvbench_common::stats::efficiency::Shortfall::Unexplained) => " (unexplained)",
+        None => "",
+    };
+    format!("{:.1}%{why}", x * 100.0)
 }

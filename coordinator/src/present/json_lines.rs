@@ -180,6 +180,12 @@ pub fn to_json(event: &RunEvent<'_>) -> Value {
             "stats_file": outcome.stats_path,
             "results_file": outcome.results_path,
             "telemetry_file": outcome.telemetry_path,
+            "cache_efficiency": outcome
+                .stats
+                .rounds
+                .iter()
+                .map(|r| json!({"round": r.round, "cache_efficiency": r.cache_efficiency}))
+                .collect::<Vec<_>>(),
             "took_s": took_s,
         }),
         RunEvent::RunFinished { summary, .. } => json!({

@@ -81,6 +81,19 @@ fn figures(r: &RoundStats) -> Vec<(String, String, f64, &'static str)> {
         "tok/s",
     );
     push("cache_hit_ratio", value, r.cache_hit_ratio, "ratio");
+    let eff = r.cache_efficiency.as_ref();
+    push(
+        "perfect_cache_hit_ratio",
+        value,
+        eff.map(|e| e.perfect_hit_ratio),
+        "ratio",
+    );
+    push(
+        "cache_efficiency",
+        value,
+        eff.and_then(|e| e.efficiency),
+        "ratio",
+    );
     push(
         "max_concurrent_requests",
         value,

@@ -64,6 +64,7 @@ pub fn render(saved: &SavedRun, charts: Option<&Charts>) -> String {
         chart_section(&mut out, c);
     }
     cache(&mut out, saved);
+    super::efficiency::section(&mut out, saved);
     let caps = super::capacity::capacities(saved);
     super::capacity::section(&mut out, &caps, charts);
     super::views::baselines(&mut out, saved);
@@ -476,6 +477,7 @@ fn conclusion(
                 .unwrap_or_default()
         );
     }
+    super::efficiency::conclusion(out, saved);
     let mut compared: Vec<(&str, f64, &ScenarioStats)> = ran(saved)
         .filter_map(|(n, st)| Some((n, st.comparison.as_ref()?.ttft_reduction_pct?, st)))
         .collect();

@@ -15,6 +15,7 @@
 pub mod capacity;
 pub mod charts;
 pub mod csv;
+pub mod efficiency;
 pub mod html;
 pub mod markdown;
 pub mod timeline;
