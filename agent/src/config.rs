@@ -51,6 +51,9 @@
 //!   host_interval_ms: 1000
 //!   engine_metrics: true           # the engine's /metrics
 //!   engine_metrics_interval_ms: 1000
+//!   lmcache_metrics_url: http://127.0.0.1:7001/metrics   # scraped with the engine's (default: none;
+//!                                  # LMCache inside vLLM shows on vLLM's /metrics already)
+//!   mooncake_metrics_url: http://10.0.0.2:9003/metrics   # the Mooncake master's (default: none)
 //! ```
 
 use std::collections::BTreeMap;
@@ -225,6 +228,10 @@ struct RawTelemetry {
     host_interval_ms: Option<f64>,
     #[serde(default)]
     engine_metrics_interval_ms: Option<f64>,
+    #[serde(default)]
+    lmcache_metrics_url: Option<String>,
+    #[serde(default)]
+    mooncake_metrics_url: Option<String>,
 }
 
 /// What the agent does when its engine goes down mid-round (`on_engine_failure:`).
@@ -486,6 +493,20 @@ impl FileCheck<'_> {
                 self.err(
                     format!("telemetry.{key}"),
                     format!("must be a number of milliseconds from 10 to 3600000, got {ms}"),
+                );
+            }
+        }
+        for (store, url) in [
+            ("lmcache", t.lmcache_metrics_url),
+            ("mooncake", t.mooncake_metrics_url),
+        ] {
+            let Some(url) = url else { continue };
+            if url.starts_with("http://") || url.starts_with("https://") {
+                telemetry.store_metrics.push((store.to_owned(), url));
+            } else {
+                self.err(
+                    format!("telemetry.{store}_metrics_url"),
+                    format!("must be an http:// or https:// URL (the store's Prometheus metrics), got {url:?}"),
                 );
             }
         }

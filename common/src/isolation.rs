@@ -308,6 +308,15 @@ impl IsolationInfo {
         if let Some(p) = &self.probe {
             reported |= probe_lines(p, &mut failed, &mut fine);
         }
+        if let Some(x) = round1
+            .external_hits
+            .filter(|x| *x > 0.0 && !failed.is_empty())
+        {
+            failed.push(format!(
+                "round 1: {} of the cached tokens came from the engine's KV connector tier (vllm:external_prefix_cache_hits: CPU offload, LMCache or Mooncake), which the isolation left warm: clear that tier too (vLLM: /reset_prefix_cache?reset_external=true; LMCache: its controller's /clear; Mooncake: the master's remove_all) or restart the engine and the store",
+                thousands(x.round() as u64)
+            ));
+        }
         if let Some(p) = &self.fallback_probe {
             fine.push(format!(
                 "the clear's cold check found a warm cache ({} of {} tokens reused), so the engine was restarted instead",
@@ -462,6 +471,9 @@ struct AgentEvidence {
     requests_without_share: usize,
     /// The engine's prefix-cache hits over the round (its counters), when it reports them.
     counter_hits: Option<f64>,
+    /// Of the engine's hits over the round, those its KV connector's tiers gave (vLLM's
+    /// `external_prefix_cache_hits`), when it reports them.
+    external_hits: Option<f64>,
     block: u32,
 }
 
@@ -531,8 +543,21 @@ impl ColdEvidence {
     /// [`crate::prefix_cache::block_tokens`]).
     pub fn engine(&mut self, agent: &str, counter_hits: Option<f64>, block: u32) {
         if let Some(e) = self.per_agent.get_mut(agent) {
-            e.counter_hits = counter_hits.filter(|h| h.is_finite() && *h >= 0.0);
+            // vLLM counts its connector's hits apart from its own prefix cache's.
+            let hits = match (counter_hits, e.external_hits) {
+                (Some(h), Some(x)) => Some(h + x),
+                (h, _) => h,
+            };
+            e.counter_hits = hits.filter(|h| h.is_finite() && *h >= 0.0);
             e.block = block.max(1);
+        }
+    }
+
+    /// What agent `agent`'s engine said its KV connector's tiers gave in round 1 (before
+    /// [`ColdEvidence::engine`]): a verdict that finds a warm cache then names the tier.
+    pub fn external(&mut self, agent: &str, external_hits: Option<f64>) {
+        if let Some(e) = self.per_agent.get_mut(agent) {
+            e.external_hits = external_hits.filter(|h| h.is_finite() && *h >= 0.0);
         }
     }
 
@@ -555,6 +580,10 @@ impl ColdEvidence {
             all.requests_without_cached += e.requests_without_cached;
             all.requests_without_share += e.requests_without_share;
             all.counter_hits = match (all.counter_hits, e.counter_hits) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            };
+            all.external_hits = match (all.external_hits, e.external_hits) {
                 (Some(a), Some(b)) => Some(a + b),
                 (a, b) => a.or(b),
             };

@@ -68,6 +68,11 @@ pub struct RoundStats {
     /// [`crate::stats::efficiency`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_efficiency: Option<crate::stats::efficiency::CacheEfficiency>,
+    /// Cached prompt tokens by the tier that gave them, and what the tiers behind the
+    /// engine said (absent when the engine has none that was asked; see
+    /// [`crate::telemetry::CacheTiers`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_tiers: Option<crate::telemetry::CacheTiers>,
     /// GPU, host and engine-load telemetry over the round's measured phase (null when the
     /// agent sent none); the samples are in `<slug>_telemetry_<ts>.jsonl`.
     #[serde(default)]

@@ -62,9 +62,23 @@ pub mod engine_metric {
     /// The KV blocks the engine has, from [`CACHE_CONFIG`]'s `num_gpu_blocks` label.
     pub const NUM_GPU_BLOCKS: &str = "vllm:cache_config_info:num_gpu_blocks";
 
+    /// LMCache's counters and gauges (on vLLM's `/metrics` when LMCache runs in it, else
+    /// at the agent's `telemetry.lmcache_metrics_url`).
+    pub const LMCACHE_HIT_TOKENS: &[&str] = &["lmcache:num_hit_tokens_total"];
+    pub const LMCACHE_REQUESTED_TOKENS: &[&str] = &["lmcache:num_requested_tokens_total"];
+    pub const LMCACHE_RETRIEVE_HIT_RATE: &[&str] = &["lmcache:retrieve_hit_rate"];
+    pub const LMCACHE_LOCAL_CACHE_USAGE: &[&str] = &["lmcache:local_cache_usage"];
+    /// LMCache's retrieve-time histogram (seconds): its sum and count.
+    pub const LMCACHE_RETRIEVE_TIME_SUM: &[&str] = &["lmcache:time_to_retrieve_sum"];
+    pub const LMCACHE_RETRIEVE_TIME_COUNT: &[&str] = &["lmcache:time_to_retrieve_count"];
+    /// The Mooncake store master's (at the agent's `telemetry.mooncake_metrics_url`).
+    pub const MOONCAKE_KEYS: &[&str] = &["master_key_count"];
+    pub const MOONCAKE_ALLOCATED_BYTES: &[&str] = &["master_allocated_bytes"];
+    pub const MOONCAKE_EVICTED_KEYS: &[&str] = &["master_evicted_key_count"];
+
     /// Every family above, with what it means (the README's table is checked against
     /// it): what the agent keeps of a scrape (summed over label sets).
-    pub const ALL: [(&str, &[&str]); 14] = [
+    pub const ALL: [(&str, &[&str]); 23] = [
         ("prefix_cache_queries", PREFIX_CACHE_QUERIES),
         ("prefix_cache_hits", PREFIX_CACHE_HITS),
         (
@@ -82,6 +96,15 @@ pub mod engine_metric {
         ("prompt_tokens_by_source", BY_SOURCE),
         ("prompt_tokens_cached", PROMPT_TOKENS_CACHED),
         ("cache_config", CACHE_CONFIG),
+        ("lmcache_hit_tokens", LMCACHE_HIT_TOKENS),
+        ("lmcache_requested_tokens", LMCACHE_REQUESTED_TOKENS),
+        ("lmcache_retrieve_hit_rate", LMCACHE_RETRIEVE_HIT_RATE),
+        ("lmcache_local_cache_usage", LMCACHE_LOCAL_CACHE_USAGE),
+        ("lmcache_retrieve_time_sum", LMCACHE_RETRIEVE_TIME_SUM),
+        ("lmcache_retrieve_time_count", LMCACHE_RETRIEVE_TIME_COUNT),
+        ("mooncake_keys", MOONCAKE_KEYS),
+        ("mooncake_allocated_bytes", MOONCAKE_ALLOCATED_BYTES),
+        ("mooncake_evicted_keys", MOONCAKE_EVICTED_KEYS),
     ];
 
     /// Every name of [`ALL`], flat.
@@ -232,6 +255,96 @@ pub struct EngineMetricsSummary {
     /// `cached_host`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub prompt_tokens_by_source: BTreeMap<String, f64>,
+}
+
+/// Prompt tokens a round found cached, by the tier that gave them, and what the tiers
+/// behind the engine said of the round: present when the engine has a tier behind its own
+/// prefix cache that was asked (vLLM's KV connector: CPU offload, LMCache, Mooncake), or an
+/// LMCache or Mooncake figure was scraped.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CacheTiers {
+    /// The engine's own prefix cache (vLLM's `prefix_cache_hits`, which leave the
+    /// connector's out).
+    pub device_tokens: Option<f64>,
+    /// Its KV connector's tiers (`external_prefix_cache_hits`).
+    pub external_tokens: Option<f64>,
+    /// Prompt tokens looked up behind the connector (`external_prefix_cache_queries`).
+    pub external_queried_tokens: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lmcache: Option<LmcacheFigures>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mooncake: Option<MooncakeFigures>,
+}
+
+/// LMCache over a round: counter deltas, the gauges' last or peak values.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LmcacheFigures {
+    pub hit_tokens: Option<f64>,
+    pub requested_tokens: Option<f64>,
+    /// Its own retrieve hit rate at the round's end.
+    pub retrieve_hit_rate: Option<f64>,
+    /// Its local (CPU RAM) cache usage at its peak.
+    pub local_cache_usage_max: Option<f64>,
+    /// Mean time of a retrieve over the round, seconds.
+    pub retrieve_time_mean_s: Option<f64>,
+}
+
+/// The Mooncake store's master over a round.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MooncakeFigures {
+    /// Objects (KV chunks) stored, at the peak.
+    pub keys_max: Option<f64>,
+    pub allocated_bytes_max: Option<f64>,
+    /// Objects evicted during the round.
+    pub evicted_keys: Option<f64>,
+}
+
+impl CacheTiers {
+    /// From a round's `engine_metrics` samples; `None` when nothing beyond the engine's
+    /// own prefix cache was asked or reported.
+    pub fn of<'a>(samples: impl IntoIterator<Item = &'a TelemetrySample>) -> Option<CacheTiers> {
+        use engine_metric as m;
+        let s: Vec<&TelemetrySample> = samples
+            .into_iter()
+            .filter(|s| s.source == TelemetrySource::EngineMetrics)
+            .collect();
+        let delta = |names: &[&str]| counter_delta(&s, names);
+        let values = |names: &[&str]| -> Vec<f64> {
+            s.iter()
+                .filter_map(|x| names.iter().find_map(|n| x.values.get(*n).copied()))
+                .collect()
+        };
+        let max = |names: &[&str]| values(names).into_iter().reduce(f64::max);
+        let last = |names: &[&str]| values(names).last().copied();
+        let lmcache = LmcacheFigures {
+            hit_tokens: delta(m::LMCACHE_HIT_TOKENS),
+            requested_tokens: delta(m::LMCACHE_REQUESTED_TOKENS),
+            retrieve_hit_rate: last(m::LMCACHE_RETRIEVE_HIT_RATE),
+            local_cache_usage_max: max(m::LMCACHE_LOCAL_CACHE_USAGE),
+            retrieve_time_mean_s: ratio(
+                delta(m::LMCACHE_RETRIEVE_TIME_SUM),
+                delta(m::LMCACHE_RETRIEVE_TIME_COUNT),
+            ),
+        };
+        let mooncake = MooncakeFigures {
+            keys_max: max(m::MOONCAKE_KEYS),
+            allocated_bytes_max: max(m::MOONCAKE_ALLOCATED_BYTES),
+            evicted_keys: delta(m::MOONCAKE_EVICTED_KEYS),
+        };
+        let tiers = CacheTiers {
+            device_tokens: prefix_cache_counts(&s).0,
+            external_tokens: delta(m::EXTERNAL_PREFIX_CACHE_HITS),
+            external_queried_tokens: delta(m::EXTERNAL_PREFIX_CACHE_QUERIES),
+            lmcache: (lmcache != LmcacheFigures::default()).then_some(lmcache),
+            mooncake: (mooncake != MooncakeFigures::default()).then_some(mooncake),
+        };
+        let asked = |v: Option<f64>| v.is_some_and(|v| v > 0.0);
+        (asked(tiers.external_queried_tokens)
+            || asked(tiers.external_tokens)
+            || tiers.lmcache.is_some()
+            || tiers.mooncake.is_some())
+        .then_some(tiers)
+    }
 }
 
 impl EngineMetricsSummary {

@@ -83,6 +83,11 @@ pub struct EngineCounters {
     pub waiting: u64,
     /// Most requests running at once since start.
     pub max_running: u64,
+    /// `vllm:external_prefix_cache_queries_total`: prompt tokens looked up in the offload
+    /// tier (those past a prompt's device-cache hits).
+    pub external_queries: u64,
+    /// `vllm:external_prefix_cache_hits_total`: prompt tokens loaded from the offload tier.
+    pub external_hits: u64,
     /// Prompt tokens that missed the cache only because their blocks had been evicted:
     /// blocks computed since the last reset, no longer cached when a prompt that shares
     /// them was admitted (what a cache large enough would have given).
@@ -99,6 +104,8 @@ struct State {
     host: std::collections::HashSet<u64>,
     /// Hashes of every block computed since the last reset, evicted or not.
     computed: std::collections::HashSet<u64>,
+    /// `--offload-blocks`: the tier behind the KV connector.
+    offload: Offload,
     counters: EngineCounters,
 }
 
@@ -117,6 +124,7 @@ impl Engine {
     pub fn new(config: SimConfig) -> Self {
         let cache = PrefixCache::new(config.block_size, config.num_blocks);
         let slots = Arc::new(Semaphore::new(config.max_num_seqs.max(1)));
+        let offload = Offload::new(config.offload_blocks);
         // validate() said why a tokenizer cannot be loaded; here it is left out.
         let tokenizer = config.load_tokenizer().ok().flatten();
         Engine {
@@ -126,6 +134,7 @@ impl Engine {
                 cache,
                 host: std::collections::HashSet::new(),
                 computed: std::collections::HashSet::new(),
+                offload,
                 counters: EngineCounters::default(),
             }),
             slots,
@@ -191,8 +200,10 @@ impl Engine {
         )
     }
 
-    /// `POST /reset_prefix_cache`: false while running requests hold blocks.
-    pub fn reset_prefix_cache(&self) -> bool {
+    /// `POST /reset_prefix_cache[?reset_external=true]`: false while running requests hold
+    /// blocks. The offload tier is cleared only with `reset_external` (as vLLM's connector
+    /// tiers), and never with `--offload-keeps-on-reset`.
+    pub fn reset_prefix_cache(&self, reset_external: bool) -> bool {
         if self.config.lying_reset {
             return true;
         }
@@ -203,6 +214,9 @@ impl Engine {
         let reset = s.cache.reset();
         if reset {
             s.computed.clear();
+            if reset_external && !self.config.offload_keeps_on_reset {
+                s.offload.clear();
+            }
         }
         reset
     }
@@ -245,17 +259,29 @@ impl Engine {
         } else {
             0
         };
-        let cached_tokens = ((hits + restored) * self.config.block_size) as u32;
         let max = tokens.len().saturating_sub(1) / self.config.block_size;
+        // Past the device hits, the offload tier: its blocks are loaded, not computed.
+        let loaded = if s.offload.is_on() && !self.config.no_prefix_caching && !self.fixed_mode() {
+            let past = (hits * self.config.block_size).min(tokens.len());
+            s.counters.external_queries += (tokens.len() - past) as u64;
+            let n = s.offload.chain(&hashes[hits.min(max)..max]);
+            s.counters.external_hits += (n * self.config.block_size) as u64;
+            n
+        } else {
+            0
+        };
+        let cached_tokens = ((hits + restored + loaded) * self.config.block_size) as u32;
         let evicted = hashes
             .iter()
             .take(max)
-            .skip(hits + restored)
+            .skip(hits + restored + loaded)
             .take_while(|h| s.computed.contains(*h))
             .count();
         s.counters.evicted_miss_tokens += (evicted * self.config.block_size) as u64;
+        let local_hits = cached_tokens - (loaded * self.config.block_size) as u32;
         s.counters.prefix_cache_queries += tokens.len() as u64;
-        s.counters.prefix_cache_hits += u64::from(cached_tokens);
+        // vLLM counts its own prefix cache's hits apart from its connector's.
+        s.counters.prefix_cache_hits += u64::from(local_hits);
         s.counters.host_hits += (restored * self.config.block_size) as u64;
         s.counters.prompt_tokens += tokens.len() as u64;
         drop(s);
@@ -265,8 +291,10 @@ impl Engine {
             created_cache_tokens: if self.config.no_prefix_caching {
                 0
             } else {
-                (hashes.len().saturating_sub(hits + restored) * self.config.block_size) as u32
+                (hashes.len().saturating_sub(hits + restored + loaded) * self.config.block_size)
+                    as u32
             },
+            loaded_tokens: (loaded * self.config.block_size) as u32,
             hashes,
             held: hits,
             prompt_tokens: tokens.len() as u32,
@@ -282,6 +310,66 @@ impl Engine {
         let running = self.lock().counters.running as f64;
         let ms = self.config.decode_base_ms + self.config.decode_per_seq_us * running / 1000.0;
         Duration::from_secs_f64(ms.max(0.0) / 1000.0)
+    }
+}
+
+/// The offload tier: block hashes, least recently used dropped first when full.
+#[derive(Debug, Default)]
+struct Offload {
+    capacity: usize,
+    tick: u64,
+    used: std::collections::HashMap<u64, u64>,
+    by_tick: std::collections::BTreeMap<u64, u64>,
+}
+
+impl Offload {
+    fn new(capacity: usize) -> Offload {
+        Offload {
+            capacity,
+            ..Offload::default()
+        }
+    }
+
+    fn is_on(&self) -> bool {
+        self.capacity > 0
+    }
+
+    fn touch(&mut self, h: u64) {
+        self.tick += 1;
+        if let Some(old) = self.used.insert(h, self.tick) {
+            self.by_tick.remove(&old);
+        }
+        self.by_tick.insert(self.tick, h);
+    }
+
+    /// How many of `hashes`, from the first, it holds in a row (each then used).
+    fn chain(&mut self, hashes: &[u64]) -> usize {
+        let n = hashes
+            .iter()
+            .take_while(|h| self.used.contains_key(*h))
+            .count();
+        hashes[..n].iter().for_each(|h| self.touch(*h));
+        n
+    }
+
+    fn store(&mut self, hashes: &[u64]) {
+        if !self.is_on() {
+            return;
+        }
+        for h in hashes {
+            self.touch(*h);
+        }
+        while self.used.len() > self.capacity {
+            let Some((_, h)) = self.by_tick.pop_first() else {
+                break;
+            };
+            self.used.remove(&h);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.used.clear();
+        self.by_tick.clear();
     }
 }
 
@@ -318,6 +406,8 @@ pub struct Running {
     pub cached_tokens: u32,
     /// Full blocks of the prompt this request computed (not cached), in tokens.
     pub created_cache_tokens: u32,
+    /// Tokens loaded from the offload tier.
+    pub loaded_tokens: u32,
     seed: u64,
 }
 
@@ -333,7 +423,9 @@ impl Running {
             return;
         }
         let uncached = self.prompt_tokens.saturating_sub(self.cached_tokens);
-        let ms = cfg.prefill_base_ms + cfg.prefill_per_token_us * f64::from(uncached) / 1000.0;
+        let ms = cfg.prefill_base_ms
+            + cfg.prefill_per_token_us * f64::from(uncached) / 1000.0
+            + cfg.offload_per_token_us * f64::from(self.loaded_tokens) / 1000.0;
         {
             let _lane = self.engine.prefill_lane.lock().await;
             tokio::time::sleep(Duration::from_secs_f64(ms.max(0.0) / 1000.0)).await;
@@ -343,6 +435,8 @@ impl Running {
             let n = s.cache.insert_and_hold(&self.hashes[self.held..]);
             self.held += n;
             s.computed.extend(&self.hashes);
+            // Every block is also stored behind the connector (write-through).
+            s.offload.store(&self.hashes);
             let evicted = s.cache.take_evicted();
             if self.engine.config.host_prompt_cache {
                 s.host.extend(evicted);
@@ -373,5 +467,55 @@ impl Drop for Running {
         let mut s = self.engine.lock();
         s.cache.release(&self.hashes[..self.held]);
         s.counters.running -= 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_offload_tier_keeps_the_most_recently_used_blocks_and_chains_from_the_first() {
+        let mut o = Offload::new(3);
+        o.store(&[1, 2, 3]);
+        assert_eq!(o.chain(&[1, 2]), 2, "1 and 2 now most recent");
+        o.store(&[4]);
+        assert_eq!(o.chain(&[3]), 0, "the least recently used went");
+        assert_eq!(o.chain(&[1, 2, 4]), 3);
+        assert_eq!(o.chain(&[9, 1]), 0, "a chain starts at the first block");
+        o.clear();
+        assert_eq!(o.chain(&[1]), 0);
+        let mut off = Offload::new(0);
+        off.store(&[1]);
+        assert!(!off.is_on() && off.chain(&[1]) == 0);
+    }
+
+    /// Blocks computed go behind the connector too; a reset without `reset_external`
+    /// leaves them there, and the next prompt loads them (counted as vLLM does).
+    #[tokio::test]
+    async fn a_reset_leaves_the_offload_tier_warm_unless_external_is_reset() {
+        let engine = Arc::new(Engine::new(SimConfig {
+            offload_blocks: 100,
+            prefill_base_ms: 0.0,
+            prefill_per_token_us: 0.0,
+            ..SimConfig::default()
+        }));
+        let prompt = "w ".repeat(100);
+        let run = |engine: &Arc<Engine>| {
+            let engine = engine.clone();
+            let prompt = prompt.clone();
+            async move {
+                let mut r = engine.admit(&prompt).await;
+                r.prefill(tokio::time::Instant::now()).await;
+                r.cached_tokens
+            }
+        };
+        assert_eq!(run(&engine).await, 0);
+        assert!(engine.reset_prefix_cache(false));
+        assert_eq!(run(&engine).await, 96, "from the offload tier");
+        let c = engine.counters();
+        assert_eq!((c.external_hits, c.prefix_cache_hits), (96, 0));
+        assert!(engine.reset_prefix_cache(true));
+        assert_eq!(run(&engine).await, 0, "both tiers cleared");
     }
 }

@@ -142,7 +142,11 @@ async fn handle(
             metrics_text(&engine),
         ),
         (Method::POST, "/reset_prefix_cache") => {
-            let ok = engine.reset_prefix_cache();
+            let external = req
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|kv| kv == "reset_external=true"));
+            let ok = engine.reset_prefix_cache(external);
             json_response(StatusCode::OK, &json!({"success": ok}))
         }
         (Method::POST, "/tokenize") => tokenize_endpoint(&engine, req).await,
@@ -619,19 +623,19 @@ fn metrics_text(engine: &Engine) -> String {
         "vllm:external_prefix_cache_queries_total",
         "counter",
         "External prefix cache queries from KV connector cross-instance cache sharing, in terms of number of queried tokens.",
-        0.0,
+        c.external_queries as f64,
     );
     metric(
         "vllm:external_prefix_cache_hits_total",
         "counter",
         "External prefix cache hits from KV connector cross-instance cache sharing, in terms of number of cached tokens.",
-        0.0,
+        c.external_hits as f64,
     );
     metric(
         "vllm:prompt_tokens_cached_total",
         "counter",
         "Number of cached prompt tokens (local + external).",
-        c.prefix_cache_hits as f64,
+        (c.prefix_cache_hits + c.external_hits) as f64,
     );
     metric(
         "vllm:generation_tokens_total",
@@ -652,10 +656,11 @@ fn metrics_text(engine: &Engine) -> String {
             [
                 (
                     "local_compute",
-                    c.prompt_tokens.saturating_sub(c.prefix_cache_hits),
+                    c.prompt_tokens
+                        .saturating_sub(c.prefix_cache_hits + c.external_hits),
                 ),
                 ("local_cache_hit", c.prefix_cache_hits),
-                ("external_kv_transfer", 0),
+                ("external_kv_transfer", c.external_hits),
             ],
         ),
         (
@@ -664,7 +669,7 @@ fn metrics_text(engine: &Engine) -> String {
             [
                 ("device", c.prefix_cache_hits.saturating_sub(c.host_hits)),
                 ("host", c.host_hits),
-                ("external", 0),
+                ("external", c.external_hits),
             ],
         ),
     ];

@@ -112,6 +112,20 @@ pub struct SimConfig {
     /// prompts (the cold check's probe) but not for older ones.
     #[arg(long)]
     pub host_prompt_cache: bool,
+    /// A second cache tier behind the KV connector, as vLLM's CPU offload or LMCache: every
+    /// block computed is also stored there (this many blocks, least recently used dropped
+    /// first); a prompt's blocks past its device-cache hits are loaded from it, counted in
+    /// vLLM's `external_prefix_cache_*` counters and as cached tokens. 0: none.
+    #[arg(long, default_value_t = 0, conflicts_with = "host_prompt_cache")]
+    pub offload_blocks: usize,
+    /// Cost of loading each token from the offload tier in a prefill, in microseconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub offload_per_token_us: f64,
+    /// `/reset_prefix_cache` leaves the offload tier warm even with `reset_external=true`
+    /// (vLLM's open bug: the CPU offload tier may keep serving after a reset), to test that
+    /// kvbench catches it. Without `reset_external=true` the tier is always left warm.
+    #[arg(long)]
+    pub offload_keeps_on_reset: bool,
     /// Close the connection after each streamed response while advertising keep-alive
     /// (`Keep-Alive: timeout=5, max=100`), as llama.cpp's server does.
     #[arg(long)]
@@ -191,6 +205,7 @@ impl SimConfig {
         for (flag, v) in [
             ("--fixed-ttft-ms", self.fixed_ttft_ms),
             ("--fixed-itl-ms", self.fixed_itl_ms),
+            ("--offload-per-token-us", Some(self.offload_per_token_us)),
         ] {
             if let Some(v) = v {
                 if !(v.is_finite() && v >= 0.0) {
@@ -230,6 +245,9 @@ impl Default for SimConfig {
             lying_reset: false,
             refusing_reset: false,
             host_prompt_cache: false,
+            offload_blocks: 0,
+            offload_per_token_us: 10.0,
+            offload_keeps_on_reset: false,
             close_after_stream: false,
             tokenizer: None,
         }

@@ -55,6 +55,9 @@ pub struct TelemetryConfig {
     pub host_interval: Duration,
     /// Engine `/metrics` scrape period (default 1 s).
     pub engine_metrics_interval: Duration,
+    /// Cache stores whose Prometheus metrics are scraped with the engine's, by name
+    /// (`lmcache`, `mooncake`): `telemetry.lmcache_metrics_url`, `mooncake_metrics_url`.
+    pub store_metrics: Vec<(String, String)>,
 }
 
 impl TelemetryConfig {
@@ -78,6 +81,7 @@ impl Default for TelemetryConfig {
             gpu_interval: Duration::from_millis(100),
             host_interval: Duration::from_secs(1),
             engine_metrics_interval: Duration::from_secs(1),
+            store_metrics: Vec::new(),
         }
     }
 }
@@ -126,7 +130,7 @@ impl Telemetry {
     /// source at once (the baseline of the round's counter deltas).
     pub async fn start(&self, tx: EventTx, t0: Instant) -> Sampling {
         if self.config.engine_metrics {
-            scrape_engine(&self.client, &self.metrics_url, &tx, t0, true).await;
+            scrape_engine(self, &tx, t0, true).await;
         }
         let (stop_tx, stop_rx) = std_mpsc::channel();
         let thread = if self.gpus.is_none() && !self.config.host {
@@ -142,19 +146,14 @@ impl Telemetry {
         };
         let stop_engine = CancellationToken::new();
         let engine = self.config.engine_metrics.then(|| {
-            let (client, url, tx, stop) = (
-                self.client.clone(),
-                self.metrics_url.clone(),
-                tx.clone(),
-                stop_engine.clone(),
-            );
+            let (telemetry, tx, stop) = (self.clone(), tx.clone(), stop_engine.clone());
             let period = self.config.engine_metrics_interval;
             tokio::spawn(async move {
                 let mut iv = tokio::time::interval_at(Instant::now() + period, period);
                 iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
-                        _ = iv.tick() => scrape_engine(&client, &url, &tx, t0, false).await,
+                        _ = iv.tick() => scrape_engine(&telemetry, &tx, t0, false).await,
                         _ = stop.cancelled() => return,
                     }
                 }
@@ -184,14 +183,7 @@ impl Sampling {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
         if self.telemetry.config.engine_metrics {
-            scrape_engine(
-                &self.telemetry.client,
-                &self.telemetry.metrics_url,
-                &self.tx,
-                self.t0,
-                true,
-            )
-            .await;
+            scrape_engine(&self.telemetry, &self.tx, self.t0, true).await;
         }
     }
 }
@@ -208,24 +200,34 @@ impl Drop for Sampling {
 /// out; a boundary one (the round's first and last: the ends of its counter deltas) is
 /// tried three times, with more time, and when it still fails it becomes a sample without
 /// values that says why, so that the deltas are null and the stats say what happened.
-async fn scrape_engine(client: &HttpClient, url: &str, tx: &EventTx, t0: Instant, boundary: bool) {
+/// The cache stores' metrics (`store_metrics`) join the sample: their families are their
+/// own (`lmcache:*`, `master_*`); one that fails is left out (at a boundary, said).
+async fn scrape_engine(t: &Telemetry, tx: &EventTx, t0: Instant, boundary: bool) {
     let (tries, timeout) = if boundary {
         (3, Duration::from_secs(5))
     } else {
         (1, Duration::from_secs(1))
     };
-    let mut result = crate::engine::metrics::read(client, url, timeout).await;
+    use crate::engine::metrics::read;
+    let mut result = read(&t.client, &t.metrics_url, timeout).await;
     for _ in 1..tries {
         if result.is_ok() {
             break;
         }
-        result = crate::engine::metrics::read(client, url, timeout).await;
+        result = read(&t.client, &t.metrics_url, timeout).await;
     }
-    let (values, notes) = match result {
+    let (mut values, mut notes): (Vec<(String, f64)>, Vec<String>) = match result {
         Ok(values) => (values.into_iter().collect(), Vec::new()),
         Err(e) if boundary => (Vec::new(), vec![format!("engine metrics: {e}")]),
         Err(_) => return,
     };
+    for (store, url) in &t.config.store_metrics {
+        match read(&t.client, url, timeout).await {
+            Ok(v) => values.extend(v),
+            Err(e) if boundary => notes.push(format!("{store} metrics: {e}")),
+            Err(_) => {}
+        }
+    }
     let t_ms = t0.elapsed().as_secs_f64() * 1000.0;
     let _ = tx
         .send(sample_event(

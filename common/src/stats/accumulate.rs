@@ -17,7 +17,7 @@ use crate::results::{
 };
 use crate::stats::efficiency::{CacheEfficiency, EfficiencyAccumulator};
 use crate::stats::{LatencyHistogram, StatsOptions, Summary};
-use crate::telemetry::{EngineMetricsSummary, TelemetrySample, TelemetrySummary};
+use crate::telemetry::{CacheTiers, EngineMetricsSummary, TelemetrySample, TelemetrySummary};
 
 /// One latency metric's samples, as moments and a histogram.
 #[derive(Debug, Clone, Default)]
@@ -366,6 +366,7 @@ impl RoundAccumulator {
             histograms,
             engine_metrics,
             cache_efficiency,
+            cache_tiers: CacheTiers::of(telemetry),
             telemetry: TelemetrySummary::of(telemetry, self.output_tokens),
             per_agent: BTreeMap::new(),
             resumed: Vec::new(),

@@ -237,6 +237,14 @@ impl Session<'_> {
                 .iter()
                 .find(|a| a.name() == agent)
                 .map_or("", |a| a.info().engine_kind.as_str());
+            let tiers = if st.per_agent.is_empty() {
+                st.cache_tiers.as_ref()
+            } else {
+                st.per_agent
+                    .get(&agent)
+                    .and_then(|s| s.cache_tiers.as_ref())
+            };
+            cold.external(&agent, tiers.and_then(|t| t.external_tokens));
             let reported = metrics
                 .and_then(|m| m.block_size)
                 .filter(|b| *b >= 1.0 && *b <= f64::from(u32::MAX))

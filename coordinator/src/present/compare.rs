@@ -33,6 +33,8 @@ pub enum Metric {
     OutputThroughput,
     /// The round's hits over a perfect cache's (see `cache_efficiency` in the stats).
     CacheEfficiency,
+    /// Prompt tokens the engine's KV connector tiers gave, over all prompt tokens.
+    ExternalHitRatio,
 }
 
 /// What a request gives a metric: its TTFT, its TPOT or its end-to-end time.
@@ -44,7 +46,7 @@ enum Sample {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 8] = [
+    pub const ALL: [Metric; 9] = [
         Metric::TtftMean,
         Metric::TtftP50,
         Metric::TtftP99,
@@ -53,6 +55,7 @@ impl Metric {
         Metric::E2elP99,
         Metric::OutputThroughput,
         Metric::CacheEfficiency,
+        Metric::ExternalHitRatio,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +68,7 @@ impl Metric {
             Metric::E2elP99 => "e2el_p99",
             Metric::OutputThroughput => "output_throughput",
             Metric::CacheEfficiency => "cache_efficiency",
+            Metric::ExternalHitRatio => "external_cache_hit_ratio",
         }
     }
 
@@ -74,13 +78,16 @@ impl Metric {
 
     /// Whether a higher value is better (throughput) or worse (latencies).
     fn higher_is_better(self) -> bool {
-        matches!(self, Metric::OutputThroughput | Metric::CacheEfficiency)
+        matches!(
+            self,
+            Metric::OutputThroughput | Metric::CacheEfficiency | Metric::ExternalHitRatio
+        )
     }
 
     fn unit(self) -> &'static str {
         match self {
             Metric::OutputThroughput => "tok/s",
-            Metric::CacheEfficiency => "ratio",
+            Metric::CacheEfficiency | Metric::ExternalHitRatio => "ratio",
             _ => "ms",
         }
     }
@@ -94,7 +101,9 @@ impl Metric {
             Metric::TpotMean => (Sample::Tpot, Stat::Mean),
             Metric::E2elMean => (Sample::E2el, Stat::Mean),
             Metric::E2elP99 => (Sample::E2el, Stat::Quantile(99.0)),
-            Metric::OutputThroughput | Metric::CacheEfficiency => return None,
+            Metric::OutputThroughput | Metric::CacheEfficiency | Metric::ExternalHitRatio => {
+                return None
+            }
         })
     }
 }
@@ -449,6 +458,10 @@ fn round_figure(r: &RoundStats, metric: Metric) -> Option<f64> {
         Metric::E2elP99 => l.e2el.p99(),
         Metric::OutputThroughput => Some(r.output_throughput),
         Metric::CacheEfficiency => r.cache_efficiency.as_ref()?.efficiency,
+        Metric::ExternalHitRatio => {
+            let external = r.cache_tiers.as_ref()?.external_tokens?;
+            (r.total_input_tokens > 0).then(|| external / r.total_input_tokens as f64)
+        }
     }
 }
 

@@ -448,7 +448,7 @@ fn verdict(w: &mut impl Write, i: &IsolationInfo) {
 fn round_lines(w: &mut impl Write, s: &Scenario, st: &RoundStats) {
     say!(
         w,
-        "  Round {}/{} ({}): {} ok, {} failed in {:.2} s | TTFT mean {} p99 {} | TPOT mean {} | cache hit {}{}{} | {:.1} req/s, {:.0} tok/s out",
+        "  Round {}/{} ({}): {} ok, {} failed in {:.2} s | TTFT mean {} p99 {} | TPOT mean {} | cache hit {}{}{}{} | {:.1} req/s, {:.0} tok/s out",
         st.round,
         s.rounds,
         round_label(s, st.round),
@@ -471,6 +471,7 @@ fn round_lines(w: &mut impl Write, s: &Scenario, st: &RoundStats) {
                 e * 100.0,
                 p * 100.0
             )),
+        tiers(Some(st)).map_or(String::new(), |t| format!(" | by tier: {t}")),
         st.request_throughput,
         st.output_throughput,
     );
@@ -627,8 +628,11 @@ fn final_summary(w: &mut impl Write, plan: &Plan, sum: &RunSummary) {
         if sum.cancelled { " | CANCELLED" } else { "" }
     );
     say!(w);
-    say!(w, "| scenario | type | status | failed requests | isolation | R1 mean TTFT | last-round mean TTFT | TTFT reduction | throughput increase | R1 cache hit | last-round cache hit | R1 efficiency | last-round efficiency |");
-    say!(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    say!(w, "| scenario | type | status | failed requests | isolation | R1 mean TTFT | last-round mean TTFT | TTFT reduction | throughput increase | R1 cache hit | last-round cache hit | R1 efficiency | last-round efficiency | last-round hits by tier |");
+    say!(
+        w,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for o in &sum.scenarios {
         summary_row(w, o);
     }
@@ -724,7 +728,7 @@ fn summary_row(w: &mut impl Write, o: &ScenarioOutcome) {
     let c = st.comparison.as_ref();
     say!(
         w,
-        "| {} | {} | {} | {} of {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        "| {} | {} | {} | {} of {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
         st.scenario.name,
         st.scenario.kind,
         st.status,
@@ -739,7 +743,35 @@ fn summary_row(w: &mut impl Write, o: &ScenarioOutcome) {
         hit(last),
         efficiency(first),
         efficiency(last),
+        tiers(last).unwrap_or_else(|| "-".to_owned()),
     );
+}
+
+/// Cached tokens by the tier that gave them (none: the engine has one tier, or says
+/// nothing of the others).
+fn tiers(r: Option<&RoundStats>) -> Option<String> {
+    let t = r?.cache_tiers.as_ref()?;
+    let n = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
+    let mut s = format!(
+        "device {} + connector {} tokens",
+        n(t.device_tokens),
+        n(t.external_tokens)
+    );
+    if let Some(l) = &t.lmcache {
+        s.push_str(&format!(
+            "; LMCache {} of {} hit",
+            n(l.hit_tokens),
+            n(l.requested_tokens)
+        ));
+    }
+    if let Some(m) = &t.mooncake {
+        s.push_str(&format!(
+            "; Mooncake {} keys, {} evicted",
+            n(m.keys_max),
+            n(m.evicted_keys)
+        ));
+    }
+    Some(s)
 }
 
 /// A round's hits against a perfect cache's, with the first cause of a shortfall.

@@ -94,6 +94,33 @@ fn figures(r: &RoundStats) -> Vec<(String, String, f64, &'static str)> {
         eff.and_then(|e| e.efficiency),
         "ratio",
     );
+    let tiers = r.cache_tiers.as_ref();
+    push(
+        "cache_tier_device",
+        value,
+        tiers.and_then(|t| t.device_tokens),
+        "tokens",
+    );
+    push(
+        "cache_tier_external",
+        value,
+        tiers.and_then(|t| t.external_tokens),
+        "tokens",
+    );
+    let lmcache = tiers.and_then(|t| t.lmcache.as_ref());
+    push(
+        "lmcache_hit_tokens",
+        value,
+        lmcache.and_then(|l| l.hit_tokens),
+        "tokens",
+    );
+    let mooncake = tiers.and_then(|t| t.mooncake.as_ref());
+    push(
+        "mooncake_evicted_keys",
+        value,
+        mooncake.and_then(|m| m.evicted_keys),
+        "count",
+    );
     push(
         "max_concurrent_requests",
         value,

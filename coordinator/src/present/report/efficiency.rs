@@ -99,3 +99,52 @@ pub fn conclusion(out: &mut String, saved: &SavedRun) {
         );
     }
 }
+
+/// "Hits by cache tier": per round of an engine with a tier behind its own prefix cache
+/// (vLLM's KV connector: CPU offload, LMCache, Mooncake), the cached tokens each tier gave
+/// and what the stores said; nothing when no round has one.
+pub fn tiers(out: &mut String, saved: &SavedRun) {
+    let rows: Vec<_> = ran(saved)
+        .flat_map(|(name, st)| {
+            st.rounds
+                .iter()
+                .filter_map(move |r| Some((name, r, r.cache_tiers.as_ref()?)))
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    out.push_str("## Hits by cache tier\n\nCached prompt tokens by the tier that gave them: the engine's own prefix cache (device) and its KV connector's tiers (vLLM's `external_prefix_cache_*`: CPU offload, LMCache, Mooncake), with LMCache's and the Mooncake master's own figures where the agent scraped them.\n\n| scenario | round | device tokens | connector tokens | connector lookups | share of prompt tokens from the connector | LMCache hit / requested tokens | LMCache retrieve mean s | Mooncake keys (peak) / evicted |\n|---|---|---|---|---|---|---|---|---|\n");
+    let n = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
+    for (name, r, t) in rows {
+        let share = t
+            .external_tokens
+            .filter(|_| r.total_input_tokens > 0)
+            .map(|x| x / r.total_input_tokens as f64);
+        let lm = t.lmcache.as_ref();
+        let mc = t.mooncake.as_ref();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell(name),
+            r.round,
+            n(t.device_tokens),
+            n(t.external_tokens),
+            n(t.external_queried_tokens),
+            ratio(share),
+            lm.map_or("-".to_owned(), |l| format!(
+                "{} / {}",
+                n(l.hit_tokens),
+                n(l.requested_tokens)
+            )),
+            lm.and_then(|l| l.retrieve_time_mean_s)
+                .map_or("-".to_owned(), |s| format!("{s:.4}")),
+            mc.map_or("-".to_owned(), |m| format!(
+                "{} / {}",
+                n(m.keys_max),
+                n(m.evicted_keys)
+            )),
+        );
+    }
+    out.push('\n');
+}

@@ -65,6 +65,7 @@ pub fn render(saved: &SavedRun, charts: Option<&Charts>) -> String {
     }
     cache(&mut out, saved);
     super::efficiency::section(&mut out, saved);
+    super::efficiency::tiers(&mut out, saved);
     let caps = super::capacity::capacities(saved);
     super::capacity::section(&mut out, &caps, charts);
     super::views::baselines(&mut out, saved);
