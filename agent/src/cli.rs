@@ -149,6 +149,9 @@ pub async fn serve_until_signal(args: ServeArgs) -> anyhow::Result<()> {
                     f.metrics_url,
                     every(t.engine_metrics, t.engine_metrics_interval)
                 );
+                for (store, url) in &t.store_metrics {
+                    println!("  {store} metrics: {url}, scraped with the engine's");
+                }
                 return Ok(());
             }
             let listen = f.listen.unwrap_or(args.listen);

@@ -65,6 +65,7 @@ fn broken_agent_configs_name_the_key() {
         ("engine:\n  kind: vllm\n  base_url: http://x:1\nrestart_engine:\n  timeout_s: 5\n", ":4: key `restart_engine`"),
         ("engine:\n  kind: vllm\n  base_url: http://x:1\ntelemetry:\n  gpu_interval_ms: 0\n", ":5: key `telemetry.gpu_interval_ms`"),
         ("engine:\n  kind: vllm\n  base_url: http://x:1\ntelemetry:\n  nvml_hz: 10\n", ":5: key `telemetry.nvml_hz`"),
+        ("engine:\n  kind: vllm\n  base_url: http://x:1\ntelemetry:\n  lmcache_metrics_url: localhost:7001/metrics\n", ":5: key `telemetry.lmcache_metrics_url`"),
         ("engine:\n  kind: vllm\n  base_url: http://x:1\n  metrics_url: localhost:9/metrics\n", ":4: key `engine.metrics_url`"),
         ("engine:\n  kind: vllm\n  base_url: http://x:1\non_engine_failure: restart\n", ":4: key `on_engine_failure`"),
         ("engine:\n  kind: vllm\n  base_url: http://x:1\non_engine_failure: retry\n", "key `on_engine_failure`"),

@@ -906,6 +906,82 @@ mod tests {
         }
     }
 
+    /// The tiers behind the engine: the connector's share apart from the device's, LMCache's
+    /// and the Mooncake master's figures over the round; nothing when only the device cache
+    /// was asked.
+    #[test]
+    fn cache_tiers_split_hits_and_read_the_stores() {
+        let s = [
+            sample(
+                0.0,
+                &[
+                    ("vllm:prefix_cache_hits_total", 100.0),
+                    ("vllm:external_prefix_cache_queries_total", 0.0),
+                    ("vllm:external_prefix_cache_hits_total", 0.0),
+                    ("lmcache:num_hit_tokens_total", 10.0),
+                    ("lmcache:num_requested_tokens_total", 20.0),
+                    ("lmcache:time_to_retrieve_sum", 1.0),
+                    ("lmcache:time_to_retrieve_count", 4.0),
+                    ("lmcache:local_cache_usage", 5e6),
+                    ("master_key_count", 7.0),
+                    ("master_evicted_key_count", 1.0),
+                ],
+            ),
+            sample(
+                1000.0,
+                &[
+                    ("vllm:prefix_cache_hits_total", 400.0),
+                    ("vllm:external_prefix_cache_queries_total", 900.0),
+                    ("vllm:external_prefix_cache_hits_total", 600.0),
+                    ("lmcache:num_hit_tokens_total", 610.0),
+                    ("lmcache:num_requested_tokens_total", 920.0),
+                    ("lmcache:retrieve_hit_rate", 0.66),
+                    ("lmcache:time_to_retrieve_sum", 2.0),
+                    ("lmcache:time_to_retrieve_count", 8.0),
+                    ("lmcache:local_cache_usage", 9e6),
+                    ("master_key_count", 9.0),
+                    ("master_evicted_key_count", 3.0),
+                ],
+            ),
+        ];
+        let t = CacheTiers::of(&s).expect("tiers");
+        assert_eq!(
+            (
+                t.device_tokens,
+                t.external_tokens,
+                t.external_queried_tokens
+            ),
+            (Some(300.0), Some(600.0), Some(900.0))
+        );
+        let l = t.lmcache.expect("LMCache");
+        assert_eq!(
+            (l.hit_tokens, l.requested_tokens),
+            (Some(600.0), Some(900.0))
+        );
+        assert_eq!(l.retrieve_hit_rate, Some(0.66));
+        assert_eq!(l.local_cache_usage_max, Some(9e6));
+        assert_eq!(l.retrieve_time_mean_s, Some(0.25));
+        let m = t.mooncake.expect("Mooncake");
+        assert_eq!((m.keys_max, m.evicted_keys), (Some(9.0), Some(2.0)));
+        let device_only = [
+            sample(
+                0.0,
+                &[
+                    ("vllm:prefix_cache_hits_total", 1.0),
+                    ("vllm:external_prefix_cache_queries_total", 0.0),
+                ],
+            ),
+            sample(
+                9.0,
+                &[
+                    ("vllm:prefix_cache_hits_total", 5.0),
+                    ("vllm:external_prefix_cache_queries_total", 0.0),
+                ],
+            ),
+        ];
+        assert_eq!(CacheTiers::of(&device_only), None);
+    }
+
     #[test]
     fn deltas_rates_and_peaks() {
         let s = [
