@@ -299,23 +299,45 @@ pub struct MooncakeFigures {
     pub evicted_keys: Option<f64>,
 }
 
+/// A round's `engine_metrics` samples in arrival order, and what the summaries read of them.
+struct EngineSamples<'a>(Vec<&'a TelemetrySample>);
+
+impl<'a> EngineSamples<'a> {
+    fn of(samples: impl IntoIterator<Item = &'a TelemetrySample>) -> Self {
+        EngineSamples(
+            samples
+                .into_iter()
+                .filter(|s| s.source == TelemetrySource::EngineMetrics)
+                .collect(),
+        )
+    }
+
+    /// A counter's delta over the round ([`counter_delta`]).
+    fn delta(&self, names: &[&str]) -> Option<f64> {
+        counter_delta(&self.0, names)
+    }
+
+    /// Each sample's value of a family (its first name a sample carries).
+    fn values(&self, names: &[&str]) -> Vec<f64> {
+        self.0
+            .iter()
+            .filter_map(|x| names.iter().find_map(|n| x.values.get(*n).copied()))
+            .collect()
+    }
+
+    fn max(&self, names: &[&str]) -> Option<f64> {
+        self.values(names).into_iter().reduce(f64::max)
+    }
+}
+
 impl CacheTiers {
     /// From a round's `engine_metrics` samples; `None` when nothing beyond the engine's
     /// own prefix cache was asked or reported.
     pub fn of<'a>(samples: impl IntoIterator<Item = &'a TelemetrySample>) -> Option<CacheTiers> {
         use engine_metric as m;
-        let s: Vec<&TelemetrySample> = samples
-            .into_iter()
-            .filter(|s| s.source == TelemetrySource::EngineMetrics)
-            .collect();
-        let delta = |names: &[&str]| counter_delta(&s, names);
-        let values = |names: &[&str]| -> Vec<f64> {
-            s.iter()
-                .filter_map(|x| names.iter().find_map(|n| x.values.get(*n).copied()))
-                .collect()
-        };
-        let max = |names: &[&str]| values(names).into_iter().reduce(f64::max);
-        let last = |names: &[&str]| values(names).last().copied();
+        let s = EngineSamples::of(samples);
+        let (delta, max) = (|n: &[&str]| s.delta(n), |n: &[&str]| s.max(n));
+        let last = |n: &[&str]| s.values(n).last().copied();
         let lmcache = LmcacheFigures {
             hit_tokens: delta(m::LMCACHE_HIT_TOKENS),
             requested_tokens: delta(m::LMCACHE_REQUESTED_TOKENS),
@@ -332,7 +354,7 @@ impl CacheTiers {
             evicted_keys: delta(m::MOONCAKE_EVICTED_KEYS),
         };
         let tiers = CacheTiers {
-            device_tokens: prefix_cache_counts(&s).0,
+            device_tokens: prefix_cache_counts(&s.0).0,
             external_tokens: delta(m::EXTERNAL_PREFIX_CACHE_HITS),
             external_queried_tokens: delta(m::EXTERNAL_PREFIX_CACHE_QUERIES),
             lmcache: (lmcache != LmcacheFigures::default()).then_some(lmcache),
@@ -350,23 +372,16 @@ impl CacheTiers {
 impl EngineMetricsSummary {
     /// Summarises a round's `engine_metrics` samples (in arrival order); `None` without any.
     pub fn of<'a>(samples: impl IntoIterator<Item = &'a TelemetrySample>) -> Option<Self> {
-        let s: Vec<&TelemetrySample> = samples
-            .into_iter()
-            .filter(|s| s.source == TelemetrySource::EngineMetrics)
-            .collect();
+        let samples = EngineSamples::of(samples);
         // An engine without metrics has none; a sample without values (a boundary scrape
         // that failed) stays in, so that the deltas it would have ended are null.
-        if s.iter().all(|x| x.values.is_empty()) {
+        if samples.0.iter().all(|x| x.values.is_empty()) {
             return None;
         }
-        let delta = |names: &[&str]| counter_delta(&s, names);
-        let max = |names: &[&str]| {
-            s.iter()
-                .filter_map(|x| names.iter().find_map(|n| x.values.get(*n).copied()))
-                .reduce(f64::max)
-        };
+        let (delta, max) = (|n: &[&str]| samples.delta(n), |n: &[&str]| samples.max(n));
+        let s = &samples.0;
         use engine_metric as m;
-        let (hits, queries) = prefix_cache_counts(&s);
+        let (hits, queries) = prefix_cache_counts(s);
         // vLLM counts every prompt token; llama.cpp the processed ones, plus the cached.
         let prompt_tokens = delta(m::PROMPT_TOKENS).or(queries.filter(|_| {
             s.iter().any(|x| {
@@ -392,7 +407,7 @@ impl EngineMetricsSummary {
             max_kv_cache_usage_perc: max(m::KV_CACHE_USAGE),
             block_size: max(&[m::BLOCK_SIZE]),
             num_gpu_blocks: max(&[m::NUM_GPU_BLOCKS]),
-            prompt_tokens_by_source: by_source(&s),
+            prompt_tokens_by_source: by_source(s),
         })
     }
 }

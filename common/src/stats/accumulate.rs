@@ -15,7 +15,7 @@ use crate::record::{Outcome, RequestRecord};
 use crate::results::{
     AgentHealth, FirstWave, LatencyMetric, LatencyStats, MetricStats, RoundStats,
 };
-use crate::stats::efficiency::{CacheEfficiency, EfficiencyAccumulator};
+use crate::stats::efficiency::EfficiencyAccumulator;
 use crate::stats::{LatencyHistogram, StatsOptions, Summary};
 use crate::telemetry::{CacheTiers, EngineMetricsSummary, TelemetrySample, TelemetrySummary};
 
@@ -192,6 +192,8 @@ pub struct RoundAccumulator {
     last_end_ms: f64,
     first_error: Option<String>,
     efficiency: EfficiencyAccumulator,
+    /// Tokens per KV block where the engine does not report its own.
+    block_fallback: u32,
 }
 
 impl RoundAccumulator {
@@ -218,7 +220,15 @@ impl RoundAccumulator {
             last_end_ms: 0.0,
             first_error: None,
             efficiency: EfficiencyAccumulator::default(),
+            block_fallback: DEFAULT_BLOCK_TOKENS,
         }
+    }
+
+    /// Perfect-cache hits are counted in `block`-token blocks where the engine does not say
+    /// its block size (its kind's: see [`crate::prefix_cache::block_tokens`]).
+    pub fn with_block_fallback(mut self, block: u32) -> Self {
+        self.block_fallback = block.max(1);
+        self
     }
 
     /// Failed requests count in `failed` and `outcomes` only: they never enter latency or
@@ -296,12 +306,6 @@ impl RoundAccumulator {
         self.measured + self.warmup_requests
     }
 
-    /// The round's hits against a perfect cache's on an engine caching `block`-token blocks
-    /// (see [`EfficiencyAccumulator::finish`]).
-    pub fn efficiency(&self, block: u32, counter_hits: Option<f64>) -> Option<CacheEfficiency> {
-        self.efficiency.finish(block, counter_hits)
-    }
-
     /// The round's statistics from its records alone.
     pub fn finish_records(&self, duration_s: f64) -> RoundStats {
         self.finish(duration_s, &[], None)
@@ -331,13 +335,13 @@ impl RoundAccumulator {
         }
         let good = self.opts.goodput.map(|_| self.good_requests);
         let engine_metrics = EngineMetricsSummary::of(telemetry);
-        // The engine's block size where it says; the caller knows its kind's otherwise.
+        // The engine's block size where it says, else its kind's.
         let block = engine_metrics
             .as_ref()
             .and_then(|m| m.block_size)
             .filter(|b| *b >= 1.0 && *b <= f64::from(u32::MAX))
-            .map_or(DEFAULT_BLOCK_TOKENS, |b| b as u32);
-        let cache_efficiency = self.efficiency(
+            .map_or(self.block_fallback, |b| b as u32);
+        let cache_efficiency = self.efficiency.finish(
             block,
             engine_metrics.as_ref().and_then(|m| m.prefix_cache_hits),
         );

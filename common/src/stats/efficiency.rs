@@ -79,6 +79,15 @@ pub enum Shortfall {
 }
 
 impl Shortfall {
+    /// A few words for a table cell.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            Shortfall::CacheTooSmall { .. } => "cache too small",
+            Shortfall::KvFull { .. } => "KV cache full",
+            Shortfall::Unexplained => "unexplained",
+        }
+    }
+
     /// One line for people.
     pub fn line(&self) -> String {
         match self {

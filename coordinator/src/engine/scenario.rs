@@ -15,7 +15,7 @@ use kvbench_common::dataset::Dataset;
 use kvbench_common::isolation::{ColdEvidence, DiscardedAttempt, IsolationInfo};
 use kvbench_common::load::Arrivals;
 use kvbench_common::plan::{IsolationPolicy, Placement, Plan, Scenario};
-use kvbench_common::prefix_cache::block_tokens;
+use kvbench_common::prefix_cache::{block_tokens, DEFAULT_BLOCK_TOKENS};
 use kvbench_common::results::{
     Comparison, EngineFailure, EngineRestart, RoundStats, ScenarioAgent, ScenarioEngine,
     ScenarioInfo, ScenarioStats, ScenarioStatus,
@@ -422,7 +422,6 @@ impl Session<'_> {
             &run.telemetry,
             finished.as_ref().and_then(|f| f.health.as_ref()),
         );
-        self.count_in_kind_blocks(acc, &mut st, None);
         st.per_agent = per_agent;
         st.started_at_us = run.anchor_us;
         st.resumed = run.resumed.clone();
@@ -501,6 +500,12 @@ impl Session<'_> {
     }
 }
 
+/// Tokens per KV block of an agent's engine kind, for an engine that does not report its
+/// own (llama.cpp and SGLang reuse any prefix, token by token).
+fn kind_block(a: &AgentClient) -> u32 {
+    block_tokens(None, &a.info().engine_kind)
+}
+
 /// Where a round's records go as they arrive: its statistics, each agent's part of them
 /// (a split round), round 1's evidence of a cold start, and the scenario's record file.
 struct RoundSink<'p> {
@@ -523,7 +528,8 @@ impl<'p> RoundSink<'p> {
                 .agents
                 .iter()
                 .map(|a| {
-                    let acc = RoundAccumulator::new(req.round, opts, None);
+                    let acc = RoundAccumulator::new(req.round, opts, None)
+                        .with_block_fallback(kind_block(a));
                     (a.name().to_owned(), acc)
                 })
                 .collect()
@@ -531,7 +537,12 @@ impl<'p> RoundSink<'p> {
             BTreeMap::new()
         };
         RoundSink {
-            merged: RoundAccumulator::new(req.round, opts, wave),
+            merged: RoundAccumulator::new(req.round, opts, wave).with_block_fallback(
+                session
+                    .agents
+                    .first()
+                    .map_or(DEFAULT_BLOCK_TOKENS, |a| kind_block(a)),
+            ),
             per_agent,
             cold: (req.round == 1).then(ColdEvidence::default),
             spool,
@@ -566,32 +577,6 @@ impl<'p> RoundSink<'p> {
         let mut st = acc.finish(duration_s, &part.run.telemetry, health);
         st.started_at_us = part.run.anchor_us;
         st
-    }
-}
-
-impl Session<'_> {
-    /// Where the engine did not say its KV block size, the round's perfect-cache figures
-    /// are counted in its kind's (llama.cpp and SGLang reuse any prefix, token by token);
-    /// `agent`: one agent's part, else the scenario's first agent.
-    fn count_in_kind_blocks(
-        &self,
-        acc: &RoundAccumulator,
-        st: &mut RoundStats,
-        agent: Option<&str>,
-    ) {
-        let metrics = st.engine_metrics.as_ref();
-        if metrics.and_then(|m| m.block_size).is_some() {
-            return;
-        }
-        let kind = self
-            .agents
-            .iter()
-            .find(|a| agent.is_none_or(|n| a.name() == n))
-            .map_or("", |a| a.info().engine_kind.as_str());
-        st.cache_efficiency = acc.efficiency(
-            block_tokens(None, kind),
-            metrics.and_then(|m| m.prefix_cache_hits),
-        );
     }
 }
 

@@ -782,13 +782,9 @@ fn efficiency(r: Option<&RoundStats>) -> String {
     let Some(x) = e.efficiency else {
         return "- (nothing to reuse)".to_owned();
     };
-    let why = match e.shortfall.first() {
-        Some(kvbench_common::stats::efficiency::Shortfall::CacheTooSmall { .. }) => {
-            " (cache too small)"
-        }
-        Some(kvbench_common::stats::efficiency::Shortfall::KvFull { .. }) => " (KV cache full)",
-        Some(kvbench_common::stats::efficiency::Shortfall::Unexplained) => " (unexplained)",
-        None => "",
-    };
+    let why = e
+        .shortfall
+        .first()
+        .map_or(String::new(), |s| format!(" ({})", s.cause()));
     format!("{:.1}%{why}", x * 100.0)
 }
