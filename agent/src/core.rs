@@ -289,6 +289,7 @@ impl AgentCore {
             ttft_timeout: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(60),
             on_first_token: None,
+            cache_details: false,
         };
         let reply = crate::load::request::send(&self.client, &call).await;
         let after = crate::engine::metrics::scrape(&self.client, &self.config.metrics_url).await;
@@ -605,6 +606,7 @@ impl AgentCore {
             agent_name: self.name.clone(),
             replies: self.replies.clone(),
             perfect: self.perfect.of(&spec.request.scenario_id),
+            cache_details: self.config.kind == crate::config::EngineKind::Sglang,
             telemetry: self.telemetry.clone(),
             stop_reason: why,
             watch: Arc::new(load::EngineWatch::new(

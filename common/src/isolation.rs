@@ -312,10 +312,7 @@ impl IsolationInfo {
             .external_hits
             .filter(|x| *x > 0.0 && !failed.is_empty())
         {
-            failed.push(format!(
-                "round 1: {} of the cached tokens came from the engine's KV connector tier (vllm:external_prefix_cache_hits: CPU offload, LMCache or Mooncake), which the isolation left warm: clear that tier too (vLLM: /reset_prefix_cache?reset_external=true; LMCache: its controller's /clear; Mooncake: the master's remove_all) or restart the engine and the store",
-                thousands(x.round() as u64)
-            ));
+            failed.push(round1.external_tier.warm_line(&thousands(x.round() as u64)));
         }
         if let Some(p) = &self.fallback_probe {
             fine.push(format!(
@@ -471,10 +468,38 @@ struct AgentEvidence {
     requests_without_share: usize,
     /// The engine's prefix-cache hits over the round (its counters), when it reports them.
     counter_hits: Option<f64>,
-    /// Of the engine's hits over the round, those its KV connector's tiers gave (vLLM's
-    /// `external_prefix_cache_hits`), when it reports them.
+    /// Of the engine's hits over the round, those its tiers behind its own prefix cache
+    /// gave (vLLM's `external_prefix_cache_hits`, SGLang's host and storage tiers), when it
+    /// reports them.
     external_hits: Option<f64>,
+    external_tier: OuterTier,
     block: u32,
+}
+
+/// The tiers behind an engine's own prefix cache, as the cold-start verdict names them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OuterTier {
+    /// vLLM's KV connector (`external_prefix_cache_hits`: CPU offload, LMCache, Mooncake),
+    /// counted apart from its prefix cache's hits.
+    #[default]
+    Connector,
+    /// SGLang's HiCache host and storage tiers, as each request reported them
+    /// (`cached_tokens_details`).
+    Hicache,
+}
+
+impl OuterTier {
+    /// The evidence line for `tokens` cached tokens it gave a round 1 that was not cold.
+    fn warm_line(self, tokens: &str) -> String {
+        match self {
+            OuterTier::Connector => format!(
+                "round 1: {tokens} of the cached tokens came from the engine's KV connector tier (vllm:external_prefix_cache_hits: CPU offload, LMCache or Mooncake), which the isolation left warm: clear that tier too (vLLM: /reset_prefix_cache?reset_external=true; LMCache: its controller's /clear; Mooncake: the master's remove_all) or restart the engine and the store"
+            ),
+            OuterTier::Hicache => format!(
+                "round 1: {tokens} of the cached tokens came from SGLang's HiCache host or storage tier (the requests' cached_tokens_details), which the isolation left warm: clear it too (SGLang: /flush_cache; its storage backend's own clear) or restart the engine"
+            ),
+        }
+    }
 }
 
 /// One measured round-1 request, for the prefix groups and the round's bound.
@@ -544,9 +569,9 @@ impl ColdEvidence {
     pub fn engine(&mut self, agent: &str, counter_hits: Option<f64>, block: u32) {
         if let Some(e) = self.per_agent.get_mut(agent) {
             // vLLM counts its connector's hits apart from its own prefix cache's.
-            let hits = match (counter_hits, e.external_hits) {
-                (Some(h), Some(x)) => Some(h + x),
-                (h, _) => h,
+            let hits = match (counter_hits, e.external_hits, e.external_tier) {
+                (Some(h), Some(x), OuterTier::Connector) => Some(h + x),
+                (h, _, _) => h,
             };
             e.counter_hits = hits.filter(|h| h.is_finite() && *h >= 0.0);
             e.block = block.max(1);
@@ -555,9 +580,10 @@ impl ColdEvidence {
 
     /// What agent `agent`'s engine said its KV connector's tiers gave in round 1 (before
     /// [`ColdEvidence::engine`]): a verdict that finds a warm cache then names the tier.
-    pub fn external(&mut self, agent: &str, external_hits: Option<f64>) {
+    pub fn external(&mut self, agent: &str, external_hits: Option<f64>, tier: OuterTier) {
         if let Some(e) = self.per_agent.get_mut(agent) {
             e.external_hits = external_hits.filter(|h| h.is_finite() && *h >= 0.0);
+            e.external_tier = tier;
         }
     }
 
@@ -587,6 +613,9 @@ impl ColdEvidence {
                 (Some(a), Some(b)) => Some(a + b),
                 (a, b) => a.or(b),
             };
+            if e.external_hits.is_some() {
+                all.external_tier = e.external_tier;
+            }
             all.block = e.block;
         }
         all

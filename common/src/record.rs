@@ -138,6 +138,10 @@ pub struct RequestRecord {
     /// Null for warmups (see [`crate::prefix_cache::perfect_hit_tokens`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub perfect_prefix_tokens: Option<u32>,
+    /// The cached tokens by the tier that gave them, where the engine says so per request
+    /// (SGLang's `cached_tokens_details`, asked with `return_cached_tokens_details`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_tokens_details: Option<CachedTokensDetails>,
     /// Its event's sequence number in the round's stream (from 1; none where the agent
     /// numbered none): a resumed stream starts after the last one held, and a resumed run
     /// fetches an interrupted round's records after the last one written.
@@ -150,6 +154,18 @@ pub struct RequestRecord {
     pub outcome: Outcome,
     pub error: String,
     pub http_status: Option<u16>,
+}
+
+/// One request's cached tokens by tier, as SGLang's HiCache reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedTokensDetails {
+    /// From the device (GPU) cache.
+    pub device: u32,
+    /// Loaded from the host (CPU memory) tier.
+    pub host: u32,
+    /// Loaded from the storage tier (L3), where one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<u32>,
 }
 
 impl RequestRecord {
@@ -234,6 +250,7 @@ impl RequestRecord {
             cold_prefix_tokens: None,
             prefix_group: None,
             perfect_prefix_tokens: None,
+            cached_tokens_details: None,
             retried: false,
             outcome: Outcome::Ok,
             error: String::new(),

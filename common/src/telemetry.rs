@@ -274,6 +274,32 @@ pub struct CacheTiers {
     pub lmcache: Option<LmcacheFigures>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mooncake: Option<MooncakeFigures>,
+    /// As the requests themselves reported them (SGLang's HiCache, per request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<RequestTiers>,
+}
+
+/// The cached tokens by tier summed over a round's completed requests that reported them
+/// (SGLang's `cached_tokens_details`: device, host, storage).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestTiers {
+    /// Completed requests that reported their tiers.
+    pub requests: u32,
+    pub device_tokens: u64,
+    pub host_tokens: u64,
+    /// Null when no request reported a storage tier.
+    pub storage_tokens: Option<u64>,
+}
+
+impl RequestTiers {
+    pub fn add(&mut self, d: &crate::record::CachedTokensDetails) {
+        self.requests += 1;
+        self.device_tokens += u64::from(d.device);
+        self.host_tokens += u64::from(d.host);
+        if let Some(s) = d.storage {
+            *self.storage_tokens.get_or_insert(0) += u64::from(s);
+        }
+    }
 }
 
 /// LMCache over a round: counter deltas, the gauges' last or peak values.
@@ -331,9 +357,21 @@ impl<'a> EngineSamples<'a> {
 }
 
 impl CacheTiers {
-    /// From a round's `engine_metrics` samples; `None` when nothing beyond the engine's
-    /// own prefix cache was asked or reported.
-    pub fn of<'a>(samples: impl IntoIterator<Item = &'a TelemetrySample>) -> Option<CacheTiers> {
+    /// Cached tokens from the tiers behind the engine's own prefix cache: its KV
+    /// connector's (vLLM), else the host and storage tiers its requests reported (SGLang).
+    pub fn beyond_device(&self) -> Option<f64> {
+        self.external_tokens.or_else(|| {
+            let r = self.requests.as_ref()?;
+            Some((r.host_tokens + r.storage_tokens.unwrap_or(0)) as f64)
+        })
+    }
+
+    /// From a round's `engine_metrics` samples and the tiers its requests reported; `None`
+    /// when nothing beyond the engine's own prefix cache was asked or reported.
+    pub fn of<'a>(
+        samples: impl IntoIterator<Item = &'a TelemetrySample>,
+        requests: Option<RequestTiers>,
+    ) -> Option<CacheTiers> {
         use engine_metric as m;
         let s = EngineSamples::of(samples);
         let (delta, max) = (|n: &[&str]| s.delta(n), |n: &[&str]| s.max(n));
@@ -359,12 +397,14 @@ impl CacheTiers {
             external_queried_tokens: delta(m::EXTERNAL_PREFIX_CACHE_QUERIES),
             lmcache: (lmcache != LmcacheFigures::default()).then_some(lmcache),
             mooncake: (mooncake != MooncakeFigures::default()).then_some(mooncake),
+            requests: requests.filter(|r| r.requests > 0),
         };
         let asked = |v: Option<f64>| v.is_some_and(|v| v > 0.0);
         (asked(tiers.external_queried_tokens)
             || asked(tiers.external_tokens)
             || tiers.lmcache.is_some()
-            || tiers.mooncake.is_some())
+            || tiers.mooncake.is_some()
+            || tiers.requests.is_some())
         .then_some(tiers)
     }
 }
@@ -959,7 +999,7 @@ mod tests {
                 ],
             ),
         ];
-        let t = CacheTiers::of(&s).expect("tiers");
+        let t = CacheTiers::of(&s, None).expect("tiers");
         assert_eq!(
             (
                 t.device_tokens,
@@ -994,7 +1034,28 @@ mod tests {
                 ],
             ),
         ];
-        assert_eq!(CacheTiers::of(&device_only), None);
+        assert_eq!(CacheTiers::of(&device_only, None), None);
+        // No request reported tiers: still none.
+        assert_eq!(
+            CacheTiers::of(&device_only, Some(RequestTiers::default())),
+            None
+        );
+        // SGLang's per-request split: the host and storage tiers are beyond the device.
+        let mut r = RequestTiers::default();
+        for (device, host, storage) in [(10, 0, None), (4, 6, Some(2)), (0, 0, None)] {
+            r.add(&crate::record::CachedTokensDetails {
+                device,
+                host,
+                storage,
+            });
+        }
+        assert_eq!(
+            (r.requests, r.device_tokens, r.host_tokens, r.storage_tokens),
+            (3, 14, 6, Some(2))
+        );
+        let t = CacheTiers::of(&device_only, Some(r)).expect("tiers");
+        assert_eq!(t.beyond_device(), Some(8.0));
+        assert_eq!(t.external_tokens, None, "no connector hits counted");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use kvbench_common::dataset::TraceEntry;
 use kvbench_common::limits::MAX_SHARES;
 use kvbench_common::load::{Arrivals, LoadSpec, RampStrategy, Rate};
 use kvbench_common::plan::ApiFlavor;
-use kvbench_common::record::{Outcome, RequestRecord};
+use kvbench_common::record::{CachedTokensDetails, Outcome, RequestRecord};
 use kvbench_common::results::AgentHealth;
 use kvbench_common::telemetry::{TelemetrySample, TelemetrySource};
 use kvbench_common::util::untrusted;
@@ -256,6 +256,11 @@ fn record_to_wire(r: &RequestRecord) -> v1::RequestRecord {
         cold_prefix_tokens: r.cold_prefix_tokens,
         prefix_group: r.prefix_group,
         perfect_prefix_tokens: r.perfect_prefix_tokens,
+        cached_tokens_details: r.cached_tokens_details.map(|d| v1::CachedTokensDetails {
+            device: d.device,
+            host: d.host,
+            storage: d.storage,
+        }),
         retried: r.retried,
         outcome: outcome_to_wire(r.outcome) as i32,
         error: r.error.clone(),
@@ -367,6 +372,11 @@ fn record_from_wire(r: v1::RequestRecord) -> Result<RequestRecord, InvalidWire> 
         cold_prefix_tokens: r.cold_prefix_tokens,
         prefix_group: r.prefix_group,
         perfect_prefix_tokens: r.perfect_prefix_tokens,
+        cached_tokens_details: r.cached_tokens_details.map(|d| CachedTokensDetails {
+            device: d.device,
+            host: d.host,
+            storage: d.storage,
+        }),
         retried: r.retried,
         outcome: outcome_from_wire(r.outcome)?,
         error: text(r.error),
@@ -1204,6 +1214,11 @@ mod tests {
                 cold_prefix_tokens: f.3.map(|t| t / 2),
                 prefix_group: d.2.checked_rem(7),
                 perfect_prefix_tokens: f.3.map(|t| t / 3),
+                cached_tokens_details: f.3.map(|t| CachedTokensDetails {
+                    device: t / 2,
+                    host: t / 4,
+                    storage: (t % 2 == 0).then_some(t / 8),
+                }),
                 retried: f.4,
                 outcome: f.0,
                 error: f.1,

@@ -149,6 +149,18 @@ async fn handle(
             let ok = engine.reset_prefix_cache(external);
             json_response(StatusCode::OK, &json!({"success": ok}))
         }
+        // SGLang's reset of its radix cache and host tier: 400 while requests run.
+        (Method::POST, "/flush_cache") => {
+            if engine.reset_prefix_cache(true) {
+                full(StatusCode::OK, "text/plain", "Cache flushed.\n")
+            } else {
+                full(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    "Cache not flushed: requests are running.\n",
+                )
+            }
+        }
         (Method::POST, "/tokenize") => tokenize_endpoint(&engine, req).await,
         (Method::POST, "/v1/chat/completions") => {
             generate(engine, req, true, close, &arrival).await
@@ -194,6 +206,9 @@ struct GenRequest {
     max_tokens: u32,
     stream: bool,
     include_usage: bool,
+    /// SGLang's `return_cached_tokens_details`: say per request which tier gave its cached
+    /// tokens (`sglext.cached_tokens_details`).
+    cache_details: bool,
 }
 
 fn content_text(v: &Value) -> String {
@@ -266,6 +281,10 @@ fn parse_request(engine: &Engine, body: &[u8], chat: bool) -> Result<GenRequest,
         .and_then(Value::as_str)
         .unwrap_or(&engine.config.model)
         .to_owned();
+    let cache_details = v
+        .get("return_cached_tokens_details")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     Ok(GenRequest {
         chat,
         model,
@@ -273,7 +292,18 @@ fn parse_request(engine: &Engine, body: &[u8], chat: bool) -> Result<GenRequest,
         max_tokens,
         stream,
         include_usage,
+        cache_details,
     })
+}
+
+/// SGLang's extension object (`sglext`), as it answers `return_cached_tokens_details`:
+/// the cached tokens from the device cache and those loaded from the host tier (the
+/// offload tier here).
+fn sglext(r: &Running) -> Value {
+    json!({"cached_tokens_details": {
+        "device": r.cached_tokens.saturating_sub(r.loaded_tokens),
+        "host": r.loaded_tokens,
+    }})
 }
 
 /// The usage object, as vLLM 0.32 writes it with `--enable-prompt-tokens-details`: chat
@@ -386,17 +416,18 @@ async fn generate(
         } else {
             json!({"index": 0, "text": text, "finish_reason": "length"})
         };
-        json_response(
-            StatusCode::OK,
-            &json!({
-                "id": id,
-                "object": if g.chat { "chat.completion" } else { "text_completion" },
-                "created": now_s(),
-                "model": g.model,
-                "choices": [choice],
-                "usage": usage(&running, g.max_tokens, g.chat),
-            }),
-        )
+        let mut answer = json!({
+            "id": id,
+            "object": if g.chat { "chat.completion" } else { "text_completion" },
+            "created": now_s(),
+            "model": g.model,
+            "choices": [choice],
+            "usage": usage(&running, g.max_tokens, g.chat),
+        });
+        if g.cache_details {
+            answer["sglext"] = sglext(&running);
+        }
+        json_response(StatusCode::OK, &answer)
     }
 }
 
@@ -482,6 +513,14 @@ async fn stream_tokens(
         return;
     }
     running.finish(g.max_tokens);
+    if g.cache_details {
+        // As SGLang streams it: an event of its own, with no choices.
+        let mut ext = chunk(json!([]));
+        ext["sglext"] = sglext(&running);
+        if tx.send(sse(&ext)).await.is_err() {
+            return;
+        }
+    }
     if g.include_usage {
         let mut last = chunk(json!([]));
         last["usage"] = usage(&running, g.max_tokens, g.chat);

@@ -3,7 +3,11 @@
 //!
 //! - HTTP: `POST /v1/chat/completions`, `POST /v1/completions` (streaming SSE and not),
 //!   `GET /v1/models`, `GET /health`, `GET /metrics` (Prometheus text, vLLM's names),
-//!   `POST /reset_prefix_cache` (`{"success": false}` while requests hold blocks).
+//!   `POST /reset_prefix_cache` (`{"success": false}` while requests hold blocks), and
+//!   SGLang's `POST /flush_cache` (400 while requests hold blocks) and
+//!   `return_cached_tokens_details` (an `sglext` event splitting each request's cached
+//!   tokens into `device` and `host`, the offload tier), so that an agent of kind `sglang`
+//!   can run against it.
 //! - Cache model ([`cache`]): kvbench's tokenizer, chat template rendered to text, KV blocks
 //!   with chained hashes, a capacity in blocks, LRU eviction.
 //! - Latency model: at most `max_num_seqs` requests run, the rest queue (FIFO); prefills

@@ -427,3 +427,82 @@ fn ttft_counts_from_when_the_request_reached_the_host() {
         "the sim's lateness is not the client's: client {client_ttft_ms:.1} ms, sim {server_ttft_ms:.1} ms"
     );
 }
+
+/// SGLang's surface on the sim: `return_cached_tokens_details` splits each request's cached
+/// tokens into the device cache's and the host tier's (the offload tier), streamed as an
+/// event of its own and in a whole answer; `/flush_cache` clears both tiers.
+#[tokio::test]
+async fn sglang_cache_details_split_device_and_host_and_flush_clears_both() {
+    let sim = kvbench_sim::spawn(SimConfig {
+        offload_blocks: 100,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("sim starts");
+    let words: Vec<String> = (0..200).map(|i| format!("w{i}")).collect();
+    let body = |stream: bool| {
+        serde_json::json!({
+            "model": "m",
+            "messages": [{"role": "user", "content": words.join(" ")}],
+            "max_tokens": 3,
+            "stream": stream,
+            "stream_options": {"include_usage": true},
+            "return_cached_tokens_details": true,
+        })
+        .to_string()
+    };
+    // (device, host, cached) of one request.
+    let ask = |stream: bool| {
+        let b = body(stream);
+        async move {
+            let (status, text) = http(sim.addr, "POST", "/v1/chat/completions", &b).await;
+            assert_eq!(status, 200, "{text}");
+            let (ext, usage) = if stream {
+                let chunks: Vec<Value> = sse_events(&text)
+                    .iter()
+                    .filter(|e| *e != "[DONE]")
+                    .map(|e| serde_json::from_str(e).expect("JSON chunk"))
+                    .collect();
+                let ext: Vec<&Value> = chunks
+                    .iter()
+                    .filter(|c| c.get("sglext").is_some())
+                    .collect();
+                assert_eq!(ext.len(), 1, "one sglext event");
+                assert_eq!(ext[0]["choices"], serde_json::json!([]));
+                let usage = chunks
+                    .iter()
+                    .find(|c| c.get("usage").is_some())
+                    .expect("usage");
+                (ext[0]["sglext"].clone(), usage["usage"].clone())
+            } else {
+                let v: Value = serde_json::from_str(&text).expect("JSON answer");
+                (v["sglext"].clone(), v["usage"].clone())
+            };
+            let d = &ext["cached_tokens_details"];
+            (
+                d["device"].as_u64().expect("device"),
+                d["host"].as_u64().expect("host"),
+                usage["prompt_tokens_details"]["cached_tokens"]
+                    .as_u64()
+                    .expect("cached"),
+            )
+        }
+    };
+    assert_eq!(ask(true).await, (0, 0, 0), "cold");
+    // vLLM's reset without reset_external leaves the host tier: all 12 blocks come from it.
+    let (status, _) = http(sim.addr, "POST", "/reset_prefix_cache", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(ask(false).await, (0, 192, 192), "from the host tier");
+    assert_eq!(ask(true).await, (192, 0, 192), "from the device cache");
+    let (status, text) = http(sim.addr, "POST", "/flush_cache", "").await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(ask(true).await, (0, 0, 0), "both tiers flushed");
+    // A request that does not ask gets no sglext.
+    let plain = serde_json::json!({
+        "model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1,
+    })
+    .to_string();
+    let (_, text) = http(sim.addr, "POST", "/v1/chat/completions", &plain).await;
+    assert!(!text.contains("sglext"), "{text}");
+    sim.stop().await;
+}

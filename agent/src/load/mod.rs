@@ -84,6 +84,9 @@ pub struct RoundContext {
     pub replies: Arc<ReplyStore>,
     /// This scenario run's perfect prefix cache (see [`perfect`]).
     pub perfect: perfect::PerfectCache,
+    /// Ask the engine for each request's cached tokens by tier (SGLang's
+    /// `return_cached_tokens_details`; engines of other kinds are not asked).
+    pub cache_details: bool,
     pub telemetry: crate::telemetry::Telemetry,
     /// Why the round was stopped, when it was (none set: the agent is shutting down).
     pub stop_reason: Arc<std::sync::OnceLock<kvbench_common::agent::StopReason>>,

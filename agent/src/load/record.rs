@@ -108,6 +108,7 @@ pub(crate) fn build_record(c: &RecordContext<'_>, reply: &request::Reply) -> Req
             .shared
             .and_then(|s| s.perfect)
             .map(|p| p.engine_tokens(reply.prompt_tokens)),
+        cached_tokens_details: reply.cached_tokens_details,
         retried: reply.retried,
         outcome: reply.outcome,
         error: reply.error.clone(),
@@ -146,6 +147,7 @@ mod tests {
             prompt_tokens: Some(40),
             output_tokens: Some(3),
             cached_tokens: Some(16),
+            cached_tokens_details: None,
             finish_reason: "length".into(),
             outcome: Outcome::Ok,
             error: String::new(),

@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Uri};
 use kvbench_common::plan::ApiFlavor;
-use kvbench_common::record::Outcome;
+use kvbench_common::record::{CachedTokensDetails, Outcome};
 use kvbench_common::tokenizer::completion_prompt;
 #[cfg(test)]
 use kvbench_common::tokenizer::render_chat;
@@ -37,6 +37,8 @@ pub struct Call<'a> {
     pub idle_timeout: Duration,
     /// Called once, when the first token comes back: the prompt's prefill is done.
     pub on_first_token: Option<OnFirstToken<'a>>,
+    /// Ask for the cached tokens by tier (SGLang's `return_cached_tokens_details`).
+    pub cache_details: bool,
 }
 
 /// What a call does when its first token comes back.
@@ -60,6 +62,8 @@ pub struct Reply {
     pub prompt_tokens: Option<u32>,
     pub output_tokens: Option<u32>,
     pub cached_tokens: Option<u32>,
+    /// The cached tokens by tier, where the engine said (SGLang's `sglext`).
+    pub cached_tokens_details: Option<CachedTokensDetails>,
     pub finish_reason: String,
     pub outcome: Outcome,
     pub error: String,
@@ -83,6 +87,9 @@ fn body_json(call: &Call<'_>) -> Value {
     if call.enforce_output_length {
         v["min_tokens"] = json!(call.max_tokens);
         v["ignore_eos"] = json!(true);
+    }
+    if call.cache_details {
+        v["return_cached_tokens_details"] = json!(true);
     }
     match call.api {
         ApiFlavor::Chat => {
@@ -308,6 +315,7 @@ impl Reply {
             prompt_tokens: None,
             output_tokens: None,
             cached_tokens: None,
+            cached_tokens_details: None,
             finish_reason: String::new(),
             outcome: Outcome::Ok,
             error: String::new(),
@@ -348,6 +356,27 @@ struct Chunk<'a> {
     usage: Option<Usage>,
     #[serde(default)]
     kvbench_server_ttft_us: Option<u64>,
+    /// SGLang's extension object, read apart so that a shape kvbench does not know there
+    /// costs nothing else of the event.
+    #[serde(default)]
+    sglext: Option<Value>,
+}
+
+/// SGLang's cached tokens by tier (`sglext.cached_tokens_details`): none unless `device`
+/// and `host` are counts (and `storage`, when given).
+fn tier_details(ext: &Value) -> Option<CachedTokensDetails> {
+    let d = ext.get("cached_tokens_details")?;
+    let count = |k: &str| -> Option<Option<u32>> {
+        match d.get(k) {
+            None | Some(Value::Null) => Some(None),
+            Some(v) => v.as_u64().map(|n| Some(n.min(u64::from(u32::MAX)) as u32)),
+        }
+    };
+    Some(CachedTokensDetails {
+        device: count("device")??,
+        host: count("host")??,
+        storage: count("storage")?,
+    })
 }
 
 #[derive(serde::Deserialize)]
@@ -426,6 +455,9 @@ fn absorb(reply: &mut Reply, c: &Chunk<'_>, at: Instant) {
             reply.finish_reason = f.to_string();
         }
     }
+    if let Some(d) = c.sglext.as_ref().and_then(tier_details) {
+        reply.cached_tokens_details = Some(d);
+    }
     if let Some(u) = &c.usage {
         let clamp = |n: Option<u64>| n.map(|n| n.min(u64::from(u32::MAX)) as u32);
         reply.prompt_tokens = clamp(u.prompt_tokens).or(reply.prompt_tokens);
@@ -488,17 +520,25 @@ mod tests {
         assert!(!one_line("a\nb\n\nc").contains('\n'));
     }
 
-    fn call(api: ApiFlavor, enforce: bool, messages: &[(String, String)]) -> Value {
-        body_json(&Call {
+    fn call_of(api: ApiFlavor, messages: &[(String, String)]) -> Call<'_> {
+        Call {
             base_url: "http://x",
             api,
             model: "m",
             messages,
             max_tokens: 37,
-            enforce_output_length: enforce,
+            enforce_output_length: false,
             ttft_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
             on_first_token: None,
+            cache_details: false,
+        }
+    }
+
+    fn call(api: ApiFlavor, enforce: bool, messages: &[(String, String)]) -> Value {
+        body_json(&Call {
+            enforce_output_length: enforce,
+            ..call_of(api, messages)
         })
     }
 
@@ -546,5 +586,59 @@ mod tests {
         absorb(&mut reply, &c, Instant::now());
         assert_eq!(reply.text, "hm", "reasoning content counts as a token");
         assert!(reply.first_token.is_some());
+    }
+
+    /// SGLang's `sglext` event (no choices) gives the tiers; a shape kvbench does not know
+    /// there is ignored, and costs the event nothing else.
+    #[test]
+    fn sglang_tier_details_are_read_and_bad_ones_ignored() {
+        let read = |event: &str| {
+            let mut reply = Reply::new();
+            let c = parse_event(event).expect("json").expect("a chunk");
+            absorb(&mut reply, &c, Instant::now());
+            reply
+        };
+        let r = read(
+            r#"{"choices":[],"sglext":{"cached_tokens_details":{"device":4,"host":1,"storage":2,"storage_backend":"file"}}}"#,
+        );
+        assert_eq!(
+            r.cached_tokens_details,
+            Some(CachedTokensDetails {
+                device: 4,
+                host: 1,
+                storage: Some(2)
+            })
+        );
+        let r = read(r#"{"choices":[],"sglext":{"cached_tokens_details":{"device":2,"host":0}}}"#);
+        assert_eq!(
+            r.cached_tokens_details,
+            Some(CachedTokensDetails {
+                device: 2,
+                host: 0,
+                storage: None
+            })
+        );
+        for bad in [
+            r#"{"choices":[],"sglext":{"cached_tokens_details":{"device":false,"host":0}},"usage":{"prompt_tokens":9,"prompt_tokens_details":{"cached_tokens":6}}}"#,
+            r#"{"choices":[],"sglext":{"cached_tokens_details":{"device":-1,"host":0}},"usage":{"prompt_tokens":9,"prompt_tokens_details":{"cached_tokens":6}}}"#,
+            r#"{"choices":[],"sglext":{"cached_tokens_details":{"host":3}},"usage":{"prompt_tokens":9,"prompt_tokens_details":{"cached_tokens":6}}}"#,
+            r#"{"choices":[],"sglext":"x","usage":{"prompt_tokens":9,"prompt_tokens_details":{"cached_tokens":6}}}"#,
+        ] {
+            let r = read(bad);
+            assert_eq!(r.cached_tokens_details, None, "{bad}");
+            assert_eq!(
+                (r.prompt_tokens, r.cached_tokens),
+                (Some(9), Some(6)),
+                "{bad}"
+            );
+        }
+        let body = body_json(&Call {
+            cache_details: true,
+            ..call_of(ApiFlavor::Chat, &[])
+        });
+        assert_eq!(body["return_cached_tokens_details"], true);
+        assert!(call(ApiFlavor::Chat, false, &[])
+            .get("return_cached_tokens_details")
+            .is_none());
     }
 }

@@ -160,6 +160,7 @@ impl Runner {
             ttft_timeout: Duration::from_secs_f64(spec.request.load.ttft_timeout_s),
             idle_timeout: Duration::from_secs_f64(spec.request.load.idle_timeout_s),
             on_first_token: Some(OnFirstToken(&prefilled)),
+            cache_details: self.round.ctx.cache_details,
         };
         let id = conv.first_request_id + t as u32;
         let measured = (!self.warmup).then(|| self.before_send(messages, id));

@@ -17,7 +17,9 @@ use crate::results::{
 };
 use crate::stats::efficiency::EfficiencyAccumulator;
 use crate::stats::{LatencyHistogram, StatsOptions, Summary};
-use crate::telemetry::{CacheTiers, EngineMetricsSummary, TelemetrySample, TelemetrySummary};
+use crate::telemetry::{
+    CacheTiers, EngineMetricsSummary, RequestTiers, TelemetrySample, TelemetrySummary,
+};
 
 /// One latency metric's samples, as moments and a histogram.
 #[derive(Debug, Clone, Default)]
@@ -192,6 +194,8 @@ pub struct RoundAccumulator {
     last_end_ms: f64,
     first_error: Option<String>,
     efficiency: EfficiencyAccumulator,
+    /// The cached tokens by tier, from the requests that reported them.
+    tiers: RequestTiers,
     /// Tokens per KV block where the engine does not report its own.
     block_fallback: u32,
 }
@@ -220,6 +224,7 @@ impl RoundAccumulator {
             last_end_ms: 0.0,
             first_error: None,
             efficiency: EfficiencyAccumulator::default(),
+            tiers: RequestTiers::default(),
             block_fallback: DEFAULT_BLOCK_TOKENS,
         }
     }
@@ -257,6 +262,9 @@ impl RoundAccumulator {
         if let Some(c) = r.cached_tokens {
             self.cached_tokens += u64::from(c);
             self.cached_tokens_reported += 1;
+        }
+        if let Some(d) = &r.cached_tokens_details {
+            self.tiers.add(d);
         }
         if self.opts.goodput.is_some_and(|g| g.is_good(r)) {
             self.good_requests += 1;
@@ -370,7 +378,7 @@ impl RoundAccumulator {
             histograms,
             engine_metrics,
             cache_efficiency,
-            cache_tiers: CacheTiers::of(telemetry),
+            cache_tiers: CacheTiers::of(telemetry, Some(self.tiers.clone())),
             telemetry: TelemetrySummary::of(telemetry, self.output_tokens),
             per_agent: BTreeMap::new(),
             resumed: Vec::new(),

@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime};
 
 use kvbench_common::agent::{RoundEvent, RoundRequest, RoundRequests};
 use kvbench_common::dataset::Dataset;
-use kvbench_common::isolation::{ColdEvidence, DiscardedAttempt, IsolationInfo};
+use kvbench_common::isolation::{ColdEvidence, DiscardedAttempt, IsolationInfo, OuterTier};
 use kvbench_common::load::Arrivals;
 use kvbench_common::plan::{IsolationPolicy, Placement, Plan, Scenario};
 use kvbench_common::prefix_cache::{block_tokens, DEFAULT_BLOCK_TOKENS};
@@ -244,7 +244,13 @@ impl Session<'_> {
                     .get(&agent)
                     .and_then(|s| s.cache_tiers.as_ref())
             };
-            cold.external(&agent, tiers.and_then(|t| t.external_tokens));
+            let (hits, tier) = match tiers {
+                Some(t) if t.external_tokens.is_none() && t.requests.is_some() => {
+                    (t.beyond_device(), OuterTier::Hicache)
+                }
+                t => (t.and_then(|t| t.external_tokens), OuterTier::Connector),
+            };
+            cold.external(&agent, hits, tier);
             let reported = metrics
                 .and_then(|m| m.block_size)
                 .filter(|b| *b >= 1.0 && *b <= f64::from(u32::MAX))

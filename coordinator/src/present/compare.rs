@@ -459,7 +459,7 @@ fn round_figure(r: &RoundStats, metric: Metric) -> Option<f64> {
         Metric::OutputThroughput => Some(r.output_throughput),
         Metric::CacheEfficiency => r.cache_efficiency.as_ref()?.efficiency,
         Metric::ExternalHitRatio => {
-            let external = r.cache_tiers.as_ref()?.external_tokens?;
+            let external = r.cache_tiers.as_ref()?.beyond_device()?;
             (r.total_input_tokens > 0).then(|| external / r.total_input_tokens as f64)
         }
     }

@@ -98,13 +98,29 @@ fn figures(r: &RoundStats) -> Vec<(String, String, f64, &'static str)> {
     push(
         "cache_tier_device",
         value,
-        tiers.and_then(|t| t.device_tokens),
+        tiers.and_then(|t| {
+            t.device_tokens
+                .or_else(|| t.requests.as_ref().map(|q| q.device_tokens as f64))
+        }),
         "tokens",
     );
     push(
         "cache_tier_external",
         value,
         tiers.and_then(|t| t.external_tokens),
+        "tokens",
+    );
+    let hicache = tiers.and_then(|t| t.requests.as_ref());
+    push(
+        "cache_tier_host",
+        value,
+        hicache.map(|q| q.host_tokens as f64),
+        "tokens",
+    );
+    push(
+        "cache_tier_storage",
+        value,
+        hicache.and_then(|q| q.storage_tokens).map(|s| s as f64),
         "tokens",
     );
     let lmcache = tiers.and_then(|t| t.lmcache.as_ref());

@@ -101,8 +101,9 @@ pub fn conclusion(out: &mut String, saved: &SavedRun) {
 }
 
 /// "Hits by cache tier": per round of an engine with a tier behind its own prefix cache
-/// (vLLM's KV connector: CPU offload, LMCache, Mooncake), the cached tokens each tier gave
-/// and what the stores said; nothing when no round has one.
+/// (vLLM's KV connector: CPU offload, LMCache, Mooncake; SGLang's HiCache host and storage
+/// tiers), the cached tokens each tier gave and what the stores said; nothing when no round
+/// has one.
 pub fn tiers(out: &mut String, saved: &SavedRun) {
     let rows: Vec<_> = ran(saved)
         .flat_map(|(name, st)| {
@@ -114,23 +115,30 @@ pub fn tiers(out: &mut String, saved: &SavedRun) {
     if rows.is_empty() {
         return;
     }
-    out.push_str("## Hits by cache tier\n\nCached prompt tokens by the tier that gave them: the engine's own prefix cache (device) and its KV connector's tiers (vLLM's `external_prefix_cache_*`: CPU offload, LMCache, Mooncake), with LMCache's and the Mooncake master's own figures where the agent scraped them.\n\n| scenario | round | device tokens | connector tokens | connector lookups | share of prompt tokens from the connector | LMCache hit / requested tokens | LMCache retrieve mean s | Mooncake keys (peak) / evicted |\n|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("## Hits by cache tier\n\nCached prompt tokens by the tier that gave them: the engine's own prefix cache (device), its KV connector's tiers (vLLM's `external_prefix_cache_*`: CPU offload, LMCache, Mooncake) or SGLang's HiCache host and storage tiers (each request's `cached_tokens_details`), with LMCache's and the Mooncake master's own figures where the agent scraped them.\n\n| scenario | round | device tokens | connector tokens | connector lookups | HiCache host / storage tokens | share of prompt tokens from behind the device | LMCache hit / requested tokens | LMCache retrieve mean s | Mooncake keys (peak) / evicted |\n|---|---|---|---|---|---|---|---|---|---|\n");
     let n = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
     for (name, r, t) in rows {
         let share = t
-            .external_tokens
+            .beyond_device()
             .filter(|_| r.total_input_tokens > 0)
             .map(|x| x / r.total_input_tokens as f64);
         let lm = t.lmcache.as_ref();
         let mc = t.mooncake.as_ref();
+        let q = t.requests.as_ref();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             cell(name),
             r.round,
-            n(t.device_tokens),
+            n(t.device_tokens
+                .or_else(|| q.map(|q| q.device_tokens as f64))),
             n(t.external_tokens),
             n(t.external_queried_tokens),
+            q.map_or("-".to_owned(), |q| format!(
+                "{} / {}",
+                q.host_tokens,
+                q.storage_tokens.map_or("-".to_owned(), |s| s.to_string())
+            )),
             ratio(share),
             lm.map_or("-".to_owned(), |l| format!(
                 "{} / {}",
