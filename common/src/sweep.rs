@@ -39,6 +39,142 @@ pub struct SweepCapacity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<BaselineCapacity>,
     pub points: Vec<LoadPoint>,
+    /// A `search:`: how far the bisection got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchOutcome>,
+}
+
+/// What a `search:` found: its bracket on the warm round, against the resolution it
+/// stated before it ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchOutcome {
+    pub between: [f64; 2],
+    /// The most points it could take, and those it took.
+    pub points_max: u32,
+    pub points_run: u32,
+    /// The resolution stated before it ran, in words (`within 10.0 % (or 1 concurrent
+    /// request)`).
+    pub stated_resolution: String,
+    /// The highest load that met every objective and the lowest that did not, on the
+    /// round it searched (none when the search ended at one of its ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bracket: Option<[f64; 2]>,
+}
+
+impl SearchOutcome {
+    /// The bracket as a share of its lower end: `0.08` for [25, 27].
+    pub fn relative_width(&self) -> Option<f64> {
+        let [a, b] = self.bracket?;
+        (a > 0.0).then(|| (b - a) / a)
+    }
+}
+
+/// How a point of a search judged, on the round it searches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Judged {
+    Met,
+    Missed,
+    /// Neither: the agent saturated, the round did not run or never reached the load.
+    Excluded,
+}
+
+/// The load the next point of a `search:` runs at, from the points of the same search that
+/// ran before it; none when the search is done (the point is not needed). It searches the
+/// last round (the warm one; round 1 when the scenario runs one round): the lowest load
+/// first (a miss there ends it: the capacity is below it), then the highest (a pass there
+/// ends it), then the geometric middle of the bracket between the highest load that met
+/// every objective and the lowest that did not (or was excluded: a point that cannot be
+/// judged bounds the search from above, never sets the capacity). A concurrency search
+/// stops at a bracket of one; a rate search at 1 %.
+pub fn next_search_load(point: &SweepPoint, before: &[Run<'_>]) -> Option<f64> {
+    let spec = point.search.as_ref()?;
+    let same: Vec<Run<'_>> = before
+        .iter()
+        .filter(|(_, p, _)| p.scenario == point.scenario && p.search.is_some())
+        .copied()
+        .collect();
+    if same.len() >= spec.points as usize {
+        return None;
+    }
+    // Judged on the search's own objectives (the points' stats carry them).
+    let judged: Vec<(f64, Judged)> = capacities(&same)
+        .into_iter()
+        .find(|c| c.scenario == point.scenario)
+        .map(|c| {
+            c.points
+                .iter()
+                .map(|p| {
+                    let rp = p.warm.as_ref().unwrap_or(&p.cold);
+                    let j = if rp.excluded.is_some() {
+                        Judged::Excluded
+                    } else if rp.meets {
+                        Judged::Met
+                    } else {
+                        Judged::Missed
+                    };
+                    (p.load, j)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    next_load(spec, point.dimension, &judged)
+}
+
+/// The next load of a search from its points' judgements so far (see
+/// [`next_search_load`]).
+fn next_load(
+    spec: &crate::plan::SearchSpec,
+    dimension: SweepDimension,
+    judged: &[(f64, Judged)],
+) -> Option<f64> {
+    if judged.len() >= spec.points as usize {
+        return None;
+    }
+    let [lo, hi] = spec.between;
+    let tried = |v: f64| judged.iter().any(|(l, _)| (l - v).abs() < 1e-9);
+    if !tried(lo) {
+        return Some(lo);
+    }
+    let first_bad = judged
+        .iter()
+        .filter(|(_, j)| *j != Judged::Met)
+        .map(|(l, _)| *l)
+        .min_by(f64::total_cmp);
+    let a = judged
+        .iter()
+        .filter(|(l, j)| *j == Judged::Met && first_bad.is_none_or(|b| *l < b))
+        .map(|(l, _)| *l)
+        .max_by(f64::total_cmp)?;
+    if !tried(hi) {
+        return Some(hi);
+    }
+    let b = first_bad?;
+    let middle = (a * b).sqrt();
+    match dimension {
+        SweepDimension::Concurrency => {
+            (b - a > 1.0).then(|| middle.round().clamp(a + 1.0, b - 1.0))
+        }
+        SweepDimension::RequestRate => (b / a > 1.01).then_some(middle),
+    }
+}
+
+/// A search's outcome from its capacity: the bracket on the round it searched.
+fn search_outcome(
+    spec: &crate::plan::SearchSpec,
+    dimension: SweepDimension,
+    runs: usize,
+    searched: &Capacity,
+) -> SearchOutcome {
+    SearchOutcome {
+        between: spec.between,
+        points_max: spec.points,
+        points_run: runs as u32,
+        stated_resolution: spec.resolution_text(dimension),
+        bracket: match (searched.last_met, searched.first_missed) {
+            (Some(a), Some(b)) => Some([a, b]),
+            _ => None,
+        },
+    }
 }
 
 /// The baseline's side of a capacity comparison.
@@ -216,7 +352,11 @@ pub fn capacities(runs: &[Run<'_>]) -> Vec<SweepCapacity> {
     // scenario -> load (as its name shows it) -> runs
     let mut groups: BTreeMap<&str, BTreeMap<String, Vec<Run<'_>>>> = BTreeMap::new();
     let mut order: Vec<&str> = Vec::new();
-    for &(name, p, st) in runs {
+    // A search's points that were not needed have no load.
+    for &(name, p, st) in runs
+        .iter()
+        .filter(|(_, p, _)| p.search.as_ref().is_none_or(|s| s.chosen))
+    {
         if !order.contains(&p.scenario.as_str()) {
             order.push(&p.scenario);
         }
@@ -261,7 +401,12 @@ pub fn capacities(runs: &[Run<'_>]) -> Vec<SweepCapacity> {
             points.sort_by(|a, b| a.load.total_cmp(&b.load));
             let cold = capacity_of(&points, &slo, false);
             let warm = (last_round > 1).then(|| capacity_of(&points, &slo, true));
+            let search = first.search.as_ref().map(|spec| {
+                let runs = loads.values().map(Vec::len).sum();
+                search_outcome(spec, first.dimension, runs, warm.as_ref().unwrap_or(&cold))
+            });
             Some(SweepCapacity {
+                search,
                 scenario: (*scenario).to_owned(),
                 dimension: first.dimension,
                 warm_over_cold: warm.as_ref().and_then(|w| ratio(w, &cold)),
@@ -354,5 +499,149 @@ pub fn shown(c: &Capacity) -> String {
         (Bound::AtLeast, Some(v), _) => format!(">= {}", crate::util::trim_float(v)),
         (Bound::Below, _, Some(v)) => format!("< {}", crate::util::trim_float(v)),
         _ => "unknown".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::SearchSpec;
+    use proptest::prelude::*;
+
+    /// Runs a search against a boundary: a load meets when it is at most `boundary`, and
+    /// is excluded above `reach` (the round never reached it). The loads tried, in order.
+    fn search(
+        spec: &SearchSpec,
+        dimension: SweepDimension,
+        boundary: f64,
+        reach: f64,
+    ) -> Vec<(f64, Judged)> {
+        let mut judged = Vec::new();
+        while let Some(load) = next_load(spec, dimension, &judged) {
+            assert!(
+                !judged.iter().any(|(l, _)| *l == load),
+                "tries {load} twice: {judged:?}"
+            );
+            let j = if load > reach {
+                Judged::Excluded
+            } else if load <= boundary {
+                Judged::Met
+            } else {
+                Judged::Missed
+            };
+            judged.push((load, j));
+        }
+        judged
+    }
+
+    fn bracket(judged: &[(f64, Judged)]) -> (Option<f64>, Option<f64>) {
+        let met = judged
+            .iter()
+            .filter(|(_, j)| *j == Judged::Met)
+            .map(|(l, _)| *l)
+            .max_by(f64::total_cmp);
+        let bad = judged
+            .iter()
+            .filter(|(_, j)| *j != Judged::Met)
+            .map(|(l, _)| *l)
+            .min_by(f64::total_cmp);
+        (met, bad)
+    }
+
+    #[test]
+    fn ends_first_and_resolution_stated() {
+        let spec = SearchSpec {
+            between: [1.0, 512.0],
+            points: 8,
+            chosen: false,
+        };
+        // 6 halvings of log2(512) = 9: within 2^(9/64) = 10.2 %.
+        assert!((spec.resolution_factor() - 2f64.powf(9.0 / 64.0)).abs() < 1e-12);
+        assert_eq!(
+            spec.resolution_text(SweepDimension::Concurrency),
+            "within 10.2 % give or take 1 concurrent request"
+        );
+        let c = SweepDimension::Concurrency;
+        // Missed at the lowest load: one point, the capacity is below it.
+        assert_eq!(search(&spec, c, 0.5, 1e9), vec![(1.0, Judged::Missed)]);
+        // Met at the highest: two points.
+        assert_eq!(
+            search(&spec, c, 1000.0, 1e9),
+            vec![(1.0, Judged::Met), (512.0, Judged::Met)]
+        );
+        // In between: 1, 512, then the geometric middles.
+        let j = search(&spec, c, 22.0, 1e9);
+        assert_eq!(
+            &j[..3],
+            &[
+                (1.0, Judged::Met),
+                (512.0, Judged::Missed),
+                (23.0, Judged::Missed)
+            ]
+        );
+        // Eight points spent: [21, 23], within the stated 10.2 % give or take one request.
+        assert_eq!(j.len(), 8);
+        assert_eq!(bracket(&j), (Some(21.0), Some(23.0)), "{j:?}");
+        // A bracket of one ends it early.
+        let spec16 = SearchSpec { points: 16, ..spec };
+        let j = search(&spec16, c, 22.0, 1e9);
+        assert_eq!(bracket(&j), (Some(22.0), Some(23.0)), "{j:?}");
+        assert!(j.len() < 16, "{j:?}");
+    }
+
+    proptest! {
+        /// Within its stated points, a concurrency search brackets a boundary anywhere in
+        /// its range to within the stated resolution (or one concurrent request), and a
+        /// rate search to within the stated factor; a point it cannot judge (the round
+        /// never reached it) bounds it from above, never passes for a miss of the boundary.
+        #[test]
+        fn the_bracket_holds_the_boundary_within_the_stated_resolution(
+            lo in 1u32..8,
+            span in 2u32..600,
+            boundary_at in 0.0f64..1.0,
+            points in 3u32..=16,
+            rate in any::<bool>(),
+            reach_at in 0.0f64..2.0,
+        ) {
+            let (lo, hi) = (f64::from(lo), f64::from(lo + span));
+            let spec = SearchSpec { between: [lo, hi], points, chosen: false };
+            let dimension = if rate { SweepDimension::RequestRate } else { SweepDimension::Concurrency };
+            let boundary = lo + boundary_at * (hi - lo);
+            let boundary = if rate { boundary } else { boundary.floor() };
+            let reach = lo + reach_at * (hi - lo);
+            let judged = search(&spec, dimension, boundary, reach);
+            prop_assert!(judged.len() <= points as usize);
+            let (met, bad) = bracket(&judged);
+            let met = met.expect("the lowest load met");
+            prop_assert!(met <= boundary);
+            match bad {
+                None => prop_assert_eq!(met, hi, "every point met: the highest was tried"),
+                Some(b) => {
+                    prop_assert!(b > met);
+                    // The boundary lies in [met, b) unless the search hit what it could
+                    // not judge first (then the bracket ends there).
+                    if b <= reach {
+                        prop_assert!(b > boundary);
+                    }
+                    let closed = match dimension {
+                        SweepDimension::Concurrency => b - met <= 1.0,
+                        SweepDimension::RequestRate => b / met <= 1.01,
+                    };
+                    // A concurrency's middles are rounded: give or take one request.
+                    let slack = match dimension {
+                        SweepDimension::Concurrency => 1.0,
+                        SweepDimension::RequestRate => 0.0,
+                    };
+                    let stated = (b - slack) / (met + slack)
+                        <= spec.resolution_factor() * (1.0 + 1e-9);
+                    prop_assert!(
+                        closed || stated || judged.len() < points as usize,
+                        "{:?}: bracket {} .. {} wider than {} after {} points",
+                        judged, met, b, spec.resolution_factor(), judged.len()
+                    );
+                    prop_assert!(closed || stated, "{:?}", judged);
+                }
+            }
+        }
     }
 }

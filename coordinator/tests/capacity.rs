@@ -225,3 +225,112 @@ fn a_sweep_finds_the_capacity_the_sims_model_gives_and_leaves_out_a_saturated_po
         "{csv}"
     );
 }
+
+/// `search:` on the same sim: the boundary of the warm round found by bisection within the
+/// resolution it states, in at most the points it states; the points it did not need are
+/// said so in the run file, the events and the report.
+#[test]
+fn a_search_brackets_the_warm_boundary_within_its_stated_resolution_and_points() {
+    let dir = TempDir::new("capacity-search");
+    let (_sim, url) = procs::sim(&sim_flags(&[]));
+    dir.write("cached.yaml", &config(&url));
+    dir.write(
+        "plan.yaml",
+        &format!("output_dir: out\nwait_between_scenarios: 0\ntest_scenarios:\n  - name: cached\n    config_file: cached.yaml\n    scenario: batch_processing\n    rounds: 2\n    search: {{slo: {{p95_ttft_ms: \"<= {SLO_MS}\"}}, between: [1, 64], points: 8}}\n"),
+    );
+    let (run, lines) = procs::run_json(dir.path(), &["run", "plan.yaml"]);
+    let (mut started, mut not_needed, mut capacity) = (Vec::new(), Vec::new(), None);
+    while let Ok((_, line)) = lines.recv_timeout(Duration::from_secs(120)) {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        match v["event"].as_str() {
+            Some("scenario_started") => {
+                started.push(v["scenario"].as_str().unwrap_or("").to_owned())
+            }
+            Some("point_not_needed") => {
+                not_needed.push(v["scenario"].as_str().unwrap_or("").to_owned())
+            }
+            Some("capacity") => capacity = Some(v["capacity"].clone()),
+            Some("run_finished") => break,
+            _ => {}
+        }
+    }
+    drop(run);
+    let c = capacity.expect("a capacity event");
+    let s = &c["search"];
+    let run_points = s["points_run"].as_u64().expect("points run");
+    assert_eq!(s["points_max"], 8, "{s}");
+    assert!(run_points <= 8, "{s}");
+    assert_eq!(started.len() as u64, run_points, "{started:?}");
+    assert_eq!(
+        started.len() + not_needed.len(),
+        8,
+        "{started:?} {not_needed:?}"
+    );
+    // The lowest load first, then the highest; 64 concurrent requests never happen in a
+    // round of 40 requests, so that point is excluded and bounds the search from above.
+    assert_eq!(&started[..2], &["cached~s1", "cached~s2"]);
+    let points = c["points"].as_array().expect("points");
+    let loads: Vec<f64> = points
+        .iter()
+        .map(|p| p["load"].as_f64().expect("load"))
+        .collect();
+    assert_eq!((loads[0], loads[loads.len() - 1]), (1.0, 64.0), "{loads:?}");
+    assert!(points.last().expect("64")["warm"]["excluded"].is_string());
+    // The bracket holds the warm capacity, within the resolution stated before the search.
+    let [a, b] = [0, 1].map(|k| {
+        s["bracket"][k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("bracket: {s}"))
+    });
+    assert_eq!(c["warm"]["bound"], "interpolated", "{c}");
+    let warm = c["warm"]["load"].as_f64().expect("warm capacity");
+    assert!(a <= warm && warm <= b, "{warm} in [{a}, {b}]");
+    let factor = 64f64.powf(0.5f64.powi(6));
+    assert!(
+        b - a <= 1.0 || (b - 1.0) / (a + 1.0) <= factor,
+        "bracket [{a}, {b}] against the stated {}",
+        s["stated_resolution"]
+    );
+    assert_eq!(
+        s["stated_resolution"],
+        "within 6.7 % give or take 1 concurrent request"
+    );
+    // The sim's model puts the warm boundary at SLO / one warm prefill.
+    let stats = read_json(&common::out_file(
+        &dir.path().join("out"),
+        "cached_s3_stats_",
+    ));
+    near(
+        warm,
+        model_capacity(&stats, 1),
+        "the searched warm capacity",
+    );
+
+    let out = dir.path().join("out");
+    let run_file = read_json(&common::out_file(&out, "multi_scenario_run_"));
+    let skipped: Vec<&str> = run_file["scenarios"]
+        .as_array()
+        .expect("scenarios")
+        .iter()
+        .filter(|x| x["not_needed"] == true)
+        .map(|x| x["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        skipped, not_needed,
+        "the run file says which were not needed"
+    );
+    let report =
+        std::fs::read_to_string(common::out_file(&out, "multi_scenario_report_")).expect("report");
+    assert!(
+        report.contains(&format!(
+            "Searched on round 2 (warm) between 1 and 64 concurrent requests: {run_points} of at most 8 points"
+        )),
+        "{report}"
+    );
+    if !not_needed.is_empty() {
+        assert!(
+            report.contains(&format!("not needed {}", not_needed.len())),
+            "{report}"
+        );
+    }
+}

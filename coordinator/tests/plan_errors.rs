@@ -175,7 +175,7 @@ fn every_example_plan_validates() {
                 stack.push(p);
             } else if p
                 .file_name()
-                .is_some_and(|n| n == "multi_scenario_config.yaml")
+                .is_some_and(|n| n == "multi_scenario_config.yaml" || n == "search_config.yaml")
             {
                 found += 1;
                 if let Err(e) = plan::load(&p) {
@@ -582,4 +582,82 @@ fn sweeps_and_objectives_say_what_would_be_valid() {
         Some(kvbench_common::load::Rate::Fixed(r)) if r == 4.0
     ));
     assert_eq!(last.slug, "a_r4_2");
+}
+
+#[test]
+fn searches_say_what_would_be_valid() {
+    let dir = TempDir::new("bad-search");
+    dir.write("a.yaml", GOOD_CONFIG);
+    let one = |extra: &str| errors(&dir, &plan_with(extra)).remove(0);
+    let slo = "slo: {p95_ttft_ms: \"<= 2000\"}";
+
+    let e = one("    search: {between: [1, 64]}\n");
+    assert_eq!(
+        (e.line, e.key.as_str()),
+        (Some(6), "test_scenarios[0].search")
+    );
+    assert!(e.message.contains("needs objectives"), "{}", e.message);
+
+    let e = one(&format!("    search: {{{slo}, between: [64, 1]}}\n"));
+    assert_eq!(e.key, "test_scenarios[0].search.between");
+    assert!(e.message.contains("the lowest first"), "{}", e.message);
+
+    let e = one(&format!("    search: {{{slo}, between: [1.5, 8]}}\n"));
+    assert!(e.message.contains("whole numbers"), "{}", e.message);
+
+    let e = one(&format!(
+        "    search: {{{slo}, between: [1, 8], points: 2}}\n"
+    ));
+    assert_eq!(e.key, "test_scenarios[0].search.points");
+    assert!(e.message.contains("3 to 16"), "{}", e.message);
+
+    let e = one(&format!(
+        "    sweep: {{concurrency: [1, 2]}}\n    search: {{{slo}, between: [1, 8]}}\n"
+    ));
+    assert_eq!(e.key, "test_scenarios[0].search");
+    assert!(e.message.contains("not both"), "{}", e.message);
+
+    let e = one(&format!(
+        "    {slo}\n    search: {{{slo}, between: [1, 8]}}\n"
+    ));
+    assert_eq!(e.key, "test_scenarios[0].search.slo");
+
+    let e = one(&format!(
+        "    repeats: 2\n    search: {{{slo}, between: [1, 8]}}\n"
+    ));
+    assert_eq!(e.key, "test_scenarios[0].repeats");
+    assert!(
+        e.message.contains("use `sweep:` with `repeats:`"),
+        "{}",
+        e.message
+    );
+
+    // Well-formed: slots `~s1` ... `~sN`, the first at the lowest load and the second at
+    // the highest, the others chosen while the run goes; the objectives may be the
+    // scenario's own `slo:`.
+    let p = dir.write(
+        "good.yaml",
+        &plan_with(&format!(
+            "    rounds: 2\n    {slo}\n    search: {{between: [2, 128], points: 5}}\n"
+        )),
+    );
+    let plan = plan::load(&p).expect("a valid searched plan");
+    let names: Vec<&str> = plan.scenarios.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["a~s1", "a~s2", "a~s3", "a~s4", "a~s5"]);
+    let point = plan.scenarios[1].sweep.as_ref().expect("a point");
+    let spec = point.search.as_ref().expect("a search");
+    assert_eq!((point.value, point.index, point.of), (128.0, 2, 5));
+    assert_eq!(plan.scenarios[1].concurrency, 128);
+    assert_eq!(
+        (spec.between, spec.points, spec.chosen),
+        ([2.0, 128.0], 5, false)
+    );
+    assert_eq!(point.slo.len(), 1);
+    let chosen = plan.scenarios[2].at_search_load(16.0);
+    assert_eq!(chosen.concurrency, 16);
+    assert!(chosen
+        .sweep
+        .as_ref()
+        .and_then(|p| p.search.as_ref())
+        .is_some_and(|s| s.chosen));
 }

@@ -3,9 +3,9 @@
 use super::check_config::load_config;
 use super::error::{line_of, yaml_error, PlanError, PlanErrors};
 use super::model::{
-    labels_from_name, repeated, swept, Endpoint, IsolationPolicy, Plan, Scenario, SweepDimension,
-    DEFAULT_MAX_ERROR_RATE, DEFAULT_OUTPUT_DIR, DEFAULT_ROUNDS, DEFAULT_WAIT_S, MAX_REPEATS,
-    MAX_SWEEP_POINTS,
+    labels_from_name, repeated, searched, swept, Endpoint, IsolationPolicy, Plan, Scenario,
+    SearchSpec, SweepDimension, DEFAULT_MAX_ERROR_RATE, DEFAULT_OUTPUT_DIR, DEFAULT_ROUNDS,
+    DEFAULT_SEARCH_POINTS, DEFAULT_WAIT_S, MAX_REPEATS, MAX_SEARCH_POINTS, MAX_SWEEP_POINTS,
 };
 use super::raw::{
     AgentSpec, ClientTls, Placement, RawAgent, RawClientTls, RawPlan, RawScenario, RawTargets,
@@ -87,19 +87,26 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
         );
         let repeats = c.repeats(i, s.repeats);
         let sweep = c.sweep(i, &s);
-        let slo = c.slo(i, s.slo.take(), sweep.is_some());
+        let search = c.search(i, &mut s, repeats);
+        let slo = c.slo(i, s.slo.take(), sweep.is_some() || search.is_some());
         let Some(mut scenario) = c.scenario(i, s) else {
             continue;
         };
         scenario.targets = crate::targets::merged(&targets, &own);
         if let Some(sw) = &sweep {
-            c.sweep_fits(i, &scenario, sw);
+            c.sweep_fits(i, &scenario, sw, "sweep");
+        }
+        if let Some((dimension, spec)) = &search {
+            c.sweep_fits(i, &scenario, &(*dimension, spec.between.to_vec()), "search");
         }
         let first = scenarios.len();
         let placed_runs = c.expand(i, scenario, placed);
         let points: Vec<Scenario> = placed_runs
             .into_iter()
-            .flat_map(|sc| swept(sc, sweep.as_ref(), &slo))
+            .flat_map(|sc| match &search {
+                Some((dimension, spec)) => searched(sc, *dimension, spec, &slo),
+                None => swept(sc, sweep.as_ref(), &slo),
+            })
             .collect();
         for sc in &points {
             if sc.sweep.is_some() {
@@ -578,14 +585,95 @@ impl PlanCheck<'_> {
         Some((dimension, loads))
     }
 
+    /// `search:` checked (and its `slo:` moved to the scenario's, where `slo:` expects it):
+    /// two loads above 0, the lowest first (whole numbers for a concurrency), 3 to
+    /// [`MAX_SEARCH_POINTS`] points, objectives, no `sweep:` and no `repeats:` beside it.
+    pub(crate) fn search(
+        &mut self,
+        i: usize,
+        s: &mut RawScenario,
+        repeats: u32,
+    ) -> Option<(SweepDimension, SearchSpec)> {
+        let raw = s.search.take()?;
+        let key = format!("test_scenarios[{i}].search");
+        if s.sweep.is_some() {
+            self.err(
+                &key,
+                "give `sweep:` (a list of loads) or `search:` (a bisection between two loads), not both".into(),
+            );
+            return None;
+        }
+        if repeats > 1 {
+            self.err(
+                &format!("test_scenarios[{i}].repeats"),
+                "a `search:` chooses each load from the one before: it does not repeat points; use `sweep:` with `repeats:` for repeated points".into(),
+            );
+        }
+        match (raw.slo, &s.slo) {
+            (Some(_), Some(_)) => self.err(
+                &format!("{key}.slo"),
+                "the scenario gives `slo:` too: give the objectives once".into(),
+            ),
+            (Some(slo), None) => s.slo = Some(slo),
+            (None, Some(_)) => {}
+            (None, None) => self.err(
+                &key,
+                "needs objectives to search for: add `slo: {p95_ttft_ms: \"<= 2000\"}` to it"
+                    .into(),
+            ),
+        }
+        let dimension = raw.over.unwrap_or(SweepDimension::Concurrency);
+        let between = match raw.between.as_deref() {
+            Some(&[lo, hi]) if lo.is_finite() && hi.is_finite() && lo > 0.0 && lo < hi => [lo, hi],
+            _ => {
+                self.err(
+                    &format!("{key}.between"),
+                    format!(
+                        "must be two loads above 0, the lowest first, such as [1, 512] ({}), got {}",
+                        dimension.unit(),
+                        raw.between.as_ref().map_or("nothing".to_owned(), |b| format!("{b:?}"))
+                    ),
+                );
+                return None;
+            }
+        };
+        if dimension == SweepDimension::Concurrency && between.iter().any(|v| v.fract() != 0.0) {
+            self.err(
+                &format!("{key}.between"),
+                format!("concurrencies are whole numbers, got {between:?}"),
+            );
+            return None;
+        }
+        let points = raw.points.unwrap_or(DEFAULT_SEARCH_POINTS);
+        if !(3..=MAX_SEARCH_POINTS).contains(&points) {
+            self.err(
+                &format!("{key}.points"),
+                format!("must be 3 to {MAX_SEARCH_POINTS} (its two ends, then at least one point between), got {points}"),
+            );
+            return None;
+        }
+        Some((
+            dimension,
+            SearchSpec {
+                between,
+                points,
+                chosen: false,
+            },
+        ))
+    }
+
     /// Whether the scenario's config can take its sweep's loads.
     pub(crate) fn sweep_fits(
         &mut self,
         i: usize,
         s: &Scenario,
         (dimension, _): &(SweepDimension, Vec<f64>),
+        what: &str,
     ) {
-        let key = format!("test_scenarios[{i}].sweep.{}", dimension.key());
+        let key = match what {
+            "sweep" => format!("test_scenarios[{i}].sweep.{}", dimension.key()),
+            _ => format!("test_scenarios[{i}].{what}.over"),
+        };
         match dimension {
             SweepDimension::Concurrency if s.config.open_loop.is_some() => self.err(
                 &key,
@@ -613,10 +701,14 @@ impl PlanCheck<'_> {
     /// A swept point within the load limits an agent enforces.
     pub(crate) fn point_limits(&mut self, i: usize, s: &Scenario) {
         let Some(p) = &s.sweep else { return };
+        let key = match p.search {
+            Some(_) => format!("test_scenarios[{i}].search.between"),
+            None => format!("test_scenarios[{i}].sweep.{}", p.dimension.key()),
+        };
         for e in s.load_limits() {
             if !self.errors.iter().any(|x| x.message.contains(&e.message)) {
                 self.err(
-                    &format!("test_scenarios[{i}].sweep.{}", p.dimension.key()),
+                    &key,
                     format!("at {}: {}", crate::util::trim_float(p.value), e.message),
                 );
             }
@@ -679,7 +771,10 @@ impl PlanCheck<'_> {
             let at = own
                 .sweep
                 .as_ref()
-                .map(|p| p.dimension.suffix(p.value))
+                .map(|p| match p.search {
+                    Some(_) => format!("~s{}", p.index),
+                    None => p.dimension.suffix(p.value),
+                })
                 .unwrap_or_default();
             let candidates: Vec<String> = on_same_agent.into_iter().chain([b.clone()]).collect();
             let found = candidates
@@ -691,6 +786,19 @@ impl PlanCheck<'_> {
                     [format!("{c}#{index}"), format!("{c}#1"), c]
                         .into_iter()
                         .find(|n| names.contains(n))
+                })
+                // A searched scenario against a swept one (or the other way): any of its
+                // points, for the capacities are compared as a whole.
+                .or_else(|| {
+                    let swept = |n: &&String| {
+                        candidates.iter().any(|c| {
+                            n.strip_prefix(c.as_str())
+                                .is_some_and(|rest| rest.starts_with('~'))
+                        })
+                    };
+                    (!at.is_empty())
+                        .then(|| names.iter().find(swept).cloned())
+                        .flatten()
                 });
             match found {
                 Some(n) if n == own.name => {

@@ -219,6 +219,122 @@ pub struct SweepPoint {
     /// The swept scenario its capacity is compared with (its `baseline:`, as swept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<String>,
+    /// A point of a `search:`: its load is chosen while the run goes, from the points
+    /// before it (see [`crate::sweep::next_search_load`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchSpec>,
+}
+
+/// A `search:`: the capacity's boundary found by bisection on the warm round, between two
+/// loads, in at most `points` points (`<name>~s1`, `~s2`, ...): the lowest load first, then
+/// the highest, then the geometric middle of the bracket between the highest load that met
+/// every objective and the lowest that did not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchSpec {
+    /// The lowest and the highest load it may try.
+    pub between: [f64; 2],
+    /// The most points it runs.
+    pub points: u32,
+    /// This point's load was chosen (it ran); a point never chosen was not needed.
+    #[serde(default)]
+    pub chosen: bool,
+}
+
+/// The most points a `search:` may take, and what it takes unless told.
+pub const MAX_SEARCH_POINTS: u32 = 16;
+pub const DEFAULT_SEARCH_POINTS: u32 = 8;
+
+impl SearchSpec {
+    /// The resolution stated before the search runs: after its two ends, each point halves
+    /// the bracket on a log scale, so the boundary is known within this factor (`1.1`:
+    /// within 10 %); a concurrency search stops at a bracket of one.
+    pub fn resolution_factor(&self) -> f64 {
+        let [lo, hi] = self.between;
+        let halvings = self.points.saturating_sub(2) as i32;
+        (hi / lo).powf(0.5f64.powi(halvings))
+    }
+
+    /// The resolution in words: `within 10.2 % give or take 1 concurrent request` (a
+    /// concurrency is a whole number: each middle is rounded, which may widen the bracket
+    /// by up to a request at either end).
+    pub fn resolution_text(&self, dimension: SweepDimension) -> String {
+        let pct = (self.resolution_factor() - 1.0) * 100.0;
+        match dimension {
+            SweepDimension::Concurrency => {
+                format!("within {pct:.1} % give or take 1 concurrent request")
+            }
+            SweepDimension::RequestRate => format!("within {pct:.1} %"),
+        }
+    }
+}
+
+impl Scenario {
+    /// This point of a `search:` at load `value`, chosen.
+    pub fn at_search_load(&self, value: f64) -> Scenario {
+        let mut s = self.clone();
+        if let Some(p) = s.sweep.as_mut() {
+            p.value = value;
+            if let Some(spec) = p.search.as_mut() {
+                spec.chosen = true;
+            }
+            let dimension = p.dimension;
+            at_load(&mut s, dimension, value);
+        }
+        s
+    }
+}
+
+/// Sets a scenario's load on the swept axis.
+fn at_load(point: &mut Scenario, dimension: SweepDimension, value: f64) {
+    match dimension {
+        SweepDimension::Concurrency => point.concurrency = value as u32,
+        SweepDimension::RequestRate => {
+            let open = point.config.open_loop.get_or_insert(OpenLoop {
+                rate: Rate::Fixed(value),
+                burstiness: 1.0,
+                max_concurrency: None,
+            });
+            open.rate = Rate::Fixed(value);
+        }
+    }
+}
+
+/// A scenario with `search:` as its points' slots, `<name>~s1` ... `<name>~sN`: the first
+/// at the lowest load, the second at the highest, the others at a load chosen while the
+/// run goes (until then they hold the lowest, so that the plan's checks see real loads).
+pub(crate) fn searched(
+    s: Scenario,
+    dimension: SweepDimension,
+    spec: &SearchSpec,
+    slo: &[crate::targets::Target],
+) -> Vec<Scenario> {
+    (1..=spec.points)
+        .map(|k| {
+            let name = format!("{}~s{k}", s.name);
+            let value = if k == 2 {
+                spec.between[1]
+            } else {
+                spec.between[0]
+            };
+            let mut point = Scenario {
+                slug: slug(&name),
+                sweep: Some(SweepPoint {
+                    scenario: s.name.clone(),
+                    dimension,
+                    value,
+                    index: k,
+                    of: spec.points,
+                    slo: slo.to_vec(),
+                    baseline: None,
+                    search: Some(spec.clone()),
+                }),
+                name,
+                ..s.clone()
+            };
+            at_load(&mut point, dimension, value);
+            point
+        })
+        .collect()
 }
 
 /// A scenario at each load of its sweep (`<name>~c16`, in increasing load); the scenario
@@ -248,21 +364,12 @@ pub(crate) fn swept(
                     of,
                     slo: slo.to_vec(),
                     baseline: None,
+                    search: None,
                 }),
                 name,
                 ..s.clone()
             };
-            match dimension {
-                SweepDimension::Concurrency => point.concurrency = value as u32,
-                SweepDimension::RequestRate => {
-                    let open = point.config.open_loop.get_or_insert(OpenLoop {
-                        rate: Rate::Fixed(value),
-                        burstiness: 1.0,
-                        max_concurrency: None,
-                    });
-                    open.rate = Rate::Fixed(value);
-                }
-            }
+            at_load(&mut point, *dimension, value);
             point
         })
         .collect()

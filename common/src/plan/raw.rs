@@ -127,6 +127,24 @@ pub(crate) struct RawScenario {
     /// the largest load that meets them all.
     #[serde(default)]
     pub(crate) slo: Option<RawTargets>,
+    /// Find the capacity by bisection instead of a list of loads.
+    #[serde(default)]
+    pub(crate) search: Option<RawSearch>,
+}
+
+/// `search:` as written: the objectives, the loads to search between, what is varied and
+/// how many points it may take.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSearch {
+    #[serde(default)]
+    pub(crate) slo: Option<RawTargets>,
+    #[serde(default)]
+    pub(crate) between: Option<Vec<f64>>,
+    #[serde(default)]
+    pub(crate) over: Option<crate::plan::SweepDimension>,
+    #[serde(default)]
+    pub(crate) points: Option<u32>,
 }
 
 /// `sweep:` as written: one of its keys, with the loads.

@@ -55,6 +55,14 @@ pub enum RunEvent<'a> {
         /// The agent it runs on (several: a split scenario).
         agents: Vec<&'a AgentInfo>,
     },
+    /// A point of a `search:` that is not needed: the search found its boundary (or ended at
+    /// one of its ends) before it.
+    PointNotNeeded {
+        /// From 1.
+        index: usize,
+        total: usize,
+        scenario: &'a Scenario,
+    },
     /// A resumed run keeps a scenario that had ended before the interruption.
     ScenarioKept {
         /// From 1.

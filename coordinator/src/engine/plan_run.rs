@@ -121,6 +121,26 @@ async fn run(
                 continue;
             }
         }
+        // A point of a search runs at the load its earlier points chose, or not at all.
+        let chosen;
+        let scenario = match next_point(scenario, &outcomes) {
+            Next::Plain => scenario,
+            Next::At(load) => {
+                chosen = scenario.at_search_load(load);
+                run_file.point_chosen(i, &chosen);
+                &chosen
+            }
+            Next::NotNeeded => {
+                run_file.point_not_needed(i);
+                save_run_file(&run_file, plan, obs);
+                obs.on(&RunEvent::PointNotNeeded {
+                    index: i + 1,
+                    total: plan.scenarios.len(),
+                    scenario,
+                });
+                continue;
+            }
+        };
         let on = agents
             .for_scenario(scenario)
             .map_err(|e| anyhow::anyhow!("scenario {}: {e}", scenario.name))?;
@@ -244,6 +264,41 @@ async fn run(
         summary: &summary,
     });
     Ok(summary)
+}
+
+/// What the loop does with a scenario of the plan.
+enum Next {
+    /// Runs it as planned.
+    Plain,
+    /// A point of a search: runs it at this load.
+    At(f64),
+    /// A point of a search that found its boundary before it.
+    NotNeeded,
+}
+
+/// Whether `scenario` is a point of a search, and at what load it runs, from the
+/// scenarios that ran before it (see [`kvbench_common::sweep::next_search_load`]).
+fn next_point(
+    scenario: &kvbench_common::plan::Scenario,
+    before: &[super::outcome::ScenarioOutcome],
+) -> Next {
+    let Some(point) = scenario.sweep.as_ref().filter(|p| p.search.is_some()) else {
+        return Next::Plain;
+    };
+    let runs: Vec<kvbench_common::sweep::Run<'_>> = before
+        .iter()
+        .filter_map(|o| {
+            Some((
+                o.name.as_str(),
+                o.stats.scenario.sweep.as_ref()?,
+                Some(&o.stats),
+            ))
+        })
+        .collect();
+    match kvbench_common::sweep::next_search_load(point, &runs) {
+        Some(load) => Next::At(load),
+        None => Next::NotNeeded,
+    }
 }
 
 /// Writes the reports of the run whose file is `path` on a blocking thread: the markdown's

@@ -81,6 +81,23 @@ pub struct RunScenario {
     /// that was interrupted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<Attempt>,
+    /// A point of a `search:` that did not run because the search had found its boundary
+    /// (its status stays null).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_needed: bool,
+}
+
+/// What a scenario sends, in a line: `kvbench compare` compares only scenarios whose
+/// workloads are the same.
+fn workload(s: &kvbench_common::plan::Scenario) -> String {
+    format!(
+        "{} x{} rounds, concurrency {}, seed {}, config sha256 {}",
+        s.kind.label(),
+        s.rounds,
+        s.concurrency,
+        s.config.workload.seed,
+        sha256_file(&s.config_path).unwrap_or_else(|| "unreadable".into())
+    )
 }
 
 /// A scenario's attempt as it started.
@@ -239,14 +256,8 @@ impl RunFile {
                     repeat: s.repeat.clone(),
                     sweep: s.sweep.clone(),
                     attempt: None,
-                    workload: Some(format!(
-                        "{} x{} rounds, concurrency {}, seed {}, config sha256 {}",
-                        s.kind.label(),
-                        s.rounds,
-                        s.concurrency,
-                        s.config.workload.seed,
-                        sha256_file(&s.config_path).unwrap_or_else(|| "unreadable".into())
-                    )),
+                    workload: Some(workload(s)),
+                    not_needed: false,
                 })
                 .collect(),
             agents,
@@ -260,6 +271,22 @@ impl RunFile {
     pub fn scenario_started(&mut self, i: usize, attempt: Attempt) {
         if let Some(entry) = self.scenarios.get_mut(i) {
             entry.attempt = Some(attempt);
+        }
+    }
+
+    /// A point of a `search:` got its load (`point`: the scenario as it runs).
+    pub fn point_chosen(&mut self, i: usize, point: &kvbench_common::plan::Scenario) {
+        if let Some(entry) = self.scenarios.get_mut(i) {
+            entry.sweep = point.sweep.clone();
+            entry.workload = Some(workload(point));
+            entry.not_needed = false;
+        }
+    }
+
+    /// A point of a `search:` that the search did not need: it found its boundary first.
+    pub fn point_not_needed(&mut self, i: usize) {
+        if let Some(entry) = self.scenarios.get_mut(i) {
+            entry.not_needed = true;
         }
     }
 

@@ -24,6 +24,9 @@ pub struct SavedRun {
 pub enum NoStats {
     #[error("not run")]
     NotRun,
+    /// A point of a `search:` the search did not need.
+    #[error("not needed by its search")]
+    NotNeeded,
     #[error("{0}: no stats file was written")]
     NotWritten(ScenarioStatus),
     #[error("cannot read {path}: {error}")]
@@ -63,6 +66,7 @@ impl SavedRun {
             .map(|s| {
                 let Some(name) = &s.stats_file else {
                     return Err(match s.status {
+                        None if s.not_needed => NoStats::NotNeeded,
                         None => NoStats::NotRun,
                         Some(st) => NoStats::NotWritten(st),
                     });

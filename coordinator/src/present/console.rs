@@ -157,6 +157,20 @@ impl<W: Write> Observer for Console<W> {
                 say!(w, "Progress: {index}/{total}");
                 scenario_header(w, scenario, agents);
             }
+            RunEvent::PointNotNeeded {
+                index,
+                total,
+                scenario,
+            } => {
+                say!(w);
+                say!(w, "Progress: {index}/{total}");
+                say!(
+                    w,
+                    "Search point not needed: {} (the search of {} has found its boundary)",
+                    scenario.name,
+                    scenario.sweep.as_ref().map_or("", |p| p.scenario.as_str())
+                );
+            }
             RunEvent::ScenarioKept {
                 index,
                 total,
@@ -371,6 +385,20 @@ fn scenario_header(w: &mut impl Write, s: &Scenario, agents: &[&AgentInfo]) {
     );
     say!(w, "Rounds:       {}", s.rounds);
     say!(w, "Load:         {}", s.load_description());
+    if let Some((p, spec)) = s.sweep.as_ref().and_then(|p| Some((p, p.search.as_ref()?))) {
+        say!(
+            w,
+            "Search:       point {} of at most {} of {}, between {} and {} {} ({}): this point at {}",
+            p.index,
+            spec.points,
+            p.scenario,
+            kvbench_common::util::trim_float(spec.between[0]),
+            kvbench_common::util::trim_float(spec.between[1]),
+            p.dimension.unit(),
+            spec.resolution_text(p.dimension),
+            kvbench_common::util::trim_float(p.value)
+        );
+    }
     for agent in agents {
         say!(
             w,
@@ -666,6 +694,9 @@ fn final_summary(w: &mut impl Write, plan: &Plan, sum: &RunSummary) {
                     )
                 ),
             );
+            if let Some(s) = &c.search {
+                say!(w, "  {}", super::report::capacity::search_line(c, s));
+            }
             for p in &c.points {
                 for why in [
                     p.cold.excluded.as_ref(),
@@ -752,11 +783,14 @@ fn summary_row(w: &mut impl Write, o: &ScenarioOutcome) {
 fn tiers(r: Option<&RoundStats>) -> Option<String> {
     let t = r?.cache_tiers.as_ref()?;
     let n = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
-    let mut s = format!(
-        "device {} + connector {} tokens",
-        n(t.device_tokens),
-        n(t.external_tokens)
-    );
+    let mut s = match (&t.requests, t.external_tokens) {
+        (Some(q), None) => hicache_split(q),
+        _ => format!(
+            "device {} + connector {} tokens",
+            n(t.device_tokens),
+            n(t.external_tokens)
+        ),
+    };
     if let Some(l) = &t.lmcache {
         s.push_str(&format!(
             "; LMCache {} of {} hit",
@@ -772,6 +806,17 @@ fn tiers(r: Option<&RoundStats>) -> Option<String> {
         ));
     }
     Some(s)
+}
+
+/// SGLang's split of the cached tokens, as its requests reported it.
+fn hicache_split(q: &kvbench_common::telemetry::RequestTiers) -> String {
+    let storage = q
+        .storage_tokens
+        .map_or(String::new(), |s| format!(" + storage {s}"));
+    format!(
+        "device {} + host {}{storage} tokens",
+        q.device_tokens, q.host_tokens
+    )
 }
 
 /// A round's hits against a perfect cache's, with the first cause of a shortfall.

@@ -85,6 +85,17 @@ pub fn to_json(event: &RunEvent<'_>) -> Value {
             "round": round,
             "data": event,
         }),
+        RunEvent::PointNotNeeded {
+            index,
+            total,
+            scenario,
+        } => json!({
+            "event": "point_not_needed",
+            "index": index,
+            "total": total,
+            "scenario": scenario.name,
+            "search": scenario.sweep.as_ref().map(|p| &p.scenario),
+        }),
         RunEvent::ScenarioKept {
             index,
             total,

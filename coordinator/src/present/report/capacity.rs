@@ -20,6 +20,38 @@ pub fn capacities(saved: &SavedRun) -> Vec<kvbench_common::sweep::SweepCapacity>
     kvbench_common::sweep::capacities(&runs)
 }
 
+/// How a search went, in a sentence: its points, its bracket, the resolution it stated.
+pub fn search_line(
+    c: &kvbench_common::sweep::SweepCapacity,
+    s: &kvbench_common::sweep::SearchOutcome,
+) -> String {
+    use kvbench_common::util::trim_float;
+    let round = if c.last_round > 1 {
+        format!("round {} (warm)", c.last_round)
+    } else {
+        "round 1".to_owned()
+    };
+    let found = match s.bracket {
+        Some([a, b]) => format!(
+            "the boundary lies between {} (met every objective) and {} (did not){}",
+            trim_float(a),
+            trim_float(b),
+            s.relative_width()
+                .map_or(String::new(), |w| format!(", {:.1} % apart", w * 100.0))
+        ),
+        None => "the boundary is not between them (see the capacity's bound)".to_owned(),
+    };
+    format!(
+        "Searched on {round} between {} and {} {}: {} of at most {} points; {found}. Resolution stated before the search: {}.",
+        trim_float(s.between[0]),
+        trim_float(s.between[1]),
+        c.dimension.unit(),
+        s.points_run,
+        s.points_max,
+        s.stated_resolution
+    )
+}
+
 /// "Capacity at the SLO": per swept scenario, the largest load within its objectives in
 /// round 1 and in the last round, their ratio and the baseline's; then each point.
 pub fn section(
@@ -58,6 +90,9 @@ pub fn section(
     out.push('\n');
     for c in caps {
         let _ = writeln!(out, "### Points of {}\n", c.scenario);
+        if let Some(s) = &c.search {
+            let _ = writeln!(out, "{}\n", search_line(c, s));
+        }
         if let Some((folder, file)) =
             charts.and_then(|ch| Some((&ch.folder, ch.capacity.get(&c.scenario)?)))
         {

@@ -95,11 +95,16 @@ fn header(out: &mut String, saved: &SavedRun) {
         r.wait_between_scenarios_s
     );
     let count = |s: ScenarioStatus| r.scenarios.iter().filter(|x| x.status == Some(s)).count();
-    let not_run = r.scenarios.iter().filter(|x| x.status.is_none()).count();
+    let not_needed = r.scenarios.iter().filter(|x| x.not_needed).count();
+    let not_run = r
+        .scenarios
+        .iter()
+        .filter(|x| x.status.is_none() && !x.not_needed)
+        .count();
     let _ = writeln!(
         out,
-        "- Scenarios: {} of {} run | completed {} | degraded {}{} | failed {} | cancelled {}{}",
-        r.scenarios.len() - not_run,
+        "- Scenarios: {} of {} run | completed {} | degraded {}{} | failed {} | cancelled {}{}{}",
+        r.scenarios.len() - not_run - not_needed,
         r.scenarios.len(),
         count(ScenarioStatus::Completed),
         count(ScenarioStatus::Degraded),
@@ -111,6 +116,11 @@ fn header(out: &mut String, saved: &SavedRun) {
         count(ScenarioStatus::Cancelled),
         if not_run > 0 {
             format!(" | **not run {not_run}**")
+        } else {
+            String::new()
+        },
+        if not_needed > 0 {
+            format!(" | not needed {not_needed} (points a search did not need)")
         } else {
             String::new()
         }
@@ -553,6 +563,7 @@ fn anomalies(saved: &SavedRun) -> Vec<String> {
                     s.name
                 ));
             }
+            Err(crate::output::saved::NoStats::NotNeeded) => {}
             Err(_) => out.push(format!("**{}** did not run.", s.name)),
             Ok(st) => out.extend(scenario_anomalies(&s.name, st)),
         }
