@@ -269,13 +269,18 @@ mod tests {
             .await
             .expect("vLLM reset on the sim");
         assert!(ok.contains("\"success\":true"), "{ok}");
-        // kvbench-sim has no SGLang endpoint: the answer says what the endpoint is for.
+        // It serves SGLang's flush too.
+        let ok = run_all(&client, &[preset("sglang", &base, None).expect("preset")])
+            .await
+            .expect("SGLang flush on the sim");
+        assert!(ok.contains("Cache flushed"), "{ok}");
+        // kvbench-sim has no llama.cpp slots: the answer says what the endpoint is for.
         let steps = [
-            preset("sglang", &base, None).expect("preset"),
+            preset("llamacpp", &base, Some(0)).expect("preset"),
             preset("vllm", &base, None).expect("preset"),
         ];
         let err = run_all(&client, &steps).await.expect_err("404").to_string();
-        assert!(err.contains("/flush_cache") && err.contains("404"), "{err}");
+        assert!(err.contains("/slots/0") && err.contains("404"), "{err}");
         assert!(
             !err.contains("reset_prefix_cache"),
             "stopped at the first failure: {err}"
