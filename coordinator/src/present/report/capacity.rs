@@ -39,7 +39,18 @@ pub fn search_line(
             s.relative_width()
                 .map_or(String::new(), |w| format!(", {:.1} % apart", w * 100.0))
         ),
-        None => "the boundary is not between them (see the capacity's bound)".to_owned(),
+        None => {
+            use kvbench_common::stats::capacity::Bound;
+            let searched = c.warm.as_ref().unwrap_or(&c.cold);
+            match (searched.bound, searched.load) {
+                (Bound::AtLeast, Some(v)) => format!(
+                    "every point it could judge met every objective: the capacity is at least {} (a load above it was excluded, or none was tried)",
+                    trim_float(v)
+                ),
+                (Bound::Below, _) => "the lowest load already missed: the capacity is below it".to_owned(),
+                _ => "no point could be judged".to_owned(),
+            }
+        }
     };
     format!(
         "Searched on {round} between {} and {} {}: {} of at most {} points; {found}. Resolution stated before the search: {}.",
