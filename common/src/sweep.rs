@@ -96,8 +96,9 @@ pub fn next_search_load(point: &SweepPoint, before: &[Run<'_>]) -> Option<f64> {
     if same.len() >= spec.points as usize {
         return None;
     }
-    // Judged on the search's own objectives (the points' stats carry them).
-    let judged: Vec<(f64, Judged)> = capacities(&same)
+    // Judged on the search's own objectives (the points' stats carry them), in the order
+    // the points ran.
+    let by_load: Vec<(f64, Judged)> = capacities(&same)
         .into_iter()
         .find(|c| c.scenario == point.scenario)
         .map(|c| {
@@ -117,6 +118,17 @@ pub fn next_search_load(point: &SweepPoint, before: &[Run<'_>]) -> Option<f64> {
                 .collect()
         })
         .unwrap_or_default();
+    let mut order: Vec<&SweepPoint> = same.iter().map(|(_, p, _)| *p).collect();
+    order.sort_by_key(|p| p.index);
+    let judged: Vec<(f64, Judged)> = order
+        .iter()
+        .filter_map(|p| {
+            by_load
+                .iter()
+                .find(|(l, _)| (l - p.value).abs() < 1e-9)
+                .copied()
+        })
+        .collect();
     next_load(spec, point.dimension, &judged)
 }
 
@@ -131,30 +143,38 @@ fn next_load(
         return None;
     }
     let [lo, hi] = spec.between;
-    let tried = |v: f64| judged.iter().any(|(l, _)| (l - v).abs() < 1e-9);
-    if !tried(lo) {
+    // The lowest load, then the highest.
+    let Some(&(_, first)) = judged.first() else {
         return Some(lo);
+    };
+    if first != Judged::Met {
+        return None;
     }
-    let first_bad = judged
-        .iter()
-        .filter(|(_, j)| *j != Judged::Met)
-        .map(|(l, _)| *l)
-        .min_by(f64::total_cmp);
-    let a = judged
-        .iter()
-        .filter(|(l, j)| *j == Judged::Met && first_bad.is_none_or(|b| *l < b))
-        .map(|(l, _)| *l)
-        .max_by(f64::total_cmp)?;
-    if !tried(hi) {
+    let Some(&(_, second)) = judged.get(1) else {
         return Some(hi);
+    };
+    if second == Judged::Met {
+        return None;
     }
-    let b = first_bad?;
-    let middle = (a * b).sqrt();
+    // Then the bracket on the continuous axis, halved on a log scale by each point in the
+    // order they ran (a point that cannot be judged counts as above the boundary): only
+    // the load run is rounded, so rounding never adds up from one point to the next.
+    let (mut alpha, mut beta) = (lo, hi);
+    for &(_, j) in &judged[2..] {
+        let m = (alpha * beta).sqrt();
+        if j == Judged::Met {
+            alpha = m;
+        } else {
+            beta = m;
+        }
+    }
+    let middle = (alpha * beta).sqrt();
     match dimension {
         SweepDimension::Concurrency => {
+            let (a, b) = (alpha.round(), beta.round());
             (b - a > 1.0).then(|| middle.round().clamp(a + 1.0, b - 1.0))
         }
-        SweepDimension::RequestRate => (b / a > 1.01).then_some(middle),
+        SweepDimension::RequestRate => (beta / alpha > 1.01).then_some(middle),
     }
 }
 
@@ -627,9 +647,9 @@ mod tests {
                         SweepDimension::Concurrency => b - met <= 1.0,
                         SweepDimension::RequestRate => b / met <= 1.01,
                     };
-                    // A concurrency's middles are rounded: give or take one request.
+                    // A concurrency's loads are rounded: half a request at either end.
                     let slack = match dimension {
-                        SweepDimension::Concurrency => 1.0,
+                        SweepDimension::Concurrency => 0.5,
                         SweepDimension::RequestRate => 0.0,
                     };
                     let stated = (b - slack) / (met + slack)
